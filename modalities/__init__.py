@@ -1,0 +1,21 @@
+"""Tessera's pure-PyTorch side: the shared backbone and one folder per modality.
+
+Nothing in this package imports lightning.
+"""
+
+from .backbone import (
+    Backbone,
+    BackboneConfig,
+    Encoder,
+    EncoderOutput,
+    TokenEncoder,
+    TokenEncoderConfig,
+    create_encoder,
+)
+from .backbone import hf_bert as _hf_bert  # noqa: F401  (registers the "bert"/"roberta" importers)
+from .hub import import_checkpoint, load_encoder, save_encoder
+
+__all__ = [
+    "Backbone", "BackboneConfig", "Encoder", "EncoderOutput", "TokenEncoder", "TokenEncoderConfig",
+    "create_encoder", "import_checkpoint", "load_encoder", "save_encoder",
+]

@@ -1,0 +1,136 @@
+"""Self-attention and its interchangeable cores ("attention backends").
+
+A backend computes softmax(q k^T / sqrt(hd) + bias) v. It sees either the padded layout
+(q, k, v: (B, T, H, hd)) or, when ``unpadded = True``, the packed one (q, k, v: (N, H, hd)
+with ``cu_seqlens``); the backbone picks the layout once from the backend's flag. All
+backends hold no parameters, so swapping one never changes the weights.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..registry import Registry
+from .config import BackboneConfig
+from .padding import Unpadded
+from .positions import apply_rope
+
+try:  # probed once: PyTorch's flash varlen kernel (CUDA only, no bias, no dropout)
+    from torch.nn.attention.varlen import varlen_attn as _varlen_attn
+except ImportError:  # pragma: no cover - older torch
+    _varlen_attn = None
+
+ATTENTION: Registry[type[AttentionBackend]] = Registry("attention backend")
+
+
+@dataclass
+class AttentionInputs:
+    """Everything attention needs besides q/k/v, built once per forward by the backbone."""
+
+    mask: Tensor | None = None  # (B, T) bool, padded layouts
+    bias: Tensor | None = None  # (B, H, T, T) ALiBi bias, padded layouts (None without ALiBi)
+    unpadded: Unpadded | None = None  # packing info, unpadded layout
+    alibi: Tensor | None = None  # (H, Lmax, Lmax) ALiBi bias by in-sequence position, unpadded
+    rope: tuple[Tensor, Tensor] | None = None  # cos, sin: (B, T, 1, hd) or (N, 1, hd)
+
+
+class AttentionBackend(nn.Module):
+    unpadded = False  # True: receives the packed (N, H, hd) layout
+
+    def __init__(self, config: BackboneConfig):
+        super().__init__()
+        self.dropout = config.attention_dropout
+        self.scale = 1.0 / math.sqrt(config.head_dim)
+
+    @property
+    def dropout_p(self) -> float:
+        return self.dropout if self.training else 0.0
+
+
+@ATTENTION.register("eager")
+class EagerAttention(AttentionBackend):
+    """Plain matmul-softmax-matmul; the reference the fused backends are tested against."""
+
+    def forward(self, q: Tensor, k: Tensor, v: Tensor, inputs: AttentionInputs) -> Tensor:
+        q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, H, T, hd)
+        scores = (q @ k.transpose(-1, -2)) * self.scale  # (B, H, T, T)
+        scores = scores.float()
+        if inputs.bias is not None:
+            scores = scores + inputs.bias
+        key_mask = inputs.mask[:, None, None, :]  # (B, 1, 1, T)
+        scores = scores.masked_fill(~key_mask, torch.finfo(scores.dtype).min)
+        probs = F.dropout(scores.softmax(dim=-1).to(v.dtype), self.dropout_p, self.training)
+        return (probs @ v).transpose(1, 2)  # (B, T, H, hd)
+
+
+@ATTENTION.register("sdpa")
+class SdpaAttention(AttentionBackend):
+    """torch's fused scaled_dot_product_attention on the padded batch."""
+
+    def forward(self, q: Tensor, k: Tensor, v: Tensor, inputs: AttentionInputs) -> Tensor:
+        q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, H, T, hd)
+        key_mask = inputs.mask[:, None, None, :]  # (B, 1, 1, T)
+        if inputs.bias is None:
+            attn_mask = key_mask  # boolean: keeps the fused kernels eligible
+        else:
+            attn_mask = inputs.bias.masked_fill(~key_mask, float("-inf")).to(q.dtype)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=self.dropout_p)
+        return out.transpose(1, 2)  # (B, T, H, hd)
+
+
+@ATTENTION.register("unpadded")
+class UnpaddedAttention(AttentionBackend):
+    """Attention over packed real tokens only.
+
+    CUDA, half precision, no ALiBi, no dropout: one flash varlen call. Elsewhere: one SDPA
+    call per sequence on its own slice, so no work is spent on padding and no mask is built.
+    """
+
+    unpadded = True
+
+    def forward(self, q: Tensor, k: Tensor, v: Tensor, inputs: AttentionInputs) -> Tensor:
+        info = inputs.unpadded
+        if (
+            _varlen_attn is not None
+            and q.is_cuda
+            and q.dtype in (torch.float16, torch.bfloat16)
+            and inputs.alibi is None
+            and self.dropout_p == 0.0
+        ):
+            cu = info.cu_seqlens
+            return _varlen_attn(q, k, v, cu, cu, info.max_seqlen, info.max_seqlen, scale=self.scale)
+        outs = []
+        start = 0
+        for length in info.seqlens:
+            end = start + length
+            qs, ks, vs = (t[start:end].transpose(0, 1).unsqueeze(0) for t in (q, k, v))  # (1, H, L, hd)
+            bias = None if inputs.alibi is None else inputs.alibi[:, :length, :length].to(q.dtype)
+            o = F.scaled_dot_product_attention(qs, ks, vs, attn_mask=bias, dropout_p=self.dropout_p)
+            outs.append(o[0].transpose(0, 1))  # (L, H, hd)
+            start = end
+        return torch.cat(outs)  # (N, H, hd)
+
+
+class SelfAttention(nn.Module):
+    """Fused QKV projection, optional RoPE, a backend core, output projection."""
+
+    def __init__(self, config: BackboneConfig):
+        super().__init__()
+        D = config.hidden_size
+        self.num_heads, self.head_dim = config.num_heads, config.head_dim
+        self.qkv = nn.Linear(D, 3 * D, bias=config.bias)  # rows: [query; key; value]
+        self.out = nn.Linear(D, D, bias=config.bias)
+        self.core = ATTENTION.get(config.attention_backend)(config)
+
+    def forward(self, x: Tensor, inputs: AttentionInputs) -> Tensor:
+        qkv = self.qkv(x).unflatten(-1, (3, self.num_heads, self.head_dim))  # (..., 3, H, hd)
+        q, k, v = qkv.unbind(-3)  # each (..., H, hd)
+        if inputs.rope is not None:
+            q, k = apply_rope(q, *inputs.rope), apply_rope(k, *inputs.rope)
+        ctx = self.core(q, k, v, inputs)  # (..., H, hd)
+        return self.out(ctx.flatten(-2))  # (..., D)

@@ -1,0 +1,119 @@
+"""The shared BERT-style encoder stack.
+
+Contract (STYLE.md): a frontend gives embeddings (B, T, D) and a mask (B, T); the backbone
+returns hidden states of the same shape, zeros at padded positions. With an unpadded
+backend the padding is removed once here, every layer runs on the N real tokens, and the
+padding is restored once at the exit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from .attention import ATTENTION, AttentionInputs
+from .config import BackboneConfig
+from .layer import EncoderLayer
+from .padding import pad, token_positions, unpad
+from .positions import alibi_bias, alibi_slopes, rope_cos_sin
+
+
+@dataclass
+class EncoderOutput:
+    last_hidden_state: Tensor  # (B, T, D), zeros at padded positions
+    mask: Tensor  # (B, T) bool, True at real tokens
+    hidden_states: tuple[Tensor, ...] | None = None  # num_layers + 1 tensors (B, T, D) on request
+
+    def __getitem__(self, i: int) -> Tensor:  # HF habit: outputs[0] is the last hidden state
+        return (self.last_hidden_state, self.hidden_states)[i]
+
+
+def check_embeddings(x: Tensor, mask: Tensor | None, hidden_size: int) -> Tensor:
+    """Validate a frontend's output; return the mask as bool (all ones if None)."""
+    if not torch.is_tensor(x) or x.dim() != 3:
+        shape = tuple(x.shape) if torch.is_tensor(x) else type(x).__name__
+        raise ValueError(f"backbone input must be embeddings of shape (B, T, D), got {shape}")
+    if not x.is_floating_point():
+        raise ValueError(f"backbone input must be floating point, got {x.dtype}; embed ids first")
+    if x.shape[-1] != hidden_size:
+        raise ValueError(f"backbone input has width {x.shape[-1]}, the model expects {hidden_size}")
+    if x.shape[1] == 0:
+        raise ValueError("backbone input has length 0; give at least one token per sequence")
+    if mask is None:
+        return torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
+    if mask.shape != x.shape[:2]:
+        raise ValueError(f"mask shape {tuple(mask.shape)} does not match embeddings {tuple(x.shape[:2])}")
+    if mask.is_floating_point() or mask.is_complex():
+        raise ValueError(f"mask must be bool or integer (1 = real token), got {mask.dtype}")
+    mask = mask.bool()
+    empty = (~mask.any(dim=1)).nonzero().flatten().tolist()
+    if empty:
+        raise ValueError(
+            f"rows {empty} of the attention mask are all zero: every sequence needs at least one "
+            "real token; drop empty sequences before batching"
+        )
+    return mask
+
+
+class Backbone(nn.Module):
+    def __init__(self, config: BackboneConfig):
+        super().__init__()
+        self.config = config
+        self.layers = nn.ModuleList(EncoderLayer(config) for _ in range(config.num_layers))
+        # pre-LN leaves the residual stream un-normalised: a final LayerNorm closes it
+        self.final_norm = (
+            nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps) if config.norm == "pre" else None
+        )
+        if config.position == "alibi":
+            self.register_buffer("alibi_slopes", alibi_slopes(config.num_heads), persistent=False)
+        else:
+            self.alibi_slopes = None
+
+    @property
+    def unpadded(self) -> bool:
+        return ATTENTION.get(self.config.attention_backend).unpadded
+
+    def set_attention_backend(self, name: str) -> None:
+        """Swap every layer's attention core; the weights are untouched."""
+        backend = ATTENTION.get(name)
+        self.config.attention_backend = name
+        for layer in self.layers:
+            old = layer.attn.core
+            layer.attn.core = backend(self.config)
+            layer.attn.core.train(old.training)
+
+    def forward(
+        self, x: Tensor, mask: Tensor | None = None, output_hidden_states: bool = False
+    ) -> EncoderOutput:
+        # x: (B, T, D) embeddings; mask: (B, T), 1 at real tokens
+        mask = check_embeddings(x, mask, self.config.hidden_size)
+        positions = token_positions(mask)  # (B, T)
+        inputs = AttentionInputs()
+        if self.unpadded:
+            x, info = unpad(x, mask)  # (N, D)
+            inputs.unpadded = info
+            positions = positions.flatten()[info.indices]  # (N,)
+            if self.alibi_slopes is not None:
+                span = torch.arange(info.max_seqlen, device=x.device)
+                inputs.alibi = alibi_bias(span, self.alibi_slopes)  # (H, Lmax, Lmax)
+            restore = lambda h: pad(h, info)  # noqa: E731
+        else:
+            inputs.mask = mask
+            if self.alibi_slopes is not None:
+                inputs.bias = alibi_bias(positions, self.alibi_slopes)  # (B, H, T, T)
+            keep = mask.unsqueeze(-1)  # (B, T, 1)
+            restore = lambda h: h * keep.to(h.dtype)  # noqa: E731
+        if self.config.position == "rope":
+            inputs.rope = rope_cos_sin(positions, self.config.head_dim, self.config.rope_theta)
+
+        states = [restore(x)] if output_hidden_states else None
+        for i, layer in enumerate(self.layers):
+            x = layer(x, inputs)
+            if self.final_norm is not None and i == len(self.layers) - 1:
+                x = self.final_norm(x)
+            if states is not None:
+                states.append(restore(x))
+        last = states[-1] if states is not None else restore(x)
+        return EncoderOutput(last, mask, tuple(states) if states is not None else None)

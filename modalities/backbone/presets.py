@@ -1,0 +1,58 @@
+"""Named token-encoder architectures (timm's registry habit): ``create_encoder("bert-base")``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+
+from ..registry import Registry
+from .config import TokenEncoderConfig
+from .encoder import TokenEncoder
+
+PRESETS: Registry[Callable[[], TokenEncoderConfig]] = Registry("encoder preset")
+
+
+@PRESETS.register("bert-tiny")
+def bert_tiny() -> TokenEncoderConfig:
+    # tests and demos: 2 layers x 128
+    return TokenEncoderConfig(hidden_size=128, num_layers=2, num_heads=2, intermediate_size=512)
+
+
+@PRESETS.register("minilm")
+def minilm() -> TokenEncoderConfig:
+    # all-MiniLM-L6-v2's shape
+    return TokenEncoderConfig(hidden_size=384, num_layers=6, num_heads=12, intermediate_size=1536)
+
+
+@PRESETS.register("bert-base")
+def bert_base() -> TokenEncoderConfig:
+    return TokenEncoderConfig()
+
+
+@PRESETS.register("bert-large")
+def bert_large() -> TokenEncoderConfig:
+    # CuBERT's size
+    return TokenEncoderConfig(hidden_size=1024, num_layers=24, num_heads=16, intermediate_size=4096)
+
+
+@PRESETS.register("mosaic-bert-base")
+def mosaic_bert_base() -> TokenEncoderConfig:
+    # MosaicBERT: ALiBi, GeGLU, unpadded attention, no dropout on attention probabilities
+    return TokenEncoderConfig(
+        position="alibi", activation="geglu", attention_backend="unpadded", attention_dropout=0.0
+    )
+
+
+@PRESETS.register("modern-bert-base")
+def modern_bert_base() -> TokenEncoderConfig:
+    # ModernBERT-like: RoPE, pre-LN, GeGLU, no biases, unpadded attention
+    return TokenEncoderConfig(
+        position="rope", norm="pre", activation="geglu", intermediate_size=1152, bias=False,
+        layer_norm_eps=1e-5, hidden_dropout=0.0, attention_dropout=0.0, attention_backend="unpadded",
+        rope_theta=160000.0,
+    )
+
+
+def create_encoder(name: str, **overrides) -> TokenEncoder:
+    """A randomly initialised token encoder of a named preset, fields overridable."""
+    return TokenEncoder(replace(PRESETS.get(name)(), **overrides))

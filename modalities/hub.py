@@ -1,0 +1,112 @@
+"""The one entry for pretrained towers: ``load_encoder(path)``; and the Tessera checkpoint folder.
+
+A Tessera checkpoint folder holds ``config.json`` ({"format": "tessera", "architecture",
+"config", "meta"}) and ``model.safetensors``. Foreign folders (HF BERT, RoBERTa, ...) are
+recognised by their config's ``model_type`` and converted by a registered importer.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .backbone.config import TokenEncoderConfig
+from .backbone.encoder import Encoder, TokenEncoder
+from .registry import Registry
+
+FORMAT = "tessera"
+WEIGHTS = "model.safetensors"
+# architecture name -> (encoder class, config class); modalities register theirs
+ARCHITECTURES: Registry[tuple[type[Encoder], type]] = Registry("encoder architecture")
+ARCHITECTURES.register(TokenEncoder.architecture)((TokenEncoder, TokenEncoderConfig))
+# HF config "model_type" -> function(folder) -> (encoder, meta dict)
+IMPORTERS: Registry[Callable[[Path], tuple[Encoder, dict]]] = Registry("checkpoint importer (model_type)")
+# tokenizer files copied along by `tessera import`, so a converted folder is self-contained
+TOKENIZER_FILES = (
+    "tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json",
+    "merges.txt", "vocab.json",
+)
+
+
+def read_config(folder: Path) -> dict:
+    cfg_path = folder / "config.json"
+    if not cfg_path.is_file():
+        raise FileNotFoundError(
+            f"{folder} has no config.json: give a Tessera checkpoint folder or an HF model folder"
+        )
+    try:
+        return json.loads(cfg_path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{cfg_path} is not valid JSON: {e}") from None
+
+
+def read_state_dict(folder: Path) -> dict[str, torch.Tensor]:
+    """model.safetensors, else pytorch_model.bin loaded with weights_only=True (never unpickled)."""
+    st = folder / WEIGHTS
+    if st.is_file():
+        return load_file(st)
+    bin_path = folder / "pytorch_model.bin"
+    if bin_path.is_file():
+        return torch.load(bin_path, map_location="cpu", weights_only=True)
+    raise FileNotFoundError(f"{folder} holds neither {WEIGHTS} nor pytorch_model.bin")
+
+
+def load_encoder(path: str | Path, attention_backend: str | None = None) -> Encoder:
+    """Load a pretrained tower: a Tessera checkpoint folder or a recognised foreign folder.
+
+    ``attention_backend`` overrides the stored one (weights are identical across backends).
+    """
+    folder = Path(path)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder} is not a folder; load_encoder expects a checkpoint folder")
+    raw = read_config(folder)
+    if raw.get("format") == FORMAT:
+        cls, config_cls = ARCHITECTURES.get(raw["architecture"])
+        encoder = cls(config_cls.from_dict(raw["config"]))
+        encoder.load_state_dict(read_state_dict(folder), strict=True)
+        encoder.meta = raw.get("meta", {})
+    elif "model_type" in raw:
+        encoder, meta = IMPORTERS.get(raw["model_type"])(folder)
+        encoder.meta = meta
+    else:
+        raise ValueError(
+            f"{folder}/config.json is neither a Tessera checkpoint (format: {FORMAT!r}) nor an HF "
+            f"config with a model_type; known model types: {IMPORTERS.names()}"
+        )
+    if attention_backend is not None:
+        encoder.set_attention_backend(attention_backend)
+    return encoder.eval()
+
+
+def save_encoder(encoder: Encoder, path: str | Path, meta: dict | None = None) -> Path:
+    """Write a Tessera checkpoint folder: config.json + model.safetensors."""
+    folder = Path(path)
+    folder.mkdir(parents=True, exist_ok=True)
+    arch = encoder.architecture
+    if ARCHITECTURES.get(arch)[0] is not type(encoder):
+        raise ValueError(f"{type(encoder).__name__} is not registered as architecture {arch!r}")
+    raw = {"format": FORMAT, "architecture": arch, "config": encoder.config.to_dict(), "meta": meta or {}}
+    state = {k: v.detach().contiguous().cpu() for k, v in encoder.state_dict().items()}
+    save_file(state, folder / WEIGHTS)
+    (folder / "config.json").write_text(json.dumps(raw, indent=2) + "\n")
+    return folder
+
+
+def import_checkpoint(src: str | Path, dst: str | Path) -> Path:
+    """`tessera import SRC DST`: convert a foreign folder (strict key mapping) into a Tessera folder."""
+    encoder = load_encoder(src)
+    out = save_encoder(encoder, dst, meta=getattr(encoder, "meta", {}))
+    for name in TOKENIZER_FILES:
+        if (Path(src) / name).is_file():
+            shutil.copy2(Path(src) / name, out / name)
+    return out
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
