@@ -85,6 +85,16 @@ def _strip_prefix(sd: dict[str, Tensor]) -> dict[str, Tensor]:
     return out
 
 
+def dropped_keys(state_dict: dict[str, Tensor]) -> dict[str, str]:
+    """The checkpoint keys that the conversion drops, each with its reason."""
+    return {
+        key: reason
+        for key in _strip_prefix(state_dict)
+        for pattern, reason in DROPPED.items()
+        if re.search(pattern, key)
+    }
+
+
 def convert_state_dict(state_dict: dict[str, Tensor], config: TokenEncoderConfig) -> dict[str, Tensor]:
     """HF BERT/RoBERTa state dict -> TokenEncoder state dict. Raises on any unexplained key."""
     sd = _strip_prefix(state_dict)
@@ -125,9 +135,14 @@ def load_hf_bert(folder: Path) -> tuple[TokenEncoder, dict]:
     hf = read_config(folder)
     config = config_from_hf(hf)
     encoder = TokenEncoder(config)
-    state = convert_state_dict(read_state_dict(folder), config)
-    encoder.load_state_dict(state, strict=True)
-    meta = {"source": str(folder), "model_type": hf["model_type"], "name": hf.get("_name_or_path", "")}
+    raw = read_state_dict(folder)
+    encoder.load_state_dict(convert_state_dict(raw, config), strict=True)
+    meta = {
+        "source": str(folder),
+        "model_type": hf["model_type"],
+        "name": hf.get("_name_or_path", ""),
+        "dropped": dropped_keys(raw),
+    }
     return encoder, meta
 
 

@@ -1,0 +1,95 @@
+"""Callbacks every run can use: metric history as JSON and a loss-curve PNG."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import lightning as L
+import torch
+
+
+class MetricsRecorder(L.Callback):
+    """Records every logged ``train/*`` step and ``val/*`` evaluation; writes ``metrics.json``
+    and ``loss_curve.png`` into the run's log folder (or ``out_dir``) after each validation
+    and at the end of fit.
+    """
+
+    def __init__(self, out_dir: str | None = None, every_n_steps: int = 1):
+        self.out_dir = out_dir
+        self.every_n_steps = every_n_steps
+        self.history: dict[str, list] = {"train": [], "val": []}
+        self.wall: float | None = None
+
+    def _folder(self, trainer: L.Trainer) -> Path:
+        return Path(self.out_dir or trainer.log_dir or trainer.default_root_dir)
+
+    @staticmethod
+    def _scalars(metrics: dict, prefix: str) -> dict:
+        return {k: float(v) for k, v in metrics.items() if k.startswith(prefix) and torch.as_tensor(v).numel() == 1}
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_step % self.every_n_steps == 0:
+            row = self._scalars(trainer.callback_metrics, "train/")
+            if row:
+                self.history["train"].append({"step": trainer.global_step, **row})
+
+    def on_validation_end(self, trainer, pl_module):
+        if trainer.sanity_checking:
+            return
+        row = self._scalars(trainer.callback_metrics, "val/")
+        if row:
+            self.history["val"].append({"step": trainer.global_step, "epoch": trainer.current_epoch, **row})
+        if trainer.is_global_zero:
+            self.write(trainer)
+
+    def on_fit_end(self, trainer, pl_module):
+        if trainer.is_global_zero:
+            self.write(trainer)
+
+    def state_dict(self) -> dict:  # the history survives a resume
+        return {"history": self.history}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.history = state["history"]
+
+    def write(self, trainer: L.Trainer) -> Path:
+        folder = self._folder(trainer)
+        folder.mkdir(parents=True, exist_ok=True)
+        summary = {
+            "global_step": trainer.global_step,
+            "epoch": trainer.current_epoch,
+            "final": {k: v for k, v in (self.history["val"][-1] if self.history["val"] else {}).items()},
+            "history": self.history,
+        }
+        (folder / "metrics.json").write_text(json.dumps(summary, indent=1))
+        self.plot(folder / "loss_curve.png")
+        return folder
+
+    def plot(self, path: Path) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(7, 4))
+        train = [(r["step"], r["train/loss"]) for r in self.history["train"] if "train/loss" in r]
+        val = [(r["step"], r["val/loss"]) for r in self.history["val"] if "val/loss" in r]
+        if train:
+            steps, losses = zip(*train)
+            ax.plot(steps, losses, lw=0.8, alpha=0.5, label="train/loss (step)")
+            w = max(1, len(losses) // 25)  # running mean for readability
+            smooth = [sum(losses[max(0, i - w + 1) : i + 1]) / len(losses[max(0, i - w + 1) : i + 1]) for i in range(len(losses))]
+            ax.plot(steps, smooth, lw=1.5, label=f"train/loss (mean of {w})")
+        if val:
+            ax.plot(*zip(*val), "o-", lw=1.5, label="val/loss")
+        ax.set_xlabel("optimizer step")
+        ax.set_ylabel("masked-token cross-entropy")
+        if train and all(v > 0 and math.isfinite(v) for v in losses):
+            ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(path, dpi=120)
+        plt.close(fig)

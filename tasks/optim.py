@@ -1,0 +1,53 @@
+"""AdamW with BERT's no-decay groups, and linear warmup followed by linear or cosine decay."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+def param_groups(module: nn.Module, weight_decay: float) -> list[dict]:
+    """Biases, norms and 1-d parameters get no weight decay (BERT's rule)."""
+    decay, no_decay = [], []
+    for name, p in module.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim < 2 or "norm" in name else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def warmup_decay(warmup_steps: int, total_steps: int, schedule: str = "linear", min_ratio: float = 0.0):
+    """step -> lr multiplier: linear warmup to 1, then linear or cosine decay to ``min_ratio``."""
+    if schedule not in ("linear", "cosine", "constant"):
+        raise ValueError(f"schedule {schedule!r} is not one of linear, cosine, constant")
+    total_steps = max(total_steps, 1)
+
+    def fn(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        if schedule == "constant":
+            return 1.0
+        progress = min((step - warmup_steps) / max(total_steps - warmup_steps, 1), 1.0)
+        shape = 1.0 - progress if schedule == "linear" else 0.5 * (1.0 + math.cos(math.pi * progress))
+        return min_ratio + (1.0 - min_ratio) * shape
+
+    return fn
+
+
+def build_optimizer(
+    module: nn.Module,
+    lr: float,
+    weight_decay: float,
+    betas: tuple[float, float],
+    eps: float,
+    warmup: float,
+    total_steps: int,
+    schedule: str,
+) -> dict:
+    """Lightning's configure_optimizers dict; ``warmup`` < 1 is a fraction of the total steps."""
+    opt = torch.optim.AdamW(param_groups(module, weight_decay), lr=lr, betas=betas, eps=eps)
+    warmup_steps = int(warmup * total_steps) if warmup < 1 else int(warmup)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_decay(warmup_steps, total_steps, schedule))
+    return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
