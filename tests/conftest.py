@@ -1,0 +1,33 @@
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing may reach a hub from the tests
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+def ragged_mask(lengths, T=None):
+    """(B, T) bool mask with real tokens first."""
+    T = T or max(lengths)
+    return torch.arange(T)[None, :] < torch.tensor(lengths)[:, None]
+
+
+@pytest.fixture
+def text_corpus(tmp_path):
+    """A small English text corpus (blank-line separated documents) written by the test."""
+    words = (
+        "the model reads a sequence of tokens and predicts the masked ones from their context "
+        "while the optimizer lowers the loss step by step on every batch of documents"
+    ).split()
+    g = torch.Generator().manual_seed(0)
+    docs = []
+    for i in range(400):
+        n = int(torch.randint(8, 40, (1,), generator=g))
+        idx = torch.randint(0, len(words), (n,), generator=g).tolist()
+        docs.append(" ".join(words[j] for j in idx) + f" document {i % 17}.")
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    for k in range(8):  # eight files: the val split is by file
+        (folder / f"part{k}.txt").write_text("\n\n".join(docs[k::8]) + "\n")
+    return folder

