@@ -20,10 +20,11 @@ class MetricsRecorder(L.Callback):
         self.out_dir = out_dir
         self.every_n_steps = every_n_steps
         self.history: dict[str, list] = {"train": [], "val": []}
-        self.wall: float | None = None
+        self.folder: Path | None = None
 
-    def _folder(self, trainer: L.Trainer) -> Path:
-        return Path(self.out_dir or trainer.log_dir or trainer.default_root_dir)
+    def setup(self, trainer, pl_module, stage):
+        # trainer.log_dir is a collective under DDP: resolve it here, where every rank calls it
+        self.folder = Path(self.out_dir or trainer.log_dir or trainer.default_root_dir)
 
     @staticmethod
     def _scalars(metrics: dict, prefix: str) -> dict:
@@ -55,7 +56,7 @@ class MetricsRecorder(L.Callback):
         self.history = state["history"]
 
     def write(self, trainer: L.Trainer) -> Path:
-        folder = self._folder(trainer)
+        folder = self.folder
         folder.mkdir(parents=True, exist_ok=True)
         summary = {
             "global_step": trainer.global_step,

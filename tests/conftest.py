@@ -31,3 +31,17 @@ def text_corpus(tmp_path):
     for k in range(8):  # eight files: the val split is by file
         (folder / f"part{k}.txt").write_text("\n\n".join(docs[k::8]) + "\n")
     return folder
+
+
+import lightning as L  # noqa: E402
+
+
+class CrashAt(L.Callback):
+    """Simulates a crash (power loss, OOM kill) after a given optimizer step."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_step >= self.step:
+            raise RuntimeError(f"simulated crash at step {trainer.global_step}")
