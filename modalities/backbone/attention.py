@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from ..registry import Registry
 from .config import BackboneConfig
 from .padding import Unpadded
+from .linear import Linear
 from .positions import apply_rope
 
 try:  # probed once: PyTorch's flash varlen kernel (CUDA only, no bias, no dropout)
@@ -123,8 +124,8 @@ class SelfAttention(nn.Module):
         super().__init__()
         D = config.hidden_size
         self.num_heads, self.head_dim = config.num_heads, config.head_dim
-        self.qkv = nn.Linear(D, 3 * D, bias=config.bias)  # rows: [query; key; value]
-        self.out = nn.Linear(D, D, bias=config.bias)
+        self.qkv = Linear(D, 3 * D, bias=config.bias)  # rows: [query; key; value]
+        self.out = Linear(D, D, bias=config.bias)
         self.core = ATTENTION.get(config.attention_backend)(config)
 
     def forward(self, x: Tensor, inputs: AttentionInputs) -> Tensor:

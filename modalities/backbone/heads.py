@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from .linear import Linear, linear
 from .mlp import activation_fn
 
 
@@ -13,7 +14,7 @@ class MaskedLMHead(nn.Module):
 
     def __init__(self, hidden_size: int, embedding: nn.Embedding, activation: str = "gelu", eps: float = 1e-12):
         super().__init__()
-        self.dense = nn.Linear(hidden_size, hidden_size)
+        self.dense = Linear(hidden_size, hidden_size)
         self.act = activation_fn("gelu" if activation in ("geglu", "swiglu") else activation)
         self.norm = nn.LayerNorm(hidden_size, eps=eps)
         self.embedding = embedding  # tied: the decoder weight is the input embedding table
@@ -22,4 +23,4 @@ class MaskedLMHead(nn.Module):
     def forward(self, h: Tensor) -> Tensor:
         # h: (..., D) -> logits (..., V)
         h = self.norm(self.act(self.dense(h)))
-        return nn.functional.linear(h, self.embedding.weight, self.bias)
+        return linear(h, self.embedding.weight, self.bias)

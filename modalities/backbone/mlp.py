@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import BackboneConfig
+from .linear import Linear
 
 _ACT = {
     "gelu": lambda x: F.gelu(x),
@@ -28,8 +29,8 @@ class MLP(nn.Module):
         super().__init__()
         self.gated = config.activation in ("geglu", "swiglu")
         width = config.intermediate_size * (2 if self.gated else 1)  # gated: [gate; up]
-        self.fc1 = nn.Linear(config.hidden_size, width, bias=config.bias)
-        self.fc2 = nn.Linear(config.intermediate_size, config.hidden_size, bias=config.bias)
+        self.fc1 = Linear(config.hidden_size, width, bias=config.bias)
+        self.fc2 = Linear(config.intermediate_size, config.hidden_size, bias=config.bias)
         self.act = activation_fn(config.activation)
 
     def forward(self, x: Tensor) -> Tensor:

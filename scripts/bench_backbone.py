@@ -1,0 +1,162 @@
+"""Backbone benchmark: Tessera's attention backends against transformers' BertModel (sdpa).
+
+Same weights (converted by the HF importer), same batches, measured alternately in one run:
+    ragged  32 sequences, lengths uniform in 16..256 (seeded)
+    dense   32 x 128
+for a MiniLM-size and a BERT-base-size config, forward (eval, no grad) and forward+backward
+(train mode, dropout 0). Throughput counts real tokens. GFLOP/s counts the useful FLOPs of the
+real tokens only (linear layers 2*N*params-ish, attention 4*L*D per token and layer; backward
+= 2x forward) against this machine's measured fp32 matmul peak.
+
+    python scripts/bench_backbone.py [--reps 3] [--sizes minilm base] [--bf16] [--out runs/bench]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+from transformers import BertConfig, BertModel
+
+from modalities import TokenEncoder
+from modalities.backbone.hf_bert import config_from_hf, convert_state_dict
+
+SIZES = {
+    "minilm": dict(hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536),
+    "base": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072),
+}
+BACKENDS = ["eager", "sdpa", "unpadded"]
+
+
+def make_batches(seed: int = 0) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(16, 257, (32,), generator=g)
+    T = int(lengths.max())
+    ragged_mask = torch.arange(T)[None] < lengths[:, None]
+    ragged_ids = torch.randint(1000, 30000, (32, T), generator=g).masked_fill(~ragged_mask, 0)
+    dense_ids = torch.randint(1000, 30000, (32, 128), generator=g)
+    return {
+        "ragged": (ragged_ids, ragged_mask.long()),
+        "dense": (dense_ids, torch.ones_like(dense_ids)),
+    }
+
+
+def useful_flops(cfg: dict, mask: torch.Tensor) -> float:
+    """Forward FLOPs on real tokens only (embedding lookups and norms ignored)."""
+    D, F, Lyr = cfg["hidden_size"], cfg["intermediate_size"], cfg["num_hidden_layers"]
+    lengths = mask.sum(1).double()
+    n = lengths.sum().item()
+    linear = 2 * n * (4 * D * D + 2 * D * F)  # qkv + out, fc1 + fc2
+    attention = 4 * D * (lengths**2).sum().item()  # q k^T and p v
+    return Lyr * (linear + attention)
+
+
+def matmul_peak(seconds: float = 2.0) -> float:
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    for _ in range(3):
+        a @ b
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        a @ b
+        n += 1
+    return 2 * 2048**3 * n / (time.perf_counter() - t0) / 1e9
+
+
+def step_fn(model, ids, mask, backward: bool, hf: bool, bf16: bool):
+    def run():
+        ctx = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else torch.autocast("cpu", enabled=False)
+        if backward:
+            model.zero_grad(set_to_none=True)
+            with ctx:
+                out = model(input_ids=ids, attention_mask=mask).last_hidden_state
+            # the same scalar for both: a sum over real tokens only
+            (out.float() * mask[..., None]).sum().backward()
+        else:
+            with torch.no_grad(), ctx:
+                model(input_ids=ids, attention_mask=mask)
+
+    return run
+
+
+def bench_size(name: str, reps: int, bf16: bool, batches: dict, peak: float) -> list[dict]:
+    hcfg = dict(SIZES[name], vocab_size=30522, max_position_embeddings=512, hidden_dropout_prob=0.0,
+                attention_probs_dropout_prob=0.0)
+    torch.manual_seed(0)
+    hf_config = BertConfig(**hcfg)
+    hf_config._attn_implementation = "sdpa"
+    hf = BertModel(hf_config, add_pooling_layer=False)
+    assert hf.config._attn_implementation == "sdpa"
+    cfg = config_from_hf({"model_type": "bert", **hcfg})
+    ours = TokenEncoder(cfg)
+    ours.load_state_dict(convert_state_dict(hf.state_dict(), cfg), strict=True)
+    impls = {"hf-sdpa": hf, **{f"tessera-{b}": ours for b in BACKENDS}}
+    rows = []
+    for batch_name, (ids, mask) in batches.items():
+        flops = useful_flops(hcfg, mask)
+        tokens = int(mask.sum())
+        for backward in (False, True):
+            times = {k: [] for k in impls}
+            for model in impls.values():
+                model.train(backward)
+            for _ in tqdm(range(reps + 1), desc=f"{name} {batch_name} {'fwd+bwd' if backward else 'fwd'}", leave=False):
+                for impl, model in impls.items():  # alternate implementations inside every repetition
+                    if impl.startswith("tessera-"):
+                        model.set_attention_backend(impl.removeprefix("tessera-"))
+                    run = step_fn(model, ids, mask, backward, impl == "hf-sdpa", bf16)
+                    t0 = time.perf_counter()
+                    run()
+                    times[impl].append(time.perf_counter() - t0)
+            for impl, ts in times.items():
+                t = statistics.median(ts[1:])  # the first repetition warms up
+                total = flops * (3 if backward else 1)
+                rows.append({
+                    "size": name, "batch": batch_name, "pass": "fwd+bwd" if backward else "fwd", "impl": impl,
+                    "dtype": "bf16-autocast" if bf16 else "fp32", "seconds": t, "tokens_per_s": tokens / t,
+                    "gflops": total / t / 1e9, "peak_fraction": total / t / 1e9 / peak,
+                })
+            hf_t = next(r["seconds"] for r in rows[-len(impls):] if r["impl"] == "hf-sdpa")
+            for r in rows[-len(impls):]:
+                r["speedup_vs_hf"] = hf_t / r["seconds"]
+    return rows
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--reps", type=int, default=3, help="timed repetitions per cell (median), after 1 warm-up")
+    p.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES))
+    p.add_argument("--bf16", action="store_true", help="also measure under bf16 autocast")
+    p.add_argument("--out", default="runs/bench", help="folder for backbone.json")
+    a = p.parse_args()
+    torch.manual_seed(0)
+    peak = matmul_peak()
+    batches = make_batches()
+    lengths = batches["ragged"][1].sum(1)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, fp32 matmul peak {peak:.0f} GFLOP/s")
+    print(f"ragged batch: 32 sequences, lengths {int(lengths.min())}..{int(lengths.max())}, "
+          f"{int(lengths.sum())} real of {32 * int(lengths.max())} padded tokens")
+    rows = []
+    for size in a.sizes:
+        for bf16 in ([False, True] if a.bf16 else [False]):
+            rows += bench_size(size, a.reps, bf16, batches, peak)
+    header = f"{'size':7} {'dtype':13} {'batch':6} {'pass':8} {'impl':17} {'tok/s':>9} {'GFLOP/s':>8} {'%peak':>6} {'vs HF':>6}"
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        print(f"{r['size']:7} {r['dtype']:13} {r['batch']:6} {r['pass']:8} {r['impl']:17} {r['tokens_per_s']:9.0f} "
+              f"{r['gflops']:8.1f} {100 * r['peak_fraction']:5.0f}% {r['speedup_vs_hf']:5.2f}x")
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    meta = {"torch": torch.__version__, "threads": torch.get_num_threads(), "cpu": platform.processor(),
+            "fp32_matmul_peak_gflops": peak, "reps": a.reps}
+    (out / "backbone.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    print(f"wrote {out / 'backbone.json'}")
+
+
+if __name__ == "__main__":
+    main()
