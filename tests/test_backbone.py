@@ -164,3 +164,13 @@ def test_bad_config(kw, match):
 def test_alibi_and_rope_run_past_the_position_table():
     enc = create_encoder("bert-tiny", position="alibi", max_position_embeddings=16).eval()
     assert enc(input_ids=torch.randint(5, 100, (1, 40))).last_hidden_state.shape == (1, 40, 128)
+
+
+@pytest.mark.parametrize("position", ["alibi", "rope"])
+def test_unpadded_equal_lengths_take_the_batched_path(position):
+    torch.manual_seed(0)
+    model = Backbone(tiny(position=position)).eval()
+    x, mask = torch.randn(3, 8, 32), torch.ones(3, 8, dtype=torch.bool)
+    ref = model(x, mask).last_hidden_state
+    model.set_attention_backend("unpadded")
+    assert (model(x, mask).last_hidden_state - ref).abs().max() < 1e-5
