@@ -12,7 +12,6 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 
 $(STAMP): pyproject.toml | $(PY)
-	$(PY) -m pip install --upgrade pip
 	$(PY) -m pip install -e '.[dev]'
 	touch $(STAMP)
 
@@ -22,6 +21,7 @@ demo: $(STAMP)
 	$(PY) scripts/demo.py
 
 test: $(STAMP)
+	$(PY) -m ruff check modalities tasks scripts tests
 	$(PY) -m pytest -q
 
 bench: $(STAMP)

@@ -78,13 +78,13 @@ class MetricsRecorder(L.Callback):
         train = [(r["step"], r["train/loss"]) for r in self.history["train"] if "train/loss" in r]
         val = [(r["step"], r["val/loss"]) for r in self.history["val"] if "val/loss" in r]
         if train:
-            steps, losses = zip(*train)
+            steps, losses = zip(*train, strict=True)
             ax.plot(steps, losses, lw=0.8, alpha=0.5, label="train/loss (step)")
             w = max(1, len(losses) // 25)  # running mean for readability
             smooth = [sum(losses[max(0, i - w + 1) : i + 1]) / len(losses[max(0, i - w + 1) : i + 1]) for i in range(len(losses))]
             ax.plot(steps, smooth, lw=1.5, label=f"train/loss (mean of {w})")
         if val:
-            ax.plot(*zip(*val), "o-", lw=1.5, label="val/loss")
+            ax.plot(*zip(*val, strict=True), "o-", lw=1.5, label="val/loss")
         ax.set_xlabel("optimizer step")
         ax.set_ylabel("masked-token cross-entropy")
         if train and all(v > 0 and math.isfinite(v) for v in losses):

@@ -4,7 +4,13 @@ import pytest
 import torch
 from conftest import ragged_mask
 
-from modalities.backbone import ATTENTION, Backbone, BackboneConfig, TokenEncoderConfig, create_encoder
+from modalities.backbone import (
+    ATTENTION,
+    Backbone,
+    BackboneConfig,
+    TokenEncoderConfig,
+    create_encoder,
+)
 from modalities.backbone.padding import pad, unpad
 
 BACKENDS = ATTENTION.names()
@@ -40,7 +46,7 @@ def test_backends_agree_on_ragged_batches(position, norm, activation):
     ref = outs["eager"]
     for name, out in outs.items():
         assert len(out.hidden_states) == 3  # embeddings + 2 layers
-        for h, h_ref in zip(out.hidden_states, ref.hidden_states):
+        for h, h_ref in zip(out.hidden_states, ref.hidden_states, strict=True):
             assert (h - h_ref).abs().max() < 1e-5, name
         assert out.last_hidden_state[~mask].abs().max() == 0  # padded positions are zero
         assert torch.equal(out.hidden_states[-1], out.last_hidden_state)

@@ -44,7 +44,7 @@ def test_tiny_hf_parity(tmp_path, kind, backend):
     with torch.no_grad():
         out = enc(input_ids=ids, attention_mask=mask, output_hidden_states=True)
     assert len(out.hidden_states) == len(ref.hidden_states) == 3
-    for ours, theirs in zip(out.hidden_states, ref.hidden_states):
+    for ours, theirs in zip(out.hidden_states, ref.hidden_states, strict=True):
         assert (ours - theirs)[mask].abs().max() < 1e-5
 
 

@@ -23,7 +23,7 @@ def test_values_and_gradients_match_f_linear(shape, bias):
     y_ref = F.linear(x, w, b)
     refs = torch.autograd.grad((y_ref * g).sum(), [x, w] + ([b] if bias else []))
     assert torch.allclose(y, y_ref, atol=1e-4, rtol=1e-5)
-    for ours, theirs in zip(grads, refs):
+    for ours, theirs in zip(grads, refs, strict=True):
         assert torch.allclose(ours, theirs, atol=1e-4, rtol=1e-5)
 
 

@@ -17,8 +17,8 @@ from torch import Tensor, nn
 
 from ..registry import Registry
 from .config import BackboneConfig
-from .padding import Unpadded
 from .linear import Linear
+from .padding import Unpadded
 from .positions import apply_rope
 
 try:  # probed once: PyTorch's flash varlen kernel (CUDA only, no bias, no dropout)
