@@ -19,7 +19,14 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from modalities.text import SPECIAL_TOKENS, CorpusStats, load_tokenizer, python_docstrings, read_documents, train_wordpiece
+from modalities.text import (
+    SPECIAL_TOKENS,
+    CorpusStats,
+    load_tokenizer,
+    python_docstrings,
+    read_documents,
+    train_wordpiece,
+)
 
 from .sampler import EpochBatchSampler, ResumableDataLoader
 
