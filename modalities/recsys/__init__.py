@@ -1,0 +1,10 @@
+"""Item-ID sequences: interaction readers, BERT4Rec sequences and model."""
+
+from .model import BERT4Rec, BERT4RecConfig
+from .readers import Interactions, read_atomic, read_csv, read_delimited, read_interactions
+from .sequences import PAD, SequenceData, build_sequences
+
+__all__ = [
+    "BERT4Rec", "BERT4RecConfig", "Interactions", "PAD", "SequenceData", "build_sequences", "read_atomic",
+    "read_csv", "read_delimited", "read_interactions",
+]

