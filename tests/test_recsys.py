@@ -1,0 +1,128 @@
+"""BERT4Rec: readers on files in each format, sequences, metrics on a known case, both
+evaluation protocols, the recommend API, and a short fit through the CLI."""
+
+import json
+
+import pytest
+import torch
+
+from modalities.recsys import BERT4Rec, BERT4RecConfig, build_sequences, read_interactions
+from tasks.cli import main as cli_main
+from tasks.metrics import rank_of_target, ranking_metrics
+
+
+def write_log(tmp_path, n_users=30, n_items=40, per_user=12, name="ratings.dat", sep="::", seed=0):
+    g = torch.Generator().manual_seed(seed)
+    lines = []
+    for u in range(1, n_users + 1):
+        # users drift through the catalogue: item ~ u + position, so order is learnable
+        for k in range(per_user):
+            item = (u + k) % n_items + 1
+            lines.append(sep.join([str(u), str(item), str(int(torch.randint(1, 6, (1,), generator=g))), str(1000 * u + k)]))
+    path = tmp_path / name
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_movielens_dat_reader_and_sequences(tmp_path):
+    path = write_log(tmp_path)
+    with path.open("a") as f:
+        f.write("99::7::5\n")  # too few fields
+        f.write("98::7::5::yesterday\n")  # non-numeric timestamp
+        f.write("97::7::5::1\n97::8::5::2\n")  # a user with 2 interactions
+    inter = read_interactions(path)
+    assert len(inter) == 30 * 12 + 2
+    assert inter.stats.skipped == {"not 4 fields": 1, "non-numeric timestamp": 1}
+    data = build_sequences(inter, min_interactions=5)
+    assert data.stats["users"] == 30 and data.dropped_users == 1
+    assert data.mask_id == data.num_items + 1 and data.vocab_size == data.num_items + 2
+    hist, tgt = data.split("test")
+    assert all(len(h) == 11 for h in hist) and len(tgt) == 30
+    vh, vt = data.split("val")
+    assert vt[0] == hist[0][-1] and vh[0] == hist[0][:-1]
+
+
+def test_ties_keep_file_order(tmp_path):
+    (tmp_path / "u.data").write_text("1\t10\t5\t100\n1\t20\t5\t50\n1\t30\t5\t50\n1\t40\t5\t200\n1\t50\t5\t300\n")
+    data = build_sequences(read_interactions(tmp_path / "u.data"), min_interactions=5)
+    assert [data.items[i - 1] for i in data.sequences[0]] == ["20", "30", "10", "40", "50"]
+
+
+def test_atomic_and_csv_readers(tmp_path):
+    (tmp_path / "x.inter").write_text("user_id:token\titem_id:token\trating:float\ttimestamp:float\n1\t5\t3\t10\n1\t6\t3\t11\n")
+    assert read_interactions(tmp_path / "x.inter").items == ["5", "6"]
+    (tmp_path / "x.csv").write_text("uid,iid,ts\na,b,1\na,c,2\n")
+    assert read_interactions(tmp_path / "x.csv", user="uid", item="iid", timestamp="ts").users == ["a", "a"]
+
+
+@pytest.mark.parametrize(
+    "content, name, match",
+    [
+        ("", "empty.dat", "holds no usable interaction"),
+        ("user,item,time\n1,2,3\n", "bad.csv", r"columns \['user_id', 'item_id', 'timestamp'\] not found"),
+        ("1::2::3::x\n", "ts.dat", "no usable interaction"),
+        ("1 2 3\n", "x.parquet", "unknown interaction format"),
+    ],
+)
+def test_bad_files_say_what_is_wrong(tmp_path, content, name, match):
+    (tmp_path / name).write_text(content)
+    with pytest.raises(ValueError, match=match):
+        read_interactions(tmp_path / name)
+
+
+def test_one_interaction_users_are_dropped_with_a_count(tmp_path):
+    (tmp_path / "r.dat").write_text("1::2::5::1\n2::3::5::1\n")
+    with pytest.raises(ValueError, match="no user has >= 5 interactions"):
+        build_sequences(read_interactions(tmp_path / "r.dat"))
+
+
+def test_ranking_metrics_on_a_known_case():
+    # target (column 0) ranked first, third (two scores higher), eleventh (ten higher)
+    scores = torch.tensor([[0.9, 0.1, 0.2] + [0.0] * 8, [0.5, 0.7, 0.6] + [0.0] * 8, [0.0] + [1.0] * 10])
+    ranks = torch.tensor([0, 2, 10])
+    assert torch.equal(rank_of_target(scores, torch.tensor([0, 0, 0])), ranks)
+    m = ranking_metrics(ranks, ks=(1, 5, 10))
+    assert m["hr@1"] == pytest.approx(1 / 3) and m["hr@5"] == pytest.approx(2 / 3) and m["hr@10"] == pytest.approx(2 / 3)
+    assert m["ndcg@5"] == pytest.approx((1 + 1 / 2) / 3)  # 1/log2(2) + 1/log2(4)
+    assert m["mrr"] == pytest.approx((1 + 1 / 3 + 1 / 11) / 3)
+    # ties count half: a constant model does not get a free hit
+    assert rank_of_target(torch.zeros(1, 101), torch.tensor([0])).item() == 50
+
+
+def test_recommend_excludes_seen_and_rejects_unknown_items():
+    model = BERT4Rec(BERT4RecConfig(num_items=50, max_length=10, hidden_size=16, num_heads=2, intermediate_size=32)).eval()
+    top = model.recommend([3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14], k=10)
+    assert len(top) == 10 and not set(top) & set(range(3, 15)) and all(1 <= i <= 50 for i in top)
+    with pytest.raises(ValueError, match="unknown item ids \\[51\\]"):
+        model.recommend([1, 51])
+    with pytest.raises(ValueError, match="history is empty"):
+        model.recommend([])
+
+
+
+@pytest.mark.slow
+def test_fit_and_test_through_the_cli(tmp_path):
+    path = write_log(tmp_path, n_users=60, n_items=200, per_user=15)
+    num_items = build_sequences(read_interactions(path)).num_items  # 74 distinct items
+    root = tmp_path / "run"
+    args = ["--config", "configs/recsys/bert4rec_ml100k.yaml", "--data.init_args.dataset", str(path),
+            "--model.init_args.model.init_args.config.num_items", str(num_items),
+            "--model.init_args.model.init_args.config.max_length", "16", "--data.init_args.max_length", "16",
+            "--model.init_args.negatives", "10", "--model.init_args.warmup", "5", "--model.init_args.lr", "3e-3",
+            "--model.init_args.model.init_args.config.dropout", "0.0", "--data.init_args.batch_size", "8",
+            "--trainer.default_root_dir", str(root), "--trainer.enable_progress_bar", "false"]
+    cli_main(["fit", *args, "--trainer.max_epochs", "30", "--trainer.check_val_every_n_epoch", "10"])
+    best = [c for c in root.rglob("*.ckpt") if c.name != "last.ckpt"]
+    assert len(best) == 1  # the monitored (best val/ndcg@10) checkpoint
+    cli_main(["test", *args, "--ckpt_path", str(best[0])])
+    report = json.loads(next(root.rglob("test_ranking.json")).read_text())
+    assert set(report) == {"model/full", "model/pop10", "mostpop/full", "mostpop/pop10"}
+    # the sequences follow a fixed order through the catalogue: far above the popularity floor
+    assert report["model/full"]["hr@10"] > report["mostpop/full"]["hr@10"] + 0.3, report  # random: ~0.17
+
+
+def test_mismatched_item_count_is_a_clear_error(tmp_path):
+    path = write_log(tmp_path, n_users=10, n_items=30)
+    with pytest.raises(ValueError, match="the data has 30 items but the model was built for 1682"):
+        cli_main(["fit", "--config", "configs/recsys/bert4rec_ml100k.yaml", "--data.init_args.dataset", str(path),
+                  "--trainer.default_root_dir", str(tmp_path), "--trainer.max_epochs", "1"])
