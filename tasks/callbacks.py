@@ -8,6 +8,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import BasePredictionWriter
 
 
 class MetricsRecorder(L.Callback):
@@ -94,3 +95,21 @@ class MetricsRecorder(L.Callback):
         fig.tight_layout()
         fig.savefig(path, dpi=120)
         plt.close(fig)
+
+
+class JsonLinesWriter(BasePredictionWriter):
+    """Writes what ``predict_step`` returns (a list of dicts per batch) as JSON lines."""
+
+    def __init__(self, path: str = "predictions.jsonl"):
+        super().__init__(write_interval="batch")
+        self.path = Path(path)
+        self._started = False
+
+    def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx):
+        if not self._started:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.write_text("")
+            self._started = True
+        with self.path.open("a") as f:
+            for row in prediction:
+                f.write(json.dumps(row) + "\n")

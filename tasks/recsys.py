@@ -122,6 +122,19 @@ class BERT4RecSystem(L.LightningModule):
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(report, indent=2))
 
+    def predict_step(self, batch, batch_idx, k: int = 10) -> list[dict]:
+        """Top-k unseen items per user, as the data's original user and item ids."""
+        hidden = self.model(batch["items"], batch["mask"])
+        scores = self.model.item_scores(hidden[torch.arange(len(hidden)), batch["last"]]).float()
+        for r, hist in enumerate(batch["history"]):
+            scores[r, hist.to(scores.device) - 1] = float("-inf")
+        top = scores.topk(min(k, scores.shape[1]), dim=1).indices + 1  # remapped ids
+        data = self.trainer.datamodule.data
+        return [
+            {"user": data.users[int(u)], "items": [data.items[i - 1] for i in row.tolist()]}
+            for u, row in zip(batch["user"], top, strict=True)
+        ]
+
     def configure_optimizers(self):
         hp = self.hparams
         return build_optimizer(self, hp.lr, hp.weight_decay, (0.9, 0.999), 1e-8, hp.warmup,

@@ -117,6 +117,16 @@ def test_fit_and_test_through_the_cli(tmp_path):
     cli_main(["test", *args, "--ckpt_path", str(best[0])])
     report = json.loads(next(root.rglob("test_ranking.json")).read_text())
     assert set(report) == {"model/full", "model/pop10", "mostpop/full", "mostpop/pop10"}
+    out = tmp_path / "top10.jsonl"
+    cli_main(["predict", *args, "--ckpt_path", str(best[0]), "--trainer.callbacks+", "tasks.callbacks.JsonLinesWriter",
+              "--trainer.callbacks.path", str(out)])
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 60 and all(len(r["items"]) == 10 for r in rows)
+    seen = {}
+    for line in path.read_text().splitlines():
+        u, i = line.split("::")[:2]
+        seen.setdefault(u, set()).add(i)
+    assert all(not set(r["items"]) & seen[r["user"]] for r in rows)  # seen items excluded
     # the sequences follow a fixed order through the catalogue: far above the popularity floor
     assert report["model/full"]["hr@10"] > report["mostpop/full"]["hr@10"] + 0.3, report  # random: ~0.17
 

@@ -192,3 +192,10 @@ class SequenceDataModule(L.LightningDataModule):
 
     def test_dataloader(self):
         return self._eval_loader("test")
+
+    def predict_dataloader(self):
+        """Every user's whole history (test item included), to recommend what comes next."""
+        histories = self.data.sequences
+        ds = NextItemEval(histories, [0] * len(histories), self.max_length, self.data.mask_id)
+        return DataLoader(ds, batch_size=self.eval_batch_size, collate_fn=self._collate_eval,
+                          num_workers=self.num_workers)
