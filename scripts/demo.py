@@ -61,13 +61,13 @@ def mlm_part(out: Path) -> dict:
     return result
 
 
-def recsys_part(out: Path, epochs: int = 40) -> dict:
+def recsys_part(out: Path, epochs: int = 20) -> dict:
     """BERT4Rec on real ML-100k (paper hyperparameters), short: both protocols next to MostPopular."""
     config = str(ROOT / "configs" / "recsys" / "bert4rec_ml100k.yaml")
     root = out / "bert4rec"
     t0 = time.time()
     args = ["--config", config, "--trainer.default_root_dir", str(root)]
-    tessera(["fit", *args, "--trainer.max_epochs", str(epochs), "--trainer.check_val_every_n_epoch", "10"])
+    tessera(["fit", *args, "--trainer.max_epochs", str(epochs), "--trainer.check_val_every_n_epoch", "5"])
     log = max((root / "lightning_logs").glob("version_*"), key=lambda p: int(p.name.split("_")[1]))
     best = [c for c in (log / "checkpoints").glob("*.ckpt") if c.name != "last.ckpt"][0]
     tessera(["test", *args, "--ckpt_path", str(best), "--trainer.logger", "false"])
