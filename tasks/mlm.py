@@ -9,7 +9,7 @@ from torchmetrics import MeanMetric
 
 from modalities.backbone import MaskedLMHead, TokenEncoder
 
-from .data.mlm import IGNORE
+from .data.collate import IGNORE
 from .optim import build_optimizer
 
 

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from modalities.recsys import BERT4Rec
 
-from .data.mlm import IGNORE
+from .data.collate import IGNORE
 from .metrics import rank_of_target, ranking_metrics
 from .optim import build_optimizer
 

@@ -5,7 +5,7 @@ import torch
 
 from modalities.text import CorpusStats, read_documents
 from tasks.data import EpochBatchSampler, MaskedTextDataModule, mask_tokens
-from tasks.data.mlm import IGNORE
+from tasks.data.collate import IGNORE
 
 
 def test_mask_tokens_follows_80_10_10():

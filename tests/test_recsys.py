@@ -136,3 +136,19 @@ def test_mismatched_item_count_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match=r"the data has 21 items but the model was built for 1682; set .*num_items: 21"):
         cli_main(["fit", "--config", "configs/recsys/bert4rec_ml100k.yaml", "--data.init_args.dataset", str(path),
                   "--trainer.default_root_dir", str(tmp_path), "--trainer.max_epochs", "1"])
+
+
+def test_cloze_batches_always_use_mask_and_change_every_epoch(tmp_path):
+    from tasks.data import IGNORE, SequenceDataModule
+
+    dm = SequenceDataModule(dataset=str(write_log(tmp_path, n_users=40, per_user=30)), max_length=20,
+                            batch_size=8, mask_ratio=0.2)
+    dm.setup("fit")
+    loader = dm.train_dataloader()
+    batch = next(iter(loader))
+    chosen = batch["labels"] != IGNORE
+    assert (batch["items"][chosen] == dm.data.mask_id).all()  # mask_prob 1.0: never a random item
+    assert (batch["items"][~chosen & batch["mask"]] != dm.data.mask_id).all()
+    assert chosen.any(1).all() and batch["items"].shape[1] == 20  # 28 training items -> a 20-item window
+    loader.batch_sampler.set_epoch(1)
+    assert not torch.equal(next(iter(loader))["labels"], batch["labels"])

@@ -1,5 +1,6 @@
-from .mlm import MaskedTextDataModule, mask_tokens
+from .collate import IGNORE, mask_tokens, pad_batch
+from .mlm import MaskedTextDataModule
 from .recsys import SequenceDataModule
 from .sampler import EpochBatchSampler, ResumableDataLoader
 
-__all__ = ["EpochBatchSampler", "MaskedTextDataModule", "ResumableDataLoader", "SequenceDataModule", "mask_tokens"]
+__all__ = ["IGNORE", "EpochBatchSampler", "MaskedTextDataModule", "pad_batch", "ResumableDataLoader", "SequenceDataModule", "mask_tokens"]

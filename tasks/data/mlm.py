@@ -28,44 +28,14 @@ from modalities.text import (
     train_wordpiece,
 )
 
+from .collate import mask_tokens, pad_batch
 from .sampler import EpochBatchSampler, ResumableDataLoader
 
-IGNORE = -100  # label of unmasked positions (cross-entropy ignore_index)
 STDLIB = "stdlib-docstrings"
 
 
 def default_cache_dir() -> Path:
     return Path(os.environ.get("TESSERA_CACHE", Path.home() / ".cache" / "tessera"))
-
-
-def mask_tokens(
-    ids: Tensor,
-    maskable: Tensor,
-    mask_token_id: int,
-    random_range: tuple[int, int],
-    ratio: float,
-    generator: torch.Generator | None = None,
-) -> tuple[Tensor, Tensor]:
-    """ids (B, T), maskable (B, T) bool -> (masked inputs, labels with -100 off the chosen positions).
-
-    Every row with a maskable token gets at least one masked position.
-    """
-    if not 0.0 < ratio < 1.0:
-        raise ValueError(f"mask ratio must be in (0, 1), got {ratio}")
-    u = torch.rand(ids.shape, generator=generator)  # (B, T)
-    chosen = (u < ratio) & maskable
-    # rows left without a masked token get their most-likely-to-be-chosen maskable one
-    empty = ~chosen.any(dim=1) & maskable.any(dim=1)
-    if empty.any():
-        forced = u.masked_fill(~maskable, 2.0).argmin(dim=1)  # (B,)
-        chosen[empty, forced[empty]] = True
-    labels = torch.where(chosen, ids, torch.full_like(ids, IGNORE))
-    action = torch.rand(ids.shape, generator=generator)
-    inputs = ids.clone()
-    inputs[chosen & (action < 0.8)] = mask_token_id
-    swap = chosen & (action >= 0.8) & (action < 0.9)
-    inputs[swap] = torch.randint(*random_range, (int(swap.sum()),), generator=generator, dtype=ids.dtype)
-    return inputs, labels
 
 
 class TokenSequences(Dataset):
@@ -225,12 +195,7 @@ class MaskedTextDataModule(L.LightningDataModule):
         keys = tuple(i for _, i in (k for k, _ in items))
         epoch = -1 if eval_masks else items[0][0][0]
         generator = torch.Generator().manual_seed(hash((self.seed, epoch, keys)) & (2**63 - 1))
-        T = max(len(ids) for _, ids in items)
-        input_ids = torch.full((len(items), T), self.pad_token_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(items), T), dtype=torch.bool)
-        for row, (_, ids) in enumerate(items):
-            input_ids[row, : len(ids)] = ids
-            attention_mask[row, : len(ids)] = True
+        input_ids, attention_mask = pad_batch([ids for _, ids in items], self.pad_token_id)
         maskable = attention_mask & ~torch.isin(input_ids, torch.tensor(self.special_ids))
         first_regular = len(SPECIAL_TOKENS)  # random replacements avoid the special ids 0..4
         inputs, labels = mask_tokens(

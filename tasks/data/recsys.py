@@ -21,7 +21,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from modalities.recsys import SequenceData, build_sequences, read_interactions
 
-from .mlm import IGNORE, default_cache_dir
+from .collate import mask_tokens, pad_batch
+from .mlm import default_cache_dir
 from .sampler import EpochBatchSampler, ResumableDataLoader
 
 ML100K = "ml-100k"
@@ -146,26 +147,15 @@ class SequenceDataModule(L.LightningDataModule):
     def _collate_train(self, items):
         keys = tuple(i for (_, i), _ in items)
         g = torch.Generator().manual_seed(hash((self.seed, items[0][0][0], keys)) & (2**63 - 1))
-        T = max(len(s) for _, s in items)
-        ids = torch.zeros(len(items), T, dtype=torch.long)
-        mask = torch.zeros(len(items), T, dtype=torch.bool)
-        for r, (_, s) in enumerate(items):
-            ids[r, : len(s)], mask[r, : len(s)] = s, True
-        u = torch.rand(ids.shape, generator=g)
-        chosen = (u < self.mask_ratio) & mask
-        empty = ~chosen.any(1)  # every sequence predicts at least one item
-        chosen[empty, u.masked_fill(~mask, 2.0).argmin(1)[empty]] = True
-        labels = torch.where(chosen, ids, torch.full_like(ids, IGNORE))
-        inputs = ids.masked_fill(chosen, self.data.mask_id)
+        ids, mask = pad_batch([s for _, s in items])
+        # the original's mask_prob = 1.0: chosen items always become MASK
+        inputs, labels = mask_tokens(ids, mask, self.data.mask_id, (1, 2), self.mask_ratio, g,
+                                     replace_with_mask=1.0, replace_with_random=0.0)
         return {"items": inputs, "mask": mask, "labels": labels}
 
     @staticmethod
     def _collate_eval(items):
-        T = max(len(s) for s, _, _, _ in items)
-        ids = torch.zeros(len(items), T, dtype=torch.long)
-        mask = torch.zeros(len(items), T, dtype=torch.bool)
-        for r, (s, _, _, _) in enumerate(items):
-            ids[r, : len(s)], mask[r, : len(s)] = s, True
+        ids, mask = pad_batch([s for s, _, _, _ in items])
         return {
             "items": ids, "mask": mask, "last": mask.sum(1) - 1,
             "history": [h for _, h, _, _ in items], "target": torch.tensor([t for _, _, t, _ in items]),
