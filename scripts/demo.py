@@ -78,11 +78,11 @@ def recsys_part(out: Path, epochs: int = 20) -> dict:
 
 def print_recsys(r: dict) -> None:
     print(f"BERT4Rec on ML-100k, {r['epochs']} epochs, {r['wall_seconds']} s (test users: 943)")
-    print(f"  {'protocol':18} {'model':>24} {'MostPopular':>24}")
+    print(f"  {'protocol':10} {'model':>30} {'MostPopular':>30}")
     for proto in sorted({k.split('/')[1] for k in r["report"]}):
         m, p = r["report"][f"model/{proto}"], r["report"][f"mostpop/{proto}"]
         cell = lambda d: f"HR@10 {d['hr@10']:.3f} NDCG@10 {d['ndcg@10']:.3f}"  # noqa: E731
-        print(f"  {proto:18} {cell(m):>24} {cell(p):>24}")
+        print(f"  {proto:10} {cell(m):>30} {cell(p):>30}")
 
 
 def main() -> None:
