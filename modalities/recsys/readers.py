@@ -12,7 +12,7 @@ import csv
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..text.corpus import CorpusStats as ReadStats
+from ..stats import ReadStats
 
 
 @dataclass
@@ -20,7 +20,7 @@ class Interactions:
     users: list[str] = field(default_factory=list)
     items: list[str] = field(default_factory=list)
     timestamps: list[float] = field(default_factory=list)
-    stats: ReadStats = field(default_factory=ReadStats)
+    stats: ReadStats = field(default_factory=lambda: ReadStats(unit="interactions"))
 
     def add(self, user: str, item: str, ts: str) -> None:
         try:
@@ -34,7 +34,7 @@ class Interactions:
         self.users.append(user)
         self.items.append(item)
         self.timestamps.append(t)
-        self.stats.documents += 1
+        self.stats.records += 1
 
     def __len__(self) -> int:
         return len(self.users)

@@ -9,22 +9,13 @@ from __future__ import annotations
 import ast
 import sysconfig
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..stats import ReadStats
 
-@dataclass
-class CorpusStats:
-    files: int = 0  # files read
-    documents: int = 0  # documents yielded
-    skipped: dict[str, int] = field(default_factory=dict)  # reason -> count
 
-    def skip(self, reason: str) -> None:
-        self.skipped[reason] = self.skipped.get(reason, 0) + 1
-
-    def __str__(self) -> str:
-        skipped = ", ".join(f"{k}: {v}" for k, v in sorted(self.skipped.items())) or "none"
-        return f"{self.documents} documents from {self.files} files (skipped: {skipped})"
+def CorpusStats() -> ReadStats:  # noqa: N802  (a ReadStats counting documents)
+    return ReadStats(unit="documents")
 
 
 def stdlib_root() -> Path:
@@ -32,7 +23,7 @@ def stdlib_root() -> Path:
 
 
 def python_docstrings(
-    root: str | Path | None = None, min_chars: int = 20, stats: CorpusStats | None = None
+    root: str | Path | None = None, min_chars: int = 20, stats: ReadStats | None = None
 ) -> Iterator[tuple[str, str]]:
     """Yield (file id, docstring) for every module, class and function docstring under root.
 
@@ -62,11 +53,11 @@ def python_docstrings(
                 if len(doc.strip()) < min_chars:
                     stats.skip("short docstring")
                     continue
-                stats.documents += 1
+                stats.records += 1
                 yield rel, doc
 
 
-def read_documents(path: str | Path, stats: CorpusStats | None = None) -> Iterator[tuple[str, str]]:
+def read_documents(path: str | Path, stats: ReadStats | None = None) -> Iterator[tuple[str, str]]:
     """Yield (file id, document) from a .txt file (blank-line separated documents) or a folder of them."""
     path = Path(path)
     if not path.exists():
@@ -84,7 +75,7 @@ def read_documents(path: str | Path, stats: CorpusStats | None = None) -> Iterat
         stats.files += 1
         for doc in text.split("\n\n"):
             if doc.strip():
-                stats.documents += 1
+                stats.records += 1
                 yield f.name, doc.strip()
             else:
                 stats.skip("empty document")
