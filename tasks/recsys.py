@@ -71,30 +71,31 @@ class BERT4RecSystem(L.LightningModule):
             cols.append(torch.cat([(target - 1).view(1), neg]))
         return torch.stack(cols).to(batch["items"].device)
 
-    def _eval_step(self, batch, split: str):
+    def _eval_step(self, batch):
         hidden = self.model(batch["items"], batch["mask"])
         last = hidden[torch.arange(len(hidden)), batch["last"]]  # (B, D) at the MASK position
         scores = self.model.item_scores(last).float()  # (B, num_items)
         dm = self.trainer.datamodule
         pop = dm.popularity.to(scores.device).float()
         target = batch["target"].to(scores.device) - 1  # column of the true item
-        for name, s in (("model", scores), ("mostpop", pop.expand_as(scores).clone())):
-            full = s.clone()
-            for r, hist in enumerate(batch["history"]):  # full ranking: history excluded
-                seen = hist.to(s.device) - 1
-                full[r, seen[seen != target[r]]] = float("-inf")
+        seen = torch.zeros_like(scores, dtype=torch.bool)  # (B, num_items): the history, never the target
+        for r, hist in enumerate(batch["history"]):
+            seen[r, hist.to(scores.device) - 1] = True
+        seen[torch.arange(len(target)), target] = False
+        cand = self._candidates(batch, dm.popularity.float())  # (B, 1 + negatives), target first
+        first = torch.zeros_like(target)
+        for name, s in (("model", scores), ("mostpop", pop.expand_as(scores))):
+            full = s.masked_fill(seen, float("-inf"))  # full ranking: history excluded
             self._ranks.setdefault(f"{name}/full", []).append(rank_of_target(full, target).cpu())
-            cand = self._candidates(batch, dm.popularity.float())
-            sampled = s.gather(1, cand)
             self._ranks.setdefault(f"{name}/pop{self.hparams.negatives}", []).append(
-                rank_of_target(sampled, torch.zeros_like(target)).cpu()
+                rank_of_target(s.gather(1, cand), first).cpu()
             )
 
     def validation_step(self, batch, batch_idx):
-        self._eval_step(batch, "val")
+        self._eval_step(batch)
 
     def test_step(self, batch, batch_idx):
-        self._eval_step(batch, "test")
+        self._eval_step(batch)
 
     def _eval_end(self, split: str) -> dict:
         report = {}
