@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench install clean
+.PHONY: demo test bench bench-recsys install clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,18 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) scripts/bench_backbone.py
+
+# the peer for the BERT4Rec benchmark: RecBole 1.2.1 needs old numpy/scipy, so its own venv
+RECBOLE := .venv-recbole
+$(RECBOLE)/.installed:
+	$(PYTHON) -m venv $(RECBOLE)
+	$(RECBOLE)/bin/pip install torch==2.13.0
+	$(RECBOLE)/bin/pip install recbole==1.2.1
+	$(RECBOLE)/bin/pip install numpy==1.23.5 scipy==1.11.4 pandas==2.0.3 'scikit-learn<1.6' 'setuptools>=77.0.3,<81'
+	touch $@
+
+bench-recsys: $(STAMP) $(RECBOLE)/.installed
+	$(PY) scripts/bench_recsys.py --recbole-python $(RECBOLE)/bin/python
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
