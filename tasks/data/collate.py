@@ -8,6 +8,11 @@ from torch import Tensor
 IGNORE = -100  # label of unmasked positions (cross-entropy ignore_index)
 
 
+def seeded_generator(*key: int) -> torch.Generator:
+    """A CPU generator seeded by a tuple of ints (Python hashes int tuples the same in every process)."""
+    return torch.Generator().manual_seed(hash(key) & (2**63 - 1))
+
+
 def pad_batch(seqs: list[Tensor], pad_id: int = 0) -> tuple[Tensor, Tensor]:
     """Right-pad 1-d id tensors to the longest: ids (B, T) long, mask (B, T) bool."""
     T = max(len(s) for s in seqs)

@@ -28,8 +28,8 @@ from modalities.text import (
     train_wordpiece,
 )
 
-from .collate import mask_tokens, pad_batch
-from .sampler import EpochBatchSampler, ResumableDataLoader
+from .collate import mask_tokens, pad_batch, seeded_generator
+from .sampler import resumable_train_loader
 
 STDLIB = "stdlib-docstrings"
 
@@ -192,9 +192,9 @@ class MaskedTextDataModule(L.LightningDataModule):
     def collate(self, items: list[tuple[tuple[int, int], Tensor]], eval_masks: bool = False) -> dict:
         """Pad to the longest sequence and mask. Masks are a function of (seed, epoch, indices):
         new every epoch, identical after a restart, and fixed for evaluation (epoch ignored)."""
-        keys = tuple(i for _, i in (k for k, _ in items))
+        keys = tuple(i for (_, i), _ in items)
         epoch = -1 if eval_masks else items[0][0][0]
-        generator = torch.Generator().manual_seed(hash((self.seed, epoch, keys)) & (2**63 - 1))
+        generator = seeded_generator(self.seed, epoch, keys)
         input_ids, attention_mask = pad_batch([ids for _, ids in items], self.pad_token_id)
         maskable = attention_mask & ~torch.isin(input_ids, torch.tensor(self.special_ids))
         first_regular = len(SPECIAL_TOKENS)  # random replacements avoid the special ids 0..4
@@ -208,13 +208,9 @@ class MaskedTextDataModule(L.LightningDataModule):
         return self.collate(items, eval_masks=True)
 
     def train_dataloader(self) -> DataLoader:
-        sampler = EpochBatchSampler(len(self.train_set), self.batch_size, shuffle=True, seed=self.seed)
-        if self.trainer is not None:
-            loop = self.trainer.fit_loop.epoch_loop
-            sampler.progress = lambda: loop.batch_progress.current.processed
-        return ResumableDataLoader(
-            self.train_set, sampler, collate_fn=self.collate, num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
+        return resumable_train_loader(
+            self.train_set, self.batch_size, self.seed, self.trainer, collate_fn=self.collate,
+            num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
         )
 
     def val_dataloader(self) -> DataLoader:

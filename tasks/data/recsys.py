@@ -21,9 +21,9 @@ from torch.utils.data import DataLoader, Dataset
 
 from modalities.recsys import SequenceData, build_sequences, read_interactions
 
-from .collate import mask_tokens, pad_batch
+from .collate import mask_tokens, pad_batch, seeded_generator
 from .mlm import default_cache_dir
-from .sampler import EpochBatchSampler, ResumableDataLoader
+from .sampler import resumable_train_loader
 
 ML100K = "ml-100k"
 RECBOLE_WHEEL = "recbole==1.2.1"
@@ -66,7 +66,7 @@ class ClozeTrain(Dataset):
         epoch, i = key if isinstance(key, tuple) else (0, key)
         h = self.histories[i]
         if len(h) > self.max_length:  # a random window of the long history, new every epoch
-            g = torch.Generator().manual_seed(hash((epoch, i)) & (2**63 - 1))
+            g = seeded_generator(epoch, i)
             start = int(torch.randint(0, len(h) - self.max_length + 1, (1,), generator=g))
             h = h[start : start + self.max_length]
         return (epoch, i), torch.tensor(h)
@@ -146,7 +146,7 @@ class SequenceDataModule(L.LightningDataModule):
 
     def _collate_train(self, items):
         keys = tuple(i for (_, i), _ in items)
-        g = torch.Generator().manual_seed(hash((self.seed, items[0][0][0], keys)) & (2**63 - 1))
+        g = seeded_generator(self.seed, items[0][0][0], keys)
         ids, mask = pad_batch([s for _, s in items])
         # the original's mask_prob = 1.0: chosen items always become MASK
         inputs, labels = mask_tokens(ids, mask, self.data.mask_id, (1, 2), self.mask_ratio, g,
@@ -164,28 +164,20 @@ class SequenceDataModule(L.LightningDataModule):
 
     def train_dataloader(self):
         histories, _ = self.data.split("train")
-        ds = ClozeTrain(histories, self.max_length)
-        sampler = EpochBatchSampler(len(ds), self.batch_size, shuffle=True, seed=self.seed)
-        if self.trainer is not None:
-            loop = self.trainer.fit_loop.epoch_loop
-            sampler.progress = lambda: loop.batch_progress.current.processed
-        return ResumableDataLoader(ds, sampler, collate_fn=self._collate_train, num_workers=self.num_workers)
+        return resumable_train_loader(ClozeTrain(histories, self.max_length), self.batch_size, self.seed,
+                                      self.trainer, collate_fn=self._collate_train, num_workers=self.num_workers)
 
-    def _eval_loader(self, split: str):
-        histories, targets = self.data.split(split)
+    def _eval_loader(self, histories: list[list[int]], targets: list[int]):
         ds = NextItemEval(histories, targets, self.max_length, self.data.mask_id)
         return DataLoader(ds, batch_size=self.eval_batch_size, collate_fn=self._collate_eval,
                           num_workers=self.num_workers)
 
     def val_dataloader(self):
-        return self._eval_loader("val")
+        return self._eval_loader(*self.data.split("val"))
 
     def test_dataloader(self):
-        return self._eval_loader("test")
+        return self._eval_loader(*self.data.split("test"))
 
     def predict_dataloader(self):
         """Every user's whole history (test item included), to recommend what comes next."""
-        histories = self.data.sequences
-        ds = NextItemEval(histories, [0] * len(histories), self.max_length, self.data.mask_id)
-        return DataLoader(ds, batch_size=self.eval_batch_size, collate_fn=self._collate_eval,
-                          num_workers=self.num_workers)
+        return self._eval_loader(self.data.sequences, [0] * len(self.data.sequences))

@@ -79,6 +79,16 @@ class EpochBatchSampler(Sampler[list[tuple[int, int]]]):
         self._resume = (state["epoch"], state["batches_done"])
 
 
+def resumable_train_loader(dataset, batch_size: int, seed: int, trainer=None, **kwargs) -> ResumableDataLoader:
+    """A shuffled, rank-sharded, mid-epoch-resumable training loader; with a trainer, its
+    checkpointed position is the training loop's count of finished batches."""
+    sampler = EpochBatchSampler(len(dataset), batch_size, shuffle=True, seed=seed)
+    if trainer is not None:
+        loop = trainer.fit_loop.epoch_loop
+        sampler.progress = lambda: loop.batch_progress.current.processed
+    return ResumableDataLoader(dataset, sampler, **kwargs)
+
+
 class ResumableDataLoader(DataLoader):
     """A DataLoader over an ``EpochBatchSampler``; Lightning checkpoints its state."""
 
