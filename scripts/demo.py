@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import torch
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,7 +43,7 @@ def mlm_part(out: Path) -> dict:
     logs = sorted((out / "mlm" / "lightning_logs").glob("version_*"), key=lambda p: int(p.name.split("_")[1]))
     log = logs[-1]
     metrics = json.loads((log / "metrics.json").read_text())
-    dm = MaskedTextDataModule(vocab_size=8192, max_length=128, batch_size=32, mask_ratio=0.3)
+    dm = MaskedTextDataModule(**yaml.safe_load(config.read_text())["data"]["init_args"])  # the run's own data
     dm.prepare_data()
     dm.setup("fit")
     final = metrics["final"]
