@@ -152,3 +152,37 @@ def test_cloze_batches_always_use_mask_and_change_every_epoch(tmp_path):
     assert chosen.any(1).all() and batch["items"].shape[1] == 20  # 28 training items -> a 20-item window
     loader.batch_sampler.set_epoch(1)
     assert not torch.equal(next(iter(loader))["labels"], batch["labels"])
+
+
+def test_last_item_samples_mask_only_the_last_item(tmp_path):
+    from tasks.data import IGNORE, SequenceDataModule
+
+    log = str(write_log(tmp_path, n_users=40, per_user=30))
+    for ratio, expect_all in ((1.0, True), (0.5, False)):
+        dm = SequenceDataModule(dataset=log, max_length=20, batch_size=40, mask_ratio=0.2, last_item_ratio=ratio)
+        dm.setup("fit")
+        batch = next(iter(dm.train_dataloader()))
+        chosen = batch["labels"] != IGNORE
+        last = batch["mask"].sum(1) - 1
+        only_last = (chosen.sum(1) == 1) & chosen[torch.arange(len(last)), last]
+        assert (batch["items"][chosen] == dm.data.mask_id).all()
+        assert (batch["items"] == dm.data.mask_id).sum() == chosen.sum()  # no stale cloze masks left
+        assert only_last.all() if expect_all else 0 < int(only_last.sum()) < 40
+    with pytest.raises(ValueError, match="last_item_ratio"):
+        SequenceDataModule(dataset=log, last_item_ratio=1.5)
+
+
+def test_prefix_sequences_are_every_prefix_cut_to_max_length(tmp_path):
+    from tasks.data import SequenceDataModule
+    from tasks.data.recsys import ClozeTrain
+
+    histories = [[1, 2, 3, 4, 5], [6, 7]]
+    ds = ClozeTrain(histories, max_length=3, sequences="prefixes")
+    got = [ds[i][1].tolist() for i in range(len(ds))]
+    assert got == [[1, 2], [1, 2, 3], [2, 3, 4], [3, 4, 5], [6, 7]]
+    dm = SequenceDataModule(dataset=str(write_log(tmp_path, n_users=10, per_user=12)), sequences="prefixes",
+                            max_length=20, batch_size=4)
+    dm.setup("fit")
+    assert len(dm.train_dataloader().dataset) == 10 * (12 - 2 - 1)  # prefixes of length >= 2 of 10 training items
+    with pytest.raises(ValueError, match="sequences"):
+        SequenceDataModule(dataset="x", sequences="windows")

@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from modalities.recsys import SequenceData, build_sequences, read_interactions
 
-from .collate import mask_tokens, pad_batch, seeded_generator
+from .collate import IGNORE, mask_tokens, pad_batch, seeded_generator
 from .fetch import default_cache_dir, fetch_from_wheel
 from .sampler import resumable_train_loader
 
@@ -31,15 +31,31 @@ def fetch_ml100k(cache: Path) -> Path:
 
 
 class ClozeTrain(Dataset):
-    def __init__(self, histories: list[list[int]], max_length: int):
+    """Training sequences for the cloze objective.
+
+    ``sequences="histories"``: each user's history once per epoch (the original BERT4Rec); a
+    history longer than ``max_length`` gives a random window, new every epoch.
+    ``sequences="prefixes"``: every prefix of length >= 2 of every history, cut to its last
+    ``max_length`` items (RecBole's sequential data augmentation: as many training sequences as
+    RecBole builds, 97,171 on ML-100k, so an epoch means the same data on both sides).
+    """
+
+    def __init__(self, histories: list[list[int]], max_length: int, sequences: str = "histories"):
         self.histories = [h for h in histories if len(h) >= 1]
         self.max_length = max_length
+        if sequences == "prefixes":  # (user, end) pairs: the prefix histories[user][:end]
+            self.index = [(u, end) for u, h in enumerate(self.histories) for end in range(2, len(h) + 1)]
+        else:
+            self.index = None
 
     def __len__(self) -> int:
-        return len(self.histories)
+        return len(self.index) if self.index is not None else len(self.histories)
 
     def __getitem__(self, key):
         epoch, i = key if isinstance(key, tuple) else (0, key)
+        if self.index is not None:
+            u, end = self.index[i]
+            return (epoch, i), torch.tensor(self.histories[u][max(0, end - self.max_length) : end])
         h = self.histories[i]
         if len(h) > self.max_length:  # a random window of the long history, new every epoch
             g = seeded_generator(epoch, i)
@@ -73,6 +89,11 @@ class SequenceDataModule(L.LightningDataModule):
         min_interactions: users with fewer interactions are dropped (paper: 5).
         max_length: longest sequence fed to the model (MovieLens: 200).
         mask_ratio: cloze ratio for training (MovieLens: 0.2).
+        sequences: "histories" (each user's history once per epoch, as the original BERT4Rec) or
+            "prefixes" (every prefix of every history, as RecBole trains; ~100x more per epoch).
+        last_item_ratio: fraction of training sequences that instead mask only their last item:
+            the paper's "samples that only mask the last item ... and work like fine-tuning"
+            (section 3.6), matching next-item prediction at test time (RecBole: ``ft_ratio``).
         batch_size: training sequences per batch (paper: 256).
         eval_batch_size: users per evaluation batch.
         num_workers: DataLoader workers.
@@ -86,6 +107,8 @@ class SequenceDataModule(L.LightningDataModule):
         min_interactions: int = 5,
         max_length: int = 200,
         mask_ratio: float = 0.2,
+        sequences: str = "histories",
+        last_item_ratio: float = 0.0,
         batch_size: int = 256,
         eval_batch_size: int = 256,
         num_workers: int = 0,
@@ -95,6 +118,11 @@ class SequenceDataModule(L.LightningDataModule):
         super().__init__()
         if not 0.0 < mask_ratio < 1.0:
             raise ValueError(f"mask_ratio must be in (0, 1), got {mask_ratio}")
+        if not 0.0 <= last_item_ratio <= 1.0:
+            raise ValueError(f"last_item_ratio must be in [0, 1], got {last_item_ratio}")
+        if sequences not in ("histories", "prefixes"):
+            raise ValueError(f"sequences must be 'histories' or 'prefixes', got {sequences!r}")
+        self.sequences, self.last_item_ratio = sequences, last_item_ratio
         self.dataset, self.min_interactions, self.max_length = dataset, min_interactions, max_length
         self.mask_ratio, self.batch_size, self.eval_batch_size = mask_ratio, batch_size, eval_batch_size
         self.num_workers, self.seed = num_workers, seed
@@ -127,6 +155,14 @@ class SequenceDataModule(L.LightningDataModule):
         # the original's mask_prob = 1.0: chosen items always become MASK
         inputs, labels = mask_tokens(ids, mask, self.data.mask_id, (1, 2), self.mask_ratio, g,
                                      replace_with_mask=1.0, replace_with_random=0.0)
+        if self.last_item_ratio > 0:  # some rows: only the last item is masked (paper, section 3.6)
+            rows = torch.rand(len(items), generator=g) < self.last_item_ratio  # (B,)
+            last = mask.sum(1) - 1  # (B,)
+            inputs[rows] = ids[rows]  # undo the cloze masks of those rows
+            labels[rows] = IGNORE
+            r = rows.nonzero().squeeze(1)
+            inputs[r, last[r]] = self.data.mask_id
+            labels[r, last[r]] = ids[r, last[r]]
         return {"items": inputs, "mask": mask, "labels": labels}
 
     @staticmethod
@@ -140,7 +176,7 @@ class SequenceDataModule(L.LightningDataModule):
 
     def train_dataloader(self):
         histories, _ = self.data.split("train")
-        return resumable_train_loader(ClozeTrain(histories, self.max_length), self.batch_size, self.seed,
+        return resumable_train_loader(ClozeTrain(histories, self.max_length, self.sequences), self.batch_size, self.seed,
                                       self.trainer, collate_fn=self._collate_train, num_workers=self.num_workers)
 
     def _eval_loader(self, histories: list[list[int]], targets: list[int]):
