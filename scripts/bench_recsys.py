@@ -123,6 +123,8 @@ def main() -> None:
     p.add_argument("--recbole-python", default=".venv-recbole/bin/python")
     p.add_argument("--budget-fraction", type=float, default=1 / 3,
                    help="our own recipe gets this fraction of RecBole's training seconds")
+    p.add_argument("--budget-last-item-ratio", type=float, default=0.2,
+                   help="our recipe's last-item sample ratio (the configs' value)")
     p.add_argument("--out", default="runs/bench")
     a = p.parse_args()
     rows = {"recbole": run_recbole(a.recbole_python, a.epochs)}
@@ -130,7 +132,7 @@ def main() -> None:
     rows["tessera (same data)"] = run_tessera(a.epochs, HP["batch"], "prefixes", HP["ft_ratio"])
     # our own recipe (each history once per epoch, small batches), stopped at a fraction of RecBole's time
     budget = a.budget_fraction * rows["recbole"]["seconds_per_epoch"] * a.epochs
-    rows["tessera (1/3 time)"] = run_tessera(10**6, 16, "histories", HP["ft_ratio"], max_seconds=budget, val_every=5)
+    rows["tessera (1/3 time)"] = run_tessera(10**6, 16, "histories", a.budget_last_item_ratio, max_seconds=budget, val_every=5)
     print(f"ML-100k, BERT4Rec, full ranking over all items, test split (943 users); RecBole {a.epochs} epoch(s)")
     print(f"{'impl':20} {'NDCG@10':>8} {'HR@10':>7} {'epochs':>7} {'updates':>8} {'s/epoch':>9} {'train s':>8}")
     for name, r in rows.items():
