@@ -1,0 +1,126 @@
+"""CuBERT's lexical layer: Python's own ``tokenize``, comments dropped, layout as type tokens.
+
+    lex(source) -> Lexed(tokens, error, partial)
+
+Each ``Lexeme`` keeps its source span as character offsets ``[start, end)`` into the decoded
+source, so any subword built from it maps back to the code (localization needs it).
+NEWLINE, NL and DEDENT become the type tokens ``___NEWLINE___``, ``___NL___``, ``___DEDENT___``
+(zero-width DEDENT spans sit where the dedent happens); INDENT keeps its whitespace spelling;
+strings stay whole; ENDMARKER is dropped (the model's [SEP] ends a sequence).
+
+Sources that ``tokenize`` rejects never raise: null bytes and undecodable bytes give an empty
+result with ``error`` set; an unterminated string or bracket, a bad dedent, or stray characters
+(Python 2 backticks, ``$``) give the tokens read so far (or around the bad character) with
+``partial=True`` and the reason in ``error``.
+"""
+
+from __future__ import annotations
+
+import io
+import tokenize
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+NEWLINE = "___NEWLINE___"
+NL = "___NL___"
+DEDENT = "___DEDENT___"
+ERROR = "___ERROR___"
+TYPE_TOKENS = (NEWLINE, NL, DEDENT)  # the layout tokens every vocabulary holds as one unit
+
+# token kinds (a short string per lexeme; "string" lexemes are the ones subwording may chunk)
+_KIND = {
+    tokenize.NAME: "name", tokenize.NUMBER: "number", tokenize.STRING: "string", tokenize.OP: "op",
+    tokenize.NEWLINE: "newline", tokenize.NL: "nl", tokenize.INDENT: "indent", tokenize.DEDENT: "dedent",
+    tokenize.ERRORTOKEN: "error",
+}
+_SPELLING = {tokenize.NEWLINE: NEWLINE, tokenize.NL: NL, tokenize.DEDENT: DEDENT}
+_DROP = {tokenize.COMMENT, tokenize.ENDMARKER, tokenize.ENCODING}
+
+
+class Lexeme(NamedTuple):
+    text: str  # the spelling, or a type token (___NEWLINE___ ...)
+    kind: str  # name | number | string | op | newline | nl | indent | dedent | error
+    start: int  # character offset of the first character in the decoded source
+    end: int  # one past the last character (start == end for DEDENT)
+
+
+@dataclass
+class Lexed:
+    tokens: list[Lexeme] = field(default_factory=list)
+    error: str | None = None  # why tokenize rejected (part of) the source; None when clean
+    partial: bool = False  # True when tokens cover only part of the source, or hold error tokens
+    source: str = ""  # the decoded source the spans index into
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def decode_source(data: bytes) -> str:
+    """Bytes -> str as Python reads a module: BOM / coding cookie honoured, else UTF-8.
+
+    Raises ValueError naming the problem (null bytes, undecodable bytes)."""
+    if b"\x00" in data:
+        raise ValueError("source contains null bytes (a binary file, or UTF-16 without a BOM?)")
+    try:
+        encoding, _ = tokenize.detect_encoding(io.BytesIO(data).readline)
+        text = data.decode(encoding)
+    except (SyntaxError, LookupError, UnicodeDecodeError) as e:
+        raise ValueError(f"source is not decodable as declared (UTF-8 by default): {e}") from None
+    return text[1:] if text.startswith("\ufeff") else text
+
+
+def lex(source: str | bytes, keep_indent: bool = True) -> Lexed:
+    """Split Python source into lexemes with character spans. Never raises on bad source."""
+    if isinstance(source, bytes | bytearray):
+        try:
+            source = decode_source(bytes(source))
+        except ValueError as e:
+            return Lexed(error=str(e), partial=True)
+    if "\x00" in source:
+        return Lexed(error="source contains null bytes", partial=True)
+    out = Lexed(source=source)
+    line_starts = [0]  # char offset of each physical line, as tokenize reads them
+    reader = io.StringIO(source, newline="")  # split on \n, \r\n, \r without translating them
+
+    def readline() -> str:
+        line = reader.readline()
+        if line:
+            line_starts.append(line_starts[-1] + len(line))
+        return line
+
+    tokens = out.tokens
+    append = tokens.append
+    try:
+        for tok in tokenize.generate_tokens(readline):
+            t = tok.type
+            if t in _DROP:
+                continue
+            (r0, c0), (r1, c1) = tok.start, tok.end
+            start = line_starts[r0 - 1] + c0
+            end = line_starts[r1 - 1] + c1
+            if t == tokenize.INDENT:
+                if keep_indent:
+                    # INDENT's spelling is the whole new indentation; its span is that whitespace
+                    append(Lexeme(tok.string, "indent", start, end))
+                continue
+            if t in _SPELLING:
+                append(Lexeme(_SPELLING[t], _KIND[t], start, end if t != tokenize.DEDENT else start))
+                continue
+            if t == tokenize.ERRORTOKEN:
+                if tok.string.isspace():  # trailing whitespace at EOF, form feeds: harmless
+                    continue
+                out.partial = True
+                if out.error is None:
+                    out.error = f"line {r0}: tokenize could not read {tok.string!r} (an unterminated string, Python 2 syntax or a stray character)"
+                append(Lexeme(tok.string, "error", start, end))
+                continue
+            append(Lexeme(tok.string, _KIND.get(t, "op"), start, end))
+    except tokenize.TokenError as e:  # EOF inside a string or bracket
+        out.partial = True
+        msg, (row, _) = e.args
+        out.error = f"line {row}: {msg} (unterminated string or bracket)"
+    except (IndentationError, SyntaxError) as e:  # unindent does not match any outer level
+        out.partial = True
+        out.error = f"line {e.lineno}: {e.msg}"
+    return out
