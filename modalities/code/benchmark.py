@@ -311,6 +311,7 @@ def generate(task: str, functions: list[Function], seed: int = 0, exceptions: li
                 out.append({**_base(fn), "source": code, "docstring": other[1][0], "label": 1, "label_name": "mismatch"})
             else:
                 out.append({**_base(fn), "source": code, "docstring": doc, "label": 0, "label_name": "match"})
+        rng.shuffle(out)
         return out
 
     mutate = {"variable_misuse": _misuse, "variable_misuse_repair": _misuse,
@@ -355,6 +356,7 @@ def generate(task: str, functions: list[Function], seed: int = 0, exceptions: li
             buggy = m[0] if isinstance(m, tuple) else m
             out.append({**_base(fn), "source": buggy if bug else fn.source, "label": int(bug),
                         "label_name": "buggy" if bug else "clean"})
+    rng.shuffle(out)  # buggy and clean interleaved in the written file
     return out
 
 
