@@ -89,7 +89,7 @@ class CodeClassifierSystem(_FineTuneBase):
         super().__init__(encoder, pretrained, lr, weight_decay, warmup, schedule, dropout)
         if pooling not in ("cls", "mean"):
             raise ValueError(f"pooling must be 'cls' or 'mean', got {pooling!r}")
-        self.save_hyperparameters(ignore=["encoder"])
+        self.save_hyperparameters()
         self.head = nn.Linear(encoder.config.hidden_size, num_classes)
         self.acc = {s: MeanMetric() for s in ("val", "test")}
         for s, m in self.acc.items():
@@ -147,7 +147,7 @@ class VarMisusePointerSystem(_FineTuneBase):
     def __init__(self, encoder: nn.Module, pretrained: str | None = None, lr: float = 1e-4, weight_decay: float = 0.01,
                  warmup: float = 0.1, schedule: str = "linear", dropout: float = 0.1):
         super().__init__(encoder, pretrained, lr, weight_decay, warmup, schedule, dropout)
-        self.save_hyperparameters(ignore=["encoder"])
+        self.save_hyperparameters()
         self.pointer = nn.Linear(encoder.config.hidden_size, 2)  # (localisation, repair) logit per position
         self.metrics = nn.ModuleDict({f"{s}_{m}": MeanMetric() for s in ("val", "test")
                                       for m in ("classification", "localization", "repair", "joint")})

@@ -303,14 +303,19 @@ def generate(task: str, functions: list[Function], seed: int = 0, exceptions: li
     if task == "function_docstring":
         pairs = [(functions[i], p) for i in order if (p := _split_docstring(functions[i])) is not None]
         half = len(pairs) // 2
+        mismatched, matched = [], []
         for k, (fn, (doc, code)) in enumerate(pairs):
-            if k < half:  # mismatched: the docstring of another function (a seeded derangement)
-                other = pairs[(k + 1 + rng.randrange(max(1, len(pairs) - 1))) % len(pairs)]
-                if other[1][0] == doc:
-                    continue
-                out.append({**_base(fn), "source": code, "docstring": other[1][0], "label": 1, "label_name": "mismatch"})
+            if k < half:  # the docstring of another function with a different docstring
+                for _ in range(20):
+                    other_doc = pairs[rng.randrange(len(pairs))][1][0]
+                    if other_doc != doc:
+                        mismatched.append({**_base(fn), "source": code, "docstring": other_doc, "label": 1,
+                                           "label_name": "mismatch"})
+                        break
             else:
-                out.append({**_base(fn), "source": code, "docstring": doc, "label": 0, "label_name": "match"})
+                matched.append({**_base(fn), "source": code, "docstring": doc, "label": 0, "label_name": "match"})
+        n = min(len(mismatched), len(matched))  # exactly balanced
+        out = mismatched[:n] + matched[:n]
         rng.shuffle(out)
         return out
 
