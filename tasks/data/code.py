@@ -69,7 +69,7 @@ def _corpus_rows(corpus: str, cache: Path) -> list[dict]:
             (folder / "stats.json").write_text(json.dumps(summary, indent=2))
         manifest = folder / "manifest.jsonl"
     else:
-        manifest = Path(corpus)
+        manifest = resolve(corpus)
         manifest = manifest / "manifest.jsonl" if manifest.is_dir() else manifest
         if not manifest.is_file():
             raise FileNotFoundError(f"no corpus manifest at {manifest}; run scripts/code_corpus.py, or use corpus: stdlib")
@@ -125,7 +125,7 @@ class MaskedCodeDataModule(MaskedTextDataModule):
         self.save_hyperparameters()
         self.corpus = corpus
         self.max_files = max_files
-        key = STDLIB if corpus == STDLIB else "corpus-" + hashlib.sha1(str(Path(corpus).resolve()).encode()).hexdigest()[:10]
+        key = STDLIB if corpus == STDLIB else "corpus-" + hashlib.sha1(str(resolve(corpus).resolve()).encode()).hexdigest()[:10]
         self.folder = self.cache / "code" / "mlm" / key
 
     @property
