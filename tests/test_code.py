@@ -371,6 +371,7 @@ def test_code_mlm_pretrain_then_finetune_from_checkpoint(tmp_path):
                         enable_model_summary=False)
     trainer.fit(system, dm)
     assert dm.stats["train_sequences"] > 0 and dm.stats["val_sequences"] > 0
+    assert dm.stats["skipped_files"] == {"rejected by tokenize": 1}  # bad.py counted, not fatal
     batch = next(iter(dm.train_dataloader()))
     assert batch["input_ids"].shape[1] <= 64 and (batch["labels"] != -100).any()
     ckpt = tmp_path / "mlm.ckpt"
@@ -379,3 +380,24 @@ def test_code_mlm_pretrain_then_finetune_from_checkpoint(tmp_path):
     assert torch.equal(fine.encoder.frontend.word_embeddings.weight, system.encoder.frontend.word_embeddings.weight)
     with pytest.raises(ValueError, match="do not fit"):
         CodeClassifierSystem(tiny_encoder(vocab=500), pretrained=str(ckpt))
+
+
+def test_fast_scanner_agrees_with_tokenize():
+    import sysconfig
+    from pathlib import Path
+
+    from modalities.code.lexer import _fast_lex, decode_source
+
+    sources = [SAMPLE, SAMPLE.replace("\n", "\r\n"), module_source(5), "x = (1,\n     2)  # c\n\n\\\n\ny = 3\n"]
+    root = Path(sysconfig.get_paths()["stdlib"])
+    sources += [decode_source(p.read_bytes()) for p in sorted(root.glob("*.py"))[::8]]
+    compared = 0
+    for src in sources:
+        fast = _fast_lex(src)
+        if fast is None:  # declined: tokenize handles it
+            continue
+        assert fast == lex(src, fast=False).tokens
+        compared += 1
+    assert compared >= len(sources) * 0.8
+    for bad in ('x = "abc\n', "def f():\n        x\n    y\n", "a = `b`\n", "x = (1,\n", "no_newline_at_end"):
+        assert _fast_lex(bad) is None  # every bad case goes to tokenize, which flags it

@@ -18,6 +18,7 @@ import json
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from itertools import accumulate
 from pathlib import Path
 
 import numpy as np
@@ -57,6 +58,7 @@ class WordPieceVocab:
 
     def __init__(self, tokenizer: Tokenizer):
         self.tok = tokenizer
+        self._whole: dict[str, int] | None = None  # whole-word vocabulary entries, built on first use
         missing = [t for t in (*SPECIAL_TOKENS, *TYPE_TOKENS) if tokenizer.token_to_id(t) is None]
         if missing:
             raise ValueError(f"code vocabulary lacks {missing}; train it with CodeTokenizer.train")
@@ -81,11 +83,37 @@ class WordPieceVocab:
     def size(self) -> int:
         return self.tok.get_vocab_size()
 
-    def encode_words(self, batch: list[list[str]]) -> list[tuple[list[int], list[int], list[tuple[int, int]]]]:
-        """Per word list: (ids, word index of each id, offsets within its word)."""
+    def encode_words(self, batch: list[list[str]]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Per word list: ids (N,), the word of each id (N,), offsets inside the word (N, 2).
+
+        A word that is itself in the vocabulary is one id (WordPiece's longest match from the
+        start is the whole word), looked up here; only the other words go through HF."""
+        if self._whole is None:
+            self._whole = {t: i for t, i in self.tok.get_vocab().items() if not t.startswith("##")}
+        get = self._whole.get
         out = []
-        for enc in self.tok.encode_batch(batch, is_pretokenized=True, add_special_tokens=False):
-            out.append((enc.ids, enc.word_ids, enc.offsets))
+        for words in batch:
+            n = len(words)
+            wid_ids = [get(w, -1) for w in words]
+            lengths = np.fromiter(map(len, words), dtype=np.int64, count=n)
+            word_ids = np.asarray(wid_ids, dtype=np.int64)
+            miss = np.nonzero(word_ids < 0)[0]
+            if not len(miss):
+                off = np.stack([np.zeros(n, dtype=np.int64), lengths], axis=1)
+                out.append((word_ids, np.arange(n, dtype=np.int64), off))
+                continue
+            enc = self.tok.encode([words[k] for k in miss.tolist()], is_pretokenized=True, add_special_tokens=False)
+            m_word = np.asarray(enc.word_ids, dtype=np.int64)  # index into miss of each subword
+            counts = np.ones(n, dtype=np.int64)
+            counts[miss] = np.bincount(m_word, minlength=len(miss))
+            wid = np.repeat(np.arange(n, dtype=np.int64), counts)  # (N,)
+            hit = word_ids[wid] >= 0
+            ids = np.where(hit, word_ids[wid], 0)
+            ids[~hit] = enc.ids
+            off = np.zeros((len(wid), 2), dtype=np.int64)
+            off[hit, 1] = lengths[wid[hit]]
+            off[~hit] = np.asarray(enc.offsets, dtype=np.int64).reshape(-1, 2)
+            out.append((ids, wid, off))
         return out
 
     def save(self, folder: Path) -> None:
@@ -188,7 +216,7 @@ class CubertVocab:
                 i += 1
         return ids, offsets
 
-    def encode_words(self, batch: list[list[str]]) -> list[tuple[list[int], list[int], list[tuple[int, int]]]]:
+    def encode_words(self, batch: list[list[str]]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         out = []
         for words in batch:
             ids, wids, offs = [], [], []
@@ -197,7 +225,8 @@ class CubertVocab:
                 ids += i
                 offs += o
                 wids += [w] * len(i)
-            out.append((ids, wids, offs))
+            out.append((np.asarray(ids, dtype=np.int64), np.asarray(wids, dtype=np.int64),
+                        np.asarray(offs, dtype=np.int64).reshape(-1, 2)))
         return out
 
     def save(self, folder: Path) -> None:
@@ -256,23 +285,36 @@ class CodeTokenizer:
 
     # --- encoding --------------------------------------------------------------------------
     def _words(self, lexemes: list[Lexeme]) -> tuple[list[str], list[int], list[int], list[int]]:
-        """Chunk words, each with its absolute start, its end and its lexeme index."""
-        words, starts, ends, owner = [], [], [], []
+        """Chunk words, each with its absolute start, its end and its lexeme index.
+
+        Type tokens stand for their own span (NEWLINE: the line break; DEDENT: empty)."""
+        if not lexemes:
+            return [], [], [], []
+        texts, kinds, starts, ends = map(list, zip(*lexemes, strict=True))
         limit = self.max_chunk
-        for k, (text, kind, start, end) in enumerate(lexemes):
-            if kind == "string" or len(text) > limit:
-                for m in self._chunk.finditer(text):
-                    words.append(m.group())
-                    starts.append(start + m.start())
-                    ends.append(start + m.end())
-                    owner.append(k)
-            else:
-                # type tokens stand for their own span (NEWLINE: the line break; DEDENT: empty)
-                words.append(text)
-                starts.append(start)
-                ends.append(end)
-                owner.append(k)
-        return words, starts, ends, owner
+        cut = [k for k, (t, kind) in enumerate(zip(texts, kinds, strict=True)) if kind == "string" or len(t) > limit]
+        if not cut:
+            return texts, starts, ends, list(range(len(texts)))
+        words, w_starts, w_ends, owner = [], [], [], []
+        prev = 0
+        findall = self._chunk.findall
+        for k in cut:  # copy the run of whole lexemes before k, then k's chunks
+            words += texts[prev:k]
+            w_starts += starts[prev:k]
+            w_ends += ends[prev:k]
+            owner += range(prev, k)
+            parts = findall(texts[k])  # chunks tile the lexeme: every character is in one
+            edges = list(accumulate(map(len, parts), initial=starts[k]))
+            words += parts
+            w_starts += edges[:-1]
+            w_ends += edges[1:]
+            owner += [k] * len(parts)
+            prev = k + 1
+        words += texts[prev:]
+        w_starts += starts[prev:]
+        w_ends += ends[prev:]
+        owner += range(prev, len(texts))
+        return words, w_starts, w_ends, owner
 
     def encode_lexed(self, lexed: Lexed) -> CodeEncoding:
         return self.encode_lexed_batch([lexed])[0]
@@ -287,18 +329,16 @@ class CodeTokenizer:
         prepared = [self._words(lx.tokens) for lx in batch]
         encoded = self.vocab.encode_words([p[0] for p in prepared])
         out = []
-        for lx, (_, starts, ends, owner), (ids, wids, offs) in zip(batch, prepared, encoded, strict=True):
-            n = len(ids)
-            wid = np.asarray(wids, dtype=np.int64)  # (N,) word of each subword
-            off = np.asarray(offs, dtype=np.int64).reshape(n, 2)  # (N, 2) offsets inside the word
-            if n:
+        for lx, (_, starts, ends, owner), (ids, wid, off) in zip(batch, prepared, encoded, strict=True):
+            # ids (N,), wid (N,) word of each subword, off (N, 2) offsets inside the word
+            if len(ids):
                 # clipped to the word's end: a type token's subword covers exactly its lexeme's span
                 spans = np.minimum(np.asarray(starts, dtype=np.int64)[wid, None] + off,
                                    np.asarray(ends, dtype=np.int64)[wid, None])
                 lex_idx = np.asarray(owner, dtype=np.int64)[wid]
             else:
                 spans, lex_idx = off, wid
-            out.append(CodeEncoding(np.asarray(ids, dtype=np.int64), spans, lex_idx, lx.tokens, lx.source, lx.error, lx.partial))
+            out.append(CodeEncoding(ids, spans, lex_idx, lx.tokens, lx.source, lx.error, lx.partial))
         return out
 
 

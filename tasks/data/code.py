@@ -162,13 +162,14 @@ class MaskedCodeDataModule(MaskedTextDataModule):
             data = _read(r["path"])
             enc = tok.encode(data) if data is not None else None
             if enc is None or enc.error is not None:
-                skipped["unreadable or rejected by tokenize" if enc is None or enc.partial else "other"] += 1
+                skipped["unreadable file" if enc is None else "rejected by tokenize"] += 1
                 continue
             for chunk in chunk_logical_lines(enc.ids, newline, self.max_length - 2):
                 seqs.append(np.concatenate([[tok.cls_id], chunk, [tok.sep_id]]))
                 is_val.append(r["split"] == "valid")
         if not seqs:
             raise ValueError(f"code corpus {self.corpus} gave no sequences (skipped: {dict(skipped)})")
+        ids_file.with_suffix(".skipped.json").write_text(json.dumps(dict(skipped)))
         lengths = torch.tensor([len(s) for s in seqs])
         save_file({
             "ids": torch.from_numpy(np.concatenate(seqs).astype(np.int32)),
@@ -198,6 +199,8 @@ class MaskedCodeDataModule(MaskedTextDataModule):
             "train_tokens": int(lengths[train_rows].sum()), "mean_length": round(float(lengths[keep].float().mean()), 1),
             "tokenizer_vocab_size": self.tokenizer_vocab_size,
         }
+        skipped = self._ids_file().with_suffix(".skipped.json")
+        self.stats["skipped_files"] = json.loads(skipped.read_text()) if skipped.is_file() else {}
 
 
 # --- fine-tuning --------------------------------------------------------------------------
