@@ -189,8 +189,11 @@ def _fast_lex(text: str) -> list[Lexeme] | None:
         m = match(text, pos)
         kind = m.lastgroup
         end = m.end()
-        if kind == "ws" or kind == "comment" or kind == "cont":
+        if kind == "ws" or kind == "comment":
             pass
+        elif kind == "cont":
+            if not has_tokens:  # a line that is only a continuation: tokenize has its own rules
+                return None
         elif kind == "nl":
             if depth:
                 append(Lexeme(NL, "nl", pos, end))
