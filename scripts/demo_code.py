@@ -24,7 +24,8 @@ CONFIG = ROOT / "configs" / "code" / "demo_mlm.yaml"
 TASK = "exception_type"
 
 
-def code_part(out: Path, files: int = 700, pretrain_steps: int = 300, finetune_steps: int = 150) -> dict:
+def code_part(out: Path, files: int = 700, pretrain_steps: int = 250, finetune_steps: int = 120,
+              models: tuple[str, ...] = ("pretrained", "scratch")) -> dict:
     out = out / "code"
     t0 = time.time()
     corpus = write_corpus(out / "corpus", site_packages=False, max_files=files, progress=False)
@@ -42,7 +43,7 @@ def code_part(out: Path, files: int = 700, pretrain_steps: int = 300, finetune_s
     data = yaml.safe_load(CONFIG.read_text())["data"]["init_args"]
     tokenizer = next((out / "cache" / "code" / "mlm").glob(f"corpus-*/tokenizer-{data['vocab_size']}-None"))
     results = evaluate([TASK], out / "benchmark", tokenizer, str(ckpt), enc_cfg, out / "eval", steps=finetune_steps,
-                       batch_size=16, max_length=256, max_examples=None, lr=1e-3)
+                       batch_size=16, max_length=256, max_examples=None, lr=1e-3, models=models)
     return {
         "job": "CuBERT: stdlib sample -> benchmark -> MLM pretraining -> fine-tuning",
         "corpus": {s: v for s, v in corpus["splits"].items()},
@@ -71,6 +72,14 @@ def print_code(r: dict) -> None:
 
 
 if __name__ == "__main__":
-    result = code_part(ROOT / "runs" / "demo")
+    import argparse
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--files", type=int, default=700, help="stdlib files sampled (evenly)")
+    p.add_argument("--pretrain-steps", type=int, default=250)
+    p.add_argument("--finetune-steps", type=int, default=120)
+    p.add_argument("--models", nargs="+", default=["pretrained", "scratch"], choices=MODELS)
+    a = p.parse_args()
+    result = code_part(ROOT / "runs" / "demo", a.files, a.pretrain_steps, a.finetune_steps, tuple(a.models))
     (ROOT / "runs" / "demo" / "code" / "summary.json").write_text(json.dumps(result, indent=2))
     print_code(result)
