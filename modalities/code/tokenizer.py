@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer, models, trainers
 
-from .lexer import TYPE_TOKENS, Lexed, Lexeme, lex
+from .lexer import TYPE_TOKENS, Lexed, Lexeme, lex, no_gc
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")  # ids 0..4 of a trained vocabulary
 META_FILE = "code_tokenizer.json"
@@ -323,9 +323,14 @@ class CodeTokenizer:
         return self.encode_lexed(lex(source))
 
     def encode_batch(self, sources: Sequence[str | bytes]) -> list[CodeEncoding]:
-        return self.encode_lexed_batch([lex(s) for s in sources])
+        with no_gc():
+            return self.encode_lexed_batch([lex(s) for s in sources])
 
     def encode_lexed_batch(self, batch: Sequence[Lexed]) -> list[CodeEncoding]:
+        with no_gc():
+            return self._encode_lexed_batch(batch)
+
+    def _encode_lexed_batch(self, batch: Sequence[Lexed]) -> list[CodeEncoding]:
         prepared = [self._words(lx.tokens) for lx in batch]
         encoded = self.vocab.encode_words([p[0] for p in prepared])
         out = []
