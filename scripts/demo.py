@@ -19,6 +19,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 
+from demo_code import code_part, print_code  # noqa: E402  (scripts/ is on sys.path when a script here runs)
+
 from tasks.cli import main as tessera  # noqa: E402  (the package is installed by `make`)
 from tasks.data import MaskedTextDataModule  # noqa: E402
 
@@ -89,7 +91,7 @@ def print_recsys(r: dict) -> None:
 def main() -> None:
     out = ROOT / "runs" / "demo"
     out.mkdir(parents=True, exist_ok=True)
-    results = {"mlm": mlm_part(out), "bert4rec": recsys_part(out)}
+    results = {"mlm": mlm_part(out), "bert4rec": recsys_part(out), "code": code_part(out)}
     (out / "summary.json").write_text(json.dumps(results, indent=2))
     r = results["mlm"]
     print("\n=== Tessera demo ===")
@@ -100,6 +102,7 @@ def main() -> None:
           f"(perplexity {math.exp(r['unigram_baseline_loss']):.1f})")
     print(f"  loss curve: {r['loss_curve']}\n  metrics:    {r['metrics']}")
     print_recsys(results["bert4rec"])
+    print_code(results["code"])
     print(f"summary: {out / 'summary.json'}")
 
 

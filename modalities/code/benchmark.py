@@ -1,0 +1,378 @@
+"""The CuBERT benchmark tasks, generated with ``ast`` from real code (the corpus splits).
+
+Every example is one function (its source dedented, decorators left out), edited at the exact
+character positions ``ast`` and the lexer give, so the code around an edit keeps its original
+formatting (no ``ast.unparse`` round trip that a model could tell apart from real code). Every
+emitted example is checked to parse. Binary tasks are balanced exactly within a split: the
+eligible functions are shuffled with a seeded generator, the first half gets the bug.
+
+Tasks (``TASKS``):
+- ``variable_misuse``: one use of a local variable replaced by another local variable (label 1).
+- ``wrong_binary_operator``: one operator replaced by another of its family (arithmetic,
+  comparison, boolean) (label 1).
+- ``swapped_operands``: the operands of a non-commutative binary operator or a comparison
+  swapped; both operands are atoms (name, constant, attribute, subscript, call) (label 1).
+- ``exception_type``: the type of one ``except`` clause replaced by ``__HOLE__``; the label is
+  the type among the 20 most frequent in the training split.
+- ``function_docstring``: a (docstring, function-without-docstring) pair; label 1 when the
+  docstring belongs to another function of the same split.
+- ``variable_misuse_repair``: as variable_misuse, with character spans for the bug location
+  (None when bug-free), every variable occurrence (repair candidates) and the occurrences of the
+  right variable (repair targets).
+"""
+
+from __future__ import annotations
+
+import ast
+import random
+import textwrap
+import warnings
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from .lexer import lex
+
+TASKS = (
+    "variable_misuse", "wrong_binary_operator", "swapped_operands", "exception_type",
+    "function_docstring", "variable_misuse_repair",
+)
+HOLE = "__HOLE__"
+
+_OP_FAMILIES = [
+    ["+", "-", "*", "/", "//", "%", "**"],
+    ["<<", ">>", "&", "|", "^"],
+    ["==", "!=", "<", "<=", ">", ">="],
+    ["is", "in"],
+    ["and", "or"],
+]
+_FAMILY = {op: fam for fam in _OP_FAMILIES for op in fam}
+_NON_COMMUTATIVE = (ast.Sub, ast.Div, ast.FloorDiv, ast.Mod, ast.Pow, ast.LShift, ast.RShift, ast.MatMult)
+_ORDERED = (ast.Lt, ast.LtE, ast.Gt, ast.GtE)
+_ATOMS = (ast.Name, ast.Constant, ast.Attribute, ast.Subscript, ast.Call)
+
+
+@dataclass
+class Function:
+    """A function's dedented source and where it came from."""
+
+    source: str
+    package: str
+    path: str
+    name: str
+    line: int  # first line of the ``def`` in the file
+
+
+class Positions:
+    """(lineno, col in UTF-8 bytes) as ``ast`` reports -> character offset in the source."""
+
+    def __init__(self, source: str):
+        self.lines = source.splitlines(keepends=True)
+        self.starts = [0]
+        for line in self.lines:
+            self.starts.append(self.starts[-1] + len(line))
+
+    def __call__(self, lineno: int, col: int) -> int:
+        line = self.lines[lineno - 1] if lineno - 1 < len(self.lines) else ""
+        if not line.isascii():
+            col = len(line.encode("utf-8")[:col].decode("utf-8", errors="ignore"))
+        return self.starts[lineno - 1] + col
+
+    def span(self, node: ast.AST) -> tuple[int, int]:
+        return self(node.lineno, node.col_offset), self(node.end_lineno, node.end_col_offset)
+
+
+def _parses(source: str) -> bool:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ast.parse(source)
+        return True
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return False
+
+
+def extract_functions(source: str, package: str, path: str, max_chars: int = 2000, min_lines: int = 3) -> Iterator[Function]:
+    """Every (async) function of a module whose dedented source parses on its own and is short enough."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            tree = ast.parse(source)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return
+    lines = source.splitlines(keepends=True)
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            continue
+        n_lines = node.end_lineno - node.lineno + 1
+        if n_lines < min_lines:
+            continue
+        text = textwrap.dedent("".join(lines[node.lineno - 1 : node.end_lineno]))
+        if len(text) > max_chars or not text.lstrip().startswith(("def", "async")) or not _parses(text):
+            continue
+        yield Function(text, package, path, node.name, node.lineno)
+
+
+def _func_node(fn: Function) -> ast.FunctionDef:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return ast.parse(fn.source).body[0]
+
+
+def _splice(source: str, edits: list[tuple[int, int, str]]) -> str:
+    for start, end, text in sorted(edits, reverse=True):
+        source = source[:start] + text + source[end:]
+    return source
+
+
+# --- variable misuse --------------------------------------------------------------------------
+def _variables(node: ast.FunctionDef, pos: Positions):
+    """Local variables (parameters and assigned names) and every occurrence of them."""
+    occurrences: dict[str, list[tuple[int, int, bool]]] = {}  # name -> (start, end, is_use)
+    args = node.args
+    for a in [*args.posonlyargs, *args.args, *args.kwonlyargs, args.vararg, args.kwarg]:
+        if a is not None and a.arg not in ("self", "cls"):
+            s = pos(a.lineno, a.col_offset)
+            occurrences.setdefault(a.arg, []).append((s, s + len(a.arg), False))
+    local = set(occurrences)
+    for n in ast.walk(node):
+        if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store):
+            local.add(n.id)
+    for n in ast.walk(node):
+        if isinstance(n, ast.Name) and n.id in local:
+            s, e = pos.span(n)
+            occurrences.setdefault(n.id, []).append((s, e, isinstance(n.ctx, ast.Load)))
+    return {k: sorted(v) for k, v in occurrences.items() if k in local}
+
+
+def _misuse(fn: Function, rng: random.Random):
+    """(buggy source, bug span, right name, wrong name, occurrences) or None."""
+    pos = Positions(fn.source)
+    occ = _variables(_func_node(fn), pos)
+    if len(occ) < 2:
+        return None
+    uses = [(name, s, e) for name, spans in occ.items() for s, e, is_use in spans if is_use]
+    if not uses:
+        return None
+    name, s, e = rng.choice(uses)
+    wrong = rng.choice(sorted(n for n in occ if n != name))
+    buggy = _splice(fn.source, [(s, e, wrong)])
+    return buggy, (s, s + len(wrong)), name, wrong, occ
+
+
+# --- operators --------------------------------------------------------------------------------
+def _operator_sites(fn: Function) -> list[tuple[int, int, str]]:
+    """(start, end, spelling) of every single-lexeme binary, comparison and boolean operator."""
+    pos = Positions(fn.source)
+    lexemes = lex(fn.source).tokens
+    starts = [t.start for t in lexemes]
+    sites = []
+
+    def find_between(lo: int, hi: int, spellings: set[str]):
+        import bisect
+
+        k = bisect.bisect_left(starts, lo)
+        while k < len(lexemes) and lexemes[k].start < hi:
+            t = lexemes[k]
+            if t.text in spellings and t.kind in ("op", "name"):
+                # `is not` / `not in` are two lexemes: leave them alone
+                nxt = lexemes[k + 1].text if k + 1 < len(lexemes) else ""
+                prv = lexemes[k - 1].text if k else ""
+                if not (t.text == "is" and nxt == "not") and not (t.text == "in" and prv == "not"):
+                    return t
+                return None
+            k += 1
+        return None
+
+    for n in ast.walk(_func_node(fn)):
+        pairs = []
+        if isinstance(n, ast.BinOp):
+            pairs = [(n.left, n.right)]
+        elif isinstance(n, ast.Compare):
+            pairs = list(zip([n.left, *n.comparators[:-1]], n.comparators, strict=True))
+        elif isinstance(n, ast.BoolOp):
+            pairs = list(zip(n.values[:-1], n.values[1:], strict=True))
+        for left, right in pairs:
+            t = find_between(pos.span(left)[1], pos.span(right)[0], set(_FAMILY))
+            if t is not None:
+                sites.append((t.start, t.end, t.text))
+    return sorted(set(sites))
+
+
+def _wrong_operator(fn: Function, rng: random.Random):
+    sites = _operator_sites(fn)
+    if not sites:
+        return None
+    s, e, op = rng.choice(sites)
+    other = rng.choice([o for o in _FAMILY[op] if o != op])
+    src = fn.source
+    if other.isalpha():  # a keyword needs a space on each side that has none
+        other = ("" if s and src[s - 1].isspace() else " ") + other + ("" if e < len(src) and src[e].isspace() else " ")
+    return _splice(src, [(s, e, other)])
+
+
+def _swapped(fn: Function, rng: random.Random):
+    pos = Positions(fn.source)
+    sites = []
+    for n in ast.walk(_func_node(fn)):
+        if isinstance(n, ast.BinOp) and isinstance(n.op, _NON_COMMUTATIVE):
+            left, right = n.left, n.right
+        elif isinstance(n, ast.Compare) and len(n.ops) == 1 and isinstance(n.ops[0], (*_ORDERED, ast.In, ast.NotIn)):
+            left, right = n.left, n.comparators[0]
+        else:
+            continue
+        if isinstance(left, _ATOMS) and isinstance(right, _ATOMS):
+            ls, rs = pos.span(left), pos.span(right)
+            a, b = fn.source[ls[0] : ls[1]], fn.source[rs[0] : rs[1]]
+            if a != b and "\n" not in a + b:
+                sites.append((ls, rs, a, b))
+    if not sites:
+        return None
+    ls, rs, a, b = rng.choice(sites)
+    return _splice(fn.source, [(ls[0], ls[1], b), (rs[0], rs[1], a)])
+
+
+# --- exception type ---------------------------------------------------------------------------
+def _handlers(fn: Function) -> list[tuple[int, int, str]]:
+    pos = Positions(fn.source)
+    out = []
+    for n in ast.walk(_func_node(fn)):
+        if isinstance(n, ast.ExceptHandler) and isinstance(n.type, ast.Name | ast.Attribute):
+            s, e = pos.span(n.type)
+            out.append((s, e, fn.source[s:e]))
+    return out
+
+
+def exception_vocabulary(functions: Iterable[Function], k: int = 20) -> list[str]:
+    counts = Counter(name for fn in functions for _, _, name in _handlers(fn))
+    return [name for name, _ in counts.most_common(k)]
+
+
+# --- docstrings -------------------------------------------------------------------------------
+def _split_docstring(fn: Function) -> tuple[str, str] | None:
+    """(docstring, function source without it) or None."""
+    node = _func_node(fn)
+    doc = ast.get_docstring(node, clean=True)
+    if not doc or len(doc) < 20 or len(node.body) < 2:
+        return None
+    pos = Positions(fn.source)
+    d = node.body[0]
+    s, e = pos.span(d)
+    line_start = fn.source.rfind("\n", 0, s) + 1
+    line_end = fn.source.find("\n", e)
+    code = fn.source[:line_start] + fn.source[(line_end + 1 if line_end >= 0 else e):]
+    if not _parses(code):
+        return None
+    return doc, code
+
+
+# --- generation -------------------------------------------------------------------------------
+def _base(fn: Function) -> dict:
+    return {"package": fn.package, "path": fn.path, "function": fn.name, "line": fn.line}
+
+
+def generate(task: str, functions: list[Function], seed: int = 0, exceptions: list[str] | None = None,
+             split: str = "train", stats: Counter | None = None) -> list[dict]:
+    """Examples of one task from one split's functions; deterministic for (seed, task, split)."""
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; tasks: {TASKS}")
+    stats = stats if stats is not None else Counter()
+    rng = random.Random(f"{seed}:{task}:{split}")
+    order = list(range(len(functions)))
+    rng.shuffle(order)
+    out: list[dict] = []
+
+    if task == "exception_type":
+        if not exceptions:
+            raise ValueError("exception_type needs the exception vocabulary (exception_vocabulary on the train split)")
+        index = {n: i for i, n in enumerate(exceptions)}
+        for i in order:
+            fn = functions[i]
+            hs = [h for h in _handlers(fn) if h[2] in index]
+            if not hs:
+                continue
+            s, e, name = rng.choice(hs)
+            src = _splice(fn.source, [(s, e, HOLE)])
+            if not _parses(src):
+                stats["rejected: does not parse"] += 1
+                continue
+            out.append({**_base(fn), "source": src, "label": index[name], "label_name": name})
+        return out
+
+    if task == "function_docstring":
+        pairs = [(functions[i], p) for i in order if (p := _split_docstring(functions[i])) is not None]
+        half = len(pairs) // 2
+        mismatched, matched = [], []
+        for k, (fn, (doc, code)) in enumerate(pairs):
+            if k < half:  # the docstring of another function with a different docstring
+                for _ in range(20):
+                    other_doc = pairs[rng.randrange(len(pairs))][1][0]
+                    if other_doc != doc:
+                        mismatched.append({**_base(fn), "source": code, "docstring": other_doc, "label": 1,
+                                           "label_name": "mismatch"})
+                        break
+            else:
+                matched.append({**_base(fn), "source": code, "docstring": doc, "label": 0, "label_name": "match"})
+        n = min(len(mismatched), len(matched))  # exactly balanced
+        out = mismatched[:n] + matched[:n]
+        rng.shuffle(out)
+        return out
+
+    mutate = {"variable_misuse": _misuse, "variable_misuse_repair": _misuse,
+              "wrong_binary_operator": _wrong_operator, "swapped_operands": _swapped}[task]
+    eligible = []
+    for i in order:
+        fn = functions[i]
+        m = mutate(fn, rng)
+        if m is None:
+            continue
+        buggy = m[0] if isinstance(m, tuple) else m
+        if buggy == fn.source or not _parses(buggy):
+            stats["rejected: does not parse or unchanged"] += 1
+            continue
+        eligible.append((fn, m))
+    half = len(eligible) // 2
+    for k, (fn, m) in enumerate(eligible):
+        bug = k < half
+        if task == "variable_misuse_repair":
+            buggy, (bs, be), right, wrong, occ = m
+            shift = len(wrong) - len(right)
+            src = buggy if bug else fn.source
+
+            def moved(span, bs=bs, be=be, shift=shift, bug=bug):
+                s, e = span
+                return (s + shift, e + shift) if bug and s >= be - shift else (s, e)
+
+            if bug:
+                candidates = sorted({moved((s, e)) for spans in occ.values() for s, e, _ in spans if s != bs} | {(bs, be)})
+                targets = sorted(moved((s, e)) for s, e, _ in occ[right] if s != bs)
+            else:
+                candidates = sorted({(s, e) for spans in occ.values() for s, e, _ in spans})
+                targets = []
+            ex = {**_base(fn), "source": src, "label": int(bug), "label_name": "buggy" if bug else "clean",
+                  "error_span": [bs, be] if bug else None, "candidate_spans": [list(c) for c in candidates],
+                  "target_spans": [list(t) for t in targets]}
+            if bug and (not targets or src[bs:be] != wrong or any(src[s:e] != right for s, e in targets)):
+                stats["rejected: span check"] += 1
+                continue
+            out.append(ex)
+        else:
+            buggy = m[0] if isinstance(m, tuple) else m
+            out.append({**_base(fn), "source": buggy if bug else fn.source, "label": int(bug),
+                        "label_name": "buggy" if bug else "clean"})
+    rng.shuffle(out)  # buggy and clean interleaved in the written file
+    return out
+
+
+def functions_of(rows: Iterable[dict], max_chars: int = 2000, max_per_file: int | None = None) -> list[Function]:
+    """Functions of manifest rows ({"path", "package"}), in manifest order."""
+    out = []
+    for r in rows:
+        try:
+            src = Path(r["path"]).read_bytes().decode("utf-8")
+        except (OSError, UnicodeDecodeError):
+            continue
+        fns = list(extract_functions(src, r["package"], r["path"], max_chars=max_chars))
+        out.extend(fns[:max_per_file] if max_per_file else fns)
+    return out

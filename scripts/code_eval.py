@@ -1,0 +1,158 @@
+"""The CuBERT comparison on our benchmark: the pretrained encoder, the same Transformer from scratch,
+and a BiLSTM, fine-tuned with the same budget on the same splits. Writes results.json and
+results.png (test accuracy per task and model) into --out.
+
+    python scripts/code_eval.py --benchmark ~/.cache/tessera/code/benchmark-stdlib \\
+        --tokenizer ~/.cache/tessera/code/mlm/stdlib/tokenizer-4096-300 \\
+        --pretrained runs/code/mlm-tiny/lightning_logs/version_0/checkpoints/last.ckpt \\
+        --config configs/code/varmisuse_tiny.yaml --tasks variable_misuse exception_type --steps 300
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import lightning as L
+import torch
+import yaml
+
+from modalities import TokenEncoder, TokenEncoderConfig
+from modalities.code import BiLSTMConfig, BiLSTMEncoder
+from tasks.code import CodeClassifierSystem, VarMisusePointerSystem
+from tasks.data.code import CodeTaskDataModule
+
+MODELS = ("pretrained", "scratch", "bilstm")
+
+
+def encoder_config(config_yaml: Path) -> dict:
+    """The encoder config (model.init_args.encoder.init_args.config) of a fine-tuning YAML."""
+    raw = yaml.safe_load(Path(config_yaml).read_text())
+    return raw["model"]["init_args"]["encoder"]["init_args"]["config"]
+
+
+def build(model: str, task: str, enc_cfg: dict, num_classes: int, pretrained: str | None, lr: float):
+    if model == "bilstm":
+        encoder = BiLSTMEncoder(BiLSTMConfig(vocab_size=enc_cfg["vocab_size"], embedding_size=enc_cfg["hidden_size"],
+                                             hidden_size=enc_cfg["hidden_size"], num_layers=2))
+    else:
+        encoder = TokenEncoder(TokenEncoderConfig(**enc_cfg))
+    weights = pretrained if model == "pretrained" else None
+    if task == "variable_misuse_repair":
+        return VarMisusePointerSystem(encoder, pretrained=weights, lr=lr)
+    return CodeClassifierSystem(encoder, num_classes=num_classes, pretrained=weights, lr=lr,
+                                pooling="mean" if model == "bilstm" else "cls")
+
+
+def evaluate(tasks, benchmark: Path, tokenizer: Path, pretrained: str | None, enc_cfg: dict, out: Path,
+             steps: int = 300, batch_size: int = 16, max_length: int = 256, max_examples: int | None = 4000,
+             lr: float = 3e-4, models=MODELS, seed: int = 0, progress: bool = False) -> dict:
+    results: dict = {"settings": {"steps": steps, "batch_size": batch_size, "max_length": max_length,
+                                  "max_examples": max_examples, "lr": lr, "pretrained": pretrained, "seed": seed},
+                     "tasks": {}}
+    for task in tasks:
+        dm = CodeTaskDataModule(task, str(benchmark), str(tokenizer), max_length=max_length, batch_size=batch_size,
+                                max_examples=max_examples, seed=seed)
+        dm.setup("fit")
+        train_labels = Counter(it["label"] for it in dm.sets["train"].items)
+        majority = train_labels.most_common(1)[0][0]
+        test_items = dm.sets["test"].items
+        row = {"data": dm.stats, "majority_class": {"test/accuracy": sum(it["label"] == majority for it in test_items) / max(1, len(test_items))}}
+        for model in models:
+            if model == "pretrained" and not pretrained:
+                continue
+            L.seed_everything(seed, verbose=False)
+            system = build(model, task, enc_cfg, dm.num_classes, pretrained, lr)
+            folder = out / task / model
+            trainer = L.Trainer(
+                max_steps=steps, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                enable_progress_bar=progress, enable_model_summary=False, default_root_dir=folder,
+                use_distributed_sampler=False, val_check_interval=None, check_val_every_n_epoch=None,
+                limit_val_batches=0, num_sanity_val_steps=0,
+            )
+            t0 = time.time()
+            trainer.fit(system, dm)
+            (metrics,) = trainer.test(system, dm, verbose=False)
+            row[model] = {**{k: round(float(v), 4) for k, v in metrics.items() if k.startswith("test/") and k != "test/loss"},
+                          "fit_seconds": round(time.time() - t0, 1),
+                          "parameters": sum(p.numel() for p in system.encoder.parameters())}
+            print(f"[{task}] {model}: {row[model]}", flush=True)
+        results["tasks"][task] = row
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    plot(results, out / "results.png")
+    return results
+
+
+def headline(row: dict) -> tuple[str, dict]:
+    """The metric a task is judged by and its value per model."""
+    key = "test/joint" if "test/joint" in next((v for k, v in row.items() if k in MODELS), {}) else "test/accuracy"
+    values = {m: row[m].get(key, row[m].get("test/accuracy")) for m in (*MODELS, "majority_class") if m in row}
+    if key == "test/joint":
+        values.pop("majority_class", None)
+    return key, values
+
+
+def plot(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = list(results["tasks"])
+    models = [*MODELS, "majority_class"]
+    fig, ax = plt.subplots(figsize=(max(4, 2.2 * len(tasks)), 3.5))
+    width = 0.8 / len(models)
+    for j, m in enumerate(models):
+        vals = [headline(results["tasks"][t])[1].get(m, float("nan")) for t in tasks]
+        ax.bar([i + j * width for i in range(len(tasks))], vals, width, label=m)
+    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(tasks))])
+    ax.set_xticklabels([f"{t}\n({headline(results['tasks'][t])[0].split('/')[1]})" for t in tasks], fontsize=8)
+    ax.set_ylabel("test accuracy")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=7)
+    ax.set_title(f"CuBERT benchmark, {results['settings']['steps']} fine-tuning steps", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def print_table(results: dict) -> None:
+    print(f"{'task':26} {'metric':12} " + " ".join(f"{m:>10}" for m in (*MODELS, "majority")))
+    for task, row in results["tasks"].items():
+        key, vals = headline(row)
+        cells = [vals.get(m) for m in (*MODELS, "majority_class")]
+        print(f"{task:26} {key.split('/')[1]:12} " + " ".join(f"{v:>10.3f}" if v is not None else f"{'-':>10}" for v in cells))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--benchmark", type=Path, required=True)
+    p.add_argument("--tokenizer", type=Path, required=True)
+    p.add_argument("--pretrained", default=None, help="MaskedLMSystem .ckpt or encoder folder")
+    p.add_argument("--config", type=Path, default=Path("configs/code/varmisuse_tiny.yaml"),
+                   help="a fine-tuning YAML whose encoder config all Transformers use")
+    p.add_argument("--tasks", nargs="+", default=["variable_misuse"])
+    p.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
+    p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--max-length", type=int, default=256)
+    p.add_argument("--max-examples", type=int, default=4000)
+    p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=Path("runs/code/eval"))
+    a = p.parse_args(argv)
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    results = evaluate(a.tasks, a.benchmark, a.tokenizer, a.pretrained, encoder_config(a.config), a.out, a.steps,
+                       a.batch_size, a.max_length, a.max_examples, a.lr, a.models, a.seed, progress=True)
+    print_table(results)
+    print(f"wrote {a.out / 'results.json'} and {a.out / 'results.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

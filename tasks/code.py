@@ -1,0 +1,211 @@
+"""Fine-tuning on the CuBERT benchmark: a classification system and a pointer (localise + repair)
+system. The encoder arrives by injection (a TokenEncoder from scratch, the BiLSTM baseline), and
+``pretrained`` loads pretrained encoder weights into it: a MaskedLMSystem checkpoint (.ckpt, read
+with ``weights_only=True``) or an encoder folder readable by ``modalities.load_encoder``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics import MeanMetric
+
+from modalities import load_encoder
+
+from .optim import build_optimizer
+
+
+def load_pretrained_encoder(encoder: nn.Module, path: str | Path) -> dict:
+    """Copy pretrained weights into ``encoder`` (strict). Returns {"source", "keys"}."""
+    path = Path(path)
+    if path.is_dir():
+        state = load_encoder(path).state_dict()
+    elif path.is_file():
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        sd = ckpt.get("state_dict", ckpt)
+        state = {k.removeprefix("encoder."): v for k, v in sd.items() if k.startswith("encoder.")}
+        if not state:
+            raise ValueError(f"{path} holds no encoder.* weights; give a MaskedLMSystem checkpoint or an encoder folder")
+    else:
+        raise FileNotFoundError(f"pretrained encoder {path} does not exist")
+    own = encoder.state_dict()
+    bad = {k: (tuple(v.shape), tuple(own[k].shape)) for k, v in state.items() if k in own and v.shape != own[k].shape}
+    if bad:
+        raise ValueError(f"pretrained weights in {path} do not fit the configured encoder (checkpoint, model): {bad}")
+    encoder.load_state_dict(state, strict=True)
+    return {"source": str(path), "keys": len(state)}
+
+
+class _FineTuneBase(L.LightningModule):
+    def __init__(self, encoder: nn.Module, pretrained: str | None, lr: float, weight_decay: float, warmup: float,
+                 schedule: str, dropout: float):
+        super().__init__()
+        self.encoder = encoder
+        self.dropout = nn.Dropout(dropout)
+        self.pretrained_info = load_pretrained_encoder(encoder, pretrained) if pretrained else None
+
+    def encode(self, batch) -> torch.Tensor:
+        kw = {"token_type_ids": batch["token_type_ids"]} if "token_type_ids" in batch else {}
+        return self.encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], **kw).last_hidden_state
+
+    def setup(self, stage: str) -> None:
+        dm = getattr(self.trainer, "datamodule", None)
+        vocab = getattr(dm, "tokenizer_vocab_size", None)
+        if vocab is not None and vocab > self.encoder.config.vocab_size:
+            raise ValueError(f"the tokenizer has {vocab} tokens but the encoder's vocab_size is {self.encoder.config.vocab_size}")
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        return build_optimizer(self, hp.lr, hp.weight_decay, (0.9, 0.98), 1e-6, hp.warmup,
+                               int(self.trainer.estimated_stepping_batches), hp.schedule)
+
+    def write_json(self, name: str, metrics: dict) -> None:
+        if self.trainer is not None and self.trainer.is_global_zero:
+            folder = Path(self.trainer.log_dir or self.trainer.default_root_dir)
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / name).write_text(json.dumps(metrics, indent=2) + "\n")
+
+
+class CodeClassifierSystem(_FineTuneBase):
+    """[CLS] representation -> dropout -> linear; cross-entropy; accuracy.
+
+    Args:
+        encoder: the token encoder (or BiLSTM) to fine-tune (injected).
+        num_classes: 2 for the bug-detection tasks, 20 for exception_type.
+        pretrained: pretrained encoder weights (MaskedLMSystem .ckpt or encoder folder); None: from scratch.
+        lr, weight_decay, warmup, schedule: AdamW and its schedule.
+        dropout: on the pooled representation.
+        pooling: "cls" (position 0; the BiLSTM uses "mean").
+    """
+
+    def __init__(self, encoder: nn.Module, num_classes: int = 2, pretrained: str | None = None, lr: float = 1e-4,
+                 weight_decay: float = 0.01, warmup: float = 0.1, schedule: str = "linear", dropout: float = 0.1,
+                 pooling: str = "cls"):
+        super().__init__(encoder, pretrained, lr, weight_decay, warmup, schedule, dropout)
+        if pooling not in ("cls", "mean"):
+            raise ValueError(f"pooling must be 'cls' or 'mean', got {pooling!r}")
+        self.save_hyperparameters()
+        self.head = nn.Linear(encoder.config.hidden_size, num_classes)
+        self.acc = {s: MeanMetric() for s in ("val", "test")}
+        for s, m in self.acc.items():
+            self.add_module(f"{s}_acc", m)
+
+    def forward(self, batch) -> torch.Tensor:
+        h = self.encode(batch)  # (B, T, D)
+        if self.hparams.pooling == "cls":
+            pooled = h[:, 0]
+        else:
+            m = batch["attention_mask"][..., None].to(h.dtype)
+            pooled = (h * m).sum(1) / m.sum(1)
+        return self.head(self.dropout(pooled)).float()  # (B, C)
+
+    def training_step(self, batch, batch_idx):
+        loss = F.cross_entropy(self(batch), batch["labels"])
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["labels"]))
+        return loss
+
+    def _eval_step(self, batch, split):
+        logits = self(batch)
+        self.acc[split].update((logits.argmax(-1) == batch["labels"]).float())
+        self.log(f"{split}/loss", F.cross_entropy(logits, batch["labels"]), batch_size=len(batch["labels"]))
+
+    def validation_step(self, batch, batch_idx):
+        self._eval_step(batch, "val")
+
+    def test_step(self, batch, batch_idx):
+        self._eval_step(batch, "test")
+
+    def _end(self, split):
+        acc = self.acc[split].compute()
+        self.log(f"{split}/accuracy", acc, prog_bar=True)
+        self.acc[split].reset()
+        if split == "test":
+            self.write_json("test_metrics.json", {"test/accuracy": float(acc)})
+
+    def on_validation_epoch_end(self):
+        self._end("val")
+
+    def on_test_epoch_end(self):
+        self._end("test")
+
+
+class VarMisusePointerSystem(_FineTuneBase):
+    """CuBERT's Variable-Misuse localisation + repair: two pointer heads over token positions.
+
+    Localisation: a distribution over {0 = [CLS] = no bug} and the candidate positions; repair: a
+    distribution over candidate positions, trained to put its mass on the target positions (any
+    occurrence of the right variable). Metrics (Vasic et al., as CuBERT): classification (bug or
+    not), localisation (the right position, bug-free included), repair (on buggy examples) and
+    joint (localisation and repair right).
+    """
+
+    def __init__(self, encoder: nn.Module, pretrained: str | None = None, lr: float = 1e-4, weight_decay: float = 0.01,
+                 warmup: float = 0.1, schedule: str = "linear", dropout: float = 0.1):
+        super().__init__(encoder, pretrained, lr, weight_decay, warmup, schedule, dropout)
+        self.save_hyperparameters()
+        self.pointer = nn.Linear(encoder.config.hidden_size, 2)  # (localisation, repair) logit per position
+        self.metrics = nn.ModuleDict({f"{s}_{m}": MeanMetric() for s in ("val", "test")
+                                      for m in ("classification", "localization", "repair", "joint")})
+
+    def forward(self, batch):
+        logits = self.pointer(self.dropout(self.encode(batch))).float()  # (B, T, 2)
+        cand = batch["candidate_mask"].clone()
+        loc_allowed = cand.clone()
+        loc_allowed[:, 0] = True  # position 0: no bug
+        loc = logits[..., 0].masked_fill(~loc_allowed, -1e4)  # (B, T)
+        rep = logits[..., 1].masked_fill(~cand, -1e4)  # (B, T)
+        return loc, rep
+
+    def _losses(self, batch):
+        loc, rep = self(batch)
+        loc_loss = F.cross_entropy(loc, batch["error_position"])
+        buggy = batch["error_position"] > 0
+        rep_lp = rep.log_softmax(-1).masked_fill(~batch["target_mask"], -1e4).logsumexp(-1)  # (B,)
+        rep_loss = -(rep_lp[buggy]).mean() if buggy.any() else loc.new_zeros(())
+        return loc, rep, loc_loss + rep_loss
+
+    def training_step(self, batch, batch_idx):
+        _, _, loss = self._losses(batch)
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["labels"]))
+        return loss
+
+    def _eval_step(self, batch, split):
+        loc, rep, loss = self._losses(batch)
+        self.log(f"{split}/loss", loss, batch_size=len(batch["labels"]))
+        err = batch["error_position"]
+        buggy = err > 0
+        loc_pred = loc.argmax(-1)
+        rep_pred = rep.argmax(-1)
+        rep_ok = batch["target_mask"].gather(1, rep_pred[:, None])[:, 0]
+        self.metrics[f"{split}_classification"].update(((loc_pred > 0) == buggy).float())
+        self.metrics[f"{split}_localization"].update((loc_pred == err).float())
+        if buggy.any():
+            self.metrics[f"{split}_repair"].update(rep_ok[buggy].float())
+            self.metrics[f"{split}_joint"].update((rep_ok & (loc_pred == err))[buggy].float())
+
+    def validation_step(self, batch, batch_idx):
+        self._eval_step(batch, "val")
+
+    def test_step(self, batch, batch_idx):
+        self._eval_step(batch, "test")
+
+    def _end(self, split):
+        out = {}
+        for m in ("classification", "localization", "repair", "joint"):
+            metric = self.metrics[f"{split}_{m}"]
+            out[f"{split}/{m}"] = float(metric.compute()) if metric.update_count else float("nan")
+            metric.reset()
+        self.log_dict(out, prog_bar=split == "val")
+        if split == "test":
+            self.write_json("test_metrics.json", out)
+
+    def on_validation_epoch_end(self):
+        self._end("val")
+
+    def on_test_epoch_end(self):
+        self._end("test")

@@ -1,0 +1,404 @@
+"""CuBERT modality: lexer, tokenizers (trained and CuBERT format), bad input, corpus, benchmark
+generator, data modules and fine-tuning systems, CuBERT checkpoint import (parity vs transformers)."""
+
+import ast
+import json
+import time
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+
+from modalities import TokenEncoder, TokenEncoderConfig
+from modalities.code import (
+    DEDENT,
+    HOLE,
+    NEWLINE,
+    NL,
+    TASKS,
+    BiLSTMConfig,
+    BiLSTMEncoder,
+    CodeTokenizer,
+    CubertVocab,
+    exception_vocabulary,
+    extract_functions,
+    generate,
+    lex,
+    load_code_tokenizer,
+    load_cubert,
+)
+from modalities.code.corpus import CorpusStats, SourceFile, assign_splits, build_corpus, licence_of
+from tasks.code import CodeClassifierSystem, VarMisusePointerSystem
+from tasks.data.code import CodeTaskDataModule, MaskedCodeDataModule, chunk_logical_lines, featurise
+from tasks.mlm import MaskedLMSystem
+
+SAMPLE = '''import os  # a comment
+
+
+def area(width, height):
+    """Area of a rectangle."""
+    result = width * height  # trailing comment
+    if result < 0:
+        raise ValueError("negative")
+    return result
+
+
+class Box:
+    def scale(self, factor, offset):
+        """Scale the box by a factor."""
+        try:
+            total = self.size * factor - offset
+        except TypeError:
+            total = offset
+        return total
+'''
+
+VARIANTS = [
+    "def f{i}(items, limit):\n    count = 0\n    for item in items:\n        if item > limit and count < 10:\n"
+    "            count = count + 1\n    return count - limit\n",
+    "def g{i}(path, mode):\n    \"\"\"Open a file at path in mode and read it all.\"\"\"\n    try:\n        handle = open(path, mode)\n"
+    "    except OSError:\n        return None\n    data = handle.read()\n    return data[0] / len(data)\n",
+    "def h{i}(key, table):\n    \"\"\"Look the key up in the table or return a default.\"\"\"\n    try:\n        value = table[key]\n"
+    "    except KeyError:\n        value = key * 2 % 7\n    return value >= key\n",
+]
+
+
+def module_source(n: int = 30, offset: int = 0) -> str:
+    return "\n\n".join(VARIANTS[(i + offset) % 3].format(i=i) for i in range(n))
+
+
+# --- lexer ---------------------------------------------------------------------------------
+def test_lexer_follows_cubert():
+    lexed = lex(SAMPLE)
+    assert lexed.ok and not lexed.partial
+    texts = [t.text for t in lexed.tokens]
+    assert not any(t.startswith("#") for t in texts)  # comments dropped
+    assert NEWLINE in texts and NL in texts and DEDENT in texts
+    assert '"""Area of a rectangle."""' in texts  # strings whole
+    assert "    " in texts  # INDENT keeps its spelling
+    for t in lexed.tokens:
+        if t.kind in ("newline", "nl"):
+            assert SAMPLE[t.start : t.end] in ("\n", "\r\n")
+        elif t.kind == "dedent":
+            assert t.start == t.end
+        else:
+            assert SAMPLE[t.start : t.end] == t.text  # spans are exact
+    # \r\n line ends keep exact spans too
+    crlf = SAMPLE.replace("\n", "\r\n")
+    assert all(crlf[t.start : t.end] == t.text for t in lex(crlf).tokens if t.kind not in ("newline", "nl", "dedent"))
+
+
+@pytest.mark.parametrize(
+    "source, expect",
+    [
+        (b'x = "unterminated\ny = 2\n', "unterminated string"),
+        (b"def f():\n        x = 1\n    y = 2\n", "unindent"),
+        (b"print `x`\n", "Python 2"),
+        (b'x = """never closed\n', "EOF in multi-line"),
+        (b"a = 1\x00\n", "null bytes"),
+        (b"s = '\xe9t\xe9'\n", "not decodable"),
+        (b"x = (1,\n", "EOF in multi-line"),
+    ],
+)
+def test_bad_sources_give_a_flag_never_a_crash(source, expect):
+    lexed = lex(source)
+    assert lexed.partial and expect in lexed.error
+    tok = CodeTokenizer.train([SAMPLE] * 3, 300)
+    enc = tok.encode(source)  # the tokenizer passes the flag on and still returns what it read
+    assert enc.partial and enc.error == lexed.error
+
+
+def test_empty_and_huge_files(tmp_path):
+    tok = CodeTokenizer.train([SAMPLE] * 3, 300)
+    empty = tok.encode(b"")
+    assert len(empty) == 0 and empty.error is None
+    unit = SAMPLE.encode()
+    big = unit * (10 * 2**20 // len(unit) + 1)  # a 10 MB module
+    t0 = time.perf_counter()
+    enc = tok.encode(big)
+    assert time.perf_counter() - t0 < 120
+    assert enc.error is None and enc.spans[-1, 1] <= len(big)
+    assert len(enc) == len(tok.encode(unit)) * (len(big) // len(unit))  # the same per copy: nothing lost
+
+
+# --- tokenizer -----------------------------------------------------------------------------
+def test_trained_tokenizer_spans_and_roundtrip(tmp_path):
+    tok = CodeTokenizer.train([SAMPLE, module_source(20)], 400)
+    enc = tok.encode(SAMPLE)
+    assert (enc.ids >= 0).all() and len(enc.ids) == len(enc.spans) == len(enc.lexeme)
+    for i in range(len(enc)):
+        lexeme = enc.lexemes[enc.lexeme[i]]
+        s, e = enc.spans[i]
+        assert lexeme.start <= s <= e <= max(lexeme.end, lexeme.start)
+        if lexeme.kind == "name":  # a name's subwords spell it exactly, in order
+            assert SAMPLE[s:e] in lexeme.text
+    names = [i for i, lx in enumerate(enc.lexemes) if lx.kind == "name"]
+    for k in names:
+        rows = np.nonzero(enc.lexeme == k)[0]
+        assert "".join(SAMPLE[s:e] for s, e in enc.spans[rows]) == enc.lexemes[k].text
+    # the subword of `width` in `result = width * height` is found by its character offset
+    at = SAMPLE.index("width * height")
+    assert SAMPLE[enc.spans[enc.token_at(at), 0] :].startswith("width")
+    tok.save(tmp_path / "tok")
+    again = load_code_tokenizer(tmp_path / "tok")
+    assert np.array_equal(again.encode(SAMPLE).ids, enc.ids)
+    assert tok.vocab.token_to_id(NEWLINE) is not None and tok.mask_id is not None
+
+
+def cubert_vocab_file(path):
+    subtokens = ["<pad>_", "<EOS>_", "[CLS]_", "[SEP]_", "[MASK]_", "[UNK]_", "\\u\\u\\uNEWLINE\\u\\u\\u_",
+                 "\\u\\u\\uNL\\u\\u\\u_", "\\u\\u\\uDEDENT\\u\\u\\u_", "def_", "return_", "(_", ")_", ":_", ",_", "+_", "=_", "    _",
+                 "foo", "\\ubar_", "x_", "y_", "a", "b", "c", "\\u", "_", "1", "\\\\"]
+    path.write_text("".join(f"'{s}'\n" for s in subtokens), encoding="utf-8")
+    return path
+
+
+def test_cubert_vocabulary_format(tmp_path):
+    tok = CodeTokenizer.from_cubert_vocab(cubert_vocab_file(tmp_path / "vocab.txt"))
+    src = "def foo_bar(x, y):\n    return x + y\n"
+    enc = tok.encode(src)
+    pieces = [tok.vocab.id_to_token(int(i)) for i in enc.ids]
+    assert pieces[:3] == ["def_", "foo", "\\ubar_"]  # tensor2tensor escaping: _ -> \u, end marker _
+    assert [src[s:e] for s, e in enc.spans[1:3]] == ["foo", "_bar"]
+    # layout tokens escaped as tensor2tensor stores them: ___NEWLINE___ -> \u\u\uNEWLINE\u\u\u_
+    assert "\\u\\u\\uNEWLINE\\u\\u\\u_" in pieces and "    _" in pieces
+    assert tok.cls_id == 2 and tok.pad_id == 0 and tok.mask_id == 4
+    unknown = tok.encode("zz = 1\n")  # characters outside the alphabet become [UNK], never a crash
+    assert tok.unk_id in unknown.ids.tolist()
+    bad = tmp_path / "bad.txt"
+    bad.write_text("def_\nfoo\n")
+    with pytest.raises(ValueError, match="quoted"):
+        CubertVocab.from_file(bad)
+
+
+def test_cubert_checkpoint_parity_with_transformers(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    vocab = cubert_vocab_file(tmp_path / "cubert" / "vocab.txt") if (tmp_path / "cubert").mkdir() is None else None
+    n = len(vocab.read_text().splitlines())
+    cfg = transformers.BertConfig(vocab_size=n, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                  intermediate_size=64, max_position_embeddings=64)
+    torch.manual_seed(0)
+    hf = transformers.BertForPreTraining(cfg).eval()  # with MLM/NSP heads, as CuBERT's checkpoints
+    hf.save_pretrained(tmp_path / "cubert", safe_serialization=True)
+    encoder, tok = load_cubert(tmp_path / "cubert")
+    assert any(k.startswith("cls.") for k in encoder.meta["dropped"])
+    enc = tok.encode("def foo_bar(x, y):\n    return x + y\n")
+    ids = torch.tensor([[tok.cls_id, *enc.ids.tolist(), tok.sep_id]])
+    ours = encoder(input_ids=ids).last_hidden_state
+    theirs = hf.bert(input_ids=ids).last_hidden_state
+    assert torch.allclose(ours, theirs, atol=1e-5), (ours - theirs).abs().max()
+
+
+# --- corpus --------------------------------------------------------------------------------
+class FakeDist:
+    def __init__(self, **fields):
+        self.metadata = _Meta(fields)
+
+
+class _Meta(dict):
+    def get_all(self, key):
+        v = self.get(key)
+        return v if isinstance(v, list) else None
+
+
+def test_licence_classification():
+    assert licence_of(FakeDist(**{"License-Expression": "MIT"}))[1]
+    assert licence_of(FakeDist(**{"License-Expression": "Apache-2.0 OR BSD-2-Clause"}))[1]
+    assert not licence_of(FakeDist(**{"License-Expression": "MPL-2.0 AND MIT"}))[1]
+    assert not licence_of(FakeDist(**{"License-Expression": "LGPL-2.1-or-later"}))[1]
+    assert licence_of(FakeDist(Classifier=["License :: OSI Approved :: BSD License"]))[1]
+    assert not licence_of(FakeDist(Classifier=["License :: Other/Proprietary License"]))[1]
+    assert not licence_of(FakeDist())[1]  # unknown: left out
+
+
+def test_corpus_dedupes_skips_and_splits_by_package(tmp_path):
+    files = []
+    for p in range(12):
+        for k in range(3):
+            path = tmp_path / f"pkg{p}_{k}.py"
+            path.write_text(module_source(3, offset=p * 3 + k) + f"\nVALUE_{p}_{k} = {k}\n")
+            files.append(SourceFile(str(path), f"pkg{p}", "MIT"))
+    dup = tmp_path / "dup.py"  # same tokens as pkg0_0, other comments and spacing
+    dup.write_text("# another header\n" + (tmp_path / "pkg0_0.py").read_text().replace(" = ", "=") )
+    bad = tmp_path / "bad.py"
+    bad.write_bytes(b"x = '\xff\n")
+    py2 = tmp_path / "py2.py"
+    py2.write_text("print 'hello'\n")
+    files += [SourceFile(str(dup), "other", "MIT"), SourceFile(str(bad), "other", "MIT"), SourceFile(str(py2), "other", "MIT")]
+    stats = CorpusStats()
+    rows, summary = build_corpus(files, stats, progress=False)
+    assert summary["duplicates_removed"] == 1 and summary["files_kept"] == 36
+    assert summary["skipped"]["not decodable"] == 1 and summary["skipped"]["not Python 3 (ast.parse fails)"] == 1
+    splits = {}
+    for r in rows:
+        splits.setdefault(r["package"], set()).add(r["split"])
+    assert all(len(s) == 1 for s in splits.values())  # no package in two splits
+    assert {r["split"] for r in rows} == {"train", "valid", "test"}
+    assert assign_splits({"a": 5, "b": 1}, seed=1) == assign_splits({"a": 5, "b": 1}, seed=1)
+
+
+# --- benchmark -----------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def functions():
+    fns = []
+    for p in range(6):
+        fns += list(extract_functions(module_source(40, offset=p), f"pkg{p}", f"pkg{p}.py"))
+    return fns
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_benchmark_examples_parse_balanced_deterministic(task, functions):
+    exc = exception_vocabulary(functions)
+    assert set(exc) == {"OSError", "KeyError"}
+    examples = generate(task, functions, seed=3, exceptions=exc)
+    assert examples == generate(task, functions, seed=3, exceptions=exc)
+    assert examples != generate(task, functions, seed=4, exceptions=exc)
+    assert len(examples) > 50
+    for ex in examples:
+        ast.parse(ex["source"])
+    labels = [ex["label"] for ex in examples]
+    if task == "exception_type":
+        assert all(HOLE in ex["source"] for ex in examples)
+        assert all(ex["label_name"] not in ex["source"].split("except")[1][:20] for ex in examples)
+    else:
+        assert abs(sum(labels) - len(labels) / 2) <= 1  # balanced within the split
+    if task == "variable_misuse_repair":
+        for ex in examples:
+            src = ex["source"]
+            if ex["error_span"] is not None:
+                s, e = ex["error_span"]
+                right = {src[a:b] for a, b in ex["target_spans"]}
+                assert len(right) == 1 and src[s:e] not in right
+                assert [s, e] in ex["candidate_spans"]
+            else:
+                assert ex["target_spans"] == []
+            assert all(src[a:b].isidentifier() for a, b in ex["candidate_spans"])
+
+
+def test_buggy_examples_differ_from_their_function_by_one_edit(functions):
+    originals = {(f.path, f.name): f.source for f in functions}
+    for task in ("variable_misuse", "wrong_binary_operator", "swapped_operands"):
+        for ex in generate(task, functions, seed=0):
+            orig = originals[(ex["path"], ex["function"])]
+            assert (ex["source"] != orig) == bool(ex["label"])
+
+
+# --- data and systems ----------------------------------------------------------------------
+def test_chunk_logical_lines():
+    ids = np.array([7, 7, 1, 7, 1, 7, 7, 7, 7, 7, 1, 7])  # 1 = NEWLINE
+    chunks = chunk_logical_lines(ids, 1, 5)
+    assert [c.tolist() for c in chunks] == [[7, 7, 1, 7, 1], [7, 7, 7, 7, 7], [1, 7]]
+    assert np.array_equal(np.concatenate(chunks), ids)
+
+
+@pytest.fixture
+def benchmark_dir(tmp_path, functions):
+    out = tmp_path / "bench"
+    exc = exception_vocabulary(functions)
+    for task in ("variable_misuse", "variable_misuse_repair", "function_docstring"):
+        (out / task).mkdir(parents=True)
+        for split, part in (("train", functions[: len(functions) // 2]), ("valid", functions[len(functions) // 2 :]),
+                            ("test", functions[len(functions) // 2 :])):
+            rows = generate(task, part, seed=0, exceptions=exc, split=split)
+            (out / task / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    tok = CodeTokenizer.train([f.source for f in functions], 300)
+    tok.save(tmp_path / "tok")
+    return out, tmp_path / "tok"
+
+
+def tiny_encoder(vocab=300):
+    return TokenEncoder(TokenEncoderConfig(vocab_size=vocab, hidden_size=32, num_layers=2, num_heads=2,
+                                           intermediate_size=64, max_position_embeddings=128, attention_backend="unpadded"))
+
+
+def test_pointer_features_point_at_the_bug(benchmark_dir):
+    bench, tokdir = benchmark_dir
+    tok = load_code_tokenizer(tokdir)
+    rows = [json.loads(line) for line in (bench / "variable_misuse_repair" / "train.jsonl").open()]
+    for r in rows[:40]:
+        f = featurise(r, "variable_misuse_repair", tok, 512)
+        enc = tok.encode(r["source"])
+        if r["error_span"] is None:
+            assert f["error_position"] == 0 and len(f["targets"]) == 0
+        else:
+            k = f["error_position"] - 1  # [CLS] shifts positions by one
+            assert enc.spans[k, 0] == r["error_span"][0]
+            assert f["error_position"] in f["candidates"].tolist()
+            assert all(r["source"][enc.spans[t - 1, 0]:].startswith(r["source"][r["target_spans"][0][0]:r["target_spans"][0][1]])
+                       for t in f["targets"].tolist())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task, system", [("variable_misuse", "classifier"), ("variable_misuse_repair", "pointer"),
+                                          ("function_docstring", "classifier"), ("variable_misuse", "bilstm")])
+def test_finetune_systems_fit_and_test(benchmark_dir, tmp_path, task, system):
+    bench, tokdir = benchmark_dir
+    dm = CodeTaskDataModule(task, str(bench), str(tokdir), max_length=128, batch_size=8, max_examples=64)
+    if system == "pointer":
+        model = VarMisusePointerSystem(tiny_encoder(), lr=1e-3)
+    elif system == "bilstm":
+        model = CodeClassifierSystem(BiLSTMEncoder(BiLSTMConfig(vocab_size=300, hidden_size=32)), pooling="mean")
+    else:
+        model = CodeClassifierSystem(tiny_encoder(), num_classes=2)
+    trainer = L.Trainer(max_steps=4, accelerator="cpu", logger=False, enable_progress_bar=False,
+                        enable_checkpointing=False, default_root_dir=tmp_path, use_distributed_sampler=False,
+                        limit_val_batches=2, val_check_interval=2, enable_model_summary=False)
+    trainer.fit(model, dm)
+    (result,) = trainer.test(model, dm, verbose=False)
+    keys = ["test/accuracy"] if system != "pointer" else ["test/classification", "test/localization", "test/joint"]
+    for k in keys:
+        assert 0.0 <= result[k] <= 1.0
+    assert json.loads((tmp_path / "test_metrics.json").read_text())
+
+
+@pytest.mark.slow
+def test_code_mlm_pretrain_then_finetune_from_checkpoint(tmp_path):
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    rows = []
+    for p in range(8):
+        path = folder / f"m{p}.py"
+        path.write_text(module_source(12, offset=p))
+        rows.append({"path": str(path), "package": f"p{p}", "split": "valid" if p == 0 else "train"})
+    (folder / "bad.py").write_bytes(b"x = '\xff\n")
+    rows.append({"path": str(folder / "bad.py"), "package": "p9", "split": "train"})
+    (folder / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    dm = MaskedCodeDataModule(corpus=str(folder), vocab_size=300, max_length=64, batch_size=8,
+                              cache_dir=str(tmp_path / "cache"))
+    system = MaskedLMSystem(tiny_encoder(), lr=1e-3)
+    trainer = L.Trainer(max_steps=3, accelerator="cpu", logger=False, enable_progress_bar=False,
+                        default_root_dir=tmp_path, use_distributed_sampler=False, limit_val_batches=1,
+                        enable_model_summary=False)
+    trainer.fit(system, dm)
+    assert dm.stats["train_sequences"] > 0 and dm.stats["val_sequences"] > 0
+    assert dm.stats["skipped_files"] == {"rejected by tokenize": 1}  # bad.py counted, not fatal
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["input_ids"].shape[1] <= 64 and (batch["labels"] != -100).any()
+    ckpt = tmp_path / "mlm.ckpt"
+    trainer.save_checkpoint(ckpt)
+    fine = CodeClassifierSystem(tiny_encoder(), pretrained=str(ckpt))
+    assert torch.equal(fine.encoder.frontend.word_embeddings.weight, system.encoder.frontend.word_embeddings.weight)
+    with pytest.raises(ValueError, match="do not fit"):
+        CodeClassifierSystem(tiny_encoder(vocab=500), pretrained=str(ckpt))
+
+
+def test_fast_scanner_agrees_with_tokenize():
+    import sysconfig
+    from pathlib import Path
+
+    from modalities.code.lexer import _fast_lex, decode_source
+
+    sources = [SAMPLE, SAMPLE.replace("\n", "\r\n"), module_source(5), "x = (1,\n     2)  # c\n\n\\\n\ny = 3\n"]
+    root = Path(sysconfig.get_paths()["stdlib"])
+    sources += [decode_source(p.read_bytes()) for p in sorted(root.glob("*.py"))[::8]]
+    compared = 0
+    for src in sources:
+        fast = _fast_lex(src)
+        if fast is None:  # declined: tokenize handles it
+            continue
+        assert fast == lex(src, fast=False).tokens
+        compared += 1
+    assert compared >= len(sources) * 0.8
+    for bad in ('x = "abc\n', "def f():\n        x\n    y\n", "a = `b`\n", "x = (1,\n", "no_newline_at_end"):
+        assert _fast_lex(bad) is None  # every bad case goes to tokenize, which flags it
