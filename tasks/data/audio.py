@@ -102,7 +102,7 @@ class AudioFolderDataModule(L.LightningDataModule):
         hp = self.hparams
         stats = ReadStats(unit="files")
         out = []
-        files = list_audio_files(root)
+        files = list_audio_files(Path(root).expanduser())
         if hp.max_files is not None:
             files = files[: hp.max_files]
         for path in files:
