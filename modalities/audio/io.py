@@ -69,6 +69,8 @@ def load_audio(
     not decoded). ``min_samples`` defaults to MERT's 400-sample receptive field.
     """
     path = Path(path)
+    if not path.is_file():
+        raise AudioReadError(path, "missing", "no such file")
     try:
         with sf.SoundFile(path) as f:
             sr = f.samplerate
@@ -77,8 +79,6 @@ def load_audio(
             frames = -1 if max_seconds is None else int(max_seconds * sr)
             x = f.read(frames=frames, dtype="float32", always_2d=True)  # (frames, channels), any PCM width
     except (sf.LibsndfileError, RuntimeError, OSError) as e:
-        if isinstance(e, FileNotFoundError):
-            raise AudioReadError(path, "missing", "no such file") from None
         raise AudioReadError(path, "unreadable", f"cannot decode ({e}); is it a valid "
                              f"WAV/FLAC/OGG/MP3 file? re-encode it, e.g. with ffmpeg") from None
     x = to_mono(x)

@@ -85,7 +85,7 @@ def render_note_set(
     notes = []
     current = None
     for prog, fam, pitch, split in tqdm(jobs, desc="rendering notes", disable=not progress):
-        name = f"{GM_FAMILIES[fam]}/p{prog:03d}_k{pitch:03d}_v{velocity:03d}.wav"
+        name = f"{split}/{GM_FAMILIES[fam]}/p{prog:03d}_k{pitch:03d}_v{velocity:03d}.wav"
         path = out_dir / name
         if not path.is_file():
             if prog != current:
