@@ -32,8 +32,9 @@ class MERTPretraining(L.LightningModule):
         rvq_weight, cqt_weight: loss weights.
         mask_prob, mask_span: span masking (MERT: 0.8, 5 frames).
         noise_prob, noise_segments, noise_seconds: in-batch noise mixture (MERT: 0.5, 1-3, 0.5-1.0 s).
-        fit_codebooks_batches: when the RVQ teacher's codebooks are still empty (a fresh config),
-            fit them by residual k-means on this many training batches at the start of fit.
+        fit_codebooks_batches: training batches read at the start of fit to set up the teachers:
+            residual k-means codebooks when the RVQ teacher's are still empty (a fresh config), and
+            the per-bin mean/std that standardise the CQT targets (MSE is on standardised targets).
         lr, weight_decay, betas, eps, warmup, schedule: Adam(W) with warmup then decay.
         seed: seeds the masks and the noise (per step, so a resumed run draws the same ones).
     """
@@ -81,21 +82,40 @@ class MERTPretraining(L.LightningModule):
 
     # ---- teachers
     def on_fit_start(self) -> None:
+        """Data-dependent teacher set-up, once (both are saved in checkpoints): k-means codebooks for
+        a fresh RVQ teacher, per-bin statistics that standardise the CQT targets."""
         t = self.rvq_teacher
-        if t is None or t.fitted:
+        need_codebooks = t is not None and not t.fitted
+        need_cqt_stats = self.cqt_teacher is not None and not bool(self.heads.cqt_stats_set)
+        if not (need_codebooks or need_cqt_stats):
             return
         loader = self.trainer.datamodule.codebook_fit_loader(self.hparams.fit_codebooks_batches)
-        frames = []
+        hop = self.encoder.config.hop_length
+        frames, cqts = [], []
         for batch in loader:
-            wav = batch["input_values"].to(self.device)
-            emb = t.embed(wav)  # (B, T', D)
-            keep = torch.arange(emb.shape[1], device=wav.device) < (batch["lengths"].to(wav.device) // self.encoder.config.hop_length)[:, None]
-            frames.append(emb[keep].cpu())
-        errors = t.fit_codebooks(torch.cat(frames), seed=self.hparams.seed)
-        for name, buf in t.model.quantizer.named_buffers():  # every rank uses rank 0's codebooks
+            wav, lengths = batch["input_values"].to(self.device), batch["lengths"].to(self.device)
+            real = lengths // hop  # (B,) frames fully inside each clip
+
+            def keep(n: int, real=real) -> torch.Tensor:
+                return torch.arange(n, device=real.device) < real[:, None]  # (B, n)
+
+            if need_codebooks:
+                emb = t.embed(wav)  # (B, T', D)
+                frames.append(emb[keep(emb.shape[1])].cpu())
+            if need_cqt_stats:
+                c = self.cqt_teacher(wav)  # (B, T', bins)
+                cqts.append(c[keep(c.shape[1])].cpu())
+        if need_codebooks:
+            errors = t.fit_codebooks(torch.cat(frames), seed=self.hparams.seed)
+            self.print(f"RVQ teacher: fitted {t.num_codebooks} codebooks x {t.codebook_size} by residual k-means "
+                       f"on {sum(len(f) for f in frames)} frames; residual MSE per level {[f'{e:.3g}' for e in errors]}")
+        if need_cqt_stats:
+            self.heads.set_cqt_stats(torch.cat(cqts).to(self.device))
+        # every rank uses rank 0's codebooks and statistics
+        shared = list(t.model.quantizer.buffers()) if need_codebooks else []
+        shared += [self.heads.cqt_mean, self.heads.cqt_std, self.heads.cqt_stats_set]
+        for buf in shared:
             buf.copy_(self.trainer.strategy.broadcast(buf.detach().cpu(), src=0).to(buf.device))
-        self.print(f"RVQ teacher: fitted {t.num_codebooks} codebooks x {t.codebook_size} by residual k-means on "
-                   f"{sum(len(f) for f in frames)} frames; residual MSE per level {[f'{e:.3g}' for e in errors]}")
 
     @torch.no_grad()
     def targets(self, wav: torch.Tensor, frames: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:

@@ -98,6 +98,7 @@ def test_tiny_pretraining_through_the_cli(tmp_path):
 
     system = MERTPretraining.load_from_checkpoint(log / "checkpoints" / "last.ckpt", weights_only=False)
     assert system.rvq_teacher.fitted  # the k-means codebooks travel with the checkpoint
+    assert bool(system.heads.cqt_stats_set) and (system.heads.cqt_std != 1).all()  # so do the CQT statistics
 
 
 def test_probe_features_and_linear_probe():

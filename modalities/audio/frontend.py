@@ -50,14 +50,17 @@ class ConvLayer(nn.Module):
         return F.gelu(x)
 
     def _masked_group_norm(self, x: Tensor, lengths: Tensor) -> Tensor:
-        """GroupNorm(C, C) with each clip's statistics taken over its real steps only."""
+        """GroupNorm(C, C) with each clip's statistics taken over its real steps only.
+
+        Statistics by one pass over each clip's real slice, then one fused scale-and-shift.
+        """
         gn = self.layer_norm
-        keep = (torch.arange(x.shape[-1], device=x.device) < lengths[:, None]).unsqueeze(1)  # (B, 1, T)
-        n = lengths.clamp(min=1).to(x.dtype)[:, None, None]  # (B, 1, 1)
-        mean = (x * keep).sum(-1, keepdim=True) / n  # (B, C, 1)
-        var = (((x - mean) * keep) ** 2).sum(-1, keepdim=True) / n  # biased, as GroupNorm
-        x = (x - mean) * torch.rsqrt(var + gn.eps)
-        return x * gn.weight[:, None] + gn.bias[:, None]
+        stats = [torch.var_mean(x[b, :, : int(n)], dim=-1, unbiased=False) for b, n in enumerate(lengths.tolist())]
+        var = torch.stack([v for v, _ in stats])  # (B, C)
+        mean = torch.stack([m for _, m in stats])  # (B, C)
+        scale = gn.weight * torch.rsqrt(var + gn.eps)  # (B, C)
+        shift = gn.bias - mean * scale
+        return torch.addcmul(shift[..., None], x, scale[..., None])  # (B, C, T)
 
 
 class FeatureExtractor(nn.Module):

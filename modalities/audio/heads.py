@@ -51,6 +51,17 @@ class MERTHeads(nn.Module):
         self.codebooks = CodebookPrediction(hidden_size, num_codebooks, codebook_size, final_dim, logit_temp)
         self.cqt_head = Linear(hidden_size, cqt_bins)
         self.rvq_weight, self.cqt_weight = rvq_weight, cqt_weight
+        # per-bin statistics that standardise the CQT targets (set once from data: set_cqt_stats)
+        self.register_buffer("cqt_mean", torch.zeros(cqt_bins))
+        self.register_buffer("cqt_std", torch.ones(cqt_bins))
+        self.register_buffer("cqt_stats_set", torch.tensor(False))
+
+    @torch.no_grad()
+    def set_cqt_stats(self, cqt: Tensor) -> None:
+        """(N, bins) target frames -> per-bin mean and std used to standardise every target."""
+        self.cqt_mean.copy_(cqt.float().mean(0))
+        self.cqt_std.copy_(cqt.float().std(0).clamp(min=1e-3))
+        self.cqt_stats_set.fill_(True)
 
     def forward(self, hidden: Tensor, codes: Tensor | None, cqt: Tensor | None) -> dict[str, Tensor]:
         out: dict[str, Tensor] = {}
@@ -61,7 +72,8 @@ class MERTHeads(nn.Module):
             out["rvq_acc"] = (logits.argmax(-1) == codes).float().mean()
             loss = loss + self.rvq_weight * out["rvq_ce"]
         if cqt is not None and self.cqt_weight > 0:
-            out["cqt_mse"] = F.mse_loss(self.cqt_head(hidden).float(), cqt.float())
+            target = (cqt.float() - self.cqt_mean) / self.cqt_std
+            out["cqt_mse"] = F.mse_loss(self.cqt_head(hidden).float(), target)
             loss = loss + self.cqt_weight * out["cqt_mse"]
         out["loss"] = loss
         return out

@@ -18,7 +18,7 @@ class CQTTeacher(nn.Module):
     """nnAudio's CQT with MERT's settings: 24 kHz, hop 320, fmin 32.7 Hz, 336 bins, 48 per octave.
 
     Args:
-        log: return log(1 + magnitude) instead of the magnitude (MERT regresses magnitudes).
+        log: return log(magnitude + 1e-4) (a dB-like scale) instead of the magnitude.
     """
 
     def __init__(
@@ -50,7 +50,7 @@ class CQTTeacher(nn.Module):
     def forward(self, wav: Tensor) -> Tensor:
         mag = self.cqt(wav.float())  # (B, n_bins, S // hop + 1)
         mag = mag.transpose(1, 2)  # (B, T', n_bins)
-        return torch.log1p(mag) if self.log else mag
+        return torch.log(mag + 1e-4) if self.log else mag
 
 
 class RVQTeacher(nn.Module):
