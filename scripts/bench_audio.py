@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import tempfile
 import time
 from pathlib import Path
 
@@ -44,12 +45,12 @@ def main(argv=None) -> dict:
     a = p.parse_args(argv)
     torch.manual_seed(0)
     hf = HubertModel(hf_config(a.size)).eval()
-    tmp = Path("runs/bench/_hubert")
-    hf.save_pretrained(tmp)
-    cfg = json.loads((tmp / "config.json").read_text())
-    cfg["model_type"] = "mert_model"
-    (tmp / "config.json").write_text(json.dumps(cfg))
-    ours = modalities.load_encoder(tmp, attention_backend="unpadded").eval()
+    with tempfile.TemporaryDirectory() as tmp:  # through the importer, as a user would load MERT-v1
+        hf.save_pretrained(tmp)
+        cfg = json.loads((Path(tmp) / "config.json").read_text())
+        cfg["model_type"] = "mert_model"
+        (Path(tmp) / "config.json").write_text(json.dumps(cfg))
+        ours = modalities.load_encoder(tmp, attention_backend="unpadded").eval()
     sr = 24000
     lengths = torch.linspace(a.seconds[0] * sr, a.seconds[1] * sr, a.batch).long()
     wav = torch.randn(a.batch, int(lengths.max())) * (torch.arange(int(lengths.max())) < lengths[:, None])
