@@ -123,15 +123,6 @@ class ConvPositionalEmbedding(nn.Module):
         return F.gelu(h).transpose(1, 2)  # (B, T, D)
 
 
-def frame_mask_from_samples(attention_mask: Tensor, config: AudioEncoderConfig, num_frames: int) -> Tensor:
-    """(B, S) sample mask (right-padded) -> (B, T) frame mask of the frames from real samples only."""
-    lengths = attention_mask.sum(-1)
-    frames = lengths
-    for k, s in zip(config.conv_kernel, config.conv_stride, strict=True):
-        frames = torch.div(frames - k, s, rounding_mode="floor") + 1
-    return torch.arange(num_frames, device=attention_mask.device) < frames[:, None]  # (B, T)
-
-
 class AudioFrontend(nn.Module):
     """waveform (B, S) [+ attention_mask (B, S)] -> embeddings (B, T, D), frame mask (B, T)."""
 

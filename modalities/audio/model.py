@@ -30,8 +30,8 @@ class AudioEncoder(Encoder):
         super().__init__(frontend, backbone, config)
         _init_linear_and_norms(self, config.initializer_range)
 
-    def frame_mask(self, attention_mask):
-        """(B, S) sample mask -> (B, T) frame mask, as the forward pass computes it."""
+    def frame_lengths(self, attention_mask):
+        """(B, S) sample mask (right-padded) -> (B,) real frames per clip, as the forward pass counts them."""
         return self.frontend.frame_lengths(attention_mask.sum(-1))
 
 
