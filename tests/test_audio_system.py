@@ -164,3 +164,22 @@ def test_code_precompute_resumes_and_counts_bad_files(tmp_path):
     assert codes.shape[0] == 2 and abs(codes.shape[1] - whole.shape[1]) <= 3
     manifest = json.loads((tmp_path / "codes" / "manifest.json").read_text())
     assert len(manifest["files"]) == 3 and list(manifest["skipped"].values()) == ["unreadable"]
+
+
+def test_rvq_vae_teacher_trains_and_loads_as_pretrained(tmp_path):
+    root = tmp_path / "music"
+    root.mkdir()
+    for i, x in enumerate(tones(10, 0.6)):
+        sf.write(root / f"t{i}.wav", x.numpy(), 24000)
+    run = tmp_path / "rvq"
+    cli_main(["fit", "--config", str(ROOT / "configs" / "audio" / "rvq_tiny.yaml"), "--data.init_args.train", str(root),
+              "--data.init_args.batch_size", "4", "--data.init_args.val_fraction", "0.2", "--trainer.max_steps", "12",
+              "--trainer.val_check_interval", "2", "--trainer.enable_progress_bar", "false",
+              "--trainer.default_root_dir", str(run), "--model.init_args.lr", "3e-3"])
+    metrics = json.loads((run / "lightning_logs" / "version_0" / "metrics.json").read_text())
+    val = [r["val/loss"] for r in metrics["history"]["val"]]
+    assert np.isfinite(val).all() and val[-1] < val[0]  # reconstruction improves
+    teacher = RVQTeacher(num_codebooks=4, pretrained=str(run / "encodec"))
+    assert teacher.fitted and teacher.codebook_size == 64
+    codes = teacher(torch.stack(tones(2, 0.5)))
+    assert codes.shape == (2, 4, 38) and codes.max() < 64
