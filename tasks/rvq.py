@@ -106,7 +106,7 @@ class RVQVAETraining(L.LightningModule):
         bs = len(batch["lengths"])
         self.log("train/loss", out["loss"], prog_bar=True, batch_size=bs)
         for k in ("wave_l1", "mel_l1", "commitment", "codebook_usage"):
-            self.log(f"train/{k}", float(out[k]), batch_size=bs)
+            self.log(f"train/{k}", float(out[k].detach()) if torch.is_tensor(out[k]) else out[k], batch_size=bs)
         return out["loss"]
 
     def validation_step(self, batch, batch_idx):
