@@ -13,6 +13,9 @@ $(PY):
 
 $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install -e '.[dev]'
+	# the note renderer (scripts/render_notes.py); --no-deps: its pyaudio dependency is for
+	# playback only and needs PortAudio headers to build
+	$(PY) -m pip install --no-deps tinysoundfont==0.3.7
 	touch $(STAMP)
 
 install: $(STAMP)

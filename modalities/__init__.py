@@ -3,6 +3,7 @@
 Nothing in this package imports lightning.
 """
 
+from . import audio as _audio  # noqa: F401,I001  (registers the audio encoder and the "mert_model" importer)
 from .backbone import (
     Backbone,
     BackboneConfig,

@@ -91,7 +91,9 @@ def print_recsys(r: dict) -> None:
 def main() -> None:
     out = ROOT / "runs" / "demo"
     out.mkdir(parents=True, exist_ok=True)
-    results = {"mlm": mlm_part(out), "bert4rec": recsys_part(out), "code": code_part(out)}
+    from demo_audio import audio_part, print_audio
+
+    results = {"mlm": mlm_part(out), "bert4rec": recsys_part(out), "code": code_part(out), "mert": audio_part(out)}
     (out / "summary.json").write_text(json.dumps(results, indent=2))
     r = results["mlm"]
     print("\n=== Tessera demo ===")
@@ -103,6 +105,7 @@ def main() -> None:
     print(f"  loss curve: {r['loss_curve']}\n  metrics:    {r['metrics']}")
     print_recsys(results["bert4rec"])
     print_code(results["code"])
+    print_audio(results["mert"])
     print(f"summary: {out / 'summary.json'}")
 
 

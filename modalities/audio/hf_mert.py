@@ -1,0 +1,161 @@
+"""Import HF MERT-v1 (``model_type`` "mert_model") and HuBERT ("hubert") folders into an AudioEncoder.
+
+No remote code runs: the config is read as JSON and the weights by safetensors (or
+``torch.load(weights_only=True)``). Two pure functions and a loader:
+    config_from_hf(hf_config) -> AudioEncoderConfig
+    convert_state_dict(state_dict, config) -> state_dict   (rename table + fused QKV + weight norm)
+Every key is mapped, or dropped by a named rule in ``DROPPED`` with its reason; any other key
+is an error naming it. MERT options that change the computation and are not implemented
+(deepnorm, CQT input features, batch-norm positional conv) are refused with a message.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from ..hub import IMPORTERS, read_config, read_state_dict
+from .config import AudioEncoderConfig
+from .model import AudioEncoder
+
+DROPPED = {
+    r"^(final_proj|label_embs_concat|project_q|quantizer)\b": "HuBERT/MERT pretraining heads (code "
+    "prediction, quantizer): training targets, not the encoder",
+    r"^(lm_head|projector|classifier|layer_weights)\b": "a fine-tuning head (CTC / classification), not the encoder",
+    r"^feature_extractor_cqt\.": "CQT kernels of MERT's optional CQT input (refused by the config check)",
+}
+
+_L = r"encoder\.layers\.(\d+)\."
+RENAMES = [
+    (r"feature_extractor\.conv_layers\.(\d+)\.conv\.(weight|bias)", "frontend.feature_extractor.conv_layers.{0}.conv.{1}"),
+    (r"feature_extractor\.conv_layers\.(\d+)\.layer_norm\.(weight|bias)", "frontend.feature_extractor.conv_layers.{0}.layer_norm.{1}"),
+    (r"feature_projection\.(layer_norm|projection)\.(weight|bias)", "frontend.feature_projection.{0}.{1}"),
+    (r"masked_spec_embed", "frontend.masked_spec_embed"),
+    (r"encoder\.pos_conv_embed\.conv\.(?:weight_g|parametrizations\.weight\.original0)", "frontend.pos_conv_embed.conv.parametrizations.weight.original0"),
+    (r"encoder\.pos_conv_embed\.conv\.(?:weight_v|parametrizations\.weight\.original1)", "frontend.pos_conv_embed.conv.parametrizations.weight.original1"),
+    (r"encoder\.pos_conv_embed\.conv\.bias", "frontend.pos_conv_embed.conv.bias"),
+    (_L + r"attention\.out_proj\.(weight|bias)", "backbone.layers.{0}.attn.out.{1}"),
+    (_L + r"layer_norm\.(weight|bias)", "backbone.layers.{0}.attn_norm.{1}"),
+    (_L + r"feed_forward\.intermediate_dense\.(weight|bias)", "backbone.layers.{0}.mlp.fc1.{1}"),
+    (_L + r"feed_forward\.output_dense\.(weight|bias)", "backbone.layers.{0}.mlp.fc2.{1}"),
+    (_L + r"final_layer_norm\.(weight|bias)", "backbone.layers.{0}.mlp_norm.{1}"),
+]
+_QKV = re.compile(_L + r"attention\.(q|k|v)_proj\.(weight|bias)")
+_ENCODER_NORM = re.compile(r"encoder\.layer_norm\.(weight|bias)")
+_POS_PLAIN = "encoder.pos_conv_embed.conv.weight"  # a checkpoint saved with weight norm folded in
+
+# MERT config options that would change the computation, and what to say about them
+_REFUSED = {
+    "deepnorm": "MERT's DeepNorm residual scaling is not implemented",
+    "feature_extractor_cqt": "MERT's CQT input features (concatenated to the conv features) are not implemented",
+    "conv_pos_batch_norm": "a batch-normalised positional conv is not implemented",
+}
+
+
+def config_from_hf(hf: dict) -> AudioEncoderConfig:
+    model_type = hf.get("model_type", "?")
+    for key, why in _REFUSED.items():
+        if hf.get(key):
+            raise ValueError(f"{model_type} checkpoint sets {key}={hf[key]!r}: {why}; it cannot be imported")
+    for key in ("hidden_act", "feat_extract_activation"):
+        if hf.get(key, "gelu") != "gelu":
+            raise ValueError(f"{model_type} checkpoint uses {key}={hf[key]!r}; only 'gelu' imports")
+    stable = bool(hf.get("do_stable_layer_norm", False))
+    return AudioEncoderConfig(
+        hidden_size=hf["hidden_size"],
+        num_layers=hf["num_hidden_layers"],
+        num_heads=hf["num_attention_heads"],
+        intermediate_size=hf["intermediate_size"],
+        norm="pre" if stable else "post",
+        layer_norm_eps=hf.get("layer_norm_eps", 1e-5),
+        hidden_dropout=hf.get("hidden_dropout", 0.1),
+        attention_dropout=hf.get("attention_dropout", 0.1),
+        initializer_range=hf.get("initializer_range", 0.02),
+        # MERT's config records its rate; HuBERT's does not (16 kHz)
+        sample_rate=hf.get("sample_rate", 24000 if model_type == "mert_model" else 16000),
+        conv_dim=list(hf["conv_dim"]),
+        conv_kernel=list(hf["conv_kernel"]),
+        conv_stride=list(hf["conv_stride"]),
+        conv_bias=bool(hf.get("conv_bias", False)),
+        feat_extract_norm=hf.get("feat_extract_norm", "group"),
+        feat_proj_layer_norm=bool(hf.get("feat_proj_layer_norm", True)),
+        feat_proj_dropout=hf.get("feat_proj_dropout", 0.0),
+        num_conv_pos_embeddings=hf.get("num_conv_pos_embeddings", 128),
+        num_conv_pos_embedding_groups=hf.get("num_conv_pos_embedding_groups", 16),
+    )
+
+
+def _strip_prefix(sd: dict[str, Tensor]) -> dict[str, Tensor]:
+    return {re.sub(r"^(hubert|mert|model)\.", "", k): v for k, v in sd.items()}
+
+
+def dropped_keys(state_dict: dict[str, Tensor]) -> dict[str, str]:
+    """The checkpoint keys the conversion drops, each with its reason."""
+    return {k: why for k in _strip_prefix(state_dict) for p, why in DROPPED.items() if re.search(p, k)}
+
+
+def convert_state_dict(state_dict: dict[str, Tensor], config: AudioEncoderConfig) -> dict[str, Tensor]:
+    """HF Hubert/MERT state dict -> AudioEncoder state dict. Raises on any unexplained key."""
+    out: dict[str, Tensor] = {}
+    qkv: dict[tuple[int, str], dict[str, Tensor]] = {}
+    unknown = []
+    for key, value in _strip_prefix(state_dict).items():
+        if any(re.search(p, key) for p in DROPPED):
+            continue
+        if m := _QKV.fullmatch(key):
+            layer, which, kind = m.groups()
+            qkv.setdefault((int(layer), kind), {})[which] = value
+        elif m := _ENCODER_NORM.fullmatch(key):
+            # post-LN: the LayerNorm after the positional conv; pre-LN: the one closing the stack
+            where = "frontend.layer_norm" if config.norm == "post" else "backbone.final_norm"
+            out[f"{where}.{m.group(1)}"] = value
+        elif key == _POS_PLAIN:
+            # weight norm over every axis but the kernel axis (dim=2): weight = g * v / ||v||
+            prefix = "frontend.pos_conv_embed.conv.parametrizations.weight"
+            out[f"{prefix}.original0"] = value.norm(dim=(0, 1), keepdim=True)
+            out[f"{prefix}.original1"] = value
+        else:
+            for pattern, target in RENAMES:
+                if m := re.fullmatch(pattern, key):
+                    out[target.format(*m.groups())] = value
+                    break
+            else:
+                unknown.append(key)
+    if unknown:
+        raise KeyError(f"{len(unknown)} checkpoint keys are neither mapped nor on the drop list: {unknown[:10]}")
+    for (layer, kind), parts in sorted(qkv.items()):
+        missing = {"q", "k", "v"} - set(parts)
+        if missing:
+            raise KeyError(f"layer {layer} attention {kind} lacks {sorted(missing)}_proj")
+        # fused projection: rows [query; key; value], as SelfAttention.qkv expects
+        out[f"backbone.layers.{layer}.attn.qkv.{kind}"] = torch.cat([parts["q"], parts["k"], parts["v"]], dim=0)
+    return out
+
+
+def load_hf_mert(folder: Path) -> tuple[AudioEncoder, dict]:
+    hf = read_config(folder)
+    config = config_from_hf(hf)
+    encoder = AudioEncoder(config)
+    raw = read_state_dict(folder)
+    converted = convert_state_dict(raw, config)
+    if "frontend.masked_spec_embed" not in converted:  # HF omits it when masking was off in training
+        converted["frontend.masked_spec_embed"] = encoder.frontend.masked_spec_embed.detach().clone()
+    encoder.load_state_dict(converted, strict=True)
+    meta = {
+        "source": str(folder),
+        "model_type": hf["model_type"],
+        "name": hf.get("_name_or_path", ""),
+        "sample_rate": config.sample_rate,
+        "dropped": dropped_keys(raw),
+    }
+    if hf.get("attention_relax", -1) and hf.get("attention_relax", -1) > 0:
+        # MERT rescales logits by 1/r, subtracts the row max, multiplies by r: softmax is unchanged
+        meta["ignored"] = {"attention_relax": "a numerical-stability rewrite of the softmax; same result"}
+    return encoder, meta
+
+
+IMPORTERS.register("mert_model")(load_hf_mert)
+IMPORTERS.register("hubert")(load_hf_mert)

@@ -1,0 +1,81 @@
+"""The audio encoder (MERT-v1 layout) = waveform frontend + shared backbone, and its named sizes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+
+from torch import nn
+
+from ..backbone.backbone import Backbone
+from ..backbone.encoder import Encoder
+from ..hub import ARCHITECTURES
+from ..registry import Registry
+from .config import AudioEncoderConfig
+from .frontend import AudioFrontend
+
+
+class AudioEncoder(Encoder):
+    """``encoder(input_values=wav, attention_mask=m, output_hidden_states=True)`` as HF's HubertModel.
+
+    Returns ``last_hidden_state`` (B, T, D) at 75 frames/s, ``mask`` (B, T) and, on request,
+    ``hidden_states`` (num_layers + 1 tensors: 13 for 95M, 25 for 330M), zeros at padded frames.
+    """
+
+    architecture = "audio_encoder"
+
+    def __init__(self, config: AudioEncoderConfig):
+        frontend = AudioFrontend(config)
+        backbone = Backbone(config)
+        super().__init__(frontend, backbone, config)
+        _init_linear_and_norms(self, config.initializer_range)
+
+    def frame_lengths(self, attention_mask):
+        """(B, S) sample mask (right-padded) -> (B,) real frames per clip, as the forward pass counts them."""
+        return self.frontend.frame_lengths(attention_mask.sum(-1))
+
+
+def _init_linear_and_norms(module: nn.Module, std: float) -> None:
+    # HF Hubert's init for linear layers and LayerNorms; the convs keep their own (frontend.py)
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, std=std)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm) and m.weight is not None:
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+ARCHITECTURES.register(AudioEncoder.architecture)((AudioEncoder, AudioEncoderConfig))
+
+AUDIO_PRESETS: Registry[Callable[[], AudioEncoderConfig]] = Registry("audio encoder preset")
+
+
+@AUDIO_PRESETS.register("mert-v1-95m")
+def mert_v1_95m() -> AudioEncoderConfig:
+    return AudioEncoderConfig()
+
+
+@AUDIO_PRESETS.register("mert-v1-330m")
+def mert_v1_330m() -> AudioEncoderConfig:
+    # pre-LN ("stable layer norm"), LayerNorm after every conv, no dropout in the released config
+    return AudioEncoderConfig(
+        hidden_size=1024, num_layers=24, num_heads=16, intermediate_size=4096, norm="pre",
+        feat_extract_norm="layer", hidden_dropout=0.0, attention_dropout=0.0,
+    )
+
+
+@AUDIO_PRESETS.register("mert-tiny")
+def mert_tiny() -> AudioEncoderConfig:
+    # tests and the demo: a narrow conv stack and 2 x 64 transformer layers
+    return AudioEncoderConfig(
+        hidden_size=64, num_layers=2, num_heads=2, intermediate_size=256, conv_dim=[64] * 7,
+        num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4, hidden_dropout=0.0,
+        attention_dropout=0.0,
+    )
+
+
+def create_audio_encoder(name: str, **overrides) -> AudioEncoder:
+    """A randomly initialised audio encoder of a named size, fields overridable."""
+    return AudioEncoder(replace(AUDIO_PRESETS.get(name)(), **overrides))

@@ -1,0 +1,165 @@
+"""MERT's two teachers: acoustic RVQ codes (EnCodec) and the musical CQT, both on clean audio.
+
+    RVQTeacher(wav (B, S), lengths) -> codes (B, K, T') long, K codebooks at 75 Hz
+    CQTTeacher(wav (B, S))          -> magnitudes (B, T', 336) at 75 Hz
+
+T' is at least the student's frame count; ``align`` trims both to the student's frames.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+
+class CQTTeacher(nn.Module):
+    """nnAudio's CQT with MERT's settings: 24 kHz, hop 320, fmin 32.7 Hz, 336 bins, 48 per octave.
+
+    Args:
+        log: return log(magnitude + 1e-4) (a dB-like scale) instead of the magnitude.
+    """
+
+    def __init__(
+        self,
+        sample_rate: int = 24000,
+        hop_length: int = 320,
+        fmin: float = 32.7,
+        n_bins: int = 336,
+        bins_per_octave: int = 48,
+        log: bool = False,
+    ):
+        super().__init__()
+        from nnAudio.features.cqt import CQT1992v2
+
+        top = fmin * 2 ** (n_bins / bins_per_octave)
+        if top >= sample_rate / 2:
+            raise ValueError(f"CQTTeacher: {n_bins} bins from {fmin} Hz at {bins_per_octave}/octave reach "
+                             f"{top:.0f} Hz, above the Nyquist frequency {sample_rate / 2:.0f} Hz")
+        self.n_bins, self.hop_length, self.log = n_bins, hop_length, log
+        self.cqt = CQT1992v2(
+            sr=sample_rate, hop_length=hop_length, fmin=fmin, n_bins=n_bins, bins_per_octave=bins_per_octave,
+            window="hann", center=True, pad_mode="constant", output_format="Magnitude", verbose=False,
+        )
+        # the kernels (hundreds of MB at 336 bins) are rebuilt from the settings: keep them out of checkpoints
+        for name in list(self.cqt._buffers):
+            self.cqt._non_persistent_buffers_set.add(name)
+
+    @torch.no_grad()
+    def forward(self, wav: Tensor) -> Tensor:
+        mag = self.cqt(wav.float())  # (B, n_bins, S // hop + 1)
+        mag = mag.transpose(1, 2)  # (B, T', n_bins)
+        return torch.log(mag + 1e-4) if self.log else mag
+
+
+class RVQTeacher(nn.Module):
+    """EnCodec's residual vector quantiser codes from transformers' ``EncodecModel``.
+
+    Built from a config (trainable, or with codebooks fitted by residual k-means on the
+    user's audio: ``fit_codebooks``), or loaded from a local EnCodec folder (``pretrained``;
+    ``facebook/encodec_24khz`` gives MERT's 8 x 1024 codes at 75 Hz with bandwidth 6.0).
+
+    Args:
+        num_codebooks: codebooks used (K); MERT: 8.
+        codebook_size: entries per codebook; MERT: 1024.
+        num_filters, hidden_size, num_lstm_layers: width of the small conv encoder.
+        pretrained: a local folder with an EnCodec config.json + weights; overrides the sizes.
+        sample_rate: must match the student's rate.
+    """
+
+    def __init__(
+        self,
+        num_codebooks: int = 8,
+        codebook_size: int = 1024,
+        num_filters: int = 32,
+        hidden_size: int = 128,
+        num_lstm_layers: int = 2,
+        pretrained: str | None = None,
+        sample_rate: int = 24000,
+    ):
+        super().__init__()
+        from transformers import EncodecConfig, EncodecModel
+
+        if pretrained is not None:
+            if not Path(pretrained).is_dir():
+                raise FileNotFoundError(f"RVQTeacher: pretrained={pretrained!r} is not a local folder")
+            self.model = EncodecModel.from_pretrained(pretrained, local_files_only=True)
+        else:
+            config = EncodecConfig(
+                sampling_rate=sample_rate, audio_channels=1, num_filters=num_filters, hidden_size=hidden_size,
+                codebook_size=codebook_size, upsampling_ratios=[8, 5, 4, 2], num_lstm_layers=num_lstm_layers,
+                normalize=False, use_causal_conv=True,
+            )
+            bits = int(torch.tensor(codebook_size).log2().ceil())
+            config.target_bandwidths = [num_codebooks * bits * config.frame_rate / 1000]
+            self.model = EncodecModel(config)
+        cfg = self.model.config
+        if cfg.sampling_rate != sample_rate:
+            raise ValueError(f"RVQTeacher: the EnCodec model runs at {cfg.sampling_rate} Hz, the student at {sample_rate}")
+        bits = int(torch.tensor(cfg.codebook_size).log2().ceil())
+        self.bandwidth = num_codebooks * bits * cfg.frame_rate / 1000  # kbps giving num_codebooks
+        self.num_codebooks, self.codebook_size = num_codebooks, cfg.codebook_size
+        if num_codebooks > len(self.model.quantizer.layers):
+            raise ValueError(f"RVQTeacher: asked for {num_codebooks} codebooks, the model has "
+                             f"{len(self.model.quantizer.layers)}")
+        self.model.requires_grad_(False)
+        self.model.eval()
+
+    def train(self, mode: bool = True):  # a frozen teacher stays in eval mode
+        return super().train(False)
+
+    @property
+    def fitted(self) -> bool:
+        """False while every codebook entry is zero (a fresh config): fit_codebooks first."""
+        return bool(self.model.quantizer.layers[0].codebook.embed.abs().sum() > 0)
+
+    @torch.no_grad()
+    def embed(self, wav: Tensor) -> Tensor:
+        """(B, S) -> (B, T', D) the encoder's continuous frames."""
+        return self.model.encoder(wav[:, None].float()).transpose(1, 2)
+
+    @torch.no_grad()
+    def forward(self, wav: Tensor) -> Tensor:
+        """(B, S) waveforms -> (B, K, T') long codes."""
+        emb = self.model.encoder(wav[:, None].float())  # (B, D, T')
+        codes = self.model.quantizer.encode(emb, self.bandwidth)  # (K, B, T')
+        return codes[: self.num_codebooks].transpose(0, 1).long()
+
+    @torch.no_grad()
+    def fit_codebooks(self, frames: Tensor, iters: int = 10, seed: int = 0) -> list[float]:
+        """Residual k-means on (N, D) encoder frames, level by level (EnCodec's k-means init).
+
+        Returns the mean squared residual after each level.
+        """
+        g = torch.Generator().manual_seed(seed)
+        residual = frames.float().clone()
+        errors = []
+        for layer in self.model.quantizer.layers[: self.num_codebooks]:
+            cb = layer.codebook
+            k = cb.embed.shape[0]
+            pick = torch.randint(len(residual), (k,), generator=g)  # with replacement: N may be < k
+            centers = residual[pick] + 1e-4 * torch.randn(k, residual.shape[1], generator=g)
+            for _ in range(iters):
+                assign = torch.cdist(residual, centers).argmin(1)  # (N,)
+                sums = torch.zeros_like(centers).index_add_(0, assign, residual)
+                counts = torch.bincount(assign, minlength=k).float()[:, None]
+                centers = torch.where(counts > 0, sums / counts.clamp(min=1), centers)
+            cb.embed.copy_(centers)
+            cb.embed_avg.copy_(centers)
+            cb.cluster_size.fill_(1.0)
+            if hasattr(cb, "inited"):
+                cb.inited.fill_(True)
+            residual = residual - centers[torch.cdist(residual, centers).argmin(1)]
+            errors.append(float(residual.pow(2).mean()))
+        return errors
+
+
+def align(student_frames: int, *targets: Tensor, dim: int = 1) -> list[Tensor]:
+    """Trim teacher targets to the student's frame count along ``dim`` (MERT truncates the same way)."""
+    out = []
+    for t in targets:
+        if t.shape[dim] < student_frames:
+            raise ValueError(f"a teacher gives {t.shape[dim]} frames, fewer than the student's {student_frames}")
+        out.append(t.narrow(dim, 0, student_frames))
+    return out

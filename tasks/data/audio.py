@@ -1,0 +1,162 @@
+"""Audio-folder data for MERT pretraining: random crops of every audio file under a folder.
+
+Files are probed once at setup (``soundfile.info``): unreadable headers, empty files and
+clips shorter than one frame are counted skips (``stats``), never a crash. A file that
+passes the probe but fails to decode later (truncated data, NaN, silence) is dropped from its
+batch and counted, so an epoch never dies on one bad file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+
+import lightning as L
+import soundfile as sf
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from modalities.audio.io import AudioReadError, list_audio_files, load_audio
+from modalities.stats import ReadStats
+
+from .collate import seeded_generator
+from .sampler import resumable_train_loader
+
+log = logging.getLogger(__name__)
+
+
+class AudioCrops(Dataset):
+    """(epoch, index) -> (clip (S,) float32, or None with a skip reason). Crops seeded by (seed, epoch, index)."""
+
+    def __init__(self, files: list[tuple[Path, float]], sample_rate: int, crop_seconds: float, seed: int,
+                 random_crop: bool = True, min_samples: int = 400):
+        self.files, self.sample_rate, self.crop_seconds = files, sample_rate, crop_seconds
+        self.seed, self.random_crop, self.min_samples = seed, random_crop, min_samples
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, key):
+        epoch, i = key if isinstance(key, tuple) else (0, key)
+        path, duration = self.files[i]
+        offset = 0.0
+        if duration > self.crop_seconds:
+            if self.random_crop:
+                u = torch.rand((), generator=seeded_generator(self.seed, epoch, i)).item()
+            else:
+                u = 0.5  # evaluation: the middle of the file
+            offset = u * (duration - self.crop_seconds)
+        try:
+            x = load_audio(path, self.sample_rate, self.min_samples, offset_seconds=offset,
+                           max_seconds=self.crop_seconds)
+        except AudioReadError as e:
+            return None, e.reason
+        return torch.from_numpy(x), None
+
+
+def collate_audio(items: list) -> dict:
+    """Right-pad clips: input_values (B, S), lengths (B,); items that failed to decode are dropped and counted."""
+    clips = [x for x, _ in items if x is not None]
+    skipped = [r for x, r in items if x is None]
+    if not clips:
+        return {"input_values": torch.zeros(0, 0), "lengths": torch.zeros(0, dtype=torch.long), "skipped": skipped}
+    S = max(len(c) for c in clips)
+    wav = torch.zeros(len(clips), S)
+    for row, c in enumerate(clips):
+        wav[row, : len(c)] = c
+    return {"input_values": wav, "lengths": torch.tensor([len(c) for c in clips]), "skipped": skipped}
+
+
+class AudioFolderDataModule(L.LightningDataModule):
+    """Every audio file under ``train`` (WAV/FLAC/OGG/MP3), cropped to ``crop_seconds`` at random.
+
+    Args:
+        train: a folder of audio files (searched recursively).
+        val: a folder for validation; None holds out ``val_fraction`` of ``train`` (by file-name hash).
+        sample_rate: the encoder's rate; files are downmixed to mono and resampled with soxr.
+        crop_seconds: crop length (MERT: 5 s); shorter files are used whole (ragged batches).
+        min_seconds: files shorter than this are skipped at setup.
+        batch_size, num_workers, seed: loader settings; the order and the crops are seeded.
+        max_files: use at most this many files (after sorting), for smoke runs.
+    """
+
+    def __init__(
+        self,
+        train: str,
+        val: str | None = None,
+        val_fraction: float = 0.05,
+        sample_rate: int = 24000,
+        crop_seconds: float = 5.0,
+        min_seconds: float = 0.1,
+        batch_size: int = 8,
+        num_workers: int = 0,
+        seed: int = 0,
+        max_files: int | None = None,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        self.stats: dict[str, ReadStats] = {}
+
+    def _probe(self, root: str, split: str) -> list[tuple[Path, float]]:
+        hp = self.hparams
+        stats = ReadStats(unit="files")
+        out = []
+        files = list_audio_files(Path(root).expanduser())
+        if hp.max_files is not None:
+            files = files[: hp.max_files]
+        for path in files:
+            stats.files += 1
+            try:
+                info = sf.info(str(path))
+            except (sf.LibsndfileError, RuntimeError, OSError):
+                stats.skip("unreadable")
+                continue
+            duration = info.frames / info.samplerate if info.samplerate else 0.0
+            if duration < max(hp.min_seconds, 400 / hp.sample_rate):
+                stats.skip("too_short")
+                continue
+            out.append((path, duration))
+            stats.records += 1
+        self.stats[split] = stats
+        return out
+
+    def _is_val(self, path: Path) -> bool:
+        h = int(hashlib.sha1(f"{self.hparams.seed}:{path.name}".encode()).hexdigest()[:8], 16)
+        return h / 0xFFFFFFFF < self.hparams.val_fraction
+
+    def setup(self, stage: str | None = None) -> None:
+        hp = self.hparams
+        if hasattr(self, "train_set"):
+            return
+        found = self._probe(hp.train, "train")
+        if hp.val is not None:
+            train, val = found, self._probe(hp.val, "val")
+        else:
+            train = [f for f in found if not self._is_val(f[0])]
+            val = [f for f in found if self._is_val(f[0])]
+            if not val and len(train) > 1:
+                val = [train.pop()]
+        if not train:
+            raise ValueError(f"no usable audio files under {hp.train} ({self.stats['train']}); "
+                             "give a folder of WAV/FLAC/OGG/MP3 files")
+        log.info("audio data: %s", self.stats["train"])
+        self.train_set = AudioCrops(train, hp.sample_rate, hp.crop_seconds, hp.seed)
+        self.val_set = AudioCrops(val, hp.sample_rate, hp.crop_seconds, hp.seed, random_crop=False)
+
+    def train_dataloader(self) -> DataLoader:
+        hp = self.hparams
+        return resumable_train_loader(self.train_set, hp.batch_size, hp.seed, trainer=self.trainer,
+                                      collate_fn=collate_audio, num_workers=hp.num_workers)
+
+    def val_dataloader(self) -> DataLoader:
+        hp = self.hparams
+        return DataLoader(self.val_set, batch_size=hp.batch_size, collate_fn=collate_audio, num_workers=hp.num_workers)
+
+    def codebook_fit_loader(self, batches: int) -> list[dict]:
+        """The first ``batches`` training batches of epoch 0 (for fitting a fresh RVQ teacher)."""
+        self.setup("fit")
+        n = min(len(self.train_set), batches * self.hparams.batch_size)
+        items = [self.train_set[(0, i)] for i in range(n)]
+        bs = self.hparams.batch_size
+        return [b for b in (collate_audio(items[i : i + bs]) for i in range(0, n, bs)) if len(b["lengths"])]

@@ -1,0 +1,198 @@
+"""MERT pretraining: predict the RVQ codes and the CQT of masked frames from noisy audio."""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+from torchmetrics import MeanMetric
+
+from modalities.audio import AudioEncoder
+from modalities.audio.heads import MERTHeads
+from modalities.audio.io import normalize
+from modalities.audio.masking import noise_mixture, span_mask
+from modalities.audio.teachers import CQTTeacher, RVQTeacher, align
+
+from .data.collate import seeded_generator
+from .optim import build_optimizer
+
+
+class MERTPretraining(L.LightningModule):
+    """Encoder, frozen teachers and heads are injected (see configs/audio/*.yaml).
+
+    Batches: ``input_values`` (B, S) raw clean waveforms at the encoder's rate, right-padded,
+    and ``lengths`` (B,). Per step: teachers label the clean audio; the student hears the
+    noise-mixed, normalised audio with span-masked frames; losses on masked frames only.
+
+    Args:
+        encoder: the audio encoder being pretrained.
+        rvq_teacher: EnCodec codes (acoustic targets); None to train on the CQT alone.
+        cqt_teacher: CQT magnitudes (musical targets); None to train on codes alone.
+        final_dim: HuBERT projection size per codebook (MERT: 64 for 95M, 128 for 330M).
+        logit_temp: temperature of the cosine-similarity logits (MERT: 0.1).
+        rvq_weight, cqt_weight: loss weights.
+        mask_prob, mask_span: span masking (MERT: 0.8, 5 frames).
+        noise_prob, noise_segments, noise_seconds: in-batch noise mixture (MERT: 0.5, 1-3, 0.5-1.0 s).
+        fit_codebooks_batches: training batches read at the start of fit to set up the teachers:
+            residual k-means codebooks when the RVQ teacher's are still empty (a fresh config), and
+            the per-bin mean/std that standardise the CQT targets (MSE is on standardised targets).
+        lr, weight_decay, betas, eps, warmup, schedule: Adam(W) with warmup then decay.
+        seed: seeds the masks and the noise (per step, so a resumed run draws the same ones).
+    """
+
+    def __init__(
+        self,
+        encoder: AudioEncoder,
+        rvq_teacher: RVQTeacher | None = None,
+        cqt_teacher: CQTTeacher | None = None,
+        final_dim: int = 64,
+        logit_temp: float = 0.1,
+        rvq_weight: float = 1.0,
+        cqt_weight: float = 1.0,
+        mask_prob: float = 0.8,
+        mask_span: int = 5,
+        noise_prob: float = 0.5,
+        noise_segments: tuple[int, int] = (1, 3),
+        noise_seconds: tuple[float, float] = (0.5, 1.0),
+        fit_codebooks_batches: int = 8,
+        lr: float = 5e-4,
+        weight_decay: float = 0.01,
+        betas: tuple[float, float] = (0.9, 0.98),
+        eps: float = 1e-6,
+        warmup: float = 0.08,
+        schedule: str = "linear",
+        seed: int = 0,
+    ):
+        super().__init__()
+        if rvq_teacher is None and cqt_teacher is None:
+            raise ValueError("MERTPretraining needs at least one teacher (rvq_teacher or cqt_teacher)")
+        self.save_hyperparameters()
+        self.encoder, self.rvq_teacher, self.cqt_teacher = encoder, rvq_teacher, cqt_teacher
+        D = encoder.config.hidden_size
+        self.heads = MERTHeads(
+            D,
+            num_codebooks=rvq_teacher.num_codebooks if rvq_teacher else 1,
+            codebook_size=rvq_teacher.codebook_size if rvq_teacher else 1,
+            final_dim=final_dim, logit_temp=logit_temp,
+            cqt_bins=cqt_teacher.n_bins if cqt_teacher else 1,
+            rvq_weight=rvq_weight if rvq_teacher else 0.0,
+            cqt_weight=cqt_weight if cqt_teacher else 0.0,
+        )
+        self.skipped_files = 0  # files dropped from training batches because they failed to decode
+        self.eval_metrics = torch.nn.ModuleDict({k: MeanMetric() for k in ("loss", "rvq_ce", "rvq_acc", "cqt_mse")})
+
+    # ---- teachers
+    def on_fit_start(self) -> None:
+        """Data-dependent teacher set-up, once (both are saved in checkpoints): k-means codebooks for
+        a fresh RVQ teacher, per-bin statistics that standardise the CQT targets."""
+        t = self.rvq_teacher
+        need_codebooks = t is not None and not t.fitted
+        need_cqt_stats = self.cqt_teacher is not None and not bool(self.heads.cqt_stats_set)
+        if not (need_codebooks or need_cqt_stats):
+            return
+        loader = self.trainer.datamodule.codebook_fit_loader(self.hparams.fit_codebooks_batches)
+        hop = self.encoder.config.hop_length
+        frames, cqts = [], []
+        for batch in loader:
+            wav, lengths = batch["input_values"].to(self.device), batch["lengths"].to(self.device)
+            real = lengths // hop  # (B,) frames fully inside each clip
+
+            def keep(n: int, real=real) -> torch.Tensor:
+                return torch.arange(n, device=real.device) < real[:, None]  # (B, n)
+
+            if need_codebooks:
+                emb = t.embed(wav)  # (B, T', D)
+                frames.append(emb[keep(emb.shape[1])].cpu())
+            if need_cqt_stats:
+                c = self.cqt_teacher(wav)  # (B, T', bins)
+                cqts.append(c[keep(c.shape[1])].cpu())
+        if need_codebooks:
+            errors = t.fit_codebooks(torch.cat(frames), seed=self.hparams.seed)
+            self.print(f"RVQ teacher: fitted {t.num_codebooks} codebooks x {t.codebook_size} by residual k-means "
+                       f"on {sum(len(f) for f in frames)} frames; residual MSE per level {[f'{e:.3g}' for e in errors]}")
+        if need_cqt_stats:
+            self.heads.set_cqt_stats(torch.cat(cqts).to(self.device))
+        # every rank uses rank 0's codebooks and statistics
+        shared = list(t.model.quantizer.buffers()) if need_codebooks else []
+        shared += [self.heads.cqt_mean, self.heads.cqt_std, self.heads.cqt_stats_set]
+        for buf in shared:
+            buf.copy_(self.trainer.strategy.broadcast(buf.detach().cpu(), src=0).to(buf.device))
+
+    @torch.no_grad()
+    def targets(self, wav: torch.Tensor, frames: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Clean waveforms (B, S) -> codes (B, T, K) and CQT (B, T, bins), aligned to the student's T frames."""
+        with torch.autocast(device_type=wav.device.type, enabled=False):  # teachers stay in fp32
+            codes = self.rvq_teacher(wav) if self.rvq_teacher is not None else None  # (B, K, T')
+            cqt = self.cqt_teacher(wav) if self.cqt_teacher is not None else None  # (B, T', bins)
+        if codes is not None:
+            (codes,) = align(frames, codes, dim=2)
+            codes = codes.transpose(1, 2)  # (B, T, K)
+        if cqt is not None:
+            (cqt,) = align(frames, cqt, dim=1)
+        return codes, cqt
+
+    # ---- one step
+    def forward(self, batch: dict, generator: torch.Generator | None = None, noisy: bool = True) -> dict:
+        hp = self.hparams
+        wav, lengths = batch["input_values"], batch["lengths"]  # (B, S), (B,)
+        S = wav.shape[1]
+        attn = torch.arange(S, device=wav.device) < lengths[:, None]  # (B, S)
+        frame_lengths = self.encoder.frontend.frame_lengths(lengths)  # (B,)
+        T = self.encoder.config.num_frames(S)
+        frame_mask = torch.arange(T, device=wav.device) < frame_lengths[:, None]  # (B, T)
+        codes, cqt = self.targets(wav, T)
+        heard = wav
+        if noisy and hp.noise_prob > 0:
+            heard = noise_mixture(wav, lengths, self.encoder.config.sample_rate, hp.noise_prob,
+                                  tuple(hp.noise_segments), tuple(hp.noise_seconds), generator)
+        masked = span_mask(frame_mask.cpu(), hp.mask_prob, hp.mask_span, generator).to(wav.device) & frame_mask
+        out = self.encoder(input_values=normalize(heard, lengths), attention_mask=attn, mask_time_indices=masked)
+        h = out.last_hidden_state[masked]  # (M, D): masked frames only
+        result = self.heads(h, codes[masked] if codes is not None else None, cqt[masked] if cqt is not None else None)
+        result["masked_frames"] = int(masked.sum())
+        return result
+
+    def training_step(self, batch, batch_idx):
+        self.skipped_files += len(batch.get("skipped", ()))
+        if len(batch["lengths"]) == 0:  # every file of this batch failed to decode: skip the step
+            return None
+        g = seeded_generator(self.hparams.seed, self.global_step, self.global_rank)
+        out = self(batch, g, noisy=True)
+        bs = batch["input_values"].shape[0]
+        self.log("train/loss", out["loss"], prog_bar=True, batch_size=bs)
+        for k in ("rvq_ce", "rvq_acc", "cqt_mse"):
+            if k in out:
+                self.log(f"train/{k}", out[k], batch_size=bs)
+        self.log("train/lr", self.optimizers().param_groups[0]["lr"], batch_size=bs)
+        self.log("train/skipped_files", float(self.skipped_files), batch_size=bs)
+        return out["loss"]
+
+    def validation_step(self, batch, batch_idx):
+        if len(batch["lengths"]) == 0:
+            return
+        g = seeded_generator(self.hparams.seed, 10_000_019, batch_idx)  # the same masks every validation
+        out = self(batch, g, noisy=False)
+        for k, m in self.eval_metrics.items():
+            if k in out:
+                m.update(out[k], out["masked_frames"])
+
+    test_step = validation_step
+
+    def _log_eval(self, split: str) -> None:
+        for k, m in self.eval_metrics.items():
+            if m.update_called:
+                self.log(f"{split}/{k}", m.compute(), prog_bar=k == "loss")
+            m.reset()
+
+    def on_validation_epoch_end(self):
+        self._log_eval("val")
+
+    def on_test_epoch_end(self):
+        self._log_eval("test")
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        trainable = torch.nn.ModuleDict({"encoder": self.encoder, "heads": self.heads})  # teachers are frozen
+        return build_optimizer(
+            trainable, hp.lr, hp.weight_decay, tuple(hp.betas), hp.eps, hp.warmup,
+            int(self.trainer.estimated_stepping_batches), hp.schedule,
+        )

@@ -1,0 +1,185 @@
+"""MERT pretraining pieces: teachers, masks, noise, heads, a CLI fit on synthetic tones, probing."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from modalities.audio import create_audio_encoder
+from modalities.audio.heads import MERTHeads
+from modalities.audio.masking import noise_mixture, span_mask
+from modalities.audio.probe import layer_features, linear_probe
+from modalities.audio.teachers import CQTTeacher, RVQTeacher, align
+from tasks.cli import main as cli_main
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ROOT / "configs" / "audio" / "tiny.yaml"
+
+
+def tones(n, seconds=0.6, sr=24000):
+    t = torch.arange(int(seconds * sr)) / sr
+    return [0.3 * torch.sin(2 * torch.pi * 110 * 2 ** (i / 12) * t) for i in range(n)]
+
+
+def test_cqt_teacher_has_mert_settings_and_finds_the_pitch():
+    cqt = CQTTeacher(n_bins=84, bins_per_octave=12)  # MERT's 336/48 has the same geometry at 4x resolution
+    wav = torch.stack(tones(2, 1.0))  # A2 and A#2
+    mag = cqt(wav)  # (B, T', bins)
+    assert mag.shape == (2, 24000 // 320 + 1, 84)
+    # fmin 32.7 Hz is C1; A2 = 110 Hz lies 21 semitones above
+    assert mag[0, 30:40].mean(0).argmax() == 21 and mag[1, 30:40].mean(0).argmax() == 22
+    assert not CQTTeacher().state_dict()  # the 336-bin kernels stay out of checkpoints
+    with pytest.raises(ValueError, match="Nyquist"):
+        CQTTeacher(sample_rate=8000, n_bins=336)
+
+
+def test_rvq_teacher_codes_after_kmeans_fit():
+    t = RVQTeacher(num_codebooks=3, codebook_size=16, num_filters=4, hidden_size=16, num_lstm_layers=1)
+    wav = torch.stack(tones(4, 0.5))
+    assert not t.fitted
+    frames = t.embed(wav).flatten(0, 1)
+    errors = t.fit_codebooks(frames, iters=5)
+    assert t.fitted and errors == sorted(errors, reverse=True)  # each level reduces the residual
+    codes = t(wav)
+    assert codes.shape == (4, 3, 38) and codes.dtype == torch.long  # 75 Hz: ceil(12000 / 320)
+    assert codes.min() >= 0 and codes.max() < 16 and codes[:, 0].unique().numel() > 1
+    with pytest.raises(ValueError, match="fewer than the student"):
+        align(50, codes, dim=2)
+
+
+def test_span_mask_and_noise_mixture():
+    frame_mask = torch.zeros(3, 100, dtype=torch.bool)
+    frame_mask[0, :100], frame_mask[1, :40], frame_mask[2, :3] = True, True, True
+    g = torch.Generator().manual_seed(0)
+    m = span_mask(frame_mask, 0.8, 5, g)
+    assert not (m & ~frame_mask).any()  # never on padding
+    assert 0.35 < m[0].float().mean() < 0.75  # overlapping spans: about 1 - exp(-0.8)
+    assert m[2].any()  # even a 3-frame clip gets a span
+    wav = torch.stack([torch.ones(1000), 2 * torch.ones(1000), 3 * torch.ones(1000)])
+    wav[2, 500:] = 0
+    lengths = torch.tensor([1000, 1000, 500])
+    mixed = noise_mixture(wav, lengths, 1000, prob=1.0, segments=(1, 1), seconds=(0.2, 0.2), generator=g)
+    assert (mixed != wav).any(1).all()  # every clip got a segment from another clip
+    assert mixed[2, 500:].abs().max() == 0  # padding stays silent
+    assert torch.equal(noise_mixture(wav, lengths, 1000, prob=0.0), wav)
+
+
+def test_heads_losses_and_accuracy():
+    torch.manual_seed(0)
+    heads = MERTHeads(16, num_codebooks=2, codebook_size=8, final_dim=4, cqt_bins=5)
+    h = torch.randn(10, 16)
+    out = heads(h, torch.randint(8, (10, 2)), torch.rand(10, 5))
+    assert set(out) == {"loss", "rvq_ce", "rvq_acc", "cqt_mse"}
+    assert torch.isclose(out["loss"], out["rvq_ce"] + out["cqt_mse"])
+    logits = heads.codebooks(h)
+    assert logits.shape == (10, 2, 8) and logits.abs().max() <= 1 / 0.1 + 1e-4  # cosine / temperature
+
+
+def test_tiny_pretraining_through_the_cli(tmp_path):
+    root = tmp_path / "music"
+    root.mkdir()
+    for i, x in enumerate(tones(12, 0.8)):
+        sf.write(root / f"t{i}.wav", x.numpy(), 24000)
+    run = tmp_path / "run"
+    cli_main(["fit", "--config", str(TINY), "--data.init_args.train", str(root), "--data.init_args.batch_size", "4",
+              "--data.init_args.val_fraction", "0.2", "--model.init_args.fit_codebooks_batches", "2",
+              "--trainer.max_steps", "4", "--trainer.val_check_interval", "4", "--trainer.enable_progress_bar",
+              "false", "--trainer.default_root_dir", str(run)])
+    log = run / "lightning_logs" / "version_0"
+    metrics = json.loads((log / "metrics.json").read_text())
+    assert metrics["global_step"] == 4
+    val = metrics["history"]["val"][-1]
+    assert all(np.isfinite(val[f"val/{k}"]) for k in ("loss", "rvq_ce", "rvq_acc", "cqt_mse"))
+    from tasks.mert import MERTPretraining
+
+    system = MERTPretraining.load_from_checkpoint(log / "checkpoints" / "last.ckpt", weights_only=False)
+    assert system.rvq_teacher.fitted  # the k-means codebooks travel with the checkpoint
+    assert bool(system.heads.cqt_stats_set) and (system.heads.cqt_std != 1).all()  # so do the CQT statistics
+
+
+def test_probe_features_and_linear_probe():
+    enc = create_audio_encoder("mert-tiny").eval()
+    clips = tones(6, 0.3) + tones(3, 0.5)
+    feats = layer_features(enc, clips, batch_size=4)
+    assert feats.shape == (9, 3, 64)
+    alone = layer_features(enc, clips[:1])
+    assert (alone[0] - feats[0]).abs().max() < 1e-4  # pooling ignores the batch's padding
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(200, 5, generator=g)
+    y = (x[:, 0] > 0).long() + 2 * (x[:, 1] > 0).long()
+    assert linear_probe(x[:150], y[:150], x[150:], y[150:]) > 0.9
+    assert linear_probe(x[:150], y[:150], x[150:], y[150:], hidden=16) > 0.8
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tinysoundfont") is None, reason="tinysoundfont not installed")
+def test_rendered_notes_have_their_pitch(tmp_path):
+    from tasks.data.fetch import default_cache_dir
+
+    sf2 = default_cache_dir() / "soundfonts" / "TimGM6mb.sf2"
+    if not sf2.is_file():
+        pytest.skip("soundfont not in the cache: run scripts/render_notes.py once")
+    from modalities.audio.render import read_note_set, render_note_set
+
+    notes = render_note_set(sf2, tmp_path, families=(0, 5), programs_per_family=2, pitches=(57, 59),
+                            seconds=0.5, progress=False)
+    assert len(notes) == 8 and {n.split for n in notes} == {"train", "test"}
+    assert read_note_set(tmp_path) == notes
+    cqt = CQTTeacher(n_bins=84, bins_per_octave=12, log=True)
+    for n in notes:
+        x, sr = sf.read(tmp_path / n.file, dtype="float32")
+        assert sr == 24000 and np.abs(x).max() > 1e-3
+        spec = cqt(torch.from_numpy(x)[None])[0, 5:30].mean(0)  # (84,)
+        # the fundamental (bin = pitch - 24, C1 = MIDI 24) is among the strongest partials
+        assert n.pitch - 24 in spec.topk(4).indices.tolist() or (n.pitch - 12) - 24 in spec.topk(4).indices.tolist()
+
+
+def test_code_precompute_resumes_and_counts_bad_files(tmp_path):
+    import sys
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from precompute_codes import code_path, precompute
+    from safetensors.torch import load_file
+
+    root = tmp_path / "music"
+    root.mkdir()
+    for i, x in enumerate(tones(3, 0.5)):
+        sf.write(root / f"t{i}.wav", x.numpy(), 24000)
+    (root / "broken.wav").write_bytes(b"garbage" * 20)
+    t = RVQTeacher(num_codebooks=2, codebook_size=8, num_filters=4, hidden_size=16, num_lstm_layers=1)
+    t.fit_codebooks(t.embed(torch.stack(tones(3, 0.5))).flatten(0, 1), iters=3)
+    files = sorted(root.glob("t*.wav")) + [root / "broken.wav"]
+    first = precompute(t, files[:2], tmp_path / "codes", chunk_seconds=0.2, progress=False)
+    done = code_path(tmp_path / "codes", files[1])
+    before = done.stat().st_mtime_ns
+    second = precompute(t, files, tmp_path / "codes", chunk_seconds=0.2, progress=False)  # "interrupted" run resumed
+    assert first.records == 2 and second.records == 1 and second.skipped == {"done_before": 2, "unreadable": 1}
+    assert not list((tmp_path / "codes").glob("*.partial"))
+    assert done.stat().st_mtime_ns == before
+    codes = load_file(code_path(tmp_path / "codes", root / "t0.wav"))["codes"]
+    whole = t(torch.stack(tones(1, 0.5)))[0]
+    assert codes.shape[0] == 2 and abs(codes.shape[1] - whole.shape[1]) <= 3
+    manifest = json.loads((tmp_path / "codes" / "manifest.json").read_text())
+    assert len(manifest["files"]) == 3 and list(manifest["skipped"].values()) == ["unreadable"]
+
+
+def test_rvq_vae_teacher_trains_and_loads_as_pretrained(tmp_path):
+    root = tmp_path / "music"
+    root.mkdir()
+    for i, x in enumerate(tones(10, 0.6)):
+        sf.write(root / f"t{i}.wav", x.numpy(), 24000)
+    run = tmp_path / "rvq"
+    cli_main(["fit", "--config", str(ROOT / "configs" / "audio" / "rvq_tiny.yaml"), "--data.init_args.train", str(root),
+              "--data.init_args.batch_size", "4", "--data.init_args.val_fraction", "0.2", "--trainer.max_steps", "12",
+              "--trainer.val_check_interval", "2", "--trainer.enable_progress_bar", "false",
+              "--trainer.default_root_dir", str(run), "--model.init_args.lr", "3e-3"])
+    metrics = json.loads((run / "lightning_logs" / "version_0" / "metrics.json").read_text())
+    val = [r["val/loss"] for r in metrics["history"]["val"]]
+    assert np.isfinite(val).all() and val[-1] < val[0]  # reconstruction improves
+    teacher = RVQTeacher(num_codebooks=4, pretrained=str(run / "encodec"))
+    assert teacher.fitted and teacher.codebook_size == 64
+    codes = teacher(torch.stack(tones(2, 0.5)))
+    assert codes.shape == (2, 4, 38) and codes.max() < 64
