@@ -3,6 +3,7 @@
 Nothing in this package imports lightning.
 """
 
+from . import cxr as _cxr  # noqa: F401, E402  (registers "llm2vec" and the llama/qwen2/mistral importers)
 from .backbone import (
     Backbone,
     BackboneConfig,
@@ -13,7 +14,6 @@ from .backbone import (
     create_encoder,
 )
 from .backbone import hf_bert as _hf_bert  # noqa: F401  (registers the "bert"/"roberta" importers)
-from . import cxr as _cxr  # noqa: F401, E402  (registers "llm2vec" and the llama/qwen2/mistral importers)
 from .hub import import_checkpoint, load_encoder, save_encoder
 
 __all__ = [

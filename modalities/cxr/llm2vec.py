@@ -96,7 +96,10 @@ class LLM2VecEncoder(nn.Module):
 
     architecture = "llm2vec"
 
-    def __init__(self, config: LLM2VecConfig, decoder: nn.Module | None = None):
+    def __init__(self, config: LLM2VecConfig, decoder: nn.Module | None = None, init_from: str | None = None):
+        """``init_from``: a saved LLM2Vec encoder folder (e.g. the MNTP stage's export, LoRA merged)
+        whose decoder and LM head weights replace the fresh ones before new adapters are added;
+        the pooler stays fresh."""
         super().__init__()
         from transformers import AutoModelForCausalLM
 
@@ -112,6 +115,8 @@ class LLM2VecEncoder(nn.Module):
         self.pooler = create_pooler(config.pooling, hf_cfg.hidden_size, num_latents=config.num_latents,
                                     num_heads=config.latent_heads)
         self.hidden_size = hf_cfg.hidden_size
+        if init_from is not None:
+            self._load_weights_of(init_from)
         if config.lora_r:
             self._wrap_lora()
 
@@ -125,6 +130,24 @@ class LLM2VecEncoder(nn.Module):
     def base(self) -> nn.Module:
         """The decoder's base model (LoRA layers, if any, are injected in place)."""
         return self.model.get_base_model() if self.has_lora else self.model
+
+    def _load_weights_of(self, folder: str) -> None:
+        from ..hub import load_encoder
+
+        other = load_encoder(folder)
+        if not isinstance(other, LLM2VecEncoder):
+            raise ValueError(f"{folder} holds a {type(other).__name__}, not an LLM2Vec encoder")
+        if other.has_lora:
+            other.merge_lora()
+        self.model.load_state_dict(other.model.state_dict(), strict=True)
+        if (self.lm_head is None) != (other.lm_head is None):
+            raise ValueError(f"{folder}: tied / untied LM head differs from this config")
+        if self.lm_head is not None:
+            self.lm_head.load_state_dict(other.lm_head.state_dict(), strict=True)
+
+    @property
+    def output_dim(self) -> int:
+        return self.hidden_size
 
     # --- LoRA ----------------------------------------------------------------------------
     @property

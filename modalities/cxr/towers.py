@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 from torch import Tensor, nn
 
 from .pooling import create_pooler
@@ -28,6 +27,7 @@ class TextTower(nn.Module):
 
             encoder.load_state_dict(load_encoder(init_from).state_dict(), strict=True)
         self.encoder = encoder
+        self.pooling = pooling
         self.hidden_size = encoder.config.hidden_size
         self.pooler = create_pooler(pooling, self.hidden_size)
 
@@ -97,6 +97,17 @@ class ImageTower(nn.Module):
         return self.model(images)  # (B, D)
 
 
+def load_text_tower(folder: str | Path) -> nn.Module:
+    """A saved text tower: an LLM2Vec folder as it is, any other encoder wrapped in ``TextTower``
+    with the pooling its metadata names (mean by default)."""
+    from ..hub import load_encoder
+
+    enc = load_encoder(folder)
+    if hasattr(enc, "encode"):
+        return enc
+    return TextTower(enc, pooling=getattr(enc, "meta", {}).get("pooling", "mean")).eval()
+
+
 def count_trainable(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
 
@@ -107,4 +118,4 @@ def freeze(module: nn.Module) -> nn.Module:
     return module.eval()
 
 
-__all__ = ["ImageTower", "TextTower", "count_trainable", "freeze", "torch"]
+__all__ = ["ImageTower", "TextTower", "count_trainable", "freeze", "load_text_tower"]
