@@ -78,7 +78,7 @@ def reword_negations(text: str) -> str:
     effusion."; "There is no X." -> "X is absent."); other sentences are left as they are."""
     out = []
     for sentence in _SENTENCE.split(text.strip()):
-        body, end = (sentence[:-1], sentence[-1]) if sentence[-1:] in ".!?" else (sentence, "")
+        body, end = (sentence[:-1], sentence[-1]) if sentence and sentence[-1] in ".!?" else (sentence, "")
         for pattern, rewrite in _NEGATIONS:
             m = pattern.match(body)
             if m:
