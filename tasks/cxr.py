@@ -26,7 +26,7 @@ from modalities.cxr.dual import DualTower
 from modalities.hub import save_encoder
 
 from .data.collate import IGNORE
-from .metrics.retrieval import retrieval_recall
+from .metrics.retrieval import retrieval_recall, retrieval_recall_any
 from .optim import build_optimizer
 
 
@@ -179,6 +179,8 @@ class CLIPSystem(_Optimised):
         self._val: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
 
     def training_step(self, batch, batch_idx):
+        if not batch:  # every image of the batch failed to decode (counted by the data module)
+            return None
         out = self.model(batch["images"], batch["input_ids"], batch["attention_mask"])
         loss = self.loss_fn(**out)
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["images"]))
@@ -186,6 +188,8 @@ class CLIPSystem(_Optimised):
         return loss
 
     def validation_step(self, batch, batch_idx):
+        if not batch:
+            return
         out = self.model(batch["images"], batch["input_ids"], batch["attention_mask"])
         self._val.append((out["image_features"].float().cpu(), out["text_features"].float().cpu(), batch["group"].cpu()))
 
@@ -197,7 +201,7 @@ class CLIPSystem(_Optimised):
         reps = torch.zeros(int(group.max()) + 1, dtype=torch.long)
         reps[group.flip(0)] = torch.arange(len(group) - 1, -1, -1)
         i2t = retrieval_recall(zi, zt[reps], group)  # image -> report (reports with the same text are one)
-        t2i = retrieval_recall(zt, zi, torch.arange(len(zi)))  # report -> its own image
+        t2i = retrieval_recall_any(zt[reps], zi, group[None, :] == torch.arange(len(reps))[:, None])  # text -> an image of it
         metrics = {f"val/i2t_{k}": v for k, v in i2t.items() if k.startswith("recall")}
         metrics.update({f"val/t2i_{k}": v for k, v in t2i.items() if k.startswith("recall")})
         scale = self.model.logit_scale.exp().clamp(max=100.0)

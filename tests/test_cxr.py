@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from cxr_fixtures import write_reports, write_tgz
 
 import modalities
 from modalities.cxr import (
@@ -26,8 +27,6 @@ from modalities.cxr import (
 from modalities.stats import ReadStats
 from tasks.data.fetch import default_cache_dir
 from tasks.metrics.retrieval import dedup_gallery, retrieval_recall
-
-from cxr_fixtures import write_reports, write_tgz
 
 DECODERS = ("llama", "qwen2", "mistral")
 
@@ -267,7 +266,7 @@ def test_png_jpeg_and_transform(tmp_path):
     arr = (np.random.default_rng(0).random((40, 60)) * 255).astype(np.uint8)
     Image.fromarray(arr).save(tmp_path / "x.png")
     Image.fromarray(arr).convert("RGB").save(tmp_path / "x.jpg")
-    Image.fromarray((arr.astype(np.uint16) * 200)).save(tmp_path / "x16.png")
+    Image.fromarray(arr.astype(np.uint16) * 200).save(tmp_path / "x16.png")
     for name in ("x.png", "x.jpg", "x16.png"):
         img = read_image(tmp_path / name)
         assert img.shape == (40, 60) and img.min() == 0 and img.max() == 1

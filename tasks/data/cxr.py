@@ -189,3 +189,134 @@ class ReportDataModule(L.LightningDataModule):
 
     def save_stats(self, folder: Path) -> None:
         (folder / "data_stats.json").write_text(json.dumps(self.stats, indent=2))
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm")
+
+
+class _ImageReports(Dataset):
+    """(image, report text ids) items; ``None`` when an image file cannot be read (counted by the collate)."""
+
+    def __init__(self, reports: list[Report], texts: list[Tensor], groups: list[int], image_paths, size: int,
+                 train: bool):
+        from modalities.cxr.images import CXRTransform
+
+        self.reports, self.texts, self.groups, self.paths = reports, texts, groups, image_paths
+        self.transform = CXRTransform(size, random_crop=train, crop_scale=0.9)
+        self.size, self.train = size, train
+
+    def __len__(self) -> int:
+        return len(self.reports)
+
+    def __getitem__(self, key):
+        from modalities.cxr.images import read_image
+        from modalities.cxr.synthetic import synth_radiograph
+
+        epoch, i = key if isinstance(key, tuple) else (0, key)
+        r = self.reports[i]
+        if self.paths is None:
+            img = synth_radiograph(r.uid, r.findings or r.impression, self.size)
+        else:
+            try:
+                img = read_image(self.paths[i])
+            except (ValueError, OSError):
+                return None
+        g = seeded_generator(epoch, i) if self.train else None
+        return self.transform(img, g), self.texts[i], self.groups[i]
+
+
+class ImageReportDataModule(L.LightningDataModule):
+    """Image-report pairs for the dual tower.
+
+    Images are SYNTHETIC by default (``modalities.cxr.synthetic``: drawn from each OpenI report's
+    findings; see its docstring), or real files under ``image_root`` named by the reports' image
+    ids (``<id>.png|.jpg|.jpeg|.dcm``, OpenI's own naming). Reports whose image file is missing
+    are skipped and counted at set-up; a file that fails to decode is dropped from its batch and
+    counted in ``bad_images``.
+
+    Args:
+        reports, tokenizer, vocab_size, max_length, batch_size, max_reports, seed, cache_dir: as
+            ``ReportDataModule``.
+        image_root: folder of real images; None draws synthetic ones.
+        image_size: square input size.
+    """
+
+    def __init__(self, reports: str | None = None, tokenizer: str | None = None, vocab_size: int = 4096,
+                 max_length: int = 128, batch_size: int = 32, image_root: str | None = None, image_size: int = 64,
+                 max_reports: int | None = None, seed: int = 0, num_workers: int = 0, cache_dir: str | None = None):
+        super().__init__()
+        self.save_hyperparameters()
+        self.text = ReportDataModule(mode="plain", reports=reports, tokenizer=tokenizer, vocab_size=vocab_size,
+                                     max_length=max_length, batch_size=batch_size, max_reports=max_reports,
+                                     seed=seed, cache_dir=cache_dir)
+        self.image_root, self.image_size, self.batch_size = image_root, image_size, batch_size
+        self.seed, self.num_workers = seed, num_workers
+        self.train_set = self.val_set = None
+        self.bad_images = 0
+        self.stats: dict = {}
+
+    def prepare_data(self) -> None:
+        self.text.prepare_data()
+
+    def _image_path(self, r: Report) -> Path | None:
+        for image_id in r.images:
+            for suffix in IMAGE_SUFFIXES:
+                p = Path(self.image_root) / f"{image_id}{suffix}"
+                if p.is_file():
+                    return p
+        return None
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        reports, read = load_reports(self.text.reports_path, self.text.cache_dir)
+        if self.text.max_reports:
+            reports = reports[: self.text.max_reports]
+        tok, self.tokenizer_file = self.text.tokenizer(reports)
+        tok.enable_truncation(self.text.max_length)
+        self.pad_token_id = tok.token_to_id("[PAD]")
+        self.tokenizer_vocab_size = tok.get_vocab_size()
+        missing = 0
+        sets = {}
+        for split in ("train", "val"):
+            chosen, paths = [], []
+            for r in reports:
+                if split_of(r.uid) != split:
+                    continue
+                if self.image_root is not None:
+                    p = self._image_path(r)
+                    if p is None:
+                        missing += 1
+                        continue
+                    paths.append(p)
+                chosen.append(r)
+            texts = [r.findings or r.impression for r in chosen]
+            keys: dict[str, int] = {}
+            groups = [keys.setdefault(text_key(t), len(keys)) for t in texts]
+            ids = [torch.tensor(e.ids, dtype=torch.long) for e in tok.encode_batch(texts)] if texts else []
+            sets[split] = _ImageReports(chosen, ids, groups, paths if self.image_root else None, self.image_size,
+                                        train=split == "train")
+        if len(sets["train"]) == 0 or len(sets["val"]) == 0:
+            raise ValueError(f"no image-report pairs left ({missing} reports without an image file under "
+                             f"{self.image_root}); check image_root and the file names (<image id>.png)")
+        self.train_set, self.val_set = sets["train"], sets["val"]
+        self.stats = {**read, "images": "real files" if self.image_root else "SYNTHETIC (drawn from findings)",
+                      "train_pairs": len(self.train_set), "val_pairs": len(self.val_set),
+                      "skipped_missing_image": missing}
+
+    def collate(self, items) -> dict:
+        good = [it for it in items if it is not None]
+        self.bad_images += len(items) - len(good)
+        if not good:
+            return {}
+        ids, mask = pad_batch([t for _, t, _ in good], self.pad_token_id)
+        return {"images": torch.stack([im for im, _, _ in good]), "input_ids": ids, "attention_mask": mask,
+                "group": torch.tensor([g for _, _, g in good])}
+
+    def train_dataloader(self) -> DataLoader:
+        return resumable_train_loader(self.train_set, self.batch_size, self.seed, self.trainer,
+                                      collate_fn=self.collate, num_workers=self.num_workers)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self.val_set, batch_size=max(self.batch_size, 64), shuffle=False, collate_fn=self.collate,
+                          num_workers=self.num_workers)

@@ -37,3 +37,18 @@ def retrieval_recall(queries: Tensor, gallery: Tensor, target: Tensor, ks: tuple
     out["median_rank"] = float(ranks.double().median().item() + 1)
     out["queries"], out["gallery"] = int(queries.shape[0]), int(gallery.shape[0])
     return out
+
+
+def retrieval_recall_any(queries: Tensor, gallery: Tensor, relevant: Tensor, ks: tuple[int, ...] = (1, 5, 10)) -> dict:
+    """Several relevant gallery items per query (relevant (Q, G) bool): the rank is that of the
+    best-scored relevant item among the irrelevant ones (e.g. report -> image where many reports
+    share one text)."""
+    sims = F.normalize(queries.float(), dim=-1) @ F.normalize(gallery.float(), dim=-1).T  # (Q, G)
+    if not relevant.any(1).all():
+        raise ValueError("every query needs at least one relevant gallery item")
+    best = sims.masked_fill(~relevant, float("-inf")).max(1).values  # (Q,)
+    ranks = ((sims > best[:, None]) & ~relevant).sum(1)
+    out = {f"recall@{k}": (ranks < k).double().mean().item() for k in ks}
+    out["mrr"] = (1.0 / (ranks.double() + 1)).mean().item()
+    out["queries"], out["gallery"] = int(queries.shape[0]), int(gallery.shape[0])
+    return out
