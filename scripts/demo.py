@@ -89,7 +89,9 @@ def print_recsys(r: dict) -> None:
 def main() -> None:
     out = ROOT / "runs" / "demo"
     out.mkdir(parents=True, exist_ok=True)
-    results = {"mlm": mlm_part(out), "bert4rec": recsys_part(out)}
+    from demo_cxr import cxr_part, print_cxr  # scripts/ is on the path when run as a script
+
+    results = {"mlm": mlm_part(out), "bert4rec": recsys_part(out), "cxr": cxr_part(out)}
     (out / "summary.json").write_text(json.dumps(results, indent=2))
     r = results["mlm"]
     print("\n=== Tessera demo ===")
@@ -100,6 +102,7 @@ def main() -> None:
           f"(perplexity {math.exp(r['unigram_baseline_loss']):.1f})")
     print(f"  loss curve: {r['loss_curve']}\n  metrics:    {r['metrics']}")
     print_recsys(results["bert4rec"])
+    print_cxr(results["cxr"])
     print(f"summary: {out / 'summary.json'}")
 
 

@@ -1,7 +1,7 @@
 """Poolers: token states (B, T, D) + mask (B, T) -> one vector (B, D), chosen by name.
 
 mean, weighted_mean (SGPT's position weights: later tokens, which saw more context in a
-decoder, weigh more), eos (the last real token), cls (the first token, BERT), and
+decoder, weigh more), eos (the last real token), cls / bos (the first token), and
 latent_attention (NV-Embed / LLM2VEC4CXR: the tokens attend to a trainable latent array, an MLP
 follows, then the mean).
 """
@@ -58,6 +58,7 @@ class EosPool(nn.Module):
         return h[torch.arange(h.shape[0], device=h.device), last]
 
 
+@POOLERS.register("bos")  # LLM2Vec's name for it
 @POOLERS.register("cls")
 class ClsPool(nn.Module):
     def __init__(self, hidden_size: int = 0, **_):
