@@ -10,11 +10,13 @@ of trained text towers next to TF-IDF. Writes retrieval.json and retrieval.png.
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
 from modalities.cxr.towers import load_text_tower
 from tasks.cxr_eval import (
+    mesh_probe,
     retrieval_table,
     test_pairs,
     tfidf_encoder,
@@ -33,6 +35,8 @@ def main(argv=None) -> dict:
     p.add_argument("--reports", help="NLMCXR_reports.tgz or a folder of OpenI XML (default: the cached OpenI)")
     p.add_argument("--split", default="test", choices=("train", "val", "test"))
     p.add_argument("--max-length", type=int, default=128)
+    p.add_argument("--mesh", action="store_true",
+                   help="also MeSH-label classification: linear probe on frozen embeddings, macro AUROC (mesh.json)")
     p.add_argument("--out", default="runs/cxr/retrieval")
     a = p.parse_args(argv)
     reports, read = load_reports(a.reports)
@@ -49,6 +53,13 @@ def main(argv=None) -> dict:
                                                "towers": a.tower, "seconds": round(time.time() - t0, 1)})
     print_table(table)
     print(f"wrote {Path(a.out) / 'retrieval.json'} and retrieval.png")
+    if a.mesh:
+        mesh = mesh_probe(encoders, reports)
+        (Path(a.out) / "mesh.json").write_text(json.dumps(mesh, indent=1))
+        print(f"MeSH linear probe, macro AUROC over {len(mesh['labels'])} labels ({mesh['test']} test reports):")
+        for name, r in mesh["towers"].items():
+            print(f"  {name:<14}{r['macro_auroc']:.3f}")
+        result["mesh"] = mesh
     return result
 
 

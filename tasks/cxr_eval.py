@@ -144,3 +144,38 @@ def write_report(table: dict, out: Path, meta: dict) -> dict:
     fig.savefig(out / "retrieval.png", dpi=120)
     plt.close(fig)
     return result
+
+
+def mesh_probe(encoders: dict[str, callable], reports: list[Report], top: int = 10, steps: int = 300,
+               seed: int = 0) -> dict:
+    """MeSH-label classification from report text: a linear probe (logistic regression, Adam,
+    weight decay) on frozen embeddings of the training split, macro AUROC on the test split, for
+    the ``top`` most frequent MeSH major headings of the training split (qualifiers dropped)."""
+    from torchmetrics.functional.classification import multilabel_auroc
+
+    train = [r for r in reports if split_of(r.uid) == "train"]
+    test = [r for r in reports if split_of(r.uid) == "test"]
+    counts = Counter(label for r in train for label in r.labels)
+    names = [n for n, _ in counts.most_common(top)]
+
+    def targets(rs):
+        return torch.tensor([[n in r.labels for n in names] for r in rs], dtype=torch.float32)
+
+    y_train, y_test = targets(train), targets(test)
+    out = {"labels": names, "train": len(train), "test": len(test), "towers": {}}
+    for name, encode in encoders.items():
+        x_train, x_test = encode([r.text for r in train]).float(), encode([r.text for r in test]).float()
+        mu, sd = x_train.mean(0), x_train.std(0) + 1e-6
+        x_train, x_test = (x_train - mu) / sd, (x_test - mu) / sd
+        torch.manual_seed(seed)
+        probe = nn.Linear(x_train.shape[1], len(names))
+        opt = torch.optim.Adam(probe.parameters(), lr=1e-2, weight_decay=1e-3)
+        for _ in range(steps):
+            opt.zero_grad()
+            nn.functional.binary_cross_entropy_with_logits(probe(x_train), y_train).backward()
+            opt.step()
+        with torch.no_grad():
+            per = multilabel_auroc(probe(x_test), y_test.long(), num_labels=len(names), average=None)
+        out["towers"][name] = {"macro_auroc": round(per.mean().item(), 4),
+                               "per_label": {n: round(v.item(), 4) for n, v in zip(names, per, strict=True)}}
+    return out
