@@ -58,18 +58,19 @@ def main(argv=None) -> dict:
         (Path(a.out) / "mesh.json").write_text(json.dumps(mesh, indent=1))
         print(f"MeSH linear probe, macro AUROC over {len(mesh['labels'])} labels ({mesh['test']} test reports):")
         for name, r in mesh["towers"].items():
-            print(f"  {name:<14}{r['macro_auroc']:.3f}")
+            print(f"  {name:<24}{r['macro_auroc']:.3f}")
         result["mesh"] = mesh
     return result
 
 
 def print_table(table: dict) -> None:
     styles = list(next(iter(table.values())))
-    print(f"{'tower':<14}{'style':<26}{'f2i R@1':>8}{'R@5':>7}{'R@10':>7}{'i2f R@1':>9}{'R@5':>7}{'R@10':>7}")
+    w = max(14, max(len(n) for n in table) + 2)
+    print(f"{'tower':<{w}}{'style':<26}{'f2i R@1':>8}{'R@5':>7}{'R@10':>7}{'i2f R@1':>9}{'R@5':>7}{'R@10':>7}")
     for name, rows in table.items():
         for s in styles:
             f, i = rows[s]["f2i"], rows[s]["i2f"]
-            print(f"{name:<14}{s:<26}{f['recall@1']:>8.3f}{f['recall@5']:>7.3f}{f['recall@10']:>7.3f}"
+            print(f"{name:<{w}}{s:<26}{f['recall@1']:>8.3f}{f['recall@5']:>7.3f}{f['recall@10']:>7.3f}"
                   f"{i['recall@1']:>9.3f}{i['recall@5']:>7.3f}{i['recall@10']:>7.3f}")
 
 
