@@ -171,5 +171,17 @@ def test_clip_and_siglip_fit_on_synthetic_images(reports, tmp_path, loss):
         extra += ["--model.init_args.model.init_args.init_logit_bias", "-10",
                   "--model.init_args.model.init_args.init_logit_scale", "2.302585"]
     _cli("clip_tiny.yaml", tmp_path / loss, reports, tmp_path, *extra)
-    final = json.loads((tmp_path / loss / "lightning_logs" / "version_0" / "metrics.json").read_text())["final"]
+    log = tmp_path / loss / "lightning_logs" / "version_0"
+    final = json.loads((log / "metrics.json").read_text())["final"]
     assert np.isfinite(final["val/loss"]) and 0 <= final["val/i2t_recall@1"] <= 1
+    # the checkpoint reloads, and the synthetic-image evaluation runs on it
+    from tasks.cxr import CLIPSystem
+    from tasks.cxr_eval import clip_synthetic_eval
+    from tasks.data.cxr import load_reports, report_tokenizer
+
+    system = CLIPSystem.load_from_checkpoint(next((log / "checkpoints").glob("*.ckpt")), weights_only=False)
+    reps, _ = load_reports(reports)
+    tok, _ = report_tokenizer(reps, 200, tmp_path / "cache", "test")
+    r = clip_synthetic_eval(system.model, tok, reps, image_size=32, split="train")
+    assert r["images_are"].startswith("SYNTHETIC") and 0 <= r["i2t_same_findings"]["recall@1"] <= 1
+    assert set(r["zero_shot_auroc"]) <= {"cardiomegaly", "effusion", "pneumothorax", "nodule", "opacity"}
