@@ -200,7 +200,7 @@ class CLIPSystem(_Optimised):
         self._val.clear()
         reps = torch.zeros(int(group.max()) + 1, dtype=torch.long)
         reps[group.flip(0)] = torch.arange(len(group) - 1, -1, -1)
-        i2t = retrieval_recall(zi, zt[reps], group)  # image -> report (reports with the same text are one)
+        i2t = retrieval_recall(zi, zt[reps], group)  # image -> report (reports of one group are one entry)
         t2i = retrieval_recall_any(zt[reps], zi, group[None, :] == torch.arange(len(reps))[:, None])  # text -> an image of it
         metrics = {f"val/i2t_{k}": v for k, v in i2t.items() if k.startswith("recall")}
         metrics.update({f"val/t2i_{k}": v for k, v in t2i.items() if k.startswith("recall")})

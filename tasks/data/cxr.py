@@ -232,7 +232,8 @@ class ImageReportDataModule(L.LightningDataModule):
     findings; see its docstring), or real files under ``image_root`` named by the reports' image
     ids (``<id>.png|.jpg|.jpeg|.dcm``, OpenI's own naming). Reports whose image file is missing
     are skipped and counted at set-up; a file that fails to decode is dropped from its batch and
-    counted in ``bad_images``.
+    counted in ``bad_images``. Batches carry ``group``: reports that count as the same target in
+    validation retrieval (same text for real images, same positive findings for synthetic ones).
 
     Args:
         reports, tokenizer, vocab_size, max_length, batch_size, max_reports, seed, cache_dir: as
@@ -257,6 +258,15 @@ class ImageReportDataModule(L.LightningDataModule):
 
     def prepare_data(self) -> None:
         self.text.prepare_data()
+
+    def _relevance_key(self, text: str) -> str:
+        """Which reports count as a match for an image in validation retrieval: the same text for
+        real images; the same positive findings for synthetic ones (they show nothing else)."""
+        if self.image_root is not None:
+            return text_key(text)
+        from modalities.cxr.synthetic import finding_labels
+
+        return ",".join(k for k, v in finding_labels(text).items() if v) or "normal"
 
     def _image_path(self, r: Report) -> Path | None:
         for image_id in r.images:
@@ -292,7 +302,7 @@ class ImageReportDataModule(L.LightningDataModule):
                 chosen.append(r)
             texts = [r.findings or r.impression for r in chosen]
             keys: dict[str, int] = {}
-            groups = [keys.setdefault(text_key(t), len(keys)) for t in texts]
+            groups = [keys.setdefault(self._relevance_key(t), len(keys)) for t in texts]
             ids = [torch.tensor(e.ids, dtype=torch.long) for e in tok.encode_batch(texts)] if texts else []
             sets[split] = _ImageReports(chosen, ids, groups, paths if self.image_root else None, self.image_size,
                                         train=split == "train")
