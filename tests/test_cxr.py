@@ -350,3 +350,32 @@ def test_non_english_and_empty_text_encode():
         ids = torch.tensor([tok.encode(text).ids])  # unknown words become [UNK]; [CLS] [SEP] always there
         assert ids.shape[1] >= 2
         assert torch.isfinite(enc.encode(ids)).all()
+
+
+def test_mimic_and_chexpert_layouts(tmp_path):
+    from modalities.cxr import read_chexpert_csv, read_mimic_cxr
+
+    study = tmp_path / "mimic" / "files" / "p10" / "p10000032" / "s50414267"
+    study.mkdir(parents=True)
+    (study / "img1.jpg").write_bytes(b"")
+    (study.parent / "s50414267.txt").write_text(
+        "FINAL REPORT\n EXAMINATION: CHEST\n\n FINDINGS: No focal consolidation.\n Heart size normal.\n\n"
+        " IMPRESSION: No acute process.\n")
+    (study.parent / "s50414268.txt").write_text("FINAL REPORT\n WET READ: nothing to see\n")  # no sections
+    (study.parent / "s50414269.txt").write_bytes(b"\xff\xfe\xfa")  # not UTF-8
+    stats = ReadStats()
+    reps = list(read_mimic_cxr(tmp_path / "mimic", stats))
+    assert len(reps) == 1 and reps[0].findings == "No focal consolidation. Heart size normal."
+    assert reps[0].impression == "No acute process." and reps[0].images == ["files/p10/p10000032/s50414267/img1.jpg"]
+    assert stats.skipped == {"no findings and no impression": 1, "unreadable report file": 1}
+    csv_path = tmp_path / "train.csv"
+    csv_path.write_text("Path,Sex,No Finding,Cardiomegaly,Pleural Effusion\n"
+                        "CheXpert-v1.0/train/patient1/study1/view1_frontal.jpg,F,,1.0,-1.0\n"
+                        "CheXpert-v1.0/train/patient2/study1/view1_frontal.jpg,M,1.0,,x\n")
+    stats = ReadStats()
+    rows = list(read_chexpert_csv(csv_path, stats))
+    assert [r.mesh for r in rows] == [["Cardiomegaly"], ["No Finding"]]  # -1 (uncertain) is not positive
+    assert stats.skipped == {"non-numeric Pleural Effusion": 1}
+    (tmp_path / "bad.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(ValueError, match="no 'Path' column"):
+        list(read_chexpert_csv(tmp_path / "bad.csv"))
