@@ -92,8 +92,10 @@ def main() -> None:
     out = ROOT / "runs" / "demo"
     out.mkdir(parents=True, exist_ok=True)
     from demo_audio import audio_part, print_audio
+    from demo_cxr import cxr_part, print_cxr  # scripts/ is on the path when run as a script
 
-    results = {"mlm": mlm_part(out), "bert4rec": recsys_part(out), "code": code_part(out), "mert": audio_part(out)}
+    results = {"mlm": mlm_part(out), "bert4rec": recsys_part(out), "code": code_part(out),
+               "mert": audio_part(out), "cxr": cxr_part(out)}
     (out / "summary.json").write_text(json.dumps(results, indent=2))
     r = results["mlm"]
     print("\n=== Tessera demo ===")
@@ -106,6 +108,7 @@ def main() -> None:
     print_recsys(results["bert4rec"])
     print_code(results["code"])
     print_audio(results["mert"])
+    print_cxr(results["cxr"])
     print(f"summary: {out / 'summary.json'}")
 
 

@@ -1,3 +1,4 @@
 from .ranking import rank_of_target, ranking_metrics
+from .retrieval import dedup_gallery, retrieval_recall, retrieval_recall_any
 
-__all__ = ["rank_of_target", "ranking_metrics"]
+__all__ = ["dedup_gallery", "rank_of_target", "ranking_metrics", "retrieval_recall", "retrieval_recall_any"]

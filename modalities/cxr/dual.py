@@ -1,0 +1,93 @@
+"""The image-report dual tower (CLIP / SigLIP; LLM2CLIP when the text tower is frozen).
+
+LLM2CLIP: the LLM2Vec text tower stays frozen, a trainable adapter (residual MLP) and a
+projection sit on top of its pooled output, and the image tower with its projection trains.
+Features come out L2-normalised with the logit scale (and SigLIP's bias), the inputs that
+open_clip's ``ClipLoss`` / ``SigLipLoss`` take.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .towers import freeze
+
+
+class TextAdapter(nn.Module):
+    """LLM2CLIP's adapter on frozen text features: residual MLP blocks, then nothing else."""
+
+    def __init__(self, dim: int, layers: int = 1, expansion: int = 2):
+        super().__init__()
+        self.blocks = nn.ModuleList(
+            nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, dim * expansion), nn.GELU(), nn.Linear(dim * expansion, dim))
+            for _ in range(layers)
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        for block in self.blocks:
+            x = x + block(x)
+        return x
+
+
+class DualTower(nn.Module):
+    """image tower + text tower -> a shared ``embed_dim`` space.
+
+    Args:
+        image_tower: ``ImageTower`` (or any module (B, 1, H, W) -> (B, D_img) with ``output_dim``).
+        text_tower: ``TextTower`` or ``LLM2VecEncoder`` (``encode(ids, mask) -> (B, D_txt)``).
+        embed_dim: shared embedding width.
+        freeze_text: LLM2CLIP: the text tower does not train (only adapter + projection do).
+        adapter_layers: residual MLP blocks on the text features (0: projection only).
+        init_logit_scale: log of the initial temperature inverse (CLIP: log(1/0.07); SigLIP: log(10)).
+        init_logit_bias: SigLIP's learnable bias (-10); None for CLIP.
+    """
+
+    def __init__(self, image_tower: nn.Module, text_tower: nn.Module, embed_dim: int = 256,
+                 freeze_text: bool = True, adapter_layers: int = 1, init_logit_scale: float = math.log(1 / 0.07),
+                 init_logit_bias: float | None = None):
+        super().__init__()
+        self.image_tower = image_tower
+        self.text_tower = freeze(text_tower) if freeze_text else text_tower
+        self.freeze_text = freeze_text
+        d_txt = getattr(text_tower, "output_dim", None) or text_tower.hidden_size
+        self.text_adapter = TextAdapter(d_txt, adapter_layers) if adapter_layers else nn.Identity()
+        self.text_proj = nn.Linear(d_txt, embed_dim, bias=False)
+        self.image_proj = nn.Linear(image_tower.output_dim, embed_dim, bias=False)
+        self.logit_scale = nn.Parameter(torch.tensor(float(init_logit_scale)))
+        self.logit_bias = nn.Parameter(torch.tensor(float(init_logit_bias))) if init_logit_bias is not None else None
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.freeze_text:
+            self.text_tower.eval()  # no dropout in a frozen tower
+        return self
+
+    def text_features(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+        """The text tower's pooled output (B, D_txt): cacheable when the tower is frozen."""
+        if self.freeze_text:
+            with torch.no_grad():
+                return self.text_tower.encode(input_ids, attention_mask)
+        return self.text_tower.encode(input_ids, attention_mask)
+
+    def encode_text(self, input_ids: Tensor | None = None, attention_mask: Tensor | None = None,
+                    features: Tensor | None = None) -> Tensor:
+        f = features if features is not None else self.text_features(input_ids, attention_mask)
+        return F.normalize(self.text_proj(self.text_adapter(f)), dim=-1)  # (B, E)
+
+    def encode_image(self, images: Tensor) -> Tensor:
+        return F.normalize(self.image_proj(self.image_tower(images)), dim=-1)  # (B, E)
+
+    def forward(self, images: Tensor, input_ids: Tensor | None = None, attention_mask: Tensor | None = None,
+                text_features: Tensor | None = None) -> dict:
+        out = {
+            "image_features": self.encode_image(images),
+            "text_features": self.encode_text(input_ids, attention_mask, text_features),
+            "logit_scale": self.logit_scale.exp().clamp(max=100.0),
+        }
+        if self.logit_bias is not None:
+            out["logit_bias"] = self.logit_bias
+        return out

@@ -1,0 +1,95 @@
+"""Poolers: token states (B, T, D) + mask (B, T) -> one vector (B, D), chosen by name.
+
+mean, weighted_mean (SGPT's position weights: later tokens, which saw more context in a
+decoder, weigh more), eos (the last real token), cls / bos (the first token), and
+latent_attention (NV-Embed / LLM2VEC4CXR: the tokens attend to a trainable latent array, an MLP
+follows, then the mean).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from ..registry import Registry
+
+POOLERS: Registry[type[nn.Module]] = Registry("pooling")
+
+
+def _check(h: Tensor, mask: Tensor) -> Tensor:
+    if h.dim() != 3 or mask.shape != h.shape[:2]:
+        raise ValueError(f"pooling expects states (B, T, D) and mask (B, T), got {tuple(h.shape)} and {tuple(mask.shape)}")
+    m = mask.bool()
+    if not m.any(dim=1).all():
+        raise ValueError("a row of the attention mask has no real token; drop empty texts before encoding")
+    return m
+
+
+@POOLERS.register("mean")
+class MeanPool(nn.Module):
+    def __init__(self, hidden_size: int = 0, **_):
+        super().__init__()
+
+    def forward(self, h: Tensor, mask: Tensor) -> Tensor:
+        m = _check(h, mask).unsqueeze(-1).to(h.dtype)  # (B, T, 1)
+        return (h * m).sum(1) / m.sum(1)
+
+
+@POOLERS.register("weighted_mean")
+class WeightedMeanPool(nn.Module):
+    def __init__(self, hidden_size: int = 0, **_):
+        super().__init__()
+
+    def forward(self, h: Tensor, mask: Tensor) -> Tensor:
+        m = _check(h, mask)
+        w = (m.cumsum(1) * m).to(h.dtype).unsqueeze(-1)  # (B, T, 1): 1, 2, ..., n on real tokens
+        return (h * w).sum(1) / w.sum(1)
+
+
+@POOLERS.register("eos")
+class EosPool(nn.Module):
+    """The state of the last real token (right padding assumed, as every Tessera collate pads)."""
+
+    def __init__(self, hidden_size: int = 0, **_):
+        super().__init__()
+
+    def forward(self, h: Tensor, mask: Tensor) -> Tensor:
+        last = _check(h, mask).sum(1) - 1  # (B,)
+        return h[torch.arange(h.shape[0], device=h.device), last]
+
+
+@POOLERS.register("bos")  # LLM2Vec's name for it
+@POOLERS.register("cls")
+class ClsPool(nn.Module):
+    def __init__(self, hidden_size: int = 0, **_):
+        super().__init__()
+
+    def forward(self, h: Tensor, mask: Tensor) -> Tensor:
+        _check(h, mask)
+        return h[:, 0]
+
+
+@POOLERS.register("latent_attention")
+class LatentAttentionPool(nn.Module):
+    """NV-Embed's latent attention: O = softmax(Q K^T) V with Q the token states and K = V a
+    trainable latent array (num_latents x D), then an MLP, then the masked mean."""
+
+    def __init__(self, hidden_size: int, num_latents: int = 512, num_heads: int = 8, **_):
+        super().__init__()
+        if hidden_size % num_heads:
+            num_heads = 1  # tiny test models: fall back to one head rather than fail
+        self.latents = nn.Parameter(torch.randn(num_latents, hidden_size) * hidden_size**-0.5)
+        self.attn = nn.MultiheadAttention(hidden_size, num_heads, batch_first=True)
+        self.mlp = nn.Sequential(nn.Linear(hidden_size, hidden_size), nn.GELU(), nn.Linear(hidden_size, hidden_size))
+
+    def forward(self, h: Tensor, mask: Tensor) -> Tensor:
+        m = _check(h, mask)
+        kv = self.latents.to(h.dtype).unsqueeze(0).expand(h.shape[0], -1, -1)  # (B, L, D)
+        o, _ = self.attn(h, kv, kv, need_weights=False)  # (B, T, D)
+        o = self.mlp(o)
+        w = m.unsqueeze(-1).to(h.dtype)
+        return (o * w).sum(1) / w.sum(1)
+
+
+def create_pooler(name: str, hidden_size: int, **kwargs) -> nn.Module:
+    return POOLERS.get(name)(hidden_size=hidden_size, **kwargs)

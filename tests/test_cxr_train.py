@@ -1,0 +1,187 @@
+"""CXR training: data modules on test-written OpenI reports, MNTP's shift, SimCSE / supervised
+InfoNCE, CLIP/SigLIP through `tessera fit`, export and hand-over between stages, evaluation."""
+
+import json
+from pathlib import Path  # noqa: I001
+
+import numpy as np
+import pytest
+import torch
+from cxr_fixtures import write_reports
+
+import modalities
+from modalities.cxr import LLM2VecConfig, LLM2VecEncoder, tiny_decoder
+from modalities.cxr.synthetic import finding_labels, synth_radiograph
+from tasks.cli import main as tessera
+from tasks.cxr import MNTPSystem, info_nce
+from tasks.data.collate import IGNORE
+from tasks.data.cxr import ImageReportDataModule, ReportDataModule
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def reports(tmp_path):
+    return write_reports(tmp_path / "openi", n=120)
+
+
+def dm_args(reports, tmp_path, **kw):
+    return dict(reports=str(reports), cache_dir=str(tmp_path / "cache"), vocab_size=200, max_length=48, batch_size=8, **kw)
+
+
+def test_report_data_module_modes(reports, tmp_path):
+    dm = ReportDataModule(mode="masked", **dm_args(reports, tmp_path))
+    dm.setup()
+    assert dm.stats["reports"] == 120 and dm.stats["skipped"] == {"no findings and no impression": 1,
+                                                                 "not an OpenI report XML": 1}
+    b = next(iter(dm.train_dataloader()))
+    chosen = b["labels"] != IGNORE
+    assert chosen.any(1).all() and not chosen[~b["attention_mask"]].any()
+    assert not chosen[:, 0].any()  # [CLS] is never a target
+    b2 = next(iter(dm.val_dataloader()))
+    assert torch.equal(b2["labels"], next(iter(dm.val_dataloader()))["labels"])  # fixed validation masks
+    dm = ReportDataModule(mode="plain", **dm_args(reports, tmp_path))
+    dm.setup()
+    assert set(next(iter(dm.train_dataloader()))) == {"input_ids", "attention_mask"}
+    v = next(iter(dm.val_dataloader()))
+    assert {"pair_ids", "pair_mask", "group"} <= set(v)
+    with pytest.raises(ValueError, match="mode"):
+        ReportDataModule(mode="nope")
+
+
+def test_mntp_predicts_token_i_from_position_i_minus_1():
+    torch.manual_seed(0)
+    enc = LLM2VecEncoder(LLM2VecConfig(decoder=tiny_decoder())).eval()
+    system = MNTPSystem(enc)
+    ids = torch.randint(5, 128, (1, 8))
+    labels = torch.full_like(ids, IGNORE)
+    labels[0, 4] = ids[0, 4]
+    masked = ids.clone()
+    masked[0, 4] = 4  # [MASK]
+    mask = torch.ones_like(ids, dtype=torch.bool)
+    out = system(masked, mask, labels)
+    h = enc(masked, mask).last_hidden_state
+    expected = torch.nn.functional.cross_entropy(enc.lm_logits(h[0, 3:4]), ids[0, 4:5])
+    torch.testing.assert_close(out["loss"], expected)
+    assert out["masked"] == 1
+
+
+def test_info_nce_masks_same_group_negatives():
+    a = torch.eye(3)
+    b = torch.tensor([[1.0, 0, 0], [0.9, 0.1, 0], [0, 0, 1]])  # rows 0 and 1 of b nearly equal
+    plain = info_nce(a, b, 0.1)
+    grouped = info_nce(a, b, 0.1, torch.tensor([0, 0, 1]))  # 0 and 1 share an impression
+    assert grouped < plain
+
+
+def test_init_from_copies_the_previous_stage(tmp_path):
+    torch.manual_seed(0)
+    first = LLM2VecEncoder(LLM2VecConfig(decoder=tiny_decoder(), lora_r=4))
+    modalities.save_encoder(first, tmp_path / "mntp")
+    second = LLM2VecEncoder(LLM2VecConfig(decoder=tiny_decoder(), pooling="eos", lora_r=8), init_from=str(tmp_path / "mntp"))
+    first.merge_lora()
+    base = second.base()
+    for name, p in first.model.named_parameters():
+        q = base.get_parameter(name) if "proj" not in name else base.get_submodule(name.rsplit(".", 1)[0]).base_layer.weight
+        assert torch.equal(p, q), name
+
+
+def test_synthetic_images_follow_the_findings():
+    assert finding_labels("No pleural effusion. Mild cardiomegaly.") == {
+        "cardiomegaly": True, "effusion": False, "pneumothorax": False, "nodule": False, "opacity": False}
+    normal = synth_radiograph("a", "The lungs are clear.", 64)
+    big = synth_radiograph("a", "Cardiomegaly.", 64)
+    assert normal.shape == (64, 64) and normal.dtype == np.float32
+    assert np.array_equal(normal, synth_radiograph("a", "The lungs are clear.", 64))  # deterministic
+    assert (big > 0.55).sum() > (normal > 0.55).sum()  # a wider heart
+
+
+def test_image_report_module_counts_missing_and_corrupt_images(reports, tmp_path):
+    from PIL import Image
+
+    root = tmp_path / "images"
+    root.mkdir()
+    for k in range(1, 121):
+        if k % 4 == 0:
+            continue  # missing file
+        path = root / f"CXR{k}_IM-1.png"
+        if k % 5 == 0:
+            path.write_bytes(b"corrupt")
+        else:
+            Image.fromarray(np.full((20, 20), k, np.uint8)).save(path)
+    dm = ImageReportDataModule(image_root=str(root), image_size=16, **dm_args(reports, tmp_path))
+    dm.setup()
+    from modalities.cxr import split_of
+
+    expected = sum(1 for k in range(4, 121, 4) if split_of(f"CXR{k}") != "test")  # the test split is not loaded
+    assert dm.stats["skipped_missing_image"] == expected > 0
+    batches = list(dm.val_dataloader()) + list(dm.train_dataloader())
+    n = sum(len(b["images"]) for b in batches if b)
+    assert dm.bad_images > 0 and n + dm.bad_images == dm.stats["train_pairs"] + dm.stats["val_pairs"]
+
+
+def _cli(config, root, reports, tmp_path, *extra):
+    return tessera(["fit", "--config", str(ROOT / "configs" / "cxr" / config), "--trainer.default_root_dir", str(root),
+                    "--trainer.max_steps", "3", "--trainer.val_check_interval", "3", "--trainer.limit_val_batches", "2",
+                    "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
+                    "--data.init_args.reports", str(reports), "--data.init_args.cache_dir", str(tmp_path / "cache"),
+                    "--data.init_args.vocab_size", "200", "--data.init_args.batch_size", "8", *extra])
+
+
+@pytest.mark.slow
+def test_llm2vec_stages_through_the_cli_then_retrieval(reports, tmp_path):
+    from modalities.cxr.towers import load_text_tower
+    from tasks.cxr_eval import (
+        retrieval_table,
+        test_pairs,
+        tfidf_encoder,
+        tokenizer_of,
+        tower_encoder,
+        write_report,
+    )
+    from tasks.data.cxr import load_reports
+
+    _cli("llm2vec_mntp_tiny.yaml", tmp_path / "mntp", reports, tmp_path,
+         "--model.init_args.encoder.init_args.config.lora_r", "4")
+    mntp = tmp_path / "mntp" / "lightning_logs" / "version_0"
+    assert json.loads((mntp / "metrics.json").read_text())["final"]["val/loss"] > 0
+    assert (mntp / "encoder" / "adapter" / "adapter_model.safetensors").is_file()  # peft layout too
+    assert (mntp / "encoder" / "tokenizer.json").is_file()
+    _cli("llm2vec_simcse_tiny.yaml", tmp_path / "simcse", reports, tmp_path,
+         "--model.init_args.tower.init_args.init_from", str(mntp / "encoder"), "--model.init_args.supervised", "true",
+         "--data.init_args.mode", "pairs")
+    folder = tmp_path / "simcse" / "lightning_logs" / "version_0" / "encoder"
+    final = json.loads((folder.parent / "metrics.json").read_text())["final"]
+    assert 0 <= final["val/recall@1"] <= final["val/recall@10"] <= 1
+    tower = load_text_tower(folder)
+    reps, read = load_reports(reports)
+    pairs = test_pairs(reps, "train")
+    table = retrieval_table({"tfidf": tfidf_encoder(reps), "llm2vec": tower_encoder(tower, tokenizer_of(folder))}, pairs)
+    result = write_report(table, tmp_path / "ret", {"data": read})
+    assert (tmp_path / "ret" / "retrieval.png").stat().st_size > 10_000
+    assert set(result["results"]["llm2vec"]) == {"original", "abbreviated", "negations_reworded", "abbreviated_and_reworded"}
+    assert table["tfidf"]["original"]["f2i"]["recall@10"] > 0.5  # the templates are lexically distinct
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("loss", ["clip", "siglip"])
+def test_clip_and_siglip_fit_on_synthetic_images(reports, tmp_path, loss):
+    extra = ["--model.init_args.loss", loss, "--data.init_args.image_size", "32"]
+    if loss == "siglip":
+        extra += ["--model.init_args.model.init_args.init_logit_bias", "-10",
+                  "--model.init_args.model.init_args.init_logit_scale", "2.302585"]
+    _cli("clip_tiny.yaml", tmp_path / loss, reports, tmp_path, *extra)
+    log = tmp_path / loss / "lightning_logs" / "version_0"
+    final = json.loads((log / "metrics.json").read_text())["final"]
+    assert np.isfinite(final["val/loss"]) and 0 <= final["val/i2t_recall@1"] <= 1
+    # the checkpoint reloads, and the synthetic-image evaluation runs on it
+    from tasks.cxr import CLIPSystem
+    from tasks.cxr_eval import clip_synthetic_eval
+    from tasks.data.cxr import load_reports, report_tokenizer
+
+    system = CLIPSystem.load_from_checkpoint(next((log / "checkpoints").glob("*.ckpt")), weights_only=False)
+    reps, _ = load_reports(reports)
+    tok, _ = report_tokenizer(reps, 200, tmp_path / "cache", "test")
+    r = clip_synthetic_eval(system.model, tok, reps, image_size=32, split="train")
+    assert r["images_are"].startswith("SYNTHETIC") and 0 <= r["i2t_same_findings"]["recall@1"] <= 1
+    assert set(r["zero_shot_auroc"]) <= {"cardiomegaly", "effusion", "pneumothorax", "nodule", "opacity"}
