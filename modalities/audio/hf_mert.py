@@ -14,9 +14,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import torch
 from torch import Tensor
 
+from ..backbone.hf_bert import fuse_qkv
 from ..hub import IMPORTERS, read_config, read_state_dict
 from .config import AudioEncoderConfig
 from .model import AudioEncoder
@@ -126,12 +126,7 @@ def convert_state_dict(state_dict: dict[str, Tensor], config: AudioEncoderConfig
                 unknown.append(key)
     if unknown:
         raise KeyError(f"{len(unknown)} checkpoint keys are neither mapped nor on the drop list: {unknown[:10]}")
-    for (layer, kind), parts in sorted(qkv.items()):
-        missing = {"q", "k", "v"} - set(parts)
-        if missing:
-            raise KeyError(f"layer {layer} attention {kind} lacks {sorted(missing)}_proj")
-        # fused projection: rows [query; key; value], as SelfAttention.qkv expects
-        out[f"backbone.layers.{layer}.attn.qkv.{kind}"] = torch.cat([parts["q"], parts["k"], parts["v"]], dim=0)
+    fuse_qkv(qkv, ("q", "k", "v"), out)
     return out
 
 

@@ -118,17 +118,23 @@ def convert_state_dict(state_dict: dict[str, Tensor], config: TokenEncoderConfig
         raise KeyError(
             f"{len(unknown)} checkpoint keys are neither mapped nor on the drop list: {unknown[:10]}"
         )
-    for (layer, kind), parts in qkv.items():
-        missing = {"query", "key", "value"} - set(parts)
-        if missing:
-            raise KeyError(f"layer {layer} attention {kind} lacks {sorted(missing)}")
-        # fused projection: rows [query; key; value], as SelfAttention.qkv expects
-        out[f"backbone.layers.{layer}.attn.qkv.{kind}"] = torch.cat(
-            [parts["query"], parts["key"], parts["value"]], dim=0
-        )
+    fuse_qkv(qkv, ("query", "key", "value"), out)
     if config.type_vocab_size == 0:
         out.pop("frontend.token_type_embeddings.weight", None)
     return out
+
+
+def fuse_qkv(qkv: dict, names: tuple[str, str, str], out: dict) -> None:
+    """{(layer, "weight"|"bias"): {name: tensor}} -> out["backbone.layers.L.attn.qkv.*"], rows [q; k; v].
+
+    ``names`` are the checkpoint's spellings of query, key and value, in that order.
+    """
+    for (layer, kind), parts in sorted(qkv.items()):
+        missing = set(names) - set(parts)
+        if missing:
+            raise KeyError(f"layer {layer} attention {kind} lacks {sorted(missing)}")
+        # fused projection: rows [query; key; value], as SelfAttention.qkv expects
+        out[f"backbone.layers.{layer}.attn.qkv.{kind}"] = torch.cat([parts[n] for n in names], dim=0)
 
 
 def load_hf_bert(folder: Path) -> tuple[TokenEncoder, dict]:
