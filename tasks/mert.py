@@ -9,7 +9,7 @@ from torchmetrics import MeanMetric
 from modalities.audio import AudioEncoder
 from modalities.audio.heads import MERTHeads
 from modalities.audio.io import normalize
-from modalities.audio.masking import noise_mixture, span_mask
+from modalities.audio.masking import length_mask, noise_mixture, span_mask
 from modalities.audio.teachers import CQTTeacher, RVQTeacher, align
 
 from .data.collate import seeded_generator
@@ -95,16 +95,12 @@ class MERTPretraining(L.LightningModule):
         for batch in loader:
             wav, lengths = batch["input_values"].to(self.device), batch["lengths"].to(self.device)
             real = lengths // hop  # (B,) frames fully inside each clip
-
-            def keep(n: int, real=real) -> torch.Tensor:
-                return torch.arange(n, device=real.device) < real[:, None]  # (B, n)
-
             if need_codebooks:
                 emb = t.embed(wav)  # (B, T', D)
-                frames.append(emb[keep(emb.shape[1])].cpu())
+                frames.append(emb[length_mask(real, emb.shape[1])].cpu())
             if need_cqt_stats:
                 c = self.cqt_teacher(wav)  # (B, T', bins)
-                cqts.append(c[keep(c.shape[1])].cpu())
+                cqts.append(c[length_mask(real, c.shape[1])].cpu())
         if need_codebooks:
             errors = t.fit_codebooks(torch.cat(frames), seed=self.hparams.seed)
             self.print(f"RVQ teacher: fitted {t.num_codebooks} codebooks x {t.codebook_size} by residual k-means "
@@ -135,10 +131,10 @@ class MERTPretraining(L.LightningModule):
         hp = self.hparams
         wav, lengths = batch["input_values"], batch["lengths"]  # (B, S), (B,)
         S = wav.shape[1]
-        attn = torch.arange(S, device=wav.device) < lengths[:, None]  # (B, S)
+        attn = length_mask(lengths, S)  # (B, S)
         frame_lengths = self.encoder.frontend.frame_lengths(lengths)  # (B,)
         T = self.encoder.config.num_frames(S)
-        frame_mask = torch.arange(T, device=wav.device) < frame_lengths[:, None]  # (B, T)
+        frame_mask = length_mask(frame_lengths, T)  # (B, T)
         codes, cqt = self.targets(wav, T)
         heard = wav
         if noisy and hp.noise_prob > 0:

@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 from ..backbone.linear import Linear
 from .config import AudioEncoderConfig
+from .masking import length_mask
 
 
 class ConvLayer(nn.Module):
@@ -156,7 +157,7 @@ class AudioFrontend(nn.Module):
                                  f"input_values {tuple(wav.shape)}")
             m = attention_mask.bool()
             lengths = m.sum(-1)
-            prefix = torch.arange(wav.shape[1], device=wav.device) < lengths[:, None]
+            prefix = length_mask(lengths, wav.shape[1])
             if not torch.equal(m, prefix):
                 raise ValueError("attention_mask must mark each clip's samples as a prefix (right padding)")
         bad = (~torch.isfinite(wav)).any(-1).nonzero().flatten().tolist()
@@ -188,7 +189,7 @@ class AudioFrontend(nn.Module):
         padded = attention_mask is not None and bool((lengths < input_values.shape[1]).any())
         feats = self.feature_extractor(input_values, lengths if padded else None)  # (B, C, T)
         T = feats.shape[-1]
-        mask = torch.arange(T, device=feats.device) < self.frame_lengths(lengths)[:, None]  # (B, T)
+        mask = length_mask(self.frame_lengths(lengths), T)  # (B, T)
         x = self.feature_projection(feats.transpose(1, 2))  # (B, T, D)
         if mask_time_indices is not None:
             if mask_time_indices.shape != mask.shape:

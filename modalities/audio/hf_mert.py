@@ -16,7 +16,7 @@ from pathlib import Path
 
 from torch import Tensor
 
-from ..backbone.hf_bert import fuse_qkv
+from ..backbone.hf_bert import fuse_qkv, rename
 from ..hub import IMPORTERS, read_config, read_state_dict
 from .config import AudioEncoderConfig
 from .model import AudioEncoder
@@ -117,13 +117,10 @@ def convert_state_dict(state_dict: dict[str, Tensor], config: AudioEncoderConfig
             prefix = "frontend.pos_conv_embed.conv.parametrizations.weight"
             out[f"{prefix}.original0"] = value.norm(dim=(0, 1), keepdim=True)
             out[f"{prefix}.original1"] = value
+        elif (name := rename(key, RENAMES)) is not None:
+            out[name] = value
         else:
-            for pattern, target in RENAMES:
-                if m := re.fullmatch(pattern, key):
-                    out[target.format(*m.groups())] = value
-                    break
-            else:
-                unknown.append(key)
+            unknown.append(key)
     if unknown:
         raise KeyError(f"{len(unknown)} checkpoint keys are neither mapped nor on the drop list: {unknown[:10]}")
     fuse_qkv(qkv, ("q", "k", "v"), out)

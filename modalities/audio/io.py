@@ -16,6 +16,8 @@ import soxr
 import torch
 from torch import Tensor
 
+from .masking import length_mask
+
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
 
 
@@ -100,7 +102,7 @@ def normalize(x: Tensor, lengths: Tensor | None = None, eps: float = 1e-7) -> Te
     """
     if lengths is None:
         lengths = torch.full((x.shape[0],), x.shape[1], device=x.device)
-    keep = torch.arange(x.shape[1], device=x.device) < lengths[:, None]  # (B, S)
+    keep = length_mask(lengths, x.shape[1])  # (B, S)
     n = lengths.clamp(min=1)[:, None].to(x.dtype)
     mean = (x * keep).sum(1, keepdim=True) / n
     var = (((x - mean) * keep) ** 2).sum(1, keepdim=True) / n

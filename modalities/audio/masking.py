@@ -6,6 +6,17 @@ import torch
 from torch import Tensor
 
 
+def length_mask(lengths: Tensor, size: int) -> Tensor:
+    """(B,) real lengths -> (B, size) bool mask of the real steps of right-padded rows."""
+    return torch.arange(size, device=lengths.device) < lengths[:, None]
+
+
+def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
+    """(B, T, D) values, (B, T) real steps -> (B, D) mean over each row's real steps."""
+    keep = mask[..., None].to(x.dtype)
+    return (x * keep).sum(1) / keep.sum(1).clamp(min=1)
+
+
 def span_mask(
     frame_mask: Tensor, mask_prob: float = 0.8, span: int = 5, generator: torch.Generator | None = None
 ) -> Tensor:

@@ -5,10 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 
-from torch import nn
-
 from ..backbone.backbone import Backbone
-from ..backbone.encoder import Encoder
+from ..backbone.encoder import Encoder, init_weights
 from ..hub import ARCHITECTURES
 from ..registry import Registry
 from .config import AudioEncoderConfig
@@ -28,23 +26,12 @@ class AudioEncoder(Encoder):
         frontend = AudioFrontend(config)
         backbone = Backbone(config)
         super().__init__(frontend, backbone, config)
-        _init_linear_and_norms(self, config.initializer_range)
+        init_weights(self, config.initializer_range)  # HF Hubert's for linears and LayerNorms; convs keep their own
 
     def frame_lengths(self, attention_mask):
         """(B, S) sample mask (right-padded) -> (B,) real frames per clip, as the forward pass counts them."""
         return self.frontend.frame_lengths(attention_mask.sum(-1))
 
-
-def _init_linear_and_norms(module: nn.Module, std: float) -> None:
-    # HF Hubert's init for linear layers and LayerNorms; the convs keep their own (frontend.py)
-    for m in module.modules():
-        if isinstance(m, nn.Linear):
-            nn.init.normal_(m.weight, std=std)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.LayerNorm) and m.weight is not None:
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
 
 
 ARCHITECTURES.register(AudioEncoder.architecture)((AudioEncoder, AudioEncoderConfig))

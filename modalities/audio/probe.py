@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .io import normalize
+from .masking import length_mask, masked_mean
 
 
 def batches(clips: list[Tensor], batch_size: int):
@@ -33,10 +34,9 @@ def layer_features(encoder, clips: list[Tensor], batch_size: int = 32, progress:
     encoder.eval()
     out = []
     for wav, lengths in tqdm(list(batches(clips, batch_size)), desc="features", disable=not progress):
-        attn = torch.arange(wav.shape[1]) < lengths[:, None]
+        attn = length_mask(lengths, wav.shape[1])
         o = encoder(input_values=normalize(wav, lengths), attention_mask=attn, output_hidden_states=True)
-        keep = o.mask[..., None].float()  # (B, T, 1)
-        pooled = [(h * keep).sum(1) / keep.sum(1) for h in o.hidden_states]  # each (B, D)
+        pooled = [masked_mean(h, o.mask) for h in o.hidden_states]  # each (B, D)
         out.append(torch.stack(pooled, 1))  # (B, L + 1, D)
     return torch.cat(out)
 
@@ -61,8 +61,7 @@ def spectral_features(clips: list[Tensor], kind: str, sample_rate: int = 24000, 
     for wav, lengths in batches(clips, batch_size):
         f = fn(wav)  # (B, T, F)
         frames = (lengths // 320 + 1).clamp(max=f.shape[1])
-        keep = (torch.arange(f.shape[1]) < frames[:, None])[..., None].float()
-        out.append((f * keep).sum(1) / keep.sum(1))
+        out.append(masked_mean(f, length_mask(frames, f.shape[1])))
     return torch.cat(out)
 
 

@@ -108,10 +108,8 @@ def convert_state_dict(state_dict: dict[str, Tensor], config: TokenEncoderConfig
             layer, which, kind = m.groups()
             qkv.setdefault((int(layer), kind), {})[which] = value
             continue
-        for pattern, target in RENAMES:
-            if m := re.fullmatch(pattern, key):
-                out[target.format(*m.groups())] = value
-                break
+        if (name := rename(key, RENAMES)) is not None:
+            out[name] = value
         else:
             unknown.append(key)
     if unknown:
@@ -122,6 +120,14 @@ def convert_state_dict(state_dict: dict[str, Tensor], config: TokenEncoderConfig
     if config.type_vocab_size == 0:
         out.pop("frontend.token_type_embeddings.weight", None)
     return out
+
+
+def rename(key: str, renames) -> str | None:
+    """The new name of ``key`` under the first (regex, format) pair of ``renames`` that matches it."""
+    for pattern, target in renames:
+        if m := re.fullmatch(pattern, key):
+            return target.format(*m.groups())
+    return None
 
 
 def fuse_qkv(qkv: dict, names: tuple[str, str, str], out: dict) -> None:
