@@ -16,9 +16,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-from probe_audio import probe  # noqa: E402  (scripts/ is on sys.path when run as a script)
+from probe_audio import print_table, probe  # noqa: E402  (scripts/ is on sys.path when run as a script)
 from render_notes import default_notes_dir, soundfont_path  # noqa: E402
 
+from modalities.audio.datasets import read_notes  # noqa: E402
 from modalities.audio.render import render_note_set  # noqa: E402
 from tasks.cli import main as tessera  # noqa: E402
 
@@ -36,21 +37,18 @@ def audio_part(out: Path, steps: int = 150) -> dict:
     from tasks.mert import MERTPretraining
 
     system = MERTPretraining.load_from_checkpoint(log / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
-    result = probe(system.encoder.eval(), notes, log / "probe", progress=False)
-    return {"job": "MERT tiny pretraining on rendered notes + linear probes", "steps": steps,
+    result = probe(system.encoder.eval(), [read_notes(notes)], log / "probe", progress=False)
+    return {"job": "MERT tiny pretraining on rendered notes + linear and MLP probes", "steps": steps,
             "train_seconds": round(train_seconds, 1), "wall_seconds": round(time.time() - t0, 1),
             "probe": result, "probe_json": str(log / "probe" / "probe.json"), "probe_plot": str(log / "probe" / "probe.png"),
             "metrics": str(log / "metrics.json")}
 
 
 def print_audio(r: dict) -> None:
-    p = r["probe"]
-    print(f"MERT tiny: {r['steps']} pretraining steps on {p['train']} rendered notes, {r['wall_seconds']} s in all; "
-          f"linear probes, {p['test']} test notes from held-out GM programs")
-    print(f"  {'task':8} {'best layer':>14} {'random wts':>11} {'log-CQT':>8} {'log-mel':>8}")
-    for task, t in p["tasks"].items():
-        print(f"  {task:8} {t['model_best']:>8.3f} (L{t['model_best_layer']}) {t['random_best']:>11.3f} "
-              f"{t['cqt']:>8.3f} {t['mel']:>8.3f}")
+    n = r["probe"]["sets"]["notes"]
+    print(f"MERT tiny: {r['steps']} pretraining steps on {n['train']} rendered notes, {r['wall_seconds']} s in all; "
+          f"probes tested on {n['test']} notes from held-out GM programs")
+    print_table(r["probe"])
     print(f"  plot: {r['probe_plot']}")
 
 

@@ -10,7 +10,7 @@ from modalities.audio import AudioEncoder
 from modalities.audio.heads import MERTHeads
 from modalities.audio.io import normalize
 from modalities.audio.masking import length_mask, noise_mixture, span_mask
-from modalities.audio.teachers import CQTTeacher, RVQTeacher, align
+from modalities.audio.teachers import CQTTeacher, KMeansTeacher, RVQTeacher, align
 
 from .data.collate import seeded_generator
 from .optim import build_optimizer
@@ -25,7 +25,8 @@ class MERTPretraining(L.LightningModule):
 
     Args:
         encoder: the audio encoder being pretrained.
-        rvq_teacher: EnCodec codes (acoustic targets); None to train on the CQT alone.
+        rvq_teacher: acoustic codes: EnCodec's RVQ (MERT-v1), or k-means on log-mel frames
+            (``KMeansTeacher``, HuBERT / MERT-v0) when no trained EnCodec exists; None: CQT alone.
         cqt_teacher: CQT magnitudes (musical targets); None to train on codes alone.
         final_dim: HuBERT projection size per codebook (MERT: 64 for 95M, 128 for 330M).
         logit_temp: temperature of the cosine-similarity logits (MERT: 0.1).
@@ -42,7 +43,7 @@ class MERTPretraining(L.LightningModule):
     def __init__(
         self,
         encoder: AudioEncoder,
-        rvq_teacher: RVQTeacher | None = None,
+        rvq_teacher: RVQTeacher | KMeansTeacher | None = None,
         cqt_teacher: CQTTeacher | None = None,
         final_dim: int = 64,
         logit_temp: float = 0.1,
@@ -103,12 +104,12 @@ class MERTPretraining(L.LightningModule):
                 cqts.append(c[length_mask(real, c.shape[1])].cpu())
         if need_codebooks:
             errors = t.fit_codebooks(torch.cat(frames), seed=self.hparams.seed)
-            self.print(f"RVQ teacher: fitted {t.num_codebooks} codebooks x {t.codebook_size} by residual k-means "
+            self.print(f"{type(t).__name__}: fitted {t.num_codebooks} codebooks x {t.codebook_size} by residual k-means "
                        f"on {sum(len(f) for f in frames)} frames; residual MSE per level {[f'{e:.3g}' for e in errors]}")
         if need_cqt_stats:
             self.heads.set_cqt_stats(torch.cat(cqts).to(self.device))
         # every rank uses rank 0's codebooks and statistics
-        shared = list(t.model.quantizer.buffers()) if need_codebooks else []
+        shared = t.codebook_buffers() if need_codebooks else []
         shared += [self.heads.cqt_mean, self.heads.cqt_std, self.heads.cqt_stats_set]
         for buf in shared:
             buf.copy_(self.trainer.strategy.broadcast(buf.detach().cpu(), src=0).to(buf.device))

@@ -106,3 +106,141 @@ def read_note_set(folder: str | Path) -> list[Note]:
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: render the set first (python scripts/render_notes.py)")
     return [Note(**d) for d in json.loads(path.read_text())]
+
+
+# ---- key detection: music21's corpus rendered through the soundfont
+
+KEY_NAMES = tuple(f"{t} {m}" for m in ("major", "minor")
+                  for t in ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B"))
+KEY_PROGRAMS = (0, 6, 19, 24, 48, 52, 68, 73)  # piano, harpsichord, church organ, guitar, strings, choir, oboe, flute
+
+
+@dataclass
+class KeyClip:
+    file: str  # path relative to the set's folder
+    piece: str  # corpus path of the piece (both transpositions of a piece share a split)
+    key: int  # index into KEY_NAMES: tonic pitch class + 12 * (mode == minor)
+    transpose: int  # semitones added to every note (and to the labelled tonic)
+    program: int  # GM program it was rendered with
+    split: str  # train | test
+
+
+def score_key(score) -> tuple[int, str]:
+    """(tonic pitch class, mode) of a music21 score: the written key signature, with the mode
+    (and so the tonic: relative major or minor) chosen by music21's Krumhansl-Schmuckler
+    analysis among the two keys that signature allows. Raises ValueError without a signature."""
+    sigs = list(score.flatten().getElementsByClass("KeySignature"))
+    if not sigs:
+        raise ValueError("no key signature")
+    sharps = sigs[0].sharps
+    analysed = score.analyze("key")
+    for k in [analysed, *analysed.alternateInterpretations]:
+        if k.sharps == sharps:
+            return k.tonic.pitchClass, k.mode
+    return sigs[0].asKey("major").tonic.pitchClass, "major"
+
+
+def piece_events(score, seconds: float, bpm: float) -> list[tuple[float, int, int]]:
+    """(time s, +1 on / -1 off, MIDI pitch) of every note of ``score`` that starts before ``seconds``."""
+    spq = 60.0 / bpm
+    events = []
+    for n in score.stripTies().flatten().notes:
+        start = float(n.offset) * spq
+        if start >= seconds:
+            continue
+        end = min(start + float(n.quarterLength) * spq, seconds)
+        for p in n.pitches:
+            events += [(start, 1, p.midi), (end, -1, p.midi)]
+    return sorted(events, key=lambda e: (e[0], e[1]))  # offs before ons at the same time
+
+
+def render_events(synth, events, seconds: float, render_rate: int, velocity: int = 90) -> np.ndarray:
+    """Play (time, on/off, pitch) events on channel 0; ``seconds`` of mono float32."""
+    chunks, now = [], 0.0
+    for t, kind, pitch in events:
+        if t > now:
+            chunks.append(np.frombuffer(synth.generate(int(round((t - now) * render_rate))), dtype=np.float32))
+            now = t
+        if kind > 0:
+            synth.noteon(0, pitch, velocity)
+        else:
+            synth.noteoff(0, pitch)
+    if seconds > now:
+        chunks.append(np.frombuffer(synth.generate(int(round((seconds - now) * render_rate))), dtype=np.float32))
+    synth.notes_off()
+    synth.generate(int(0.5 * render_rate))  # let the tails die before the next piece
+    x = np.concatenate(chunks).reshape(-1, 2).mean(axis=1)
+    peak = float(np.abs(x).max(initial=0.0))
+    return x * (0.9 / peak) if peak > 0.9 else x  # chords of loud programs exceed 1: no clipping
+
+
+def render_key_set(
+    soundfont: str | Path,
+    out_dir: str | Path,
+    composer: str = "bach",
+    max_pieces: int | None = None,
+    transpositions: int = 1,
+    seconds: float = 5.0,
+    bpm: float = 96.0,
+    test_fraction: float = 0.2,
+    sample_rate: int = 24000,
+    seed: int = 0,
+    progress: bool = True,
+) -> list[KeyClip]:
+    """The first ``seconds`` of each corpus piece by ``composer``, as written and at ``transpositions``
+    seeded random transpositions (-5..+6 semitones, label moved with it, so every key occurs), rendered
+    with a GM program picked per piece; FLAC + ``labels.json`` in ``out_dir`` (resumable). Pieces
+    without a key signature or notes are skipped (and counted in ``labels.json``'s ``skipped``)."""
+    import hashlib
+
+    import tinysoundfont
+    from music21 import corpus
+    from tqdm import tqdm
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    render_rate = 48000
+    synth = tinysoundfont.Synth(samplerate=render_rate)
+    sfid = synth.sfload(str(soundfont))
+    paths = sorted(corpus.getComposer(composer), key=str)[:max_pieces]
+    if not paths:
+        raise FileNotFoundError(f"music21's corpus has no pieces by {composer!r}")
+    rng = np.random.default_rng(seed)
+    clips, skipped = [], {}
+    for path in tqdm(paths, desc=f"rendering {composer} pieces", disable=not progress):
+        name = Path(path).stem
+        shifts = [0] + [int(s) for s in rng.choice([s for s in range(-5, 7) if s], transpositions, replace=False)]
+        h = int(hashlib.sha1(f"{seed}:{name}".encode()).hexdigest()[:8], 16)
+        split = "test" if h / 0xFFFFFFFF < test_fraction else "train"
+        program = KEY_PROGRAMS[h % len(KEY_PROGRAMS)]
+        todo = [s for s in shifts if not (out_dir / split / f"{name}_t{s:+d}.flac").is_file()]
+        try:
+            score = corpus.parse(path)
+            tonic, mode = score_key(score)
+            events = piece_events(score, seconds, bpm) if todo else []
+        except Exception as e:  # noqa: BLE001  (a corpus file music21 cannot read or analyse: skip it)
+            reason = "no_key_signature" if "key signature" in str(e) else "unparsable"
+            skipped[reason] = skipped.get(reason, 0) + 1
+            continue
+        if todo and not events:
+            skipped["no_notes"] = skipped.get("no_notes", 0) + 1
+            continue
+        for s in shifts:
+            rel = f"{split}/{name}_t{s:+d}.flac"
+            if s in todo:
+                synth.program_select(0, sfid, 0, program)
+                x = render_events(synth, [(t, k, p + s) for t, k, p in events], seconds, render_rate)
+                (out_dir / split).mkdir(parents=True, exist_ok=True)
+                sf.write(out_dir / rel, resample(x, render_rate, sample_rate), sample_rate, subtype="PCM_16")
+            key = (tonic + s) % 12 + 12 * (mode == "minor")
+            clips.append(KeyClip(rel, str(Path(path).relative_to(Path(path).parents[1])), key, s, program, split))
+    (out_dir / "labels.json").write_text(json.dumps({"clips": [asdict(c) for c in clips], "skipped": skipped}))
+    return clips
+
+
+def read_key_set(folder: str | Path) -> list[KeyClip]:
+    """The clips of a rendered key set (``labels.json``)."""
+    path = Path(folder) / "labels.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: render the set first (python scripts/render_keys.py)")
+    return [KeyClip(**d) for d in json.loads(path.read_text())["clips"]]

@@ -1,6 +1,7 @@
 """MERT's two teachers: acoustic RVQ codes (EnCodec) and the musical CQT, both on clean audio.
 
-    RVQTeacher(wav (B, S), lengths) -> codes (B, K, T') long, K codebooks at 75 Hz
+    RVQTeacher(wav (B, S))          -> codes (B, K, T') long, K codebooks at 75 Hz (EnCodec)
+    KMeansTeacher(wav (B, S))       -> codes (B, K, T') long, k-means on log-mel frames (HuBERT iter. 1)
     CQTTeacher(wav (B, S))          -> magnitudes (B, T', 336) at 75 Hz
 
 T' is at least the student's frame count; ``align`` trims both to the student's frames.
@@ -126,33 +127,119 @@ class RVQTeacher(nn.Module):
         codes = self.model.quantizer.encode(emb, self.bandwidth)  # (K, B, T')
         return codes[: self.num_codebooks].transpose(0, 1).long()
 
+    def codebook_buffers(self) -> list[Tensor]:
+        """The buffers ``fit_codebooks`` writes (copied from rank 0 to every rank)."""
+        return list(self.model.quantizer.buffers())
+
     @torch.no_grad()
     def fit_codebooks(self, frames: Tensor, iters: int = 10, seed: int = 0) -> list[float]:
         """Residual k-means on (N, D) encoder frames, level by level (EnCodec's k-means init).
 
         Returns the mean squared residual after each level.
         """
-        g = torch.Generator().manual_seed(seed)
-        residual = frames.float().clone()
-        errors = []
-        for layer in self.model.quantizer.layers[: self.num_codebooks]:
+        layers = self.model.quantizer.layers[: self.num_codebooks]
+        centers, errors = residual_kmeans(frames, [layer.codebook.embed.shape[0] for layer in layers], iters, seed)
+        for layer, c in zip(layers, centers, strict=True):
             cb = layer.codebook
-            k = cb.embed.shape[0]
-            pick = torch.randint(len(residual), (k,), generator=g)  # with replacement: N may be < k
-            centers = residual[pick] + 1e-4 * torch.randn(k, residual.shape[1], generator=g)
-            for _ in range(iters):
-                assign = torch.cdist(residual, centers).argmin(1)  # (N,)
-                sums = torch.zeros_like(centers).index_add_(0, assign, residual)
-                counts = torch.bincount(assign, minlength=k).float()[:, None]
-                centers = torch.where(counts > 0, sums / counts.clamp(min=1), centers)
-            cb.embed.copy_(centers)
-            cb.embed_avg.copy_(centers)
+            cb.embed.copy_(c)
+            cb.embed_avg.copy_(c)
             cb.cluster_size.fill_(1.0)
             if hasattr(cb, "inited"):
                 cb.inited.fill_(True)
-            residual = residual - centers[torch.cdist(residual, centers).argmin(1)]
-            errors.append(float(residual.pow(2).mean()))
         return errors
+
+
+class KMeansTeacher(nn.Module):
+    """Acoustic codes by residual k-means on standardised log-mel frames (HuBERT's first-iteration
+    teacher, which MERT-v0 used before EnCodec): a meaningful acoustic target when no trained
+    EnCodec is at hand (a *random* EnCodec encoder's codes mostly encode phase and loudness).
+
+    Same interface as ``RVQTeacher``: ``fit_codebooks`` on frames from ``embed``, then
+    ``forward(wav (B, S)) -> codes (B, K, T')`` at hop 320 (75 Hz at 24 kHz).
+    """
+
+    def __init__(
+        self,
+        num_codebooks: int = 1,
+        codebook_size: int = 100,
+        n_mels: int = 80,
+        n_fft: int = 1024,
+        hop_length: int = 320,
+        sample_rate: int = 24000,
+    ):
+        super().__init__()
+        import torchaudio
+
+        self.num_codebooks, self.codebook_size = num_codebooks, codebook_size
+        self.mel = torchaudio.transforms.MelSpectrogram(sample_rate, n_fft=n_fft, hop_length=hop_length,
+                                                        n_mels=n_mels, center=True)
+        for m in self.mel.modules():  # window and filterbank are rebuilt from the settings
+            m._non_persistent_buffers_set.update(m._buffers)
+        self.register_buffer("centers", torch.zeros(num_codebooks, codebook_size, n_mels))
+        self.register_buffer("mean", torch.zeros(n_mels))
+        self.register_buffer("std", torch.ones(n_mels))
+
+    def train(self, mode: bool = True):  # a frozen teacher stays in eval mode
+        return super().train(False)
+
+    @property
+    def fitted(self) -> bool:
+        return bool(self.centers.abs().sum() > 0)
+
+    def codebook_buffers(self) -> list[Tensor]:
+        return [self.centers, self.mean, self.std]
+
+    @torch.no_grad()
+    def embed(self, wav: Tensor) -> Tensor:
+        """(B, S) -> (B, T', n_mels) log-mel frames (not standardised)."""
+        return torch.log(self.mel(wav.float()) + 1e-6).transpose(1, 2)
+
+    @torch.no_grad()
+    def fit_codebooks(self, frames: Tensor, iters: int = 10, seed: int = 0) -> list[float]:
+        """Per-bin standardisation, then residual k-means on (N, n_mels) frames; MSE per level."""
+        frames = frames.float()
+        self.mean.copy_(frames.mean(0))
+        self.std.copy_(frames.std(0).clamp(min=1e-3))
+        centers, errors = residual_kmeans((frames - self.mean) / self.std, [self.codebook_size] * self.num_codebooks,
+                                          iters, seed)
+        self.centers.copy_(torch.stack(centers))
+        return errors
+
+    @torch.no_grad()
+    def forward(self, wav: Tensor) -> Tensor:
+        """(B, S) waveforms -> (B, K, T') long codes."""
+        if not self.fitted:
+            raise RuntimeError("KMeansTeacher: codebooks are empty; call fit_codebooks first "
+                               "(MERTPretraining does it at the start of fit)")
+        residual = (self.embed(wav) - self.mean) / self.std  # (B, T', F)
+        codes = []
+        for c in self.centers:  # (V, F)
+            idx = torch.cdist(residual, c[None].expand(len(residual), -1, -1)).argmin(-1)  # (B, T')
+            codes.append(idx)
+            residual = residual - c[idx]
+        return torch.stack(codes, 1)  # (B, K, T')
+
+
+@torch.no_grad()
+def residual_kmeans(frames: Tensor, sizes: list[int], iters: int = 10, seed: int = 0
+                    ) -> tuple[list[Tensor], list[float]]:
+    """Residual k-means on (N, D) frames: one codebook of ``sizes[k]`` entries per level, each fitted
+    on what the previous levels leave. Returns the codebooks and the mean squared residual per level."""
+    g = torch.Generator().manual_seed(seed)
+    residual = frames.float().clone()
+    out, errors = [], []
+    for k in sizes:
+        pick = torch.randint(len(residual), (k,), generator=g)  # with replacement: N may be < k
+        centers = residual[pick] + 1e-4 * torch.randn(k, residual.shape[1], generator=g)
+        for _ in range(iters):
+            assign = torch.cdist(residual, centers).argmin(1)  # (N,)
+            sums = torch.zeros_like(centers).index_add_(0, assign, residual)
+            counts = torch.bincount(assign, minlength=k).float()[:, None]
+            centers = torch.where(counts > 0, sums / counts.clamp(min=1), centers)
+        out.append(centers)
+        residual = residual - centers[torch.cdist(residual, centers).argmin(1)]
+        errors.append(float(residual.pow(2).mean()))
+    return out, errors
 
 
 def align(student_frames: int, *targets: Tensor, dim: int = 1) -> list[Tensor]:

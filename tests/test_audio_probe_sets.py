@@ -1,0 +1,157 @@
+"""Probe sets: NSynth and GTZAN loaders on fake folders, the k-means teacher, key labels and rendering."""
+
+import importlib.util
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from modalities.audio.datasets import ProbeSet, load_clips, read_gtzan, read_nsynth
+from modalities.audio.masking import length_mask, masked_mean
+from modalities.audio.teachers import KMeansTeacher
+
+
+def tone(freq, seconds=0.3, sr=16000):
+    t = np.arange(int(seconds * sr)) / sr
+    return (0.3 * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+def fake_nsynth(root, split, notes):
+    (root / split / "audio").mkdir(parents=True)
+    examples = {}
+    for name, pitch, fam in notes:
+        sf.write(root / split / "audio" / f"{name}.wav", tone(440 * 2 ** ((pitch - 69) / 12)), 16000)
+        examples[name] = {"pitch": pitch, "instrument_family": fam, "instrument_family_str": ["bass", "brass"][fam],
+                          "velocity": 100}
+    (root / split / "examples.json").write_text(json.dumps(examples))
+    return root / split
+
+
+def test_nsynth_loader_reads_labels_and_resamples(tmp_path):
+    train = fake_nsynth(tmp_path, "nsynth-train", [("bass_001-060-100", 60, 0), ("brass_002-064-100", 64, 1)])
+    test = fake_nsynth(tmp_path, "nsynth-test", [("bass_003-062-100", 62, 0)])
+    ps = read_nsynth(train, test)
+    assert ps.train == [True, True, False]
+    assert ps.labels == {"pitch": [60, 64, 62], "family": [0, 1, 0]}
+    assert ps.classes["family"] == ["bass", "brass"] and len(ps.classes["pitch"]) == 128
+    clips, split, labels, stats = load_clips(ps, 24000)
+    assert [len(c) for c in clips] == [7200] * 3  # 0.3 s at 16 kHz -> 24 kHz
+    assert labels["pitch"].tolist() == [60, 64, 62] and split.tolist() == [True, True, False]
+
+
+def test_nsynth_loader_bad_input(tmp_path):
+    with pytest.raises(FileNotFoundError, match="examples.json"):
+        read_nsynth(tmp_path / "nope", tmp_path / "nope2")
+    train = fake_nsynth(tmp_path, "nsynth-train", [("a", 60, 0)])
+    (tmp_path / "nsynth-test" / "audio").mkdir(parents=True)
+    (tmp_path / "nsynth-test" / "examples.json").write_text(json.dumps({"b": {"pitch": 61, "instrument_family": 0}}))
+    with pytest.raises(FileNotFoundError, match="has its WAV"):
+        read_nsynth(train, tmp_path / "nsynth-test")
+    (tmp_path / "nsynth-test" / "examples.json").write_text("{not json")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        read_nsynth(train, tmp_path / "nsynth-test")
+
+
+def test_gtzan_loader_hash_split_given_split_and_counted_bad_files(tmp_path):
+    genres = ["blues", "classical", "jazz"]
+    for g in genres:
+        (tmp_path / "genres" / g).mkdir(parents=True)
+        for i in range(10):
+            sf.write(tmp_path / "genres" / g / f"{g}.{i:05d}.wav", tone(200 + 50 * i, 0.2, 22050), 22050)
+    (tmp_path / "genres" / "jazz" / "jazz.00054.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVE junk")  # GTZAN's broken file
+    ps = read_gtzan(tmp_path / "genres")
+    assert ps.classes["genre"] == genres and len(ps.files) == 31
+    assert 0 < sum(not t for t in ps.train) < 31
+    assert all(ps.classes["genre"][y] == f.parent.name for f, y in zip(ps.files, ps.labels["genre"], strict=True))
+    assert read_gtzan(tmp_path / "genres").train == ps.train  # stable split
+    clips, split, labels, stats = load_clips(ps)
+    assert len(clips) == 30 and stats.skipped == {"unreadable": 1} and len(labels["genre"]) == 30
+    splits = tmp_path / "splits"
+    splits.mkdir()
+    (splits / "train_filtered.txt").write_text("blues/blues.00000.wav\nclassical/classical.00001.wav\n")
+    (splits / "test_filtered.txt").write_text("jazz/jazz.00002.wav\n")
+    ps = read_gtzan(tmp_path / "genres", splits)
+    assert ps.train == [True, True, False] and ps.labels["genre"] == [0, 1, 2]
+    (splits / "test_filtered.txt").write_text("rock/rock.00002.wav\n")
+    with pytest.raises(ValueError, match="rock"):
+        read_gtzan(tmp_path / "genres", splits)
+    with pytest.raises(FileNotFoundError, match="genres folder"):
+        read_gtzan(tmp_path / "missing")
+
+
+def test_probe_set_needs_both_splits():
+    with pytest.raises(ValueError, match="both training and test"):
+        ProbeSet("x", ["a", "b"], [True, True], {"t": [0, 1]})
+    with pytest.raises(ValueError, match="differ in length"):
+        ProbeSet("x", ["a", "b"], [True, False], {"t": [0]})
+
+
+def test_length_mask_and_masked_mean():
+    m = length_mask(torch.tensor([2, 3]), 4)
+    assert m.tolist() == [[True, True, False, False], [True, True, True, False]]
+    x = torch.arange(8.0).reshape(2, 4, 1)
+    assert masked_mean(x, m).flatten().tolist() == [0.5, 5.0]
+
+
+def test_kmeans_teacher_codes_follow_the_spectrum():
+    t = KMeansTeacher(num_codebooks=2, codebook_size=4, n_mels=40)
+    low, high = torch.from_numpy(tone(220, 1.0, 24000)), torch.from_numpy(tone(1760, 1.0, 24000))
+    with pytest.raises(RuntimeError, match="fit_codebooks"):
+        t(low[None])
+    frames = t.embed(torch.stack([low, high])).flatten(0, 1)
+    errors = t.fit_codebooks(frames, seed=0)
+    assert t.fitted and errors[1] <= errors[0] < 1.0  # standardised frames: k-means explains most variance
+    codes = t(torch.stack([low, high]))  # (2, K, T')
+    assert codes.shape == (2, 2, 24000 // 320 + 1) and codes.dtype == torch.long
+    mid = slice(10, 60)
+    assert codes[0, 0, mid].mode().values != codes[1, 0, mid].mode().values  # two tones, two first-level codes
+    assert set(t.state_dict()) == {"centers", "mean", "std"}  # filterbank rebuilt, codebooks saved
+
+
+@pytest.mark.skipif(importlib.util.find_spec("music21") is None, reason="music21 not installed")
+def test_score_key_uses_signature_and_analysis():
+    from music21 import key, note, stream
+
+    from modalities.audio.render import KEY_NAMES, piece_events, score_key
+
+    def piece(sig_sharps, pitches):
+        s = stream.Stream()
+        s.append(key.KeySignature(sig_sharps))
+        for p in pitches:
+            s.append(note.Note(p, quarterLength=1))
+        return s
+
+    tonic, mode = score_key(piece(0, ["A3", "C4", "E4", "A4", "E4", "G#4", "A4", "E4", "C4", "A3"]))
+    assert KEY_NAMES[tonic + 12 * (mode == "minor")] == "A minor"  # no sharps, but A minor by its notes
+    tonic, mode = score_key(piece(0, ["C4", "E4", "G4", "C5", "G4", "F4", "E4", "D4", "C4"]))
+    assert KEY_NAMES[tonic] == "C major" and mode == "major"
+    with pytest.raises(ValueError, match="key signature"):
+        s = stream.Stream()
+        s.append(note.Note("C4"))
+        score_key(s)
+    ev = piece_events(piece(0, ["C4", "D4", "E4"]), seconds=1.0, bpm=120)  # 0.5 s a quarter: 2 notes fit
+    assert ev == [(0.0, 1, 60), (0.5, -1, 60), (0.5, 1, 62), (1.0, -1, 62)]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tinysoundfont") is None or importlib.util.find_spec("music21") is None,
+                    reason="tinysoundfont or music21 not installed")
+def test_key_set_renders_transposed_pieces(tmp_path):
+    from tasks.data.fetch import default_cache_dir
+
+    sf2 = default_cache_dir() / "soundfonts" / "TimGM6mb.sf2"
+    if not sf2.is_file():
+        pytest.skip("soundfont not in the cache: run scripts/render_notes.py once")
+    from modalities.audio.datasets import read_keys
+    from modalities.audio.render import read_key_set, render_key_set
+
+    clips = render_key_set(sf2, tmp_path, max_pieces=3, seconds=1.0, test_fraction=0.5, progress=False)
+    assert len(clips) == 6 and read_key_set(tmp_path) == clips
+    for a, b in zip(clips[::2], clips[1::2], strict=True):  # original, then its transposition
+        assert a.transpose == 0 and b.piece == a.piece and b.split == a.split
+        assert (b.key % 12 - a.key % 12) % 12 == b.transpose % 12 and b.key // 12 == a.key // 12
+        x, sr = sf.read(tmp_path / a.file, dtype="float32")
+        assert sr == 24000 and len(x) == 24000 and 1e-3 < np.abs(x).max() < 0.99  # peak-limited, no clipping
+    if len({c.split for c in clips}) == 2:
+        assert read_keys(tmp_path).labels["key"] == [c.key for c in clips]
