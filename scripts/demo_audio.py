@@ -3,10 +3,10 @@
 1. ~1,300 one-second notes (36 pitches x 36 GM programs in 12 families) rendered from the
    TimGM6mb soundfont into the git-ignored cache (once; about 10 s);
 2. `tessera fit --config configs/audio/tiny.yaml` on the training notes' audio only (no labels):
-   RVQ codes from a small EnCodec whose codebooks are fitted by residual k-means at the start,
-   and a CQT target; span masks, in-batch noise;
-3. linear probes on every layer's mean-pooled features, pitch (36 classes) and instrument family
-   (12 classes), test notes from held-out programs, against log-CQT, log-mel and random weights.
+   acoustic codes by residual k-means on log-mel frames (fitted on the first batches) and an
+   84-bin CQT target; span masks, in-batch noise;
+3. linear and MLP probes on every layer's mean-pooled features, pitch (36 classes) and instrument
+   family (12 classes), test notes from held-out programs, against log-CQT, log-mel and random weights.
 """
 
 from __future__ import annotations

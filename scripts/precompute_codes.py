@@ -67,7 +67,7 @@ def main(argv=None) -> ReadStats:
     p.add_argument("--out", type=Path, required=True)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--encodec", help="a local EnCodec folder (e.g. facebook/encodec_24khz)")
-    src.add_argument("--ckpt", help="a MERTPretraining checkpoint whose (fitted) RVQ teacher to use")
+    src.add_argument("--ckpt", help="a MERTPretraining checkpoint whose fitted acoustic teacher (RVQ or k-means) to use")
     p.add_argument("--num-codebooks", type=int, default=8)
     a = p.parse_args(argv)
     if a.encodec:

@@ -155,3 +155,16 @@ def test_key_set_renders_transposed_pieces(tmp_path):
         assert sr == 24000 and len(x) == 24000 and 1e-3 < np.abs(x).max() < 0.99  # peak-limited, no clipping
     if len({c.split for c in clips}) == 2:
         assert read_keys(tmp_path).labels["key"] == [c.key for c in clips]
+
+
+def test_real_size_configs_use_merts_cqt_and_tiny_the_kmeans_teacher():
+    import yaml
+
+    from tasks.mert import MERTPretraining  # noqa: F401  (the configs name it)
+
+    root = __import__("pathlib").Path(__file__).resolve().parents[1] / "configs" / "audio"
+    for name in ("mert_95m.yaml", "mert_330m.yaml"):
+        cqt = yaml.safe_load((root / name).read_text())["model"]["init_args"]["cqt_teacher"]["init_args"]
+        assert (cqt["n_bins"], cqt["bins_per_octave"]) == (336, 48), name
+    tiny = yaml.safe_load((root / "tiny.yaml").read_text())["model"]["init_args"]
+    assert tiny["rvq_teacher"]["class_path"].endswith("KMeansTeacher")
