@@ -107,3 +107,18 @@ def test_empty_folder_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="no usable audio files"):
         AudioFolderDataModule(str(tmp_path)).setup("fit")
     assert collate_audio([(None, "nan")])["skipped"] == ["nan"]
+
+
+def test_teacher_fit_batches_are_a_seeded_draw_across_folders(tmp_path):
+    # sorted names group files by folder: the k-means / CQT-statistics batches must not be the first files
+    for folder, freq in (("a_bass", 110.0), ("b_flute", 880.0)):
+        (tmp_path / folder).mkdir()
+        for i in range(12):
+            sf.write(tmp_path / folder / f"{i:02d}.wav", tone(0.2, freq=freq * (1 + i / 50)), 24000)
+    dm = AudioFolderDataModule(str(tmp_path), val_fraction=0.0, crop_seconds=0.2, batch_size=4)
+    batches = dm.codebook_fit_loader(2)
+    assert sum(len(b["lengths"]) for b in batches) == 8
+    first = [torch.equal(c, dm.train_set[(0, i)][0]) for b in batches for c in b["input_values"] for i in range(8)]
+    assert sum(first) < 8  # not simply the first eight files (all in a_bass/)
+    again = dm.codebook_fit_loader(2)
+    assert all(torch.equal(x["input_values"], y["input_values"]) for x, y in zip(batches, again, strict=True))

@@ -206,10 +206,14 @@ def render_key_set(
     if not paths:
         raise FileNotFoundError(f"music21's corpus has no pieces by {composer!r}")
     rng = np.random.default_rng(seed)
-    clips, skipped = [], {}
+    clips, skipped, seen = [], {}, set()
     for path in tqdm(paths, desc=f"rendering {composer} pieces", disable=not progress):
         name = Path(path).stem
         shifts = [0] + [int(s) for s in rng.choice([s for s in range(-5, 7) if s], transpositions, replace=False)]
+        if name in seen:  # the same piece in a second format (e.g. bwv277.krn and bwv277.mxl)
+            skipped["duplicate"] = skipped.get("duplicate", 0) + 1
+            continue
+        seen.add(name)
         h = int(hashlib.sha1(f"{seed}:{name}".encode()).hexdigest()[:8], 16)
         split = "test" if h / 0xFFFFFFFF < test_fraction else "train"
         program = KEY_PROGRAMS[h % len(KEY_PROGRAMS)]

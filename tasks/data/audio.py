@@ -154,9 +154,12 @@ class AudioFolderDataModule(L.LightningDataModule):
         return DataLoader(self.val_set, batch_size=hp.batch_size, collate_fn=collate_audio, num_workers=hp.num_workers)
 
     def codebook_fit_loader(self, batches: int) -> list[dict]:
-        """The first ``batches`` training batches of epoch 0 (for fitting a fresh RVQ teacher)."""
+        """``batches`` batches of training files drawn at random (seeded), for the data-dependent teacher
+        set-up (k-means codebooks, CQT statistics). A random draw, not the first files by name: sorted
+        names group files by folder (one instrument, one genre), which would bias the codebooks."""
         self.setup("fit")
         n = min(len(self.train_set), batches * self.hparams.batch_size)
-        items = [self.train_set[(0, i)] for i in range(n)]
+        pick = torch.randperm(len(self.train_set), generator=seeded_generator(self.hparams.seed, -1, 0))[:n]
+        items = [self.train_set[(0, int(i))] for i in pick]
         bs = self.hparams.batch_size
         return [b for b in (collate_audio(items[i : i + bs]) for i in range(0, n, bs)) if len(b["lengths"])]
