@@ -80,7 +80,8 @@ def read_notes(folder: str | Path) -> ProbeSet:
     return ProbeSet(
         "notes", [folder / n.file for n in notes], [n.split == "train" for n in notes],
         {"pitch": [n.pitch - low for n in notes], "family": [n.family for n in notes]},
-        {"pitch": [str(p) for p in range(low, pitches[-1] + 1)], "family": list(GM_FAMILIES)},
+        {"pitch": [str(p) for p in range(low, pitches[-1] + 1)],
+         "family": list(GM_FAMILIES[: max(n.family for n in notes) + 1])},
     )
 
 
