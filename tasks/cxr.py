@@ -1,5 +1,6 @@
 """Lightning systems for the CXR towers (LLM2Vec's recipe, then LLM2CLIP):
 
+- ``CausalLMSystem``: causal-LM pretraining of the decoder (the stand-in for a pretrained LLM).
 - ``MNTPSystem``: masked next-token prediction on a bidirectional decoder; a masked token i is
   predicted from the output at position i-1 (the decoder's own LM-head alignment).
 - ``ContrastiveTextSystem``: unsupervised SimCSE (the same report twice, dropout as the only
@@ -90,6 +91,28 @@ class MNTPSystem(_Optimised):
                       prog_bar=True)
         self.eval_loss.reset()
         self.eval_acc.reset()
+
+
+class CausalLMSystem(MNTPSystem):
+    """Causal-LM pretraining of the decoder (what an LLM is before LLM2Vec): the encoder's
+    attention is made causal, every real token is predicted from the output one step before
+    (batches from ``ReportDataModule`` mode "causal"). The export is the starting point of the
+    LLM2Vec steps (``MNTPSystem`` with ``init_from``, bidirectional again).
+
+    Args: as ``MNTPSystem``.
+    """
+
+    def __init__(self, encoder: LLM2VecEncoder, lr: float = 5e-4, weight_decay: float = 0.0,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, warmup: float = 0.1,
+                 schedule: str = "linear"):
+        super().__init__(encoder, lr, weight_decay, betas, eps, warmup, schedule)
+        encoder.set_bidirectional(False)
+
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        mode = getattr(getattr(self.trainer, "datamodule", None), "mode", None)
+        if mode not in (None, "causal"):
+            raise ValueError(f"CausalLMSystem needs ReportDataModule mode 'causal' (every token a label), got {mode!r}")
 
 
 def info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float, group: torch.Tensor | None = None) -> torch.Tensor:

@@ -102,6 +102,14 @@ def tower_encoder(tower: nn.Module, tokenizer, max_length: int = 128):
     return lambda texts: embed_texts(tower, tokenizer, texts, max_length)
 
 
+def folder_encoder(folder: str | Path, tokenizer: str | Path | None = None, max_length: int = 128):
+    """A saved text tower folder (Tessera / LLM2Vec, with its tokenizer.json or ``tokenizer``)
+    -> function(list of texts) -> (N, D) embeddings."""
+    from modalities.cxr.towers import load_text_tower
+
+    return tower_encoder(load_text_tower(folder), tokenizer_of(folder, tokenizer), max_length)
+
+
 def tfidf_encoder(reports: list[Report]):
     model = TfIdf([r.text for r in reports if split_of(r.uid) == "train"])
     return model.encode
