@@ -42,17 +42,9 @@ def texts_and_tokenizer(n: int):
 
 
 def batches(texts, tok, batch_size: int, max_length: int = 128):
-    tok.enable_truncation(max_length)
-    out = []
-    for s in range(0, len(texts), batch_size):
-        enc = tok.encode_batch(texts[s : s + batch_size])
-        T = max(len(e.ids) for e in enc)
-        ids = torch.zeros(len(enc), T, dtype=torch.long)
-        mask = torch.zeros(len(enc), T, dtype=torch.bool)
-        for r, e in enumerate(enc):
-            ids[r, : len(e.ids)], mask[r, : len(e.ids)] = torch.tensor(e.ids), True
-        out.append((ids, mask))
-    return out
+    from tasks.cxr_eval import tokenize
+
+    return [tokenize(tok, texts[s : s + batch_size], max_length) for s in range(0, len(texts), batch_size)]
 
 
 @torch.inference_mode()
