@@ -14,7 +14,14 @@ import json
 import time
 from pathlib import Path
 
-from tasks.cxr_eval import folder_encoder, mesh_probe, retrieval_table, test_pairs, tfidf_encoder, write_report
+from tasks.cxr_eval import (
+    folder_encoder,
+    mesh_probe,
+    retrieval_table,
+    test_pairs,
+    tfidf_encoder,
+    write_report,
+)
 from tasks.data.cxr import load_reports
 
 

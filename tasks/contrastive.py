@@ -21,7 +21,9 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.distributed.nn.functional import all_gather as all_gather_with_grad  # backward: each rank's rows' gradient
+from torch.distributed.nn.functional import (
+    all_gather as all_gather_with_grad,  # backward: each rank's rows' gradient
+)
 
 
 def gather_rows(x: Tensor, rank: int, world_size: int, with_grad: bool) -> tuple[Tensor, int]:

@@ -26,8 +26,8 @@ from modalities.cxr import LLM2VecEncoder, TextTower
 from modalities.cxr.dual import DualTower
 from modalities.hub import save_encoder
 
-from .data.collate import IGNORE
 from .contrastive import InfoNCE, clip_loss
+from .data.collate import IGNORE
 from .metrics.retrieval import retrieval_recall, retrieval_recall_any
 from .optim import build_optimizer
 

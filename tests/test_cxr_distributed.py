@@ -46,7 +46,7 @@ def _worker(rank: int, store: str, split: list[int]):
             dist_fn = InfoNCE(0.1, rank=rank, world_size=WORLD, local_loss=local_loss)
             # DDP averages gradients over ranks; a rank's share of the global mean is n / N
             weight = n / N if local_loss else 1 / WORLD
-            loss, (la, lb) = _grads(lambda x, y: weight * dist_fn(x, y, group[lo:hi]), a[lo:hi], b[lo:hi])
+            loss, (la, lb) = _grads(lambda x, y, w=weight, f=dist_fn: w * f(x, y, group[lo:hi]), a[lo:hi], b[lo:hi])
             total = loss.clone()
             dist.all_reduce(total)
             _check_close(total, full_loss, f"InfoNCE(local_loss={local_loss}) loss", rank)
@@ -61,7 +61,7 @@ def _worker(rank: int, store: str, split: list[int]):
             img, txt = torch.nn.functional.normalize(a, dim=-1), torch.nn.functional.normalize(b, dim=-1)
             full_loss, (gi, gt) = _grads(lambda x, y, k=kind, e=extra: clip_loss(k)(x, y, scale, **e), img, txt)
             dist_fn = clip_loss(kind, rank=rank, world_size=WORLD)
-            loss, (li, lt) = _grads(lambda x, y, e=extra: dist_fn(x, y, scale, **e) / WORLD, img[lo:hi], txt[lo:hi])
+            loss, (li, lt) = _grads(lambda x, y, e=extra, f=dist_fn: f(x, y, scale, **e) / WORLD, img[lo:hi], txt[lo:hi])
             total = loss.clone()
             dist.all_reduce(total)
             _check_close(total, full_loss, f"{kind} loss", rank)

@@ -153,7 +153,13 @@ def _cli(config, root, reports, tmp_path, *extra):
 @pytest.mark.slow
 def test_llm2vec_stages_through_the_cli_then_retrieval(reports, tmp_path):
     from modalities import load_encoder
-    from tasks.cxr_eval import folder_encoder, retrieval_table, test_pairs, tfidf_encoder, write_report
+    from tasks.cxr_eval import (
+        folder_encoder,
+        retrieval_table,
+        test_pairs,
+        tfidf_encoder,
+        write_report,
+    )
     from tasks.data.cxr import load_reports
 
     _cli("llm2vec_clm_tiny.yaml", tmp_path / "clm", reports, tmp_path)  # the stand-in for a pretrained LLM
