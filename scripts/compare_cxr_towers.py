@@ -8,6 +8,8 @@ equal-compute analogue at tiny size, same splits, tokenizer, seeds and step coun
   LLM2Vec's recipe (bidirectional attention + MNTP, unsupervised SimCSE, supervised contrastive);
 - BERT: the shared backbone of the same size (same block layout: pre-LN, RoPE, SwiGLU), masked
   LM for as many steps as causal LM + MNTP together, then the same SimCSE and supervised steps;
+- ablation: both pretrained towers given the supervised step straight after pretraining (no
+  SimCSE), from the same pretraining exports (the brief's "MLM then the same supervised step");
 - references: both towers trained with the supervised step only (from scratch), the real
   pretrained all-MiniLM-L6-v2 zero-shot and after the same supervised step, and TF-IDF.
 
@@ -64,14 +66,19 @@ def main(argv=None) -> dict:
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--no-scratch", action="store_true", help="skip the supervised-only rows")
     p.add_argument("--no-minilm", action="store_true", help="skip the all-MiniLM-L6-v2 rows")
+    p.add_argument("--no-ablation", action="store_true", help="skip the pretrained-then-supervised rows (no SimCSE)")
+    p.add_argument("--reuse", action="store_true", help="keep stages already finished under --out (resume)")
     p.add_argument("--out", default="runs/cxr/compare")
     a = p.parse_args(argv)
     out = Path(a.out)
     sup = a.supervised_steps
-    plans = {  # row name -> (pipeline, steps per stage)
+    plans = {  # row name -> (pipeline, steps per stage, the row and stage whose tower it starts from)
         "llm2vec": ("llm2vec", {"clm": a.clm_steps, "mntp": a.mntp_steps, "simcse": a.simcse_steps, "supervised": sup}),
         "bert": ("bert", {"mlm": a.clm_steps + a.mntp_steps, "simcse": a.simcse_steps, "supervised": sup}),
     }
+    if not a.no_ablation:
+        plans["llm2vec-no-simcse"] = ("llm2vec", {"supervised": sup}, ("llm2vec", "mntp"))
+        plans["bert-no-simcse"] = ("bert", {"supervised": sup}, ("bert", "mlm"))
     if not a.no_scratch:
         plans["llm2vec-scratch"] = ("llm2vec", {"supervised": sup})
         plans["bert-scratch"] = ("bert", {"supervised": sup})
@@ -88,10 +95,12 @@ def main(argv=None) -> dict:
         if not a.no_minilm:
             encoders["minilm-zero-shot"] = folder_encoder(minilm_folder())
         runs[seed] = {}
-        for row, (pipeline, steps) in plans.items():
+        for row, (pipeline, steps, *start) in plans.items():
             t = time.time()
-            logs = run_pipeline(pipeline, out / f"seed{seed}" / row, steps, seed)
-            runs[seed][row] = {"steps": steps, "seconds": round(time.time() - t, 1),
+            init = runs[seed][start[0][0]]["stages"][start[0][1]]["log"] + "/encoder" if start else None
+            logs = run_pipeline(pipeline, out / f"seed{seed}" / row, steps, seed, init_from=init and Path(init),
+                                reuse=a.reuse)
+            runs[seed][row] = {"steps": steps, "seconds": round(time.time() - t, 1), "starts_from": init,
                                "stages": {s: {"log": str(log), "final": final_metrics(log)} for s, log in logs.items()}}
             last = list(logs.values())[-1]
             encoders[row] = folder_encoder(last / "encoder")

@@ -54,23 +54,42 @@ def fit_stage(config: str, root: Path, steps: int, init_from: Path | None = None
     return max((root / "lightning_logs").glob("version_*"), key=lambda p: int(p.name.split("_")[1]))
 
 
+def finished_stage(root: Path, steps: int) -> Path | None:
+    """The newest log dir under ``root`` whose run reached ``steps`` and exported its tower."""
+    import json
+
+    for log in sorted((root / "lightning_logs").glob("version_*"), key=lambda p: -int(p.name.split("_")[1])):
+        metrics = log / "metrics.json"
+        if (log / "encoder" / "config.json").is_file() and metrics.is_file():
+            if json.loads(metrics.read_text()).get("global_step") == steps:
+                return log
+    return None
+
+
 def run_pipeline(name: str, root: Path, steps: dict[str, int], seed: int = 0,
-                 extra: dict[str, tuple[str, ...]] | None = None) -> dict[str, Path]:
+                 extra: dict[str, tuple[str, ...]] | None = None, init_from: Path | None = None,
+                 reuse: bool = False) -> dict[str, Path]:
     """Run ``PIPELINES[name]`` under ``root``; ``steps``: stage -> steps (0 or absent: skipped).
+    ``init_from``: the tower the first stage that runs starts from (default: fresh, or the real
+    MiniLM for ``minilm``). ``reuse``: a stage whose folder already holds a finished run of the
+    same steps is not run again (resuming an interrupted comparison; same seed assumed).
     Returns stage -> log dir (its ``encoder/`` is the exported tower)."""
     if name not in PIPELINES:
         raise ValueError(f"pipeline {name!r} is not one of {sorted(PIPELINES)}")
     extra = dict(extra or {})
-    init = minilm_folder() if name == "minilm" else None
-    if init is not None:  # its own WordPiece (30,522 tokens), not the OpenI one
-        extra["supervised"] = ("--data.init_args.tokenizer", str(init / "tokenizer.json"), *extra.get("supervised", ()))
+    init = init_from if init_from is not None else (minilm_folder() if name == "minilm" else None)
+    if name == "minilm":  # its own WordPiece (30,522 tokens), not the OpenI one
+        extra["supervised"] = ("--data.init_args.tokenizer", str(minilm_folder() / "tokenizer.json"),
+                               *extra.get("supervised", ()))
     logs: dict[str, Path] = {}
     for stage, config, key in PIPELINES[name]:
         n = int(steps.get(stage, 0))
         if n <= 0:
             continue
-        log = fit_stage(config, root / f"{name}-{stage}", n, init, key if init is not None else None, seed,
-                        extra.get(stage, ()))
+        folder = root / f"{name}-{stage}"
+        log = finished_stage(folder, n) if reuse else None
+        if log is None:
+            log = fit_stage(config, folder, n, init, key if init is not None else None, seed, extra.get(stage, ()))
         logs[stage], init = log, log / "encoder"
     if not logs:
         raise ValueError(f"pipeline {name!r}: every stage has 0 steps")
