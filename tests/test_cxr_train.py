@@ -208,3 +208,26 @@ def test_clip_and_siglip_fit_on_synthetic_images(reports, tmp_path, loss):
     r = clip_synthetic_eval(system.model, tok, reps, image_size=32, split="train")
     assert r["images_are"].startswith("SYNTHETIC") and 0 <= r["i2t_same_findings"]["recall@1"] <= 1
     assert set(r["zero_shot_auroc"]) <= {"cardiomegaly", "effusion", "pneumothorax", "nodule", "opacity"}
+
+
+def test_pipeline_reuse_finds_only_finished_stages(tmp_path):
+    from tasks.cxr_pipeline import finished_stage, run_pipeline
+
+    def run(version, step, exported):
+        log = tmp_path / "lightning_logs" / f"version_{version}"
+        (log / "encoder").mkdir(parents=True)
+        (log / "metrics.json").write_text(json.dumps({"global_step": step}))
+        if exported:
+            (log / "encoder" / "config.json").write_text("{}")
+        return log
+
+    assert finished_stage(tmp_path, 10) is None
+    done = run(0, 10, True)
+    run(1, 4, False)  # interrupted: no export
+    run(2, 20, True)  # another step count
+    assert finished_stage(tmp_path, 10) == done
+    assert finished_stage(tmp_path, 20).name == "version_2"
+    with pytest.raises(ValueError, match="not one of"):
+        run_pipeline("gpt", tmp_path, {"supervised": 1})
+    with pytest.raises(ValueError, match="0 steps"):
+        run_pipeline("bert", tmp_path, {})
