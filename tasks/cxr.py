@@ -263,12 +263,13 @@ class ExportEncoder(L.Callback):
         self.path = path
 
     def on_fit_end(self, trainer, pl_module):
+        # trainer.log_dir is a collective under DDP (rank 0 broadcasts it): every rank asks
+        folder = Path(self.path) if self.path else Path(trainer.log_dir or trainer.default_root_dir) / "encoder"
         if not trainer.is_global_zero:
             return
         module = getattr(pl_module, "tower", None) or getattr(pl_module, "encoder", None)
         if module is None:
             raise ValueError(f"{type(pl_module).__name__} has no `encoder` or `tower` to export")
-        folder = Path(self.path) if self.path else Path(trainer.log_dir or trainer.default_root_dir) / "encoder"
         export_tower(module, folder, step=trainer.global_step)
         tok = getattr(getattr(trainer, "datamodule", None), "tokenizer_file", None)
         if tok is not None and Path(tok).is_file():  # the folder is self-contained for evaluation
