@@ -87,15 +87,13 @@ def retrieval_table(encoders: dict[str, callable], pairs: list[Report], styles: 
     findings = [r.findings for r in pairs]
     impressions = [r.impression for r in pairs]
     table: dict = {}
+    reps_i, target_i = dedup_gallery(impressions, text_key)  # gallery: original impressions
+    reps_f, target_f = dedup_gallery(findings, text_key)  # gallery: original findings
     for name, encode in encoders.items():
         table[name] = {}
+        zi, zf_g = encode([impressions[i] for i in reps_i]), encode([findings[i] for i in reps_f])  # every style's
         for style, fn in styles.items():
-            f_styled = [fn(t) for t in findings]
-            i_styled = [fn(t) for t in impressions]
-            reps_i, target_i = dedup_gallery(impressions, text_key)  # gallery: original impressions
-            reps_f, target_f = dedup_gallery(findings, text_key)  # gallery: original findings
-            zf, zi = encode(f_styled), encode([impressions[i] for i in reps_i])
-            zi_q, zf_g = encode(i_styled), encode([findings[i] for i in reps_f])
+            zf, zi_q = encode([fn(t) for t in findings]), encode([fn(t) for t in impressions])  # styled queries
             table[name][style] = {
                 "f2i": retrieval_recall(zf, zi, target_i, KS),
                 "i2f": retrieval_recall(zi_q, zf_g, target_f, KS),
