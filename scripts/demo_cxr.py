@@ -3,8 +3,10 @@
 A tiny Llama-shaped decoder pretrained with causal LM on the training reports (the stand-in for
 a pretrained LLM), then LLM2Vec's steps: bidirectional attention + MNTP, unsupervised SimCSE,
 supervised contrastive on (findings, impression) pairs. Next to it a BERT tower of the same size
-on the shared backbone: masked LM for as many steps as causal LM + MNTP, then the same SimCSE
-and supervised steps. Same training reports, tokenizer and seed. Then findings <-> impression
+on the shared backbone: masked LM for as many steps as causal LM + MNTP + SimCSE, then the same
+supervised step. Same training reports, tokenizer and seed. (After SimCSE the tiny BERT tower's
+supervised step sits in the collapsed solution, all reports one vector, for most of its steps:
+scripts/compare_cxr_towers.py shows that row and the others.) Then findings <-> impression
 retrieval on the held-out test reports in four styles, next to TF-IDF. All through `tessera fit` and the configs in configs/cxr/
 (``tasks.cxr_pipeline``). The full-size comparison is scripts/compare_cxr_towers.py.
 """
@@ -20,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def cxr_part(out: Path, pretrain_steps: int = 500, simcse_steps: int = 30, supervised_steps: int = 100) -> dict:
     """``pretrain_steps``: causal LM + MNTP (half each) for the decoder, MLM for the BERT tower.
     Below ~300 steps the BERT tower's MLM is still on the unigram plateau (validation accuracy =
-    the most frequent token's share) and its contrastive steps collapse: keep it at 500."""
+    the most frequent token's share) and its supervised step collapses: keep it at 500."""
     from tasks.cxr_eval import (
         folder_encoder,
         retrieval_table,
@@ -36,7 +38,7 @@ def cxr_part(out: Path, pretrain_steps: int = 500, simcse_steps: int = 30, super
     plans = {
         "llm2vec": {"clm": pretrain_steps // 2, "mntp": pretrain_steps - pretrain_steps // 2,
                     "simcse": simcse_steps, "supervised": supervised_steps},
-        "bert": {"mlm": pretrain_steps, "simcse": simcse_steps, "supervised": supervised_steps},
+        "bert": {"mlm": pretrain_steps + simcse_steps, "supervised": supervised_steps},
     }
     logs, seconds = {}, {}
     for name, steps in plans.items():
@@ -51,7 +53,8 @@ def cxr_part(out: Path, pretrain_steps: int = 500, simcse_steps: int = 30, super
     table = retrieval_table(encoders, pairs)
     result = write_report(table, out / "retrieval", {"data": read, "split": "test", "pairs": len(pairs),
                                                      "towers": {k: str(v / "encoder") for k, v in logs.items()}})
-    return {"job": "CXR report towers: LLM2Vec (causal LM, MNTP, SimCSE) vs BERT (MLM, SimCSE), OpenI reports",
+    return {"job": "CXR report towers: LLM2Vec (causal LM, MNTP, SimCSE, supervised) vs BERT (MLM, supervised), "
+                   "OpenI reports",
             "steps": plans, "train_seconds": seconds,
             "wall_seconds": round(time.time() - t0, 1), "test_pairs": len(pairs),
             "gallery": {d: table["tfidf"]["original"][d]["gallery"] for d in ("f2i", "i2f")},
