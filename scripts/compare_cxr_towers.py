@@ -65,7 +65,8 @@ def main(argv=None) -> dict:
     p.add_argument("--supervised-steps", type=int, default=300)
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--no-scratch", action="store_true", help="skip the supervised-only rows")
-    p.add_argument("--no-minilm", action="store_true", help="skip the all-MiniLM-L6-v2 rows")
+    p.add_argument("--minilm", default="supervised", choices=("supervised", "zero-shot", "none"),
+                   help="all-MiniLM-L6-v2 rows: zero-shot and fine-tuned, zero-shot only, or none")
     p.add_argument("--no-ablation", action="store_true", help="skip the pretrained-then-supervised rows (no SimCSE)")
     p.add_argument("--reuse", action="store_true", help="keep stages already finished under --out (resume)")
     p.add_argument("--out", default="runs/cxr/compare")
@@ -82,7 +83,7 @@ def main(argv=None) -> dict:
     if not a.no_scratch:
         plans["llm2vec-scratch"] = ("llm2vec", {"supervised": sup})
         plans["bert-scratch"] = ("bert", {"supervised": sup})
-    if not a.no_minilm:
+    if a.minilm == "supervised":
         plans["minilm"] = ("minilm", {"supervised": sup})
 
     reports, read = load_reports()
@@ -92,7 +93,7 @@ def main(argv=None) -> dict:
     tables = []
     for seed in a.seeds:
         encoders = {"tfidf": tfidf}
-        if not a.no_minilm:
+        if a.minilm != "none":
             encoders["minilm-zero-shot"] = folder_encoder(minilm_folder())
         runs[seed] = {}
         for row, (pipeline, steps, *start) in plans.items():
