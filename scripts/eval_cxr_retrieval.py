@@ -14,14 +14,12 @@ import json
 import time
 from pathlib import Path
 
-from modalities.cxr.towers import load_text_tower
 from tasks.cxr_eval import (
+    folder_encoder,
     mesh_probe,
     retrieval_table,
     test_pairs,
     tfidf_encoder,
-    tokenizer_of,
-    tower_encoder,
     write_report,
 )
 from tasks.data.cxr import load_reports
@@ -46,7 +44,7 @@ def main(argv=None) -> dict:
         if "=" not in spec:
             p.error(f"--tower {spec!r}: give NAME=FOLDER")
         name, folder = spec.split("=", 1)
-        encoders[name] = tower_encoder(load_text_tower(folder), tokenizer_of(folder, a.tokenizer), a.max_length)
+        encoders[name] = folder_encoder(folder, a.tokenizer, a.max_length)
     t0 = time.time()
     table = retrieval_table(encoders, pairs)
     result = write_report(table, Path(a.out), {"data": read, "split": a.split, "pairs": len(pairs),

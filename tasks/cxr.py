@@ -1,5 +1,6 @@
 """Lightning systems for the CXR towers (LLM2Vec's recipe, then LLM2CLIP):
 
+- ``CausalLMSystem``: causal-LM pretraining of the decoder (the stand-in for a pretrained LLM).
 - ``MNTPSystem``: masked next-token prediction on a bidirectional decoder; a masked token i is
   predicted from the output at position i-1 (the decoder's own LM-head alignment).
 - ``ContrastiveTextSystem``: unsupervised SimCSE (the same report twice, dropout as the only
@@ -25,6 +26,7 @@ from modalities.cxr import LLM2VecEncoder, TextTower
 from modalities.cxr.dual import DualTower
 from modalities.hub import save_encoder
 
+from .contrastive import InfoNCE, clip_loss
 from .data.collate import IGNORE
 from .metrics.retrieval import retrieval_recall, retrieval_recall_any
 from .optim import build_optimizer
@@ -92,15 +94,32 @@ class MNTPSystem(_Optimised):
         self.eval_acc.reset()
 
 
+class CausalLMSystem(MNTPSystem):
+    """Causal-LM pretraining of the decoder (what an LLM is before LLM2Vec): the encoder's
+    attention is made causal, every real token is predicted from the output one step before
+    (batches from ``ReportDataModule`` mode "causal"). The export is the starting point of the
+    LLM2Vec steps (``MNTPSystem`` with ``init_from``, bidirectional again).
+
+    Args: as ``MNTPSystem``.
+    """
+
+    def __init__(self, encoder: LLM2VecEncoder, lr: float = 5e-4, weight_decay: float = 0.0,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, warmup: float = 0.1,
+                 schedule: str = "linear"):
+        super().__init__(encoder, lr, weight_decay, betas, eps, warmup, schedule)
+        encoder.set_bidirectional(False)
+
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        mode = getattr(getattr(self.trainer, "datamodule", None), "mode", None)
+        if mode not in (None, "causal"):
+            raise ValueError(f"CausalLMSystem needs ReportDataModule mode 'causal' (every token a label), got {mode!r}")
+
+
 def info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float, group: torch.Tensor | None = None) -> torch.Tensor:
-    """Row i of ``a`` should match row i of ``b`` among all rows of ``b``. Rows of ``b`` in the
-    same ``group`` as the positive (another report with the same impression) are not negatives."""
-    logits = F.normalize(a, dim=-1) @ F.normalize(b, dim=-1).T / temperature  # (B, B)
-    if group is not None:
-        same = group[:, None] == group[None, :]
-        same.fill_diagonal_(False)
-        logits = logits.masked_fill(same, float("-inf"))
-    return F.cross_entropy(logits.float(), torch.arange(len(a), device=a.device))
+    """Single-process ``InfoNCE``: row i of ``a`` should match row i of ``b`` among all rows of ``b``;
+    rows of ``b`` in the same ``group`` as the positive are not negatives."""
+    return InfoNCE(temperature)(a, b, group)
 
 
 class ContrastiveTextSystem(_Optimised):
@@ -111,6 +130,10 @@ class ContrastiveTextSystem(_Optimised):
         supervised: False: SimCSE on ``input_ids`` twice; True: ``input_ids`` (findings) against
             ``pair_ids`` (impression), other reports with the same impression masked out.
         temperature: InfoNCE temperature (SimCSE / LLM2Vec: 0.05).
+
+    Under DDP the keys of every rank are gathered (with gradient) and each rank scores its own
+    queries against all of them (``tasks.contrastive.InfoNCE``): the negatives and the update are
+    those of the global batch.
     """
 
     def __init__(self, tower: nn.Module, supervised: bool = False, temperature: float = 0.05, lr: float = 3e-5,
@@ -119,7 +142,11 @@ class ContrastiveTextSystem(_Optimised):
         super().__init__()
         self.save_hyperparameters()
         self.tower = tower
+        self.loss_fn = InfoNCE(temperature)  # rebuilt in setup() for the process group
         self._val: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+
+    def setup(self, stage: str) -> None:
+        self.loss_fn = InfoNCE(self.hparams.temperature, rank=self.global_rank, world_size=self.trainer.world_size)
 
     def training_step(self, batch, batch_idx):
         ids, mask = batch["input_ids"], batch["attention_mask"]
@@ -128,7 +155,7 @@ class ContrastiveTextSystem(_Optimised):
             z2, group = self.tower.encode(batch["pair_ids"], batch["pair_mask"]), batch["group"]
         else:
             z2, group = self.tower.encode(ids, mask), None  # a second pass: other dropout masks
-        loss = info_nce(z1, z2, self.hparams.temperature, group)
+        loss = self.loss_fn(z1, z2, group)
         self.log("train/loss", loss, prog_bar=True, batch_size=len(ids))
         return loss
 
@@ -160,23 +187,27 @@ class CLIPSystem(_Optimised):
     Args:
         model: a ``DualTower``.
         loss: "clip" (``open_clip.loss.ClipLoss``) or "siglip" (``open_clip.loss.SigLipLoss``;
-            give the model ``init_logit_bias=-10`` and ``init_logit_scale=log(10)``).
+            give the model ``init_logit_bias=-10`` and ``init_logit_scale=log(10)``). Under DDP
+            both see the global batch (``tasks.contrastive.clip_loss``); every rank must then
+            hold the same batch size, so a batch that lost images to decoding errors breaks it.
     """
 
     def __init__(self, model: DualTower, loss: str = "clip", lr: float = 1e-3, weight_decay: float = 0.1,
                  betas: tuple[float, float] = (0.9, 0.98), eps: float = 1e-6, warmup: float = 0.1,
                  schedule: str = "cosine"):
         super().__init__()
-        from open_clip.loss import ClipLoss, SigLipLoss
-
         if loss not in ("clip", "siglip"):
             raise ValueError(f"loss {loss!r} is not 'clip' or 'siglip'")
         if loss == "siglip" and model.logit_bias is None:
             raise ValueError("SigLIP needs a logit bias: build the DualTower with init_logit_bias (e.g. -10)")
         self.save_hyperparameters()
         self.model = model
-        self.loss_fn = ClipLoss() if loss == "clip" else SigLipLoss()
+        self.loss_fn = clip_loss(loss)  # rebuilt in setup() for the process group
+        self.eval_loss_fn = clip_loss(loss)  # validation features are scored where they are gathered
         self._val: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+
+    def setup(self, stage: str) -> None:
+        self.loss_fn = clip_loss(self.hparams.loss, rank=self.global_rank, world_size=self.trainer.world_size)
 
     def training_step(self, batch, batch_idx):
         if not batch:  # every image of the batch failed to decode (counted by the data module)
@@ -206,7 +237,7 @@ class CLIPSystem(_Optimised):
         metrics.update({f"val/t2i_{k}": v for k, v in t2i.items() if k.startswith("recall")})
         scale = self.model.logit_scale.exp().clamp(max=100.0)
         bias = {"logit_bias": self.model.logit_bias} if self.model.logit_bias is not None else {}
-        metrics["val/loss"] = self.loss_fn(zi.to(scale.device), zt.to(scale.device), scale, **bias)
+        metrics["val/loss"] = self.eval_loss_fn(zi.to(scale.device), zt.to(scale.device), scale, **bias)
         self.log_dict(metrics, prog_bar=True)
 
 
@@ -232,12 +263,13 @@ class ExportEncoder(L.Callback):
         self.path = path
 
     def on_fit_end(self, trainer, pl_module):
+        # trainer.log_dir is a collective under DDP (rank 0 broadcasts it): every rank asks
+        folder = Path(self.path) if self.path else Path(trainer.log_dir or trainer.default_root_dir) / "encoder"
         if not trainer.is_global_zero:
             return
         module = getattr(pl_module, "tower", None) or getattr(pl_module, "encoder", None)
         if module is None:
             raise ValueError(f"{type(pl_module).__name__} has no `encoder` or `tower` to export")
-        folder = Path(self.path) if self.path else Path(trainer.log_dir or trainer.default_root_dir) / "encoder"
         export_tower(module, folder, step=trainer.global_step)
         tok = getattr(getattr(trainer, "datamodule", None), "tokenizer_file", None)
         if tok is not None and Path(tok).is_file():  # the folder is self-contained for evaluation

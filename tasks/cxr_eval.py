@@ -28,24 +28,29 @@ from .metrics.retrieval import dedup_gallery, retrieval_recall
 KS = (1, 5, 10)
 
 
+def tokenize(tokenizer, texts: list[str], max_length: int = 128) -> tuple[torch.Tensor, torch.Tensor]:
+    """Texts -> right-padded ``ids`` (B, T) and ``mask`` (B, T) bool; pads are [PAD] (0 without one)."""
+    tokenizer.enable_truncation(max_length)
+    pad = tokenizer.token_to_id("[PAD]") or 0
+    enc = tokenizer.encode_batch(texts)
+    T = max(len(e.ids) for e in enc)
+    ids = torch.full((len(enc), T), pad, dtype=torch.long)
+    mask = torch.zeros((len(enc), T), dtype=torch.bool)
+    for r, e in enumerate(enc):
+        ids[r, : len(e.ids)] = torch.tensor(e.ids)
+        mask[r, : len(e.ids)] = True
+    return ids, mask
+
+
 @torch.no_grad()
 def embed_texts(tower: nn.Module, tokenizer, texts: list[str], max_length: int = 128, batch_size: int = 64) -> torch.Tensor:
     """Texts -> pooled embeddings (N, D) with the tower's ``encode``; sorted by length for speed."""
     tower.eval()
-    tokenizer.enable_truncation(max_length)
-    pad = tokenizer.token_to_id("[PAD]") or 0
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     out = [None] * len(texts)
     for s in range(0, len(order), batch_size):
         idx = order[s : s + batch_size]
-        enc = tokenizer.encode_batch([texts[i] for i in idx])
-        T = max(len(e.ids) for e in enc)
-        ids = torch.full((len(idx), T), pad, dtype=torch.long)
-        mask = torch.zeros((len(idx), T), dtype=torch.bool)
-        for r, e in enumerate(enc):
-            ids[r, : len(e.ids)] = torch.tensor(e.ids)
-            mask[r, : len(e.ids)] = True
-        z = tower.encode(ids, mask).float()
+        z = tower.encode(*tokenize(tokenizer, [texts[i] for i in idx], max_length)).float()
         for r, i in enumerate(idx):
             out[i] = z[r]
     return torch.stack(out)
@@ -82,15 +87,13 @@ def retrieval_table(encoders: dict[str, callable], pairs: list[Report], styles: 
     findings = [r.findings for r in pairs]
     impressions = [r.impression for r in pairs]
     table: dict = {}
+    reps_i, target_i = dedup_gallery(impressions, text_key)  # gallery: original impressions
+    reps_f, target_f = dedup_gallery(findings, text_key)  # gallery: original findings
     for name, encode in encoders.items():
         table[name] = {}
+        zi, zf_g = encode([impressions[i] for i in reps_i]), encode([findings[i] for i in reps_f])  # every style's
         for style, fn in styles.items():
-            f_styled = [fn(t) for t in findings]
-            i_styled = [fn(t) for t in impressions]
-            reps_i, target_i = dedup_gallery(impressions, text_key)  # gallery: original impressions
-            reps_f, target_f = dedup_gallery(findings, text_key)  # gallery: original findings
-            zf, zi = encode(f_styled), encode([impressions[i] for i in reps_i])
-            zi_q, zf_g = encode(i_styled), encode([findings[i] for i in reps_f])
+            zf, zi_q = encode([fn(t) for t in findings]), encode([fn(t) for t in impressions])  # styled queries
             table[name][style] = {
                 "f2i": retrieval_recall(zf, zi, target_i, KS),
                 "i2f": retrieval_recall(zi_q, zf_g, target_f, KS),
@@ -100,6 +103,14 @@ def retrieval_table(encoders: dict[str, callable], pairs: list[Report], styles: 
 
 def tower_encoder(tower: nn.Module, tokenizer, max_length: int = 128):
     return lambda texts: embed_texts(tower, tokenizer, texts, max_length)
+
+
+def folder_encoder(folder: str | Path, tokenizer: str | Path | None = None, max_length: int = 128):
+    """A saved text tower folder (Tessera / LLM2Vec, with its tokenizer.json or ``tokenizer``)
+    -> function(list of texts) -> (N, D) embeddings."""
+    from modalities.cxr.towers import load_text_tower
+
+    return tower_encoder(load_text_tower(folder), tokenizer_of(folder, tokenizer), max_length)
 
 
 def tfidf_encoder(reports: list[Report]):
@@ -214,17 +225,8 @@ def clip_synthetic_eval(dual: nn.Module, tokenizer, reports: list[Report], image
                     for s in range(0, len(rs), batch_size)])
 
     def text_emb(ts):
-        tokenizer.enable_truncation(128)
-        out = []
-        for s in range(0, len(ts), batch_size):
-            enc = tokenizer.encode_batch(ts[s : s + batch_size])
-            T = max(len(e.ids) for e in enc)
-            ids = torch.zeros(len(enc), T, dtype=torch.long)
-            mask = torch.zeros(len(enc), T, dtype=torch.bool)
-            for k, e in enumerate(enc):
-                ids[k, : len(e.ids)], mask[k, : len(e.ids)] = torch.tensor(e.ids), True
-            out.append(dual.encode_text(ids, mask))
-        return torch.cat(out)
+        return torch.cat([dual.encode_text(*tokenize(tokenizer, ts[s : s + batch_size]))
+                          for s in range(0, len(ts), batch_size)])
 
     zt = text_emb(texts)
     prompts = text_emb([PROMPTS[f] for f in FINDINGS] + ["No acute cardiopulmonary abnormality."])

@@ -13,7 +13,7 @@ import modalities
 from modalities.cxr import LLM2VecConfig, LLM2VecEncoder, tiny_decoder
 from modalities.cxr.synthetic import finding_labels, synth_radiograph
 from tasks.cli import main as tessera
-from tasks.cxr import MNTPSystem, info_nce
+from tasks.cxr import CausalLMSystem, MNTPSystem, info_nce
 from tasks.data.collate import IGNORE
 from tasks.data.cxr import ImageReportDataModule, ReportDataModule
 
@@ -45,8 +45,30 @@ def test_report_data_module_modes(reports, tmp_path):
     assert set(next(iter(dm.train_dataloader()))) == {"input_ids", "attention_mask"}
     v = next(iter(dm.val_dataloader()))
     assert {"pair_ids", "pair_mask", "group"} <= set(v)
+    dm = ReportDataModule(mode="causal", **dm_args(reports, tmp_path))
+    dm.setup()
+    b = next(iter(dm.train_dataloader()))
+    assert torch.equal(b["labels"][b["attention_mask"]], b["input_ids"][b["attention_mask"]])  # nothing masked
+    assert (b["labels"][~b["attention_mask"]] == IGNORE).all() and (~b["attention_mask"]).any()
     with pytest.raises(ValueError, match="mode"):
         ReportDataModule(mode="nope")
+
+
+def test_causal_lm_system_is_causal_and_predicts_the_next_token():
+    torch.manual_seed(0)
+    enc = LLM2VecEncoder(LLM2VecConfig(decoder=tiny_decoder())).eval()
+    system = CausalLMSystem(enc)
+    assert enc.config.bidirectional is False
+    ids = torch.randint(5, 128, (2, 8))
+    mask = torch.ones_like(ids, dtype=torch.bool)
+    out = system(ids, mask, ids)
+    logits = enc.lm_logits(enc(ids, mask).last_hidden_state[:, :-1])  # (2, 7, V)
+    expected = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1))
+    torch.testing.assert_close(out["loss"], expected)
+    changed = ids.clone()
+    changed[:, -1] = 7  # a later token cannot change an earlier output
+    h1, h2 = enc(ids, mask).last_hidden_state, enc(changed, mask).last_hidden_state
+    torch.testing.assert_close(h1[:, :-1], h2[:, :-1])
 
 
 def test_mntp_predicts_token_i_from_position_i_minus_1():
@@ -130,19 +152,21 @@ def _cli(config, root, reports, tmp_path, *extra):
 
 @pytest.mark.slow
 def test_llm2vec_stages_through_the_cli_then_retrieval(reports, tmp_path):
-    from modalities.cxr.towers import load_text_tower
+    from modalities import load_encoder
     from tasks.cxr_eval import (
+        folder_encoder,
         retrieval_table,
         test_pairs,
         tfidf_encoder,
-        tokenizer_of,
-        tower_encoder,
         write_report,
     )
     from tasks.data.cxr import load_reports
 
+    _cli("llm2vec_clm_tiny.yaml", tmp_path / "clm", reports, tmp_path)  # the stand-in for a pretrained LLM
+    clm = tmp_path / "clm" / "lightning_logs" / "version_0" / "encoder"
+    assert load_encoder(clm).config.bidirectional is False  # trained and exported causal
     _cli("llm2vec_mntp_tiny.yaml", tmp_path / "mntp", reports, tmp_path,
-         "--model.init_args.encoder.init_args.config.lora_r", "4")
+         "--model.init_args.encoder.init_args.config.lora_r", "4", "--model.init_args.encoder.init_args.init_from", str(clm))
     mntp = tmp_path / "mntp" / "lightning_logs" / "version_0"
     assert json.loads((mntp / "metrics.json").read_text())["final"]["val/loss"] > 0
     assert (mntp / "encoder" / "adapter" / "adapter_model.safetensors").is_file()  # peft layout too
@@ -153,10 +177,9 @@ def test_llm2vec_stages_through_the_cli_then_retrieval(reports, tmp_path):
     folder = tmp_path / "simcse" / "lightning_logs" / "version_0" / "encoder"
     final = json.loads((folder.parent / "metrics.json").read_text())["final"]
     assert 0 <= final["val/recall@1"] <= final["val/recall@10"] <= 1
-    tower = load_text_tower(folder)
     reps, read = load_reports(reports)
     pairs = test_pairs(reps, "train")
-    table = retrieval_table({"tfidf": tfidf_encoder(reps), "llm2vec": tower_encoder(tower, tokenizer_of(folder))}, pairs)
+    table = retrieval_table({"tfidf": tfidf_encoder(reps), "llm2vec": folder_encoder(folder)}, pairs)
     result = write_report(table, tmp_path / "ret", {"data": read})
     assert (tmp_path / "ret" / "retrieval.png").stat().st_size > 10_000
     assert set(result["results"]["llm2vec"]) == {"original", "abbreviated", "negations_reworded", "abbreviated_and_reworded"}
@@ -185,3 +208,26 @@ def test_clip_and_siglip_fit_on_synthetic_images(reports, tmp_path, loss):
     r = clip_synthetic_eval(system.model, tok, reps, image_size=32, split="train")
     assert r["images_are"].startswith("SYNTHETIC") and 0 <= r["i2t_same_findings"]["recall@1"] <= 1
     assert set(r["zero_shot_auroc"]) <= {"cardiomegaly", "effusion", "pneumothorax", "nodule", "opacity"}
+
+
+def test_pipeline_reuse_finds_only_finished_stages(tmp_path):
+    from tasks.cxr_pipeline import finished_stage, run_pipeline
+
+    def run(version, step, exported):
+        log = tmp_path / "lightning_logs" / f"version_{version}"
+        (log / "encoder").mkdir(parents=True)
+        (log / "metrics.json").write_text(json.dumps({"global_step": step}))
+        if exported:
+            (log / "encoder" / "config.json").write_text("{}")
+        return log
+
+    assert finished_stage(tmp_path, 10) is None
+    done = run(0, 10, True)
+    run(1, 4, False)  # interrupted: no export
+    run(2, 20, True)  # another step count
+    assert finished_stage(tmp_path, 10) == done
+    assert finished_stage(tmp_path, 20).name == "version_2"
+    with pytest.raises(ValueError, match="not one of"):
+        run_pipeline("gpt", tmp_path, {"supervised": 1})
+    with pytest.raises(ValueError, match="0 steps"):
+        run_pipeline("bert", tmp_path, {})

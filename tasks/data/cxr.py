@@ -22,11 +22,11 @@ from modalities.cxr.reports import OPENI_MEMBER, OPENI_REQUIREMENT, Report, read
 from modalities.stats import ReadStats
 from modalities.text import SPECIAL_TOKENS, load_tokenizer, train_wordpiece
 
-from .collate import mask_tokens, pad_batch, seeded_generator
+from .collate import IGNORE, mask_tokens, pad_batch, seeded_generator
 from .fetch import default_cache_dir, fetch_from_wheel
 from .sampler import resumable_train_loader
 
-MODES = ("masked", "plain", "pairs")
+MODES = ("masked", "causal", "plain", "pairs")
 
 
 def openi_archive(cache_dir: str | Path | None = None) -> Path:
@@ -77,7 +77,8 @@ class ReportDataModule(L.LightningDataModule):
     """OpenI report text for text-tower training.
 
     Args:
-        mode: "masked" (MLM / MNTP: ``labels`` -100 off the chosen positions), "plain"
+        mode: "masked" (MLM / MNTP: ``labels`` -100 off the chosen positions), "causal"
+            (causal-LM pretraining of a decoder: ``labels`` = the unmasked ids, -100 on pads), "plain"
             (unsupervised SimCSE: whole reports; validation gives findings/impression pairs for
             retrieval), or "pairs" (supervised contrastive: findings with their impression).
         reports: NLMCXR_reports.tgz or a folder of OpenI XML; None copies OpenI from the
@@ -146,7 +147,7 @@ class ReportDataModule(L.LightningDataModule):
             self.train_set = train_pairs
         else:
             self.train_set = _Items(ids([r.text for r in by_split["train"]]))
-        self.val_set = (self._pairs(by_split["val"], ids) if self.mode != "masked"
+        self.val_set = (self._pairs(by_split["val"], ids) if self.mode not in ("masked", "causal")
                         else _Items(ids([r.text for r in by_split["val"]])))
         self.stats = {**read, "train_reports": len(by_split["train"]), "val_reports": len(by_split["val"]),
                       "train_pairs": len(train_pairs), "tokenizer_vocab_size": self.tokenizer_vocab_size}
@@ -165,6 +166,8 @@ class ReportDataModule(L.LightningDataModule):
         if items[0][2] is not None:  # pairs: findings (input_ids) with their impression
             p_ids, p_mask = pad_batch([e[0] for _, _, e in items], self.pad_token_id)
             batch.update(pair_ids=p_ids, pair_mask=p_mask, group=torch.tensor([e[1] for _, _, e in items]))
+        elif self.mode == "causal":
+            batch["labels"] = input_ids.masked_fill(~attention_mask, IGNORE)
         elif self.mode == "masked":
             keys = tuple(i for (_, i), _, _ in items)
             g = seeded_generator(self.seed, -1 if eval_masks else items[0][0][0], keys)
