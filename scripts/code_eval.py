@@ -50,9 +50,17 @@ def build(model: str, task: str, enc_cfg: dict, num_classes: int, pretrained: st
 
 def evaluate(tasks, benchmark: Path, tokenizer: Path, pretrained: str | None, enc_cfg: dict, out: Path,
              steps: int = 300, batch_size: int = 16, max_length: int = 256, max_examples: int | None = 4000,
-             lr: float = 3e-4, models=MODELS, seed: int = 0, progress: bool = False) -> dict:
+             lr: float | list[float] = 3e-4, models=MODELS, seed: int = 0, progress: bool = False,
+             precision: str = "32-true") -> dict:
+    """Fine-tune every model on every task with the same budget and report test metrics.
+
+    ``lr`` may be a list: each model then trains once per learning rate and the one with the best
+    validation score (the task's headline metric on the valid split) gives its test figures, so
+    no model is judged at a learning rate that suits another (CuBERT tuned per model, too)."""
+    lrs = [lr] if isinstance(lr, int | float) else list(lr)
     results: dict = {"settings": {"steps": steps, "batch_size": batch_size, "max_length": max_length,
-                                  "max_examples": max_examples, "lr": lr, "pretrained": pretrained, "seed": seed},
+                                  "max_examples": max_examples, "lr": lrs, "pretrained": pretrained, "seed": seed,
+                                  "precision": precision, "selection": "best validation score over lr"},
                      "tasks": {}}
     for task in tasks:
         dm = CodeTaskDataModule(task, str(benchmark), str(tokenizer), max_length=max_length, batch_size=batch_size,
@@ -65,27 +73,41 @@ def evaluate(tasks, benchmark: Path, tokenizer: Path, pretrained: str | None, en
         for model in models:
             if model == "pretrained" and not pretrained:
                 continue
-            L.seed_everything(seed, verbose=False)
-            system = build(model, task, enc_cfg, dm.num_classes, pretrained, lr)
-            folder = out / task / model
-            trainer = L.Trainer(
-                max_steps=steps, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-                enable_progress_bar=progress, enable_model_summary=False, default_root_dir=folder,
-                use_distributed_sampler=False, val_check_interval=None, check_val_every_n_epoch=None,
-                limit_val_batches=0, num_sanity_val_steps=0,
-            )
-            t0 = time.time()
-            trainer.fit(system, dm)
-            (metrics,) = trainer.test(system, dm, verbose=False)
-            row[model] = {**{k: round(float(v), 4) for k, v in metrics.items() if k.startswith("test/") and k != "test/loss"},
-                          "fit_seconds": round(time.time() - t0, 1),
-                          "parameters": sum(p.numel() for p in system.encoder.parameters())}
-            print(f"[{task}] {model}: {row[model]}", flush=True)
+            sweep = []
+            for rate in lrs:
+                L.seed_everything(seed, verbose=False)
+                system = build(model, task, enc_cfg, dm.num_classes, pretrained, rate)
+                trainer = L.Trainer(
+                    max_steps=steps, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                    enable_progress_bar=progress, enable_model_summary=False,
+                    default_root_dir=out / task / model / f"lr{rate:g}", precision=precision,
+                    use_distributed_sampler=False, val_check_interval=None, check_val_every_n_epoch=None,
+                    limit_val_batches=0, num_sanity_val_steps=0,
+                )
+                t0 = time.time()
+                trainer.fit(system, dm)
+                trainer.limit_val_batches = 1.0
+                (val,) = trainer.validate(system, dm, verbose=False)
+                (test,) = trainer.test(system, dm, verbose=False)
+                run = {"lr": rate, **{k: round(float(v), 4) for k, v in {**val, **test}.items()
+                                      if k.split("/")[0] in ("val", "test") and not k.endswith("/loss")},
+                       "fit_seconds": round(time.time() - t0, 1)}
+                sweep.append(run)
+                print(f"[{task}] {model} lr {rate:g}: {run}", flush=True)
+            key = _headline_key(sweep[0])
+            best = max(sweep, key=lambda r: r.get("val/" + key, float("-inf")))
+            row[model] = {**{k: v for k, v in best.items() if k.startswith("test/")}, "lr": best["lr"],
+                          "selected_by": "val/" + key, "fit_seconds": sum(r["fit_seconds"] for r in sweep),
+                          "parameters": sum(p.numel() for p in system.encoder.parameters()), "sweep": sweep}
         results["tasks"][task] = row
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+        out.mkdir(parents=True, exist_ok=True)  # written after every task: a long run keeps what it has
+        (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     plot(results, out / "results.png")
     return results
+
+
+def _headline_key(metrics: dict) -> str:
+    return "joint" if any(k.endswith("/joint") for k in metrics) else "accuracy"
 
 
 def headline(row: dict) -> tuple[str, dict]:
@@ -142,13 +164,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--max-length", type=int, default=256)
     p.add_argument("--max-examples", type=int, default=4000)
-    p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--lr", type=float, nargs="+", default=[3e-4],
+                   help="one or more; with several, each model keeps the one with the best validation score")
+    p.add_argument("--precision", default="32-true", help="Lightning precision, e.g. bf16-mixed")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path("runs/code/eval"))
     a = p.parse_args(argv)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     results = evaluate(a.tasks, a.benchmark, a.tokenizer, a.pretrained, encoder_config(a.config), a.out, a.steps,
-                       a.batch_size, a.max_length, a.max_examples, a.lr, a.models, a.seed, progress=True)
+                       a.batch_size, a.max_length, a.max_examples, a.lr, a.models, a.seed, progress=True,
+                       precision=a.precision)
     print_table(results)
     print(f"wrote {a.out / 'results.json'} and {a.out / 'results.png'}")
     return 0
