@@ -412,7 +412,7 @@ def test_code_eval_selects_lr_on_validation(benchmark_dir, tmp_path):
     from pathlib import Path
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-    from code_eval import evaluate
+    from code_eval import evaluate, merge
 
     bench, tokdir = benchmark_dir
     cfg = dict(vocab_size=300, hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64,
@@ -427,3 +427,13 @@ def test_code_eval_selects_lr_on_validation(benchmark_dir, tmp_path):
         assert row[f"test/{key}"] == best[f"test/{key}"]
     assert json.loads((tmp_path / "eval" / "results.json").read_text())["settings"]["lr"] == [1e-3, 1e-6]
     assert (tmp_path / "eval" / "results.png").stat().st_size > 0
+    # a second run of another model joins the first into one table; other settings refuse to
+    lstm = evaluate(["variable_misuse"], bench, tokdir, None, cfg, tmp_path / "lstm", steps=3, batch_size=8,
+                    max_length=128, max_examples=48, lr=1e-3, models=("bilstm",))
+    joined = merge([tmp_path / "eval" / "results.json", tmp_path / "lstm" / "results.json"])
+    assert joined["tasks"]["variable_misuse"]["bilstm"] == lstm["tasks"]["variable_misuse"]["bilstm"]
+    assert joined["tasks"]["variable_misuse"]["scratch"] == res["tasks"]["variable_misuse"]["scratch"]
+    evaluate(["variable_misuse"], bench, tokdir, None, cfg, tmp_path / "other", steps=4, batch_size=8,
+             max_length=128, max_examples=48, lr=1e-3, models=("bilstm",))
+    with pytest.raises(ValueError, match="other settings"):
+        merge([tmp_path / "eval" / "results.json", tmp_path / "other" / "results.json"])
