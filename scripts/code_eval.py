@@ -75,8 +75,8 @@ def evaluate(tasks, benchmark: Path, tokenizer: Path, pretrained: str | None, en
         for model in models:
             if model == "pretrained" and not pretrained:
                 continue
-            sweep = []
-            for rate in (lstm_lrs if model == "bilstm" else lrs):
+            sweep, rates = [], lstm_lrs if model == "bilstm" else lrs
+            for rate in rates:
                 L.seed_everything(seed, verbose=False)
                 system = build(model, task, enc_cfg, dm.num_classes, pretrained, rate)
                 trainer = L.Trainer(
@@ -88,8 +88,10 @@ def evaluate(tasks, benchmark: Path, tokenizer: Path, pretrained: str | None, en
                 )
                 t0 = time.time()
                 trainer.fit(system, dm)
-                trainer.limit_val_batches = 1.0
-                (val,) = trainer.validate(system, dm, verbose=False)
+                val = {}
+                if len(rates) > 1:  # the valid split only serves to choose among learning rates
+                    trainer.limit_val_batches = 1.0
+                    (val,) = trainer.validate(system, dm, verbose=False)
                 (test,) = trainer.test(system, dm, verbose=False)
                 run = {"lr": rate, **{k: round(float(v), 4) for k, v in {**val, **test}.items()
                                       if k.split("/")[0] in ("val", "test") and not k.endswith("/loss")},
@@ -99,7 +101,7 @@ def evaluate(tasks, benchmark: Path, tokenizer: Path, pretrained: str | None, en
             key = _headline_key(sweep[0])
             best = max(sweep, key=lambda r: r.get("val/" + key, float("-inf")))
             row[model] = {**{k: v for k, v in best.items() if k.startswith("test/")}, "lr": best["lr"],
-                          "selected_by": "val/" + key, "fit_seconds": sum(r["fit_seconds"] for r in sweep),
+                          "selected_by": "val/" + key if len(sweep) > 1 else None, "fit_seconds": sum(r["fit_seconds"] for r in sweep),
                           "parameters": sum(p.numel() for p in system.encoder.parameters()), "sweep": sweep}
         results["tasks"][task] = row
         out.mkdir(parents=True, exist_ok=True)  # written after every task: a long run keeps what it has
