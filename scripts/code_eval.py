@@ -50,9 +50,19 @@ def build(model: str, task: str, enc_cfg: dict, num_classes: int, pretrained: st
 
 def evaluate(tasks, benchmark: Path, tokenizer: Path, pretrained: str | None, enc_cfg: dict, out: Path,
              steps: int = 300, batch_size: int = 16, max_length: int = 256, max_examples: int | None = 4000,
-             lr: float = 3e-4, models=MODELS, seed: int = 0, progress: bool = False) -> dict:
+             lr: float | list[float] = 3e-4, models=MODELS, seed: int = 0, progress: bool = False,
+             precision: str = "32-true", bilstm_lr: float | list[float] | None = None) -> dict:
+    """Fine-tune every model on every task with the same budget and report test metrics.
+
+    ``lr`` may be a list: each model then trains once per learning rate and the one with the best
+    validation score (the task's headline metric on the valid split) gives its test figures, so
+    no model is judged at a learning rate that suits another (CuBERT tuned per model, too).
+    ``bilstm_lr`` gives the BiLSTM its own learning rate(s) (default: ``lr``)."""
+    lrs = [lr] if isinstance(lr, int | float) else list(lr)
+    lstm_lrs = lrs if bilstm_lr is None else [bilstm_lr] if isinstance(bilstm_lr, int | float) else list(bilstm_lr)
     results: dict = {"settings": {"steps": steps, "batch_size": batch_size, "max_length": max_length,
-                                  "max_examples": max_examples, "lr": lr, "pretrained": pretrained, "seed": seed},
+                                  "max_examples": max_examples, "lr": lrs, "bilstm_lr": lstm_lrs, "pretrained": pretrained, "seed": seed,
+                                  "precision": precision, "selection": "best validation score over lr"},
                      "tasks": {}}
     for task in tasks:
         dm = CodeTaskDataModule(task, str(benchmark), str(tokenizer), max_length=max_length, batch_size=batch_size,
@@ -65,27 +75,66 @@ def evaluate(tasks, benchmark: Path, tokenizer: Path, pretrained: str | None, en
         for model in models:
             if model == "pretrained" and not pretrained:
                 continue
-            L.seed_everything(seed, verbose=False)
-            system = build(model, task, enc_cfg, dm.num_classes, pretrained, lr)
-            folder = out / task / model
-            trainer = L.Trainer(
-                max_steps=steps, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-                enable_progress_bar=progress, enable_model_summary=False, default_root_dir=folder,
-                use_distributed_sampler=False, val_check_interval=None, check_val_every_n_epoch=None,
-                limit_val_batches=0, num_sanity_val_steps=0,
-            )
-            t0 = time.time()
-            trainer.fit(system, dm)
-            (metrics,) = trainer.test(system, dm, verbose=False)
-            row[model] = {**{k: round(float(v), 4) for k, v in metrics.items() if k.startswith("test/") and k != "test/loss"},
-                          "fit_seconds": round(time.time() - t0, 1),
-                          "parameters": sum(p.numel() for p in system.encoder.parameters())}
-            print(f"[{task}] {model}: {row[model]}", flush=True)
+            sweep, rates = [], lstm_lrs if model == "bilstm" else lrs
+            for rate in rates:
+                L.seed_everything(seed, verbose=False)
+                system = build(model, task, enc_cfg, dm.num_classes, pretrained, rate)
+                trainer = L.Trainer(
+                    max_steps=steps, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                    enable_progress_bar=progress, enable_model_summary=False,
+                    default_root_dir=out / task / model / f"lr{rate:g}", precision=precision,
+                    use_distributed_sampler=False, val_check_interval=None, check_val_every_n_epoch=None,
+                    limit_val_batches=0, num_sanity_val_steps=0,
+                )
+                t0 = time.time()
+                trainer.fit(system, dm)
+                val = {}
+                if len(rates) > 1:  # the valid split only serves to choose among learning rates
+                    trainer.limit_val_batches = 1.0
+                    (val,) = trainer.validate(system, dm, verbose=False)
+                (test,) = trainer.test(system, dm, verbose=False)
+                run = {"lr": rate, **{k: round(float(v), 4) for k, v in {**val, **test}.items()
+                                      if k.split("/")[0] in ("val", "test") and not k.endswith("/loss")},
+                       "fit_seconds": round(time.time() - t0, 1)}
+                sweep.append(run)
+                print(f"[{task}] {model} lr {rate:g}: {run}", flush=True)
+            key = _headline_key(sweep[0])
+            best = max(sweep, key=lambda r: r.get("val/" + key, float("-inf")))
+            row[model] = {**{k: v for k, v in best.items() if k.startswith("test/")}, "lr": best["lr"],
+                          "selected_by": "val/" + key if len(sweep) > 1 else None, "fit_seconds": sum(r["fit_seconds"] for r in sweep),
+                          "parameters": sum(p.numel() for p in system.encoder.parameters()), "sweep": sweep}
         results["tasks"][task] = row
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+        out.mkdir(parents=True, exist_ok=True)  # written after every task: a long run keeps what it has
+        (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     plot(results, out / "results.png")
     return results
+
+
+def merge(paths: list[Path]) -> dict:
+    """Join results.json files of runs that evaluated different models (e.g. run in parallel) into
+    one table. Their benchmark settings must agree; the pretrained checkpoint is taken from the
+    run that has one."""
+    runs = [json.loads(Path(p).read_text()) for p in paths]
+    same = ("steps", "batch_size", "max_length", "max_examples", "seed", "precision")
+    for p, r in zip(paths[1:], runs[1:], strict=True):
+        diff = {k: (runs[0]["settings"].get(k), r["settings"].get(k)) for k in same
+                if runs[0]["settings"].get(k) != r["settings"].get(k)}
+        if diff:
+            raise ValueError(f"{p} was run with other settings than {paths[0]} (first, this): {diff}")
+    out = {"settings": {**runs[0]["settings"], "merged_from": [str(p) for p in paths]}, "tasks": {}}
+    out["settings"]["pretrained"] = next((r["settings"]["pretrained"] for r in runs if r["settings"].get("pretrained")), None)
+    for r in runs:
+        for task, row in r["tasks"].items():
+            into = out["tasks"].setdefault(task, {})
+            for k, v in row.items():
+                if k in MODELS and k in into:
+                    raise ValueError(f"model {k} on {task} appears in two of {[str(p) for p in paths]}")
+                into.setdefault(k, v)
+    return out
+
+
+def _headline_key(metrics: dict) -> str:
+    return "joint" if any(k.endswith("/joint") for k in metrics) else "accuracy"
 
 
 def headline(row: dict) -> tuple[str, dict]:
@@ -131,8 +180,10 @@ def print_table(results: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--benchmark", type=Path, required=True)
-    p.add_argument("--tokenizer", type=Path, required=True)
+    p.add_argument("--benchmark", type=Path)
+    p.add_argument("--tokenizer", type=Path)
+    p.add_argument("--merge", type=Path, nargs="+", default=None,
+                   help="join these results.json files (runs of different models) into --out instead of training")
     p.add_argument("--pretrained", default=None, help="MaskedLMSystem .ckpt or encoder folder")
     p.add_argument("--config", type=Path, default=Path("configs/code/varmisuse_tiny.yaml"),
                    help="a fine-tuning YAML whose encoder config all Transformers use")
@@ -142,13 +193,27 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--max-length", type=int, default=256)
     p.add_argument("--max-examples", type=int, default=4000)
-    p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--lr", type=float, nargs="+", default=[3e-4],
+                   help="one or more; with several, each model keeps the one with the best validation score")
+    p.add_argument("--bilstm-lr", type=float, nargs="+", default=None, help="the BiLSTM's own learning rate(s)")
+    p.add_argument("--precision", default="32-true", help="Lightning precision, e.g. bf16-mixed")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path("runs/code/eval"))
     a = p.parse_args(argv)
+    if a.merge:
+        results = merge(a.merge)
+        a.out.mkdir(parents=True, exist_ok=True)
+        (a.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+        plot(results, a.out / "results.png")
+        print_table(results)
+        print(f"wrote {a.out / 'results.json'} and {a.out / 'results.png'}")
+        return 0
+    if a.benchmark is None or a.tokenizer is None:
+        p.error("--benchmark and --tokenizer are required (unless --merge)")
     torch.set_num_threads(max(1, torch.get_num_threads()))
     results = evaluate(a.tasks, a.benchmark, a.tokenizer, a.pretrained, encoder_config(a.config), a.out, a.steps,
-                       a.batch_size, a.max_length, a.max_examples, a.lr, a.models, a.seed, progress=True)
+                       a.batch_size, a.max_length, a.max_examples, a.lr, a.models, a.seed, progress=True,
+                       precision=a.precision, bilstm_lr=a.bilstm_lr)
     print_table(results)
     print(f"wrote {a.out / 'results.json'} and {a.out / 'results.png'}")
     return 0

@@ -402,3 +402,38 @@ def test_fast_scanner_agrees_with_tokenize():
     assert compared >= len(sources) * 0.8
     for bad in ('x = "abc\n', "def f():\n        x\n    y\n", "a = `b`\n", "x = (1,\n", "no_newline_at_end"):
         assert _fast_lex(bad) is None  # every bad case goes to tokenize, which flags it
+
+
+@pytest.mark.slow
+def test_code_eval_selects_lr_on_validation(benchmark_dir, tmp_path):
+    """scripts/code_eval.py: with several learning rates each model keeps the one with the best
+    validation score, and its test figures are that run's (not the best test figure)."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    from code_eval import evaluate, merge
+
+    bench, tokdir = benchmark_dir
+    cfg = dict(vocab_size=300, hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64,
+               max_position_embeddings=128, attention_backend="unpadded")
+    res = evaluate(["variable_misuse", "variable_misuse_repair"], bench, tokdir, None, cfg, tmp_path / "eval",
+                   steps=3, batch_size=8, max_length=128, max_examples=48, lr=[1e-3, 1e-6], models=("scratch",))
+    for task, key in (("variable_misuse", "accuracy"), ("variable_misuse_repair", "joint")):
+        row = res["tasks"][task]["scratch"]
+        assert [r["lr"] for r in row["sweep"]] == [1e-3, 1e-6]
+        best = max(row["sweep"], key=lambda r: r[f"val/{key}"])
+        assert row["lr"] == best["lr"] and row["selected_by"] == f"val/{key}"
+        assert row[f"test/{key}"] == best[f"test/{key}"]
+    assert json.loads((tmp_path / "eval" / "results.json").read_text())["settings"]["lr"] == [1e-3, 1e-6]
+    assert (tmp_path / "eval" / "results.png").stat().st_size > 0
+    # a second run of another model joins the first into one table; other settings refuse to
+    lstm = evaluate(["variable_misuse"], bench, tokdir, None, cfg, tmp_path / "lstm", steps=3, batch_size=8,
+                    max_length=128, max_examples=48, lr=1e-3, models=("bilstm",))
+    joined = merge([tmp_path / "eval" / "results.json", tmp_path / "lstm" / "results.json"])
+    assert joined["tasks"]["variable_misuse"]["bilstm"] == lstm["tasks"]["variable_misuse"]["bilstm"]
+    assert joined["tasks"]["variable_misuse"]["scratch"] == res["tasks"]["variable_misuse"]["scratch"]
+    evaluate(["variable_misuse"], bench, tokdir, None, cfg, tmp_path / "other", steps=4, batch_size=8,
+             max_length=128, max_examples=48, lr=1e-3, models=("bilstm",))
+    with pytest.raises(ValueError, match="other settings"):
+        merge([tmp_path / "eval" / "results.json", tmp_path / "other" / "results.json"])
