@@ -13,10 +13,10 @@ from modalities.audio.masking import length_mask, noise_mixture, span_mask
 from modalities.audio.teachers import CQTTeacher, KMeansTeacher, RVQTeacher, align
 
 from .data.collate import seeded_generator
-from .optim import build_optimizer
+from .optim import PretrainingHooks
 
 
-class MERTPretraining(L.LightningModule):
+class MERTPretraining(PretrainingHooks, L.LightningModule):
     """Encoder, frozen teachers and heads are injected (see configs/audio/*.yaml).
 
     Batches: ``input_values`` (B, S) raw clean waveforms at the encoder's rate, right-padded,
@@ -180,16 +180,5 @@ class MERTPretraining(L.LightningModule):
                 self.log(f"{split}/{k}", m.compute(), prog_bar=k == "loss")
             m.reset()
 
-    def on_validation_epoch_end(self):
-        self._log_eval("val")
-
-    def on_test_epoch_end(self):
-        self._log_eval("test")
-
-    def configure_optimizers(self):
-        hp = self.hparams
-        trainable = torch.nn.ModuleDict({"encoder": self.encoder, "heads": self.heads})  # teachers are frozen
-        return build_optimizer(
-            trainable, hp.lr, hp.weight_decay, tuple(hp.betas), hp.eps, hp.warmup,
-            int(self.trainer.estimated_stepping_batches), hp.schedule,
-        )
+    def trainable(self) -> torch.nn.Module:
+        return torch.nn.ModuleDict({"encoder": self.encoder, "heads": self.heads})  # teachers are frozen

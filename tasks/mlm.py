@@ -10,10 +10,10 @@ from torchmetrics import MeanMetric
 from modalities.backbone import MaskedLMHead, TokenEncoder
 
 from .data.collate import IGNORE
-from .optim import build_optimizer
+from .optim import PretrainingHooks
 
 
-class MaskedLMSystem(L.LightningModule):
+class MaskedLMSystem(PretrainingHooks, L.LightningModule):
     """Encoder in, MLM head (decoder tied to the input embeddings) on top.
 
     Batches: ``input_ids`` (B, T) already masked, ``attention_mask`` (B, T), ``labels`` (B, T)
@@ -91,15 +91,3 @@ class MaskedLMSystem(L.LightningModule):
         self.eval_loss.reset()
         self.eval_acc.reset()
 
-    def on_validation_epoch_end(self):
-        self._log_eval("val")
-
-    def on_test_epoch_end(self):
-        self._log_eval("test")
-
-    def configure_optimizers(self):
-        hp = self.hparams
-        return build_optimizer(
-            self, hp.lr, hp.weight_decay, tuple(hp.betas), hp.eps, hp.warmup,
-            int(self.trainer.estimated_stepping_batches), hp.schedule,
-        )

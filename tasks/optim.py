@@ -51,3 +51,25 @@ def build_optimizer(
     warmup_steps = int(warmup * total_steps) if warmup < 1 else int(warmup)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_decay(warmup_steps, total_steps, schedule))
     return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+class PretrainingHooks:
+    """Lightning hooks the pretraining systems share: ``self._log_eval(split)`` closes a validation or
+    test epoch, and AdamW with the warmup schedule of ``self.hparams`` trains ``self.trainable()``
+    (the whole module unless a system freezes part of it, as MERT's teachers)."""
+
+    def trainable(self) -> nn.Module:
+        return self
+
+    def on_validation_epoch_end(self):
+        self._log_eval("val")
+
+    def on_test_epoch_end(self):
+        self._log_eval("test")
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        return build_optimizer(
+            self.trainable(), hp.lr, hp.weight_decay, tuple(hp.betas), hp.eps, hp.warmup,
+            int(self.trainer.estimated_stepping_batches), hp.schedule,
+        )

@@ -25,6 +25,15 @@ def tones(n, seconds=0.6, sr=24000):
     return [0.3 * torch.sin(2 * torch.pi * 110 * 2 ** (i / 12) * t) for i in range(n)]
 
 
+def tone_folder(tmp_path, n, seconds):
+    """A folder of ``n`` semitone-spaced sine WAVs at 24 kHz."""
+    root = tmp_path / "music"
+    root.mkdir()
+    for i, x in enumerate(tones(n, seconds)):
+        sf.write(root / f"t{i}.wav", x.numpy(), 24000)
+    return root
+
+
 def test_cqt_teacher_has_mert_settings_and_finds_the_pitch():
     cqt = CQTTeacher(n_bins=84, bins_per_octave=12)  # MERT's 336/48 has the same geometry at 4x resolution
     wav = torch.stack(tones(2, 1.0))  # A2 and A#2
@@ -80,10 +89,7 @@ def test_heads_losses_and_accuracy():
 
 
 def test_tiny_pretraining_through_the_cli(tmp_path):
-    root = tmp_path / "music"
-    root.mkdir()
-    for i, x in enumerate(tones(12, 0.8)):
-        sf.write(root / f"t{i}.wav", x.numpy(), 24000)
+    root = tone_folder(tmp_path, 12, 0.8)
     run = tmp_path / "run"
     cli_main(["fit", "--config", str(TINY), "--data.init_args.train", str(root), "--data.init_args.batch_size", "4",
               "--data.init_args.val_fraction", "0.2", "--model.init_args.fit_codebooks_batches", "2",
@@ -144,10 +150,7 @@ def test_code_precompute_resumes_and_counts_bad_files(tmp_path):
     from precompute_codes import code_path, precompute
     from safetensors.torch import load_file
 
-    root = tmp_path / "music"
-    root.mkdir()
-    for i, x in enumerate(tones(3, 0.5)):
-        sf.write(root / f"t{i}.wav", x.numpy(), 24000)
+    root = tone_folder(tmp_path, 3, 0.5)
     (root / "broken.wav").write_bytes(b"garbage" * 20)
     t = RVQTeacher(num_codebooks=2, codebook_size=8, num_filters=4, hidden_size=16, num_lstm_layers=1)
     t.fit_codebooks(t.embed(torch.stack(tones(3, 0.5))).flatten(0, 1), iters=3)
@@ -167,10 +170,7 @@ def test_code_precompute_resumes_and_counts_bad_files(tmp_path):
 
 
 def test_rvq_vae_teacher_trains_and_loads_as_pretrained(tmp_path):
-    root = tmp_path / "music"
-    root.mkdir()
-    for i, x in enumerate(tones(10, 0.6)):
-        sf.write(root / f"t{i}.wav", x.numpy(), 24000)
+    root = tone_folder(tmp_path, 10, 0.6)
     run = tmp_path / "rvq"
     cli_main(["fit", "--config", str(ROOT / "configs" / "audio" / "rvq_tiny.yaml"), "--data.init_args.train", str(root),
               "--data.init_args.batch_size", "4", "--data.init_args.val_fraction", "0.2", "--trainer.max_steps", "12",
