@@ -86,10 +86,19 @@ class InfoNCE(nn.Module):
         return F.cross_entropy(logits.float(), labels)
 
 
+def equal_rows(*tensors: Tensor) -> tuple[Tensor, ...]:
+    """Cut every rank's rows to the smallest row count in the process group (a collective: every
+    rank calls it). open_clip's gathered losses need the same batch size on every rank, which a
+    batch that lost records to decoding errors breaks; the surplus rows sit that step out."""
+    n = torch.tensor([tensors[0].shape[0]], device=tensors[0].device)
+    dist.all_reduce(n, op=dist.ReduceOp.MIN)
+    return tuple(t[: int(n)] for t in tensors)
+
+
 def clip_loss(kind: str = "clip", rank: int = 0, world_size: int = 1) -> nn.Module:
     """open_clip's image-text loss for a data-parallel group: ``ClipLoss`` with ``local_loss`` and
     ``gather_with_grad`` (global negatives, exact gradient), or ``SigLipLoss`` (texts passed
-    around the ranks). Every rank must hold the same batch size."""
+    around the ranks). Every rank must hold the same batch size (``equal_rows``)."""
     from open_clip.loss import ClipLoss, SigLipLoss
 
     if kind == "clip":

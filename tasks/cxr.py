@@ -26,7 +26,7 @@ from modalities.cxr import LLM2VecEncoder, TextTower
 from modalities.cxr.dual import DualTower
 from modalities.hub import save_encoder
 
-from .contrastive import InfoNCE, clip_loss
+from .contrastive import InfoNCE, clip_loss, equal_rows
 from .data.collate import IGNORE
 from .metrics.retrieval import retrieval_recall, retrieval_recall_any
 from .optim import build_optimizer
@@ -188,8 +188,11 @@ class CLIPSystem(_Optimised):
         model: a ``DualTower``.
         loss: "clip" (``open_clip.loss.ClipLoss``) or "siglip" (``open_clip.loss.SigLipLoss``;
             give the model ``init_logit_bias=-10`` and ``init_logit_scale=log(10)``). Under DDP
-            both see the global batch (``tasks.contrastive.clip_loss``); every rank must then
-            hold the same batch size, so a batch that lost images to decoding errors breaks it.
+            both see the global batch (``tasks.contrastive.clip_loss``), which needs the same batch
+            size on every rank: a rank whose batch lost images to decoding errors sets the size
+            for that step (``tasks.contrastive.equal_rows``). A rank whose whole batch failed
+            skips the step, which a multi-process run cannot do: keep the batch size well above
+            the failure rate there.
     """
 
     def __init__(self, model: DualTower, loss: str = "clip", lr: float = 1e-3, weight_decay: float = 0.1,
@@ -213,6 +216,8 @@ class CLIPSystem(_Optimised):
         if not batch:  # every image of the batch failed to decode (counted by the data module)
             return None
         out = self.model(batch["images"], batch["input_ids"], batch["attention_mask"])
+        if self.trainer.world_size > 1:
+            out["image_features"], out["text_features"] = equal_rows(out["image_features"], out["text_features"])
         loss = self.loss_fn(**out)
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["images"]))
         self.log("train/logit_scale", out["logit_scale"], batch_size=len(batch["images"]))

@@ -33,7 +33,7 @@ def _check_close(got, want, what, rank):
 
 
 def _worker(rank: int, store: str, split: list[int]):
-    from tasks.contrastive import InfoNCE, clip_loss
+    from tasks.contrastive import InfoNCE, clip_loss, equal_rows
 
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=WORLD)
     try:
@@ -52,9 +52,14 @@ def _worker(rank: int, store: str, split: list[int]):
             _check_close(total, full_loss, f"InfoNCE(local_loss={local_loss}) loss", rank)
             _check_close(la, ga[lo:hi], "InfoNCE query gradient", rank)
             _check_close(lb, gb[lo:hi], "InfoNCE key gradient (through the gather)", rank)
-        if split[0] != split[1]:
-            return  # open_clip's losses need equal batch sizes on every rank
         # --- open_clip ClipLoss / SigLipLoss as CLIPSystem builds them ----------------------------
+        # they need equal batch sizes: CLIPSystem cuts every rank to the smallest (equal_rows),
+        # which is the single-process loss on the rows that are kept
+        m = min(split)
+        keep = torch.cat([torch.arange(sum(split[:r]), sum(split[:r]) + m) for r in range(WORLD)])
+        a_rank, b_rank = equal_rows(a[lo:hi], b[lo:hi])
+        assert a_rank.shape[0] == b_rank.shape[0] == m, f"rank {rank}: equal_rows kept {a_rank.shape[0]}, want {m}"
+        a, b, lo, hi = a[keep], b[keep], rank * m, (rank + 1) * m
         scale = torch.tensor(10.0)
         for kind in ("clip", "siglip"):
             extra = {"logit_bias": torch.tensor(-5.0)} if kind == "siglip" else {}

@@ -231,3 +231,27 @@ def test_pipeline_reuse_finds_only_finished_stages(tmp_path):
         run_pipeline("gpt", tmp_path, {"supervised": 1})
     with pytest.raises(ValueError, match="0 steps"):
         run_pipeline("bert", tmp_path, {})
+
+
+@pytest.mark.slow
+def test_clip_fits_under_ddp_on_two_cpu_processes(reports, tmp_path):
+    """`tessera fit` with the DDP preset: two gloo processes, open_clip's gathered ClipLoss, one
+    checkpoint and the metrics written once (rank 0)."""
+    import subprocess
+    import sys
+
+    tessera_bin = Path(sys.executable).parent / "tessera"  # Lightning's DDP launcher re-runs this command
+    root = tmp_path / "ddp"
+    cmd = [str(tessera_bin), "fit", "--config", str(ROOT / "configs" / "cxr" / "clip_tiny.yaml"),
+           "--config", str(ROOT / "configs" / "trainer" / "ddp_cpu.yaml"), "--trainer.default_root_dir", str(root),
+           "--trainer.max_steps", "3", "--trainer.val_check_interval", "3", "--trainer.limit_val_batches", "2",
+           "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
+           "--data.init_args.reports", str(reports), "--data.init_args.cache_dir", str(tmp_path / "cache"),
+           "--data.init_args.vocab_size", "200", "--data.init_args.batch_size", "8", "--data.init_args.image_size", "32"]
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    log = root / "lightning_logs" / "version_0"
+    final = json.loads((log / "metrics.json").read_text())["final"]
+    assert np.isfinite(final["val/loss"]) and 0 <= final["val/i2t_recall@1"] <= 1
+    assert len(list((log / "checkpoints").glob("*.ckpt"))) >= 1
+    assert "GLOBAL_RANK: 1, MEMBER: 2/2" in run.stdout + run.stderr  # the second process did run
