@@ -308,6 +308,40 @@ def test_image_tower_by_name_and_bad_input():
         ImageTower("resnet10t", weights="/nope.safetensors")
 
 
+def test_timm_weights_from_a_local_safetensors_file(tmp_path):
+    """An ImageNet-shaped timm checkpoint (3-channel stem, 1000-way classifier) loads into the
+    grayscale tower: timm sums the stem over the colour channels and drops the classifier."""
+    import timm
+    from safetensors.torch import save_file
+
+    src = timm.create_model("resnet10t", pretrained=False)
+    state = {k: v.contiguous() for k, v in src.state_dict().items()}
+    save_file(state, tmp_path / "resnet10t.safetensors")
+    tower = ImageTower("resnet10t", weights=str(tmp_path / "resnet10t.safetensors"))
+    got = tower.model.state_dict()
+    stem = next(k for k in got if got[k].dim() == 4)  # the first convolution
+    assert got[stem].shape[1] == 1 and torch.allclose(got[stem], state[stem].sum(1, keepdim=True), atol=1e-6)
+    assert torch.equal(got["layer4.0.conv2.weight"], state["layer4.0.conv2.weight"])
+    assert not any(k.startswith("fc.") for k in got)
+    assert not torch.equal(ImageTower("resnet10t").model.state_dict()["layer4.0.conv2.weight"], state["layer4.0.conv2.weight"])
+
+
+@pytest.mark.slow
+def test_open_clip_visual_tower_random_and_from_a_local_file(tmp_path):
+    import open_clip
+
+    tower = ImageTower("RN50", source="open_clip", image_size=64)
+    assert tower(torch.randn(2, 1, 64, 64)).shape == (2, tower.output_dim) and tower.output_dim == 1024
+    clip = open_clip.create_model("RN50", force_image_size=64)
+    torch.save({"state_dict": clip.state_dict()}, tmp_path / "rn50.pt")  # open_clip's checkpoint layout
+    loaded = ImageTower("RN50", source="open_clip", weights=str(tmp_path / "rn50.pt"), image_size=64)
+    for k, v in clip.visual.state_dict().items():
+        assert torch.equal(loaded.model.state_dict()[k], v), k
+    x = torch.randn(1, 1, 64, 64)
+    clip.visual.eval(), loaded.eval()
+    assert torch.allclose(loaded(x), clip.visual(x.expand(-1, 3, -1, -1)), atol=1e-5)
+
+
 def test_dual_tower_frozen_text_and_losses():
     from open_clip.loss import ClipLoss, SigLipLoss
 
