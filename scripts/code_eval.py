@@ -35,7 +35,8 @@ def encoder_config(config_yaml: Path) -> dict:
     return raw["model"]["init_args"]["encoder"]["init_args"]["config"]
 
 
-def build(model: str, task: str, enc_cfg: dict, num_classes: int, pretrained: str | None, lr: float):
+def build(model: str, task: str, enc_cfg: dict, num_classes: int, pretrained: str | None, lr: float,
+          pooling: str = "cls"):
     if model == "bilstm":
         encoder = BiLSTMEncoder(BiLSTMConfig(vocab_size=enc_cfg["vocab_size"], embedding_size=enc_cfg["hidden_size"],
                                              hidden_size=enc_cfg["hidden_size"], num_layers=2))
@@ -45,24 +46,27 @@ def build(model: str, task: str, enc_cfg: dict, num_classes: int, pretrained: st
     if task == "variable_misuse_repair":
         return VarMisusePointerSystem(encoder, pretrained=weights, lr=lr)
     return CodeClassifierSystem(encoder, num_classes=num_classes, pretrained=weights, lr=lr,
-                                pooling="mean" if model == "bilstm" else "cls")
+                                pooling="mean" if model == "bilstm" else pooling)
 
 
 def evaluate(tasks, benchmark: Path, tokenizer: Path, pretrained: str | None, enc_cfg: dict, out: Path,
              steps: int = 300, batch_size: int = 16, max_length: int = 256, max_examples: int | None = 4000,
              lr: float | list[float] = 3e-4, models=MODELS, seed: int = 0, progress: bool = False,
-             precision: str = "32-true", bilstm_lr: float | list[float] | None = None) -> dict:
+             precision: str = "32-true", bilstm_lr: float | list[float] | None = None, pooling: str = "cls") -> dict:
     """Fine-tune every model on every task with the same budget and report test metrics.
 
     ``lr`` may be a list: each model then trains once per learning rate and the one with the best
     validation score (the task's headline metric on the valid split) gives its test figures, so
     no model is judged at a learning rate that suits another (CuBERT tuned per model, too).
-    ``bilstm_lr`` gives the BiLSTM its own learning rate(s) (default: ``lr``)."""
+    ``bilstm_lr`` gives the BiLSTM its own learning rate(s) (default: ``lr``). ``pooling``: the
+    Transformers' classification input, [CLS] ("cls", CuBERT's; only NSP trains it in pretraining)
+    or the mean over tokens ("mean"); the BiLSTM always mean-pools."""
     lrs = [lr] if isinstance(lr, int | float) else list(lr)
     lstm_lrs = lrs if bilstm_lr is None else [bilstm_lr] if isinstance(bilstm_lr, int | float) else list(bilstm_lr)
     results: dict = {"settings": {"steps": steps, "batch_size": batch_size, "max_length": max_length,
                                   "max_examples": max_examples, "lr": lrs, "bilstm_lr": lstm_lrs, "pretrained": pretrained, "seed": seed,
-                                  "precision": precision, "selection": "best validation score over lr"},
+                                  "precision": precision, "pooling": pooling,
+                                  "selection": "best validation score over lr"},
                      "tasks": {}}
     for task in tasks:
         dm = CodeTaskDataModule(task, str(benchmark), str(tokenizer), max_length=max_length, batch_size=batch_size,
@@ -78,7 +82,7 @@ def evaluate(tasks, benchmark: Path, tokenizer: Path, pretrained: str | None, en
             sweep, rates = [], lstm_lrs if model == "bilstm" else lrs
             for rate in rates:
                 L.seed_everything(seed, verbose=False)
-                system = build(model, task, enc_cfg, dm.num_classes, pretrained, rate)
+                system = build(model, task, enc_cfg, dm.num_classes, pretrained, rate, pooling)
                 trainer = L.Trainer(
                     max_steps=steps, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
                     enable_progress_bar=progress, enable_model_summary=False,
@@ -115,10 +119,14 @@ def merge(paths: list[Path]) -> dict:
     one table. Their benchmark settings must agree; the pretrained checkpoint is taken from the
     run that has one."""
     runs = [json.loads(Path(p).read_text()) for p in paths]
-    same = ("steps", "batch_size", "max_length", "max_examples", "seed", "precision")
+    same = ("steps", "batch_size", "max_length", "max_examples", "seed", "precision", "pooling")
+    default = {"pooling": "cls"}  # results written before the option existed
+
+    def setting(r: dict, k: str):
+        return r["settings"].get(k, default.get(k))
+
     for p, r in zip(paths[1:], runs[1:], strict=True):
-        diff = {k: (runs[0]["settings"].get(k), r["settings"].get(k)) for k in same
-                if runs[0]["settings"].get(k) != r["settings"].get(k)}
+        diff = {k: (setting(runs[0], k), setting(r, k)) for k in same if setting(runs[0], k) != setting(r, k)}
         if diff:
             raise ValueError(f"{p} was run with other settings than {paths[0]} (first, this): {diff}")
     out = {"settings": {**runs[0]["settings"], "merged_from": [str(p) for p in paths]}, "tasks": {}}
@@ -197,6 +205,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="one or more; with several, each model keeps the one with the best validation score")
     p.add_argument("--bilstm-lr", type=float, nargs="+", default=None, help="the BiLSTM's own learning rate(s)")
     p.add_argument("--precision", default="32-true", help="Lightning precision, e.g. bf16-mixed")
+    p.add_argument("--pooling", default="cls", choices=("cls", "mean"),
+                   help="the Transformers' classification input: [CLS] (CuBERT) or the mean over tokens")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path("runs/code/eval"))
     a = p.parse_args(argv)
@@ -213,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(max(1, torch.get_num_threads()))
     results = evaluate(a.tasks, a.benchmark, a.tokenizer, a.pretrained, encoder_config(a.config), a.out, a.steps,
                        a.batch_size, a.max_length, a.max_examples, a.lr, a.models, a.seed, progress=True,
-                       precision=a.precision, bilstm_lr=a.bilstm_lr)
+                       precision=a.precision, bilstm_lr=a.bilstm_lr, pooling=a.pooling)
     print_table(results)
     print(f"wrote {a.out / 'results.json'} and {a.out / 'results.png'}")
     return 0

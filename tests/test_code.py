@@ -437,3 +437,22 @@ def test_code_eval_selects_lr_on_validation(benchmark_dir, tmp_path):
              max_length=128, max_examples=48, lr=1e-3, models=("bilstm",))
     with pytest.raises(ValueError, match="other settings"):
         merge([tmp_path / "eval" / "results.json", tmp_path / "other" / "results.json"])
+
+
+def test_classifier_pooling_ignores_padding():
+    """"mean" averages the real tokens only and "cls" reads position 0: padding a sequence changes neither."""
+    torch.manual_seed(0)
+    for pooling in ("cls", "mean"):
+        model = CodeClassifierSystem(tiny_encoder(), pooling=pooling).eval()
+        ids = torch.randint(5, 300, (1, 9))
+        padded = torch.cat([ids, torch.zeros(1, 4, dtype=torch.long)], 1)
+        mask = torch.arange(13)[None] < 9
+        alone = model({"input_ids": ids, "attention_mask": torch.ones(1, 9, dtype=torch.bool)})
+        with_pad = model({"input_ids": padded, "attention_mask": mask})
+        assert torch.allclose(alone, with_pad, atol=1e-5), pooling
+    cls, mean = (CodeClassifierSystem(tiny_encoder(), pooling=p) for p in ("cls", "mean"))
+    mean.load_state_dict(cls.state_dict())
+    batch = {"input_ids": ids, "attention_mask": torch.ones(1, 9, dtype=torch.bool)}
+    assert not torch.allclose(cls.eval()(batch), mean.eval()(batch))
+    with pytest.raises(ValueError, match="pooling"):
+        CodeClassifierSystem(tiny_encoder(), pooling="max")
