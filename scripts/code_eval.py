@@ -23,6 +23,7 @@ import yaml
 
 from modalities import TokenEncoder, TokenEncoderConfig
 from modalities.code import BiLSTMConfig, BiLSTMEncoder
+from tasks.callbacks import ReleaseHeap
 from tasks.code import CodeClassifierSystem, VarMisusePointerSystem
 from tasks.data.code import CodeTaskDataModule
 
@@ -88,7 +89,7 @@ def evaluate(tasks, benchmark: Path, tokenizer: Path, pretrained: str | None, en
                     enable_progress_bar=progress, enable_model_summary=False,
                     default_root_dir=out / task / model / f"lr{rate:g}", precision=precision,
                     use_distributed_sampler=False, val_check_interval=None, check_val_every_n_epoch=None,
-                    limit_val_batches=0, num_sanity_val_steps=0,
+                    limit_val_batches=0, num_sanity_val_steps=0, callbacks=[ReleaseHeap()],
                 )
                 t0 = time.time()
                 trainer.fit(system, dm)

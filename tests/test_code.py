@@ -456,3 +456,29 @@ def test_classifier_pooling_ignores_padding():
     assert not torch.allclose(cls.eval()(batch), mean.eval()(batch))
     with pytest.raises(ValueError, match="pooling"):
         CodeClassifierSystem(tiny_encoder(), pooling="max")
+
+
+def test_release_heap_trims_on_schedule(tmp_path):
+    import lightning as L
+
+    from tasks.callbacks import ReleaseHeap
+
+    class Tiny(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Linear(4, 1)
+
+        def training_step(self, batch, batch_idx):
+            return self.w(batch[0]).pow(2).mean()
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    cb = ReleaseHeap(every_n_steps=2)
+    assert cb._trim is not None  # glibc Linux, as this project's machines
+    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(40, 4)), batch_size=4)
+    L.Trainer(max_steps=5, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+              enable_model_summary=False, callbacks=[cb], default_root_dir=tmp_path).fit(Tiny(), data)
+    assert cb.trims == 2  # after steps 2 and 4
+    with pytest.raises(ValueError, match="every_n_steps"):
+        ReleaseHeap(every_n_steps=0)
