@@ -148,7 +148,7 @@ def _headline_key(metrics: dict) -> str:
 
 def headline(row: dict) -> tuple[str, dict]:
     """The metric a task is judged by and its value per model."""
-    key = "test/joint" if "test/joint" in next((v for k, v in row.items() if k in MODELS), {}) else "test/accuracy"
+    key = "test/" + _headline_key(next((v for k, v in row.items() if k in MODELS), {}))
     values = {m: row[m].get(key, row[m].get("test/accuracy")) for m in (*MODELS, "majority_class") if m in row}
     if key == "test/joint":
         values.pop("majority_class", None)

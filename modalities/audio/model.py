@@ -33,7 +33,6 @@ class AudioEncoder(Encoder):
         return self.frontend.frame_lengths(attention_mask.sum(-1))
 
 
-
 ARCHITECTURES.register(AudioEncoder.architecture)((AudioEncoder, AudioEncoderConfig))
 
 AUDIO_PRESETS: Registry[Callable[[], AudioEncoderConfig]] = Registry("audio encoder preset")
