@@ -284,6 +284,69 @@ def test_buggy_examples_differ_from_their_function_by_one_edit(functions):
             assert (ex["source"] != orig) == bool(ex["label"])
 
 
+OPERATORS = {"+", "-", "*", "/", "//", "%", "**", "<<", ">>", "&", "|", "^", "==", "!=", "<", "<=", ">", ">=",
+             "is", "in", "and", "or"}
+
+
+def test_sites_mark_the_edit_in_buggy_and_clean_examples(functions):
+    originals = {(f.path, f.name): f.source for f in functions}
+    exc = exception_vocabulary(functions)
+    for task in ("variable_misuse", "wrong_binary_operator", "swapped_operands", "variable_misuse_repair", "exception_type"):
+        examples = generate(task, functions, seed=0, exceptions=exc)
+        for ex in examples:
+            src, (s, e) = ex["source"], ex["site"]
+            orig = originals[(ex["path"], ex["function"])]
+            if task == "exception_type":
+                assert src[s:e] == HOLE
+            elif ex["label"]:  # the edit sits exactly at the site: outside it the text is the original's
+                assert src[:s] == orig[:s] and src[e:] == orig[len(orig) - (len(src) - e):]
+                if task == "swapped_operands":  # the same characters, reordered
+                    assert src[s:e] != orig[s:e] and sorted(src[s:e]) == sorted(orig[s:e])
+            else:
+                assert src == orig
+            if task in ("variable_misuse", "variable_misuse_repair"):
+                assert src[s:e].isidentifier()
+            if task == "wrong_binary_operator":
+                assert src[s:e].strip() in OPERATORS
+        assert {ex["label"] for ex in examples} >= {0, 1} or task == "exception_type"
+
+
+def test_featurise_drops_examples_whose_site_is_cut_off(benchmark_dir):
+    bench, tokdir = benchmark_dir
+    tok = load_code_tokenizer(tokdir)
+    rows = [json.loads(line) for line in (bench / "variable_misuse" / "train.jsonl").open()]
+    for label in (0, 1):  # the same rule for both labels
+        r = max((r for r in rows if r["label"] == label), key=lambda r: r["site"][0])
+        enc = tok.encode(r["source"])
+        site_token = int(np.searchsorted(enc.spans[:, 0], r["site"][1]))  # first token after the site
+        assert featurise(r, "variable_misuse", tok, site_token + 2) is not None  # [CLS] + tokens .. site + [SEP]
+        assert featurise(r, "variable_misuse", tok, site_token - 1) is None
+        assert featurise({k: v for k, v in r.items() if k != "site"}, "variable_misuse", tok, site_token - 1) is not None
+
+
+def test_bilstm_matches_a_packed_bidirectional_lstm():
+    torch.manual_seed(0)
+    cfg = BiLSTMConfig(vocab_size=50, embedding_size=12, hidden_size=16, num_layers=2, dropout=0.0)
+    ours = BiLSTMEncoder(cfg).eval()
+    ref = torch.nn.LSTM(12, 8, num_layers=2, bidirectional=True, batch_first=True).eval()
+    with torch.no_grad():
+        for k, layer in enumerate(ours.layers):
+            for direction, suffix in (("fwd", ""), ("bwd", "_reverse")):
+                for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+                    getattr(ref, f"{name}_l{k}{suffix}").copy_(getattr(layer[direction], f"{name}_l0"))
+    lengths = torch.tensor([9, 3, 6, 1])
+    mask = torch.arange(9)[None] < lengths[:, None]
+    ids = torch.randint(1, 50, (4, 9)).masked_fill(~mask, 0)
+    got = ours(input_ids=ids, attention_mask=mask).last_hidden_state
+    packed = torch.nn.utils.rnn.pack_padded_sequence(ours.embed(ids), lengths, batch_first=True, enforce_sorted=False)
+    want, _ = torch.nn.utils.rnn.pad_packed_sequence(ref(packed)[0], batch_first=True, total_length=9)
+    torch.testing.assert_close(got[mask], want[mask], atol=1e-5, rtol=1e-5)
+    assert got[~mask].abs().max() == 0
+    # padding never leaks into a row: the same row alone gives the same states
+    alone = ours(input_ids=ids[1:2, :3], attention_mask=mask[1:2, :3]).last_hidden_state
+    torch.testing.assert_close(alone[0], got[1, :3], atol=1e-5, rtol=1e-5)
+
+
 # --- data and systems ----------------------------------------------------------------------
 def test_chunk_logical_lines():
     ids = np.array([7, 7, 1, 7, 1, 7, 7, 7, 7, 7, 1, 7])  # 1 = NEWLINE

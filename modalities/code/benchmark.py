@@ -19,6 +19,12 @@ Tasks (``TASKS``):
 - ``variable_misuse_repair``: as variable_misuse, with character spans for the bug location
   (None when bug-free), every variable occurrence (repair candidates) and the occurrences of the
   right variable (repair targets).
+
+Every example of the bug tasks and of exception_type also carries ``site``: the character span of
+the edit in its own source, for a clean example the place the edit would have gone (the mutation
+is drawn for every eligible function before half of them get it). A model that reads only the
+first N tokens cannot see an edit beyond them, so ``tasks.data.code.featurise`` drops examples
+whose site is cut off; the site is drawn the same way for both labels, so the drop takes no side.
 """
 
 from __future__ import annotations
@@ -158,7 +164,7 @@ def _misuse(fn: Function, rng: random.Random):
     name, s, e = rng.choice(uses)
     wrong = rng.choice(sorted(n for n in occ if n != name))
     buggy = _splice(fn.source, [(s, e, wrong)])
-    return buggy, (s, s + len(wrong)), name, wrong, occ
+    return buggy, (s, s + len(wrong)), name, wrong, occ  # clean site: (s, s + len(name))
 
 
 # --- operators --------------------------------------------------------------------------------
@@ -201,6 +207,7 @@ def _operator_sites(fn: Function) -> list[tuple[int, int, str]]:
 
 
 def _wrong_operator(fn: Function, rng: random.Random):
+    """(buggy source, site in it, site in the clean source) or None."""
     sites = _operator_sites(fn)
     if not sites:
         return None
@@ -209,10 +216,11 @@ def _wrong_operator(fn: Function, rng: random.Random):
     src = fn.source
     if other.isalpha():  # a keyword needs a space on each side that has none
         other = ("" if s and src[s - 1].isspace() else " ") + other + ("" if e < len(src) and src[e].isspace() else " ")
-    return _splice(src, [(s, e, other)])
+    return _splice(src, [(s, e, other)]), (s, s + len(other)), (s, e)
 
 
 def _swapped(fn: Function, rng: random.Random):
+    """(buggy source, site in it, site in the clean source) or None; the site spans both operands."""
     pos = Positions(fn.source)
     sites = []
     for n in ast.walk(_func_node(fn)):
@@ -230,7 +238,8 @@ def _swapped(fn: Function, rng: random.Random):
     if not sites:
         return None
     ls, rs, a, b = rng.choice(sites)
-    return _splice(fn.source, [(ls[0], ls[1], b), (rs[0], rs[1], a)])
+    both = (ls[0], rs[1])  # len(a) + len(b) is unchanged by the swap
+    return _splice(fn.source, [(ls[0], ls[1], b), (rs[0], rs[1], a)]), both, both
 
 
 # --- exception type ---------------------------------------------------------------------------
@@ -297,7 +306,7 @@ def generate(task: str, functions: list[Function], seed: int = 0, exceptions: li
             if not _parses(src):
                 stats["rejected: does not parse"] += 1
                 continue
-            out.append({**_base(fn), "source": src, "label": index[name], "label_name": name})
+            out.append({**_base(fn), "source": src, "label": index[name], "label_name": name, "site": [s, s + len(HOLE)]})
         return out
 
     if task == "function_docstring":
@@ -327,7 +336,7 @@ def generate(task: str, functions: list[Function], seed: int = 0, exceptions: li
         m = mutate(fn, rng)
         if m is None:
             continue
-        buggy = m[0] if isinstance(m, tuple) else m
+        buggy = m[0]
         if buggy == fn.source or not _parses(buggy):
             stats["rejected: does not parse or unchanged"] += 1
             continue
@@ -335,6 +344,10 @@ def generate(task: str, functions: list[Function], seed: int = 0, exceptions: li
     half = len(eligible) // 2
     for k, (fn, m) in enumerate(eligible):
         bug = k < half
+        if mutate is _misuse:
+            site = m[1] if bug else (m[1][0], m[1][0] + len(m[2]))
+        else:
+            site = m[1] if bug else m[2]
         if task == "variable_misuse_repair":
             buggy, (bs, be), right, wrong, occ = m
             shift = len(wrong) - len(right)
@@ -352,15 +365,14 @@ def generate(task: str, functions: list[Function], seed: int = 0, exceptions: li
                 targets = []
             ex = {**_base(fn), "source": src, "label": int(bug), "label_name": "buggy" if bug else "clean",
                   "error_span": [bs, be] if bug else None, "candidate_spans": [list(c) for c in candidates],
-                  "target_spans": [list(t) for t in targets]}
+                  "target_spans": [list(t) for t in targets], "site": list(site)}
             if bug and (not targets or src[bs:be] != wrong or any(src[s:e] != right for s, e in targets)):
                 stats["rejected: span check"] += 1
                 continue
             out.append(ex)
         else:
-            buggy = m[0] if isinstance(m, tuple) else m
-            out.append({**_base(fn), "source": buggy if bug else fn.source, "label": int(bug),
-                        "label_name": "buggy" if bug else "clean"})
+            out.append({**_base(fn), "source": m[0] if bug else fn.source, "label": int(bug),
+                        "label_name": "buggy" if bug else "clean", "site": list(site)})
     rng.shuffle(out)  # buggy and clean interleaved in the written file
     return out
 

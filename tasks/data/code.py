@@ -205,9 +205,14 @@ class MaskedCodeDataModule(MaskedTextDataModule):
 
 # --- fine-tuning --------------------------------------------------------------------------
 def featurise(example: dict, task: str, tok: CodeTokenizer, max_length: int) -> dict | None:
-    """One benchmark example -> ids (and pointer targets); None when the bug is cut off."""
+    """One benchmark example -> ids (and pointer targets); None when its edit site (``site``: the
+    bug, or where a clean example's bug would have gone; the hole of exception_type) or the bug
+    of a pointer example lies beyond ``max_length`` tokens: the label would be unknowable."""
     enc = tok.encode(example["source"])
     body = enc.ids[: max_length - 2]
+    site = example.get("site")  # benchmarks written before sites existed have none
+    if site is not None and len(enc.ids) > len(body) and site[1] > int(enc.spans[len(body), 0]):
+        return None
     out: dict = {"label": int(example["label"])}
     if task == "function_docstring":
         doc = tok.encode(repr(example["docstring"])).ids[: max_length // 4]
@@ -289,7 +294,7 @@ class CodeTaskDataModule(L.LightningDataModule):
             items = [f for r in rows if (f := featurise(r, self.task, tok, self.max_length)) is not None]
             labels_seen |= {it["label"] for it in items}
             self.sets[split] = _Examples(items)
-            self.stats[split] = {"examples": len(items), "dropped_bug_cut_off": len(rows) - len(items),
+            self.stats[split] = {"examples": len(items), "dropped_site_cut_off": len(rows) - len(items),
                                  "labels": dict(Counter(it["label"] for it in items))}
         self.num_classes = max(labels_seen) + 1
 
