@@ -23,7 +23,7 @@ import yaml
 
 from modalities import TokenEncoder, TokenEncoderConfig
 from modalities.code import BiLSTMConfig, BiLSTMEncoder
-from tasks.callbacks import ReleaseHeap
+from tasks.callbacks import KeepBest, ReleaseHeap
 from tasks.code import CodeClassifierSystem, VarMisusePointerSystem
 from tasks.data.code import CodeTaskDataModule
 
@@ -53,7 +53,8 @@ def build(model: str, task: str, enc_cfg: dict, num_classes: int, pretrained: st
 def evaluate(tasks, benchmark: Path, tokenizer: Path, pretrained: str | None, enc_cfg: dict, out: Path,
              steps: int = 300, batch_size: int = 16, max_length: int = 256, max_examples: int | None = 4000,
              lr: float | list[float] = 3e-4, models=MODELS, seed: int = 0, progress: bool = False,
-             precision: str = "32-true", bilstm_lr: float | list[float] | None = None, pooling: str = "cls") -> dict:
+             precision: str = "32-true", bilstm_lr: float | list[float] | None = None, pooling: str = "cls",
+             val_every: int | None = None) -> dict:
     """Fine-tune every model on every task with the same budget and report test metrics.
 
     ``lr`` may be a list: each model then trains once per learning rate and the one with the best
@@ -61,13 +62,15 @@ def evaluate(tasks, benchmark: Path, tokenizer: Path, pretrained: str | None, en
     no model is judged at a learning rate that suits another (CuBERT tuned per model, too).
     ``bilstm_lr`` gives the BiLSTM its own learning rate(s) (default: ``lr``). ``pooling``: the
     Transformers' classification input, [CLS] ("cls", CuBERT's; only NSP trains it in pretraining)
-    or the mean over tokens ("mean"); the BiLSTM always mean-pools."""
+    or the mean over tokens ("mean"); the BiLSTM always mean-pools. ``val_every``: validate every
+    that many steps and test the weights of the best validation round (checkpoint selection on the
+    valid split, which then also chooses among learning rates); None: test the last weights."""
     lrs = [lr] if isinstance(lr, int | float) else list(lr)
     lstm_lrs = lrs if bilstm_lr is None else [bilstm_lr] if isinstance(bilstm_lr, int | float) else list(bilstm_lr)
     results: dict = {"settings": {"steps": steps, "batch_size": batch_size, "max_length": max_length,
                                   "max_examples": max_examples, "lr": lrs, "bilstm_lr": lstm_lrs, "pretrained": pretrained, "seed": seed,
-                                  "precision": precision, "pooling": pooling,
-                                  "selection": "best validation score over lr"},
+                                  "precision": precision, "pooling": pooling, "val_every": val_every,
+                                  "selection": "best validation score over lr" + (" and step" if val_every else "")},
                      "tasks": {}}
     for task in tasks:
         dm = CodeTaskDataModule(task, str(benchmark), str(tokenizer), max_length=max_length, batch_size=batch_size,
@@ -84,29 +87,38 @@ def evaluate(tasks, benchmark: Path, tokenizer: Path, pretrained: str | None, en
             for rate in rates:
                 L.seed_everything(seed, verbose=False)
                 system = build(model, task, enc_cfg, dm.num_classes, pretrained, rate, pooling)
+                keep = KeepBest("val/" + ("joint" if task == "variable_misuse_repair" else "accuracy")) if val_every else None
                 trainer = L.Trainer(
                     max_steps=steps, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
                     enable_progress_bar=progress, enable_model_summary=False,
                     default_root_dir=out / task / model / f"lr{rate:g}", precision=precision,
-                    use_distributed_sampler=False, val_check_interval=None, check_val_every_n_epoch=None,
-                    limit_val_batches=0, num_sanity_val_steps=0, callbacks=[ReleaseHeap()],
+                    use_distributed_sampler=False, val_check_interval=val_every, check_val_every_n_epoch=None,
+                    limit_val_batches=1.0 if val_every else 0, num_sanity_val_steps=0,
+                    callbacks=[ReleaseHeap(), *([keep] if keep else [])],
                 )
                 t0 = time.time()
                 trainer.fit(system, dm)
-                val = {}
-                if len(rates) > 1:  # the valid split only serves to choose among learning rates
+                val, chosen = {}, {}
+                if keep is not None:
+                    if not keep.history or keep.history[-1][0] != trainer.global_step:
+                        trainer.validate(system, dm, verbose=False)  # the last weights compete too
+                    trainer.callbacks.remove(keep)
+                    keep.restore(system)
+                    chosen = {"best_step": keep.best_step, "val_curve": [[s, round(v, 4)] for s, v in keep.history]}
+                if len(rates) > 1 or keep is not None:  # the valid split chooses among learning rates (and steps)
                     trainer.limit_val_batches = 1.0
                     (val,) = trainer.validate(system, dm, verbose=False)
                 (test,) = trainer.test(system, dm, verbose=False)
                 run = {"lr": rate, **{k: round(float(v), 4) for k, v in {**val, **test}.items()
                                       if k.split("/")[0] in ("val", "test") and not k.endswith("/loss")},
-                       "fit_seconds": round(time.time() - t0, 1)}
+                       **chosen, "fit_seconds": round(time.time() - t0, 1)}
                 sweep.append(run)
                 print(f"[{task}] {model} lr {rate:g}: {run}", flush=True)
             key = _headline_key(sweep[0])
             best = max(sweep, key=lambda r: r.get("val/" + key, float("-inf")))
             row[model] = {**{k: v for k, v in best.items() if k.startswith("test/")}, "lr": best["lr"],
-                          "selected_by": "val/" + key if len(sweep) > 1 else None, "fit_seconds": sum(r["fit_seconds"] for r in sweep),
+                          **({"best_step": best["best_step"]} if "best_step" in best else {}),
+                          "selected_by": "val/" + key if len(sweep) > 1 or val_every else None, "fit_seconds": sum(r["fit_seconds"] for r in sweep),
                           "parameters": sum(p.numel() for p in system.encoder.parameters()), "sweep": sweep}
         results["tasks"][task] = row
         out.mkdir(parents=True, exist_ok=True)  # written after every task: a long run keeps what it has
@@ -120,8 +132,8 @@ def merge(paths: list[Path]) -> dict:
     one table. Their benchmark settings must agree; the pretrained checkpoint is taken from the
     run that has one."""
     runs = [json.loads(Path(p).read_text()) for p in paths]
-    same = ("steps", "batch_size", "max_length", "max_examples", "seed", "precision", "pooling")
-    default = {"pooling": "cls"}  # results written before the option existed
+    same = ("steps", "batch_size", "max_length", "max_examples", "seed", "precision", "pooling", "val_every")
+    default = {"pooling": "cls", "val_every": None}  # results written before the options existed
 
     def setting(r: dict, k: str):
         return r["settings"].get(k, default.get(k))
@@ -208,6 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--precision", default="32-true", help="Lightning precision, e.g. bf16-mixed")
     p.add_argument("--pooling", default="cls", choices=("cls", "mean"),
                    help="the Transformers' classification input: [CLS] (CuBERT) or the mean over tokens")
+    p.add_argument("--val-every", type=int, default=None,
+                   help="validate every N steps and test the best validation round's weights (default: the last)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path("runs/code/eval"))
     a = p.parse_args(argv)
@@ -224,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(max(1, torch.get_num_threads()))
     results = evaluate(a.tasks, a.benchmark, a.tokenizer, a.pretrained, encoder_config(a.config), a.out, a.steps,
                        a.batch_size, a.max_length, a.max_examples, a.lr, a.models, a.seed, progress=True,
-                       precision=a.precision, bilstm_lr=a.bilstm_lr, pooling=a.pooling)
+                       precision=a.precision, bilstm_lr=a.bilstm_lr, pooling=a.pooling, val_every=a.val_every)
     print_table(results)
     print(f"wrote {a.out / 'results.json'} and {a.out / 'results.png'}")
     return 0

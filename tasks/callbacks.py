@@ -48,6 +48,45 @@ class ReleaseHeap(L.Callback):
             self.trims += 1
 
 
+class KeepBest(L.Callback):
+    """Keeps, in memory, the weights of the validation round with the best ``monitor`` value
+    (checkpoint selection on the valid split, as CuBERT chose its fine-tuned checkpoints);
+    ``restore(module)`` loads them back. Nothing is written to disk, so no pickled module ever
+    has to be read back.
+
+    Args:
+        monitor: a metric logged at validation (e.g. "val/accuracy").
+        mode: "max" or "min".
+    """
+
+    def __init__(self, monitor: str, mode: str = "max"):
+        if mode not in ("max", "min"):
+            raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
+        self.monitor, self.mode = monitor, mode
+        self.best_score: float | None = None
+        self.best_step: int | None = None
+        self.history: list[tuple[int, float]] = []
+        self._state: dict | None = None
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if trainer.sanity_checking:
+            return
+        value = trainer.callback_metrics.get(self.monitor)
+        if value is None:
+            raise KeyError(f"KeepBest: {self.monitor!r} was not logged at validation; logged: {sorted(trainer.callback_metrics)}")
+        value = float(value)
+        self.history.append((trainer.global_step, value))
+        better = self.best_score is None or (value > self.best_score if self.mode == "max" else value < self.best_score)
+        if better and math.isfinite(value):
+            self.best_score, self.best_step = value, trainer.global_step
+            self._state = {k: v.detach().to("cpu", copy=True) for k, v in pl_module.state_dict().items()}
+
+    def restore(self, module: torch.nn.Module) -> None:
+        if self._state is None:
+            raise RuntimeError("KeepBest.restore: no validation round has run yet")
+        module.load_state_dict(self._state)
+
+
 class MetricsRecorder(L.Callback):
     """Records every logged ``train/*`` step and ``val/*`` evaluation; writes ``metrics.json``
     and ``loss_curve.png`` into the run's log folder (or ``out_dir``) after each validation

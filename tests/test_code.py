@@ -467,6 +467,29 @@ def test_fast_scanner_agrees_with_tokenize():
         assert _fast_lex(bad) is None  # every bad case goes to tokenize, which flags it
 
 
+def test_keep_best_restores_the_best_validation_round():
+    from types import SimpleNamespace
+
+    from tasks.callbacks import KeepBest
+
+    module = torch.nn.Linear(2, 1)
+    keep = KeepBest("val/accuracy")
+    snapshots = {}
+    for step, score in ((10, 0.5), (20, 0.7), (30, 0.6)):
+        with torch.no_grad():
+            module.weight.fill_(step)
+        snapshots[step] = module.weight.clone()
+        keep.on_validation_end(SimpleNamespace(sanity_checking=False, global_step=step,
+                                               callback_metrics={"val/accuracy": torch.tensor(score)}), module)
+    keep.restore(module)
+    assert keep.best_step == 20 and keep.best_score == pytest.approx(0.7)
+    assert torch.equal(module.weight, snapshots[20])
+    assert [s for s, _ in keep.history] == [10, 20, 30]
+    with pytest.raises(KeyError, match="val/loss"):
+        KeepBest("val/loss", mode="min").on_validation_end(
+            SimpleNamespace(sanity_checking=False, global_step=1, callback_metrics={}), module)
+
+
 @pytest.mark.slow
 def test_code_eval_selects_lr_on_validation(benchmark_dir, tmp_path):
     """scripts/code_eval.py: with several learning rates each model keeps the one with the best
@@ -496,6 +519,16 @@ def test_code_eval_selects_lr_on_validation(benchmark_dir, tmp_path):
     joined = merge([tmp_path / "eval" / "results.json", tmp_path / "lstm" / "results.json"])
     assert joined["tasks"]["variable_misuse"]["bilstm"] == lstm["tasks"]["variable_misuse"]["bilstm"]
     assert joined["tasks"]["variable_misuse"]["scratch"] == res["tasks"]["variable_misuse"]["scratch"]
+    # --val-every: the weights of the best validation round (the last step's included) are tested
+    sel = evaluate(["variable_misuse"], bench, tokdir, None, cfg, tmp_path / "sel", steps=5, batch_size=8,
+                   max_length=128, max_examples=48, lr=1e-3, models=("scratch",), val_every=2)
+    (run,) = sel["tasks"]["variable_misuse"]["scratch"]["sweep"]
+    curve = run["val_curve"]
+    assert [s for s, _ in curve] == [2, 4, 5]
+    assert run["best_step"] == max(curve, key=lambda c: c[1])[0] and run["val/accuracy"] == max(v for _, v in curve)
+    assert sel["tasks"]["variable_misuse"]["scratch"]["best_step"] == run["best_step"]
+    with pytest.raises(ValueError, match="val_every"):
+        merge([tmp_path / "eval" / "results.json", tmp_path / "sel" / "results.json"])
     evaluate(["variable_misuse"], bench, tokdir, None, cfg, tmp_path / "other", steps=4, batch_size=8,
              max_length=128, max_examples=48, lr=1e-3, models=("bilstm",))
     with pytest.raises(ValueError, match="other settings"):
