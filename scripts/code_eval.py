@@ -114,12 +114,7 @@ def evaluate(tasks, benchmark: Path, tokenizer: Path, pretrained: str | None, en
                        **chosen, "fit_seconds": round(time.time() - t0, 1)}
                 sweep.append(run)
                 print(f"[{task}] {model} lr {rate:g}: {run}", flush=True)
-            key = _headline_key(sweep[0])
-            best = max(sweep, key=lambda r: r.get("val/" + key, float("-inf")))
-            row[model] = {**{k: v for k, v in best.items() if k.startswith("test/")}, "lr": best["lr"],
-                          **({"best_step": best["best_step"]} if "best_step" in best else {}),
-                          "selected_by": "val/" + key if len(sweep) > 1 or val_every else None, "fit_seconds": sum(r["fit_seconds"] for r in sweep),
-                          "parameters": sum(p.numel() for p in system.encoder.parameters()), "sweep": sweep}
+            row[model] = select(sweep, sum(p.numel() for p in system.encoder.parameters()))
         results["tasks"][task] = row
         out.mkdir(parents=True, exist_ok=True)  # written after every task: a long run keeps what it has
         (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
@@ -127,10 +122,25 @@ def evaluate(tasks, benchmark: Path, tokenizer: Path, pretrained: str | None, en
     return results
 
 
+def select(sweep: list[dict], parameters: int) -> dict:
+    """A model's table entry from its runs (one per learning rate): the run with the best
+    validation score gives the test figures; a single run without validation is taken as is."""
+    key = _headline_key(sweep[0])
+    has_val = all("val/" + key in r for r in sweep)
+    if len(sweep) > 1 and not has_val:
+        raise ValueError(f"cannot choose among {len(sweep)} runs without their validation scores (val/{key})")
+    best = max(sweep, key=lambda r: r.get("val/" + key, float("-inf")))
+    return {**{k: v for k, v in best.items() if k.startswith("test/")}, "lr": best["lr"],
+            **({"best_step": best["best_step"]} if "best_step" in best else {}),
+            "selected_by": "val/" + key if has_val else None, "fit_seconds": round(sum(r["fit_seconds"] for r in sweep), 1),
+            "parameters": parameters, "sweep": sweep}
+
+
 def merge(paths: list[Path]) -> dict:
-    """Join results.json files of runs that evaluated different models (e.g. run in parallel) into
-    one table. Their benchmark settings must agree; the pretrained checkpoint is taken from the
-    run that has one."""
+    """Join results.json files of runs that evaluated different models or learning rates (e.g.
+    run in parallel) into one table. Their benchmark settings must agree; the pretrained
+    checkpoint is taken from the run that has one. A model that appears in several files has its
+    runs pooled and the best validation score among them chosen again (all must have one)."""
     runs = [json.loads(Path(p).read_text()) for p in paths]
     same = ("steps", "batch_size", "max_length", "max_examples", "seed", "precision", "pooling", "val_every")
     default = {"pooling": "cls", "val_every": None}  # results written before the options existed
@@ -149,7 +159,10 @@ def merge(paths: list[Path]) -> dict:
             into = out["tasks"].setdefault(task, {})
             for k, v in row.items():
                 if k in MODELS and k in into:
-                    raise ValueError(f"model {k} on {task} appears in two of {[str(p) for p in paths]}")
+                    lrs = [r["lr"] for r in into[k]["sweep"]]
+                    if any(r["lr"] in lrs for r in v["sweep"]):
+                        raise ValueError(f"model {k} on {task} has a learning rate twice in {[str(p) for p in paths]}")
+                    into[k] = select(into[k]["sweep"] + v["sweep"], v["parameters"])
                 into.setdefault(k, v)
     return out
 

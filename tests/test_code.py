@@ -529,6 +529,16 @@ def test_code_eval_selects_lr_on_validation(benchmark_dir, tmp_path):
     assert sel["tasks"]["variable_misuse"]["scratch"]["best_step"] == run["best_step"]
     with pytest.raises(ValueError, match="val_every"):
         merge([tmp_path / "eval" / "results.json", tmp_path / "sel" / "results.json"])
+    # a second learning rate of the same model, run apart, joins its sweep and is chosen on validation
+    sel2 = evaluate(["variable_misuse"], bench, tokdir, None, cfg, tmp_path / "sel2", steps=5, batch_size=8,
+                    max_length=128, max_examples=48, lr=1e-6, models=("scratch",), val_every=2)
+    pooled = merge([tmp_path / "sel" / "results.json", tmp_path / "sel2" / "results.json"])["tasks"]["variable_misuse"]["scratch"]
+    runs = sel["tasks"]["variable_misuse"]["scratch"]["sweep"] + sel2["tasks"]["variable_misuse"]["scratch"]["sweep"]
+    assert [r["lr"] for r in pooled["sweep"]] == [1e-3, 1e-6]
+    best = max(runs, key=lambda r: r["val/accuracy"])
+    assert pooled["lr"] == best["lr"] and pooled["test/accuracy"] == best["test/accuracy"]
+    with pytest.raises(ValueError, match="twice"):
+        merge([tmp_path / "sel" / "results.json", tmp_path / "sel" / "results.json"])
     evaluate(["variable_misuse"], bench, tokdir, None, cfg, tmp_path / "other", steps=4, batch_size=8,
              max_length=128, max_examples=48, lr=1e-3, models=("bilstm",))
     with pytest.raises(ValueError, match="other settings"):
