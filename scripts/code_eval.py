@@ -102,10 +102,10 @@ def evaluate(tasks, benchmark: Path, tokenizer: Path, pretrained: str | None, en
                 if keep is not None:
                     if not keep.history or keep.history[-1][0] != trainer.global_step:
                         trainer.validate(system, dm, verbose=False)  # the last weights compete too
-                    trainer.callbacks.remove(keep)
                     keep.restore(system)
+                    val = keep.best_metrics  # the restored weights' validation round: no second pass
                     chosen = {"best_step": keep.best_step, "val_curve": [[s, round(v, 4)] for s, v in keep.history]}
-                if len(rates) > 1 or keep is not None:  # the valid split chooses among learning rates (and steps)
+                elif len(rates) > 1:  # the valid split chooses among learning rates
                     trainer.limit_val_batches = 1.0
                     (val,) = trainer.validate(system, dm, verbose=False)
                 (test,) = trainer.test(system, dm, verbose=False)

@@ -51,8 +51,8 @@ class ReleaseHeap(L.Callback):
 class KeepBest(L.Callback):
     """Keeps, in memory, the weights of the validation round with the best ``monitor`` value
     (checkpoint selection on the valid split, as CuBERT chose its fine-tuned checkpoints);
-    ``restore(module)`` loads them back. Nothing is written to disk, so no pickled module ever
-    has to be read back.
+    ``restore(module)`` loads them back and ``best_metrics`` holds every metric of that round.
+    Nothing is written to disk, so no pickled module ever has to be read back.
 
     Args:
         monitor: a metric logged at validation (e.g. "val/accuracy").
@@ -65,6 +65,7 @@ class KeepBest(L.Callback):
         self.monitor, self.mode = monitor, mode
         self.best_score: float | None = None
         self.best_step: int | None = None
+        self.best_metrics: dict[str, float] = {}
         self.history: list[tuple[int, float]] = []
         self._state: dict | None = None
 
@@ -79,6 +80,7 @@ class KeepBest(L.Callback):
         better = self.best_score is None or (value > self.best_score if self.mode == "max" else value < self.best_score)
         if better and math.isfinite(value):
             self.best_score, self.best_step = value, trainer.global_step
+            self.best_metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
             self._state = {k: v.detach().to("cpu", copy=True) for k, v in pl_module.state_dict().items()}
 
     def restore(self, module: torch.nn.Module) -> None:

@@ -153,7 +153,7 @@ def _variables(node: ast.FunctionDef, pos: Positions):
 
 
 def _misuse(fn: Function, rng: random.Random):
-    """(buggy source, bug span, right name, wrong name, occurrences) or None."""
+    """(buggy source, site in it, site in the clean source, right name, wrong name, occurrences) or None."""
     pos = Positions(fn.source)
     occ = _variables(_func_node(fn), pos)
     if len(occ) < 2:
@@ -164,7 +164,7 @@ def _misuse(fn: Function, rng: random.Random):
     name, s, e = rng.choice(uses)
     wrong = rng.choice(sorted(n for n in occ if n != name))
     buggy = _splice(fn.source, [(s, e, wrong)])
-    return buggy, (s, s + len(wrong)), name, wrong, occ  # clean site: (s, s + len(name))
+    return buggy, (s, s + len(wrong)), (s, e), name, wrong, occ
 
 
 # --- operators --------------------------------------------------------------------------------
@@ -344,12 +344,9 @@ def generate(task: str, functions: list[Function], seed: int = 0, exceptions: li
     half = len(eligible) // 2
     for k, (fn, m) in enumerate(eligible):
         bug = k < half
-        if mutate is _misuse:
-            site = m[1] if bug else (m[1][0], m[1][0] + len(m[2]))
-        else:
-            site = m[1] if bug else m[2]
+        site = m[1] if bug else m[2]
         if task == "variable_misuse_repair":
-            buggy, (bs, be), right, wrong, occ = m
+            buggy, (bs, be), _, right, wrong, occ = m
             shift = len(wrong) - len(right)
             src = buggy if bug else fn.source
 
