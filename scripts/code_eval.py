@@ -136,12 +136,31 @@ def select(sweep: list[dict], parameters: int) -> dict:
             "parameters": parameters, "sweep": sweep}
 
 
-def merge(paths: list[Path]) -> dict:
+def _merge_source(entry) -> tuple[Path, tuple[str, ...]]:
+    """``path`` or ``path:model,model``: a results.json and the models to take from it (default all)."""
+    text = str(entry)
+    head, _, tail = text.rpartition(":")
+    if head and tail and all(m in MODELS for m in tail.split(",")):
+        return Path(head), tuple(tail.split(","))
+    return Path(text), MODELS
+
+
+def merge(paths: list) -> dict:
     """Join results.json files of runs that evaluated different models or learning rates (e.g.
     run in parallel) into one table. Their benchmark settings must agree; the pretrained
     checkpoint is taken from the run that has one. A model that appears in several files has its
-    runs pooled and the best validation score among them chosen again (all must have one)."""
+    runs pooled and the best validation score among them chosen again (all must have one).
+    An entry ``path:scratch,bilstm`` takes only those models from that file (e.g. the baselines of
+    an earlier run next to a new checkpoint's pretrained rows); pretrained rows from different
+    checkpoints are refused."""
+    entries = [str(p) for p in paths]
+    sources = [_merge_source(p) for p in entries]
+    paths = [p for p, _ in sources]
     runs = [json.loads(Path(p).read_text()) for p in paths]
+    for r, (_, keep) in zip(runs, sources, strict=True):
+        for row in r["tasks"].values():
+            for m in [k for k in row if k in MODELS and k not in keep]:
+                del row[m]
     same = ("steps", "batch_size", "max_length", "max_examples", "seed", "precision", "pooling", "val_every")
     default = {"pooling": "cls", "val_every": None}  # results written before the options existed
 
@@ -152,8 +171,13 @@ def merge(paths: list[Path]) -> dict:
         diff = {k: (setting(runs[0], k), setting(r, k)) for k in same if setting(runs[0], k) != setting(r, k)}
         if diff:
             raise ValueError(f"{p} was run with other settings than {paths[0]} (first, this): {diff}")
-    out = {"settings": {**runs[0]["settings"], "merged_from": [str(p) for p in paths]}, "tasks": {}}
-    out["settings"]["pretrained"] = next((r["settings"]["pretrained"] for r in runs if r["settings"].get("pretrained")), None)
+    with_pretrained = {str(p): r["settings"].get("pretrained") for p, r in zip(paths, runs, strict=True)
+                       if any("pretrained" in row for row in r["tasks"].values())}
+    if len(set(with_pretrained.values())) > 1:
+        raise ValueError(f"pretrained rows from different checkpoints cannot share a table: {with_pretrained}; "
+                         "take the other files' baselines only, as PATH:scratch,bilstm")
+    out = {"settings": {**runs[0]["settings"], "merged_from": entries}, "tasks": {}}
+    out["settings"]["pretrained"] = next(iter(with_pretrained.values()), None)
     for r in runs:
         for task, row in r["tasks"].items():
             into = out["tasks"].setdefault(task, {})
@@ -216,8 +240,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--benchmark", type=Path)
     p.add_argument("--tokenizer", type=Path)
-    p.add_argument("--merge", type=Path, nargs="+", default=None,
-                   help="join these results.json files (runs of different models) into --out instead of training")
+    p.add_argument("--merge", nargs="+", default=None, metavar="RESULTS[:MODEL,...]",
+                   help="join these results.json files (runs of different models) into --out instead of training; "
+                        "PATH:scratch,bilstm takes only those models from PATH")
     p.add_argument("--pretrained", default=None, help="MaskedLMSystem .ckpt or encoder folder")
     p.add_argument("--config", type=Path, default=Path("configs/code/varmisuse_tiny.yaml"),
                    help="a fine-tuning YAML whose encoder config all Transformers use")

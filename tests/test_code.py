@@ -588,3 +588,38 @@ def test_release_heap_trims_on_schedule(tmp_path):
     assert cb.trims == 2  # after steps 2 and 4
     with pytest.raises(ValueError, match="every_n_steps"):
         ReleaseHeap(every_n_steps=0)
+
+
+def _fake_results(path, pretrained, rows):
+    """A results.json as code_eval writes it: ``rows`` maps model -> [(lr, val accuracy, test accuracy)]."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    from code_eval import select
+
+    task = {m: select([{"lr": lr, "val/accuracy": v, "test/accuracy": t, "fit_seconds": 1.0} for lr, v, t in runs], 10)
+            for m, runs in rows.items()}
+    settings = {"steps": 10, "batch_size": 4, "max_length": 64, "max_examples": 8, "seed": 0,
+                "precision": "32-true", "pooling": "cls", "val_every": 5, "pretrained": pretrained}
+    path.write_text(json.dumps({"settings": settings, "tasks": {"exception_type": task}}))
+    return path
+
+
+def test_code_eval_merge_takes_chosen_models_and_refuses_mixed_checkpoints(tmp_path):
+    """--merge PATH:scratch,bilstm takes only those models from PATH; pretrained rows of two different
+    checkpoints never share a table (they would be pooled as if one model)."""
+    old = _fake_results(tmp_path / "old.json", "ckpt-2000", {"pretrained": [(3e-4, 0.9, 0.9)],
+                                                             "scratch": [(3e-4, 0.4, 0.35)], "bilstm": [(1e-3, 0.5, 0.45)]})
+    new = _fake_results(tmp_path / "new.json", "ckpt-4000", {"pretrained": [(3e-4, 0.6, 0.55), (1e-3, 0.7, 0.5)]})
+    from code_eval import merge  # importable once _fake_results has put scripts/ on the path
+
+    with pytest.raises(ValueError, match="different checkpoints"):
+        merge([new, old])
+    row = merge([new, f"{old}:scratch,bilstm"])
+    table = row["tasks"]["exception_type"]
+    assert table["pretrained"]["test/accuracy"] == 0.5 and table["pretrained"]["lr"] == 1e-3  # the new run's best val
+    assert table["scratch"]["test/accuracy"] == 0.35 and table["bilstm"]["test/accuracy"] == 0.45
+    assert row["settings"]["pretrained"] == "ckpt-4000"
+    assert row["settings"]["merged_from"][1].endswith(":scratch,bilstm")
+    assert "bilstm" not in merge([new, f"{old}:scratch"])["tasks"]["exception_type"]
