@@ -191,6 +191,39 @@ def merge(paths: list) -> dict:
     return out
 
 
+def pool_seeds(paths: list) -> dict:
+    """Mean and spread over results.json files that differ only in the seed (each one table, e.g.
+    from --merge): per task and model the test figure of each seed's validation-chosen run, their
+    mean and sample standard deviation. Fine-tuning noise (head initialisation, batch order) is
+    what the seeds sample; the test set stays the same."""
+    import statistics
+
+    runs = [json.loads(Path(p).read_text()) for p in paths]
+    same = ("steps", "batch_size", "max_length", "max_examples", "precision", "pooling", "val_every", "pretrained")
+    for p, r in zip(paths[1:], runs[1:], strict=True):
+        diff = {k: (runs[0]["settings"].get(k), r["settings"].get(k)) for k in same
+                if runs[0]["settings"].get(k) != r["settings"].get(k)}
+        if diff:
+            raise ValueError(f"{p} differs from {paths[0]} in more than the seed (first, this): {diff}")
+    seeds = [r["settings"]["seed"] for r in runs]
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"a seed appears twice in {[str(p) for p in paths]}: {seeds}")
+    out = {"settings": {**runs[0]["settings"], "seed": seeds, "pooled_from": [str(p) for p in paths]}, "tasks": {}}
+    for task in runs[0]["tasks"]:
+        if any(task not in r["tasks"] for r in runs):
+            raise ValueError(f"task {task} is missing from some of {[str(p) for p in paths]}")
+        key, _ = headline(runs[0]["tasks"][task])
+        row = {}
+        for m in (*MODELS, "majority_class"):
+            if not all(m in r["tasks"][task] for r in runs):
+                continue
+            vals = [r["tasks"][task][m].get(key, r["tasks"][task][m].get("test/accuracy")) for r in runs]
+            row[m] = {key: round(statistics.fmean(vals), 4), "std": round(statistics.stdev(vals), 4) if len(vals) > 1 else 0.0,
+                      "per_seed": vals, "lr": [r["tasks"][task][m].get("lr") for r in runs]}
+        out["tasks"][task] = row
+    return out
+
+
 def _headline_key(metrics: dict) -> str:
     return "joint" if any(k.endswith("/joint") for k in metrics) else "accuracy"
 
@@ -216,7 +249,8 @@ def plot(results: dict, path: Path) -> None:
     width = 0.8 / len(models)
     for j, m in enumerate(models):
         vals = [headline(results["tasks"][t])[1].get(m, float("nan")) for t in tasks]
-        ax.bar([i + j * width for i in range(len(tasks))], vals, width, label=m)
+        spread = [results["tasks"][t].get(m, {}).get("std", 0.0) for t in tasks]  # pooled seeds: error bars
+        ax.bar([i + j * width for i in range(len(tasks))], vals, width, label=m, yerr=spread if any(spread) else None)
     ax.set_xticks([i + 0.4 - width / 2 for i in range(len(tasks))])
     ax.set_xticklabels([f"{t}\n({headline(results['tasks'][t])[0].split('/')[1]})" for t in tasks], fontsize=8)
     ax.set_ylabel("test accuracy")
@@ -243,6 +277,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--merge", nargs="+", default=None, metavar="RESULTS[:MODEL,...]",
                    help="join these results.json files (runs of different models) into --out instead of training; "
                         "PATH:scratch,bilstm takes only those models from PATH")
+    p.add_argument("--pool-seeds", nargs="+", default=None, metavar="RESULTS",
+                   help="mean and standard deviation over results.json files that differ only in --seed, into --out")
     p.add_argument("--pretrained", default=None, help="MaskedLMSystem .ckpt or encoder folder")
     p.add_argument("--config", type=Path, default=Path("configs/code/varmisuse_tiny.yaml"),
                    help="a fine-tuning YAML whose encoder config all Transformers use")
@@ -271,8 +307,20 @@ def main(argv: list[str] | None = None) -> int:
         print_table(results)
         print(f"wrote {a.out / 'results.json'} and {a.out / 'results.png'}")
         return 0
+    if a.pool_seeds:
+        results = pool_seeds(a.pool_seeds)
+        a.out.mkdir(parents=True, exist_ok=True)
+        (a.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+        plot(results, a.out / "results.png")
+        print_table(results)
+        print(f"seeds {results['settings']['seed']}; per seed:")
+        for task, row in results["tasks"].items():
+            for m, v in row.items():
+                print(f"  {task:26} {m:15} " + " ".join(f"{x:.3f}" for x in v["per_seed"]) + f"   std {v['std']:.3f}")
+        print(f"wrote {a.out / 'results.json'} and {a.out / 'results.png'}")
+        return 0
     if a.benchmark is None or a.tokenizer is None:
-        p.error("--benchmark and --tokenizer are required (unless --merge)")
+        p.error("--benchmark and --tokenizer are required (unless --merge or --pool-seeds)")
     torch.set_num_threads(max(1, torch.get_num_threads()))
     results = evaluate(a.tasks, a.benchmark, a.tokenizer, a.pretrained, encoder_config(a.config), a.out, a.steps,
                        a.batch_size, a.max_length, a.max_examples, a.lr, a.models, a.seed, progress=True,

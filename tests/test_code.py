@@ -623,3 +623,31 @@ def test_code_eval_merge_takes_chosen_models_and_refuses_mixed_checkpoints(tmp_p
     assert row["settings"]["pretrained"] == "ckpt-4000"
     assert row["settings"]["merged_from"][1].endswith(":scratch,bilstm")
     assert "bilstm" not in merge([new, f"{old}:scratch"])["tasks"]["exception_type"]
+
+
+def test_code_eval_pool_seeds(tmp_path):
+    """--pool-seeds: each seed's validation-chosen test figure, their mean and std; files that differ
+    in more than the seed, or repeat a seed, are refused."""
+    a = _fake_results(tmp_path / "s0.json", "ckpt", {"pretrained": [(3e-4, 0.5, 0.40), (1e-3, 0.6, 0.30)],
+                                                      "bilstm": [(1e-3, 0.5, 0.35)]})
+    b = _fake_results(tmp_path / "s1.json", "ckpt", {"pretrained": [(3e-4, 0.7, 0.50), (1e-3, 0.6, 0.45)],
+                                                      "bilstm": [(1e-3, 0.5, 0.45)]})
+    for path, seed in ((a, 0), (b, 1)):
+        r = json.loads(path.read_text())
+        r["settings"]["seed"] = seed
+        path.write_text(json.dumps(r))
+    from code_eval import main, pool_seeds
+
+    pooled = pool_seeds([a, b])["tasks"]["exception_type"]
+    assert pooled["pretrained"]["per_seed"] == [0.30, 0.50] and pooled["pretrained"]["lr"] == [1e-3, 3e-4]
+    assert pooled["pretrained"]["test/accuracy"] == pytest.approx(0.40)
+    assert pooled["pretrained"]["std"] == pytest.approx(0.1414, abs=1e-4)
+    assert pooled["bilstm"]["test/accuracy"] == pytest.approx(0.40)
+    with pytest.raises(ValueError, match="twice"):
+        pool_seeds([a, a])
+    c = _fake_results(tmp_path / "s2.json", "other-ckpt", {"pretrained": [(3e-4, 0.5, 0.4)], "bilstm": [(1e-3, 0.5, 0.4)]})
+    with pytest.raises(ValueError, match="more than the seed"):
+        pool_seeds([a, c])
+    assert main(["--pool-seeds", str(a), str(b), "--out", str(tmp_path / "pooled")]) == 0
+    assert json.loads((tmp_path / "pooled" / "results.json").read_text())["settings"]["seed"] == [0, 1]
+    assert (tmp_path / "pooled" / "results.png").stat().st_size > 0
