@@ -299,24 +299,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path("runs/code/eval"))
     a = p.parse_args(argv)
-    if a.merge:
-        results = merge(a.merge)
+    if a.merge or a.pool_seeds:
+        results = merge(a.merge) if a.merge else pool_seeds(a.pool_seeds)
         a.out.mkdir(parents=True, exist_ok=True)
         (a.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
         plot(results, a.out / "results.png")
         print_table(results)
-        print(f"wrote {a.out / 'results.json'} and {a.out / 'results.png'}")
-        return 0
-    if a.pool_seeds:
-        results = pool_seeds(a.pool_seeds)
-        a.out.mkdir(parents=True, exist_ok=True)
-        (a.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-        plot(results, a.out / "results.png")
-        print_table(results)
-        print(f"seeds {results['settings']['seed']}; per seed:")
-        for task, row in results["tasks"].items():
-            for m, v in row.items():
-                print(f"  {task:26} {m:15} " + " ".join(f"{x:.3f}" for x in v["per_seed"]) + f"   std {v['std']:.3f}")
+        if a.pool_seeds:
+            print(f"seeds {results['settings']['seed']}; per seed:")
+            for task, row in results["tasks"].items():
+                for m, v in row.items():
+                    print(f"  {task:26} {m:15} " + " ".join(f"{x:.3f}" for x in v["per_seed"]) + f"   std {v['std']:.3f}")
         print(f"wrote {a.out / 'results.json'} and {a.out / 'results.png'}")
         return 0
     if a.benchmark is None or a.tokenizer is None:
