@@ -256,7 +256,9 @@ def plot(results: dict, path: Path) -> None:
     ax.set_ylabel("test accuracy")
     ax.set_ylim(0, 1)
     ax.legend(fontsize=7)
-    ax.set_title(f"CuBERT benchmark, {results['settings']['steps']} fine-tuning steps", fontsize=9)
+    seeds = results["settings"].get("seed")
+    over = f", mean and std over {len(seeds)} seeds" if isinstance(seeds, list) else ""
+    ax.set_title(f"CuBERT benchmark, {results['settings']['steps']} fine-tuning steps{over}", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
