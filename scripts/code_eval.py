@@ -136,6 +136,22 @@ def select(sweep: list[dict], parameters: int) -> dict:
             "parameters": parameters, "sweep": sweep}
 
 
+# the settings that make two results.json files one experiment; defaults for files written before an option existed
+_SETTINGS = ("steps", "batch_size", "max_length", "max_examples", "precision", "pooling", "val_every")
+_SETTING_DEFAULTS = {"pooling": "cls", "val_every": None}
+
+
+def _require_same(paths: list, runs: list[dict], keys: tuple[str, ...], what: str) -> None:
+    """Raise unless every results file agrees with the first on ``keys``."""
+    def setting(r: dict, k: str):
+        return r["settings"].get(k, _SETTING_DEFAULTS.get(k))
+
+    for p, r in zip(paths[1:], runs[1:], strict=True):
+        diff = {k: (setting(runs[0], k), setting(r, k)) for k in keys if setting(runs[0], k) != setting(r, k)}
+        if diff:
+            raise ValueError(f"{p} {what} {paths[0]} (first, this): {diff}")
+
+
 def _merge_source(entry) -> tuple[Path, tuple[str, ...]]:
     """``path`` or ``path:model,model``: a results.json and the models to take from it (default all)."""
     text = str(entry)
@@ -161,16 +177,7 @@ def merge(paths: list) -> dict:
         for row in r["tasks"].values():
             for m in [k for k in row if k in MODELS and k not in keep]:
                 del row[m]
-    same = ("steps", "batch_size", "max_length", "max_examples", "seed", "precision", "pooling", "val_every")
-    default = {"pooling": "cls", "val_every": None}  # results written before the options existed
-
-    def setting(r: dict, k: str):
-        return r["settings"].get(k, default.get(k))
-
-    for p, r in zip(paths[1:], runs[1:], strict=True):
-        diff = {k: (setting(runs[0], k), setting(r, k)) for k in same if setting(runs[0], k) != setting(r, k)}
-        if diff:
-            raise ValueError(f"{p} was run with other settings than {paths[0]} (first, this): {diff}")
+    _require_same(paths, runs, (*_SETTINGS, "seed"), "was run with other settings than")
     with_pretrained = {str(p): r["settings"].get("pretrained") for p, r in zip(paths, runs, strict=True)
                        if any("pretrained" in row for row in r["tasks"].values())}
     if len(set(with_pretrained.values())) > 1:
@@ -199,12 +206,7 @@ def pool_seeds(paths: list) -> dict:
     import statistics
 
     runs = [json.loads(Path(p).read_text()) for p in paths]
-    same = ("steps", "batch_size", "max_length", "max_examples", "precision", "pooling", "val_every", "pretrained")
-    for p, r in zip(paths[1:], runs[1:], strict=True):
-        diff = {k: (runs[0]["settings"].get(k), r["settings"].get(k)) for k in same
-                if runs[0]["settings"].get(k) != r["settings"].get(k)}
-        if diff:
-            raise ValueError(f"{p} differs from {paths[0]} in more than the seed (first, this): {diff}")
+    _require_same(paths, runs, (*_SETTINGS, "pretrained"), "differs in more than the seed from")
     seeds = [r["settings"]["seed"] for r in runs]
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"a seed appears twice in {[str(p) for p in paths]}: {seeds}")

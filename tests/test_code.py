@@ -490,15 +490,23 @@ def test_keep_best_restores_the_best_validation_round():
             SimpleNamespace(sanity_checking=False, global_step=1, callback_metrics={}), module)
 
 
+def _code_eval():
+    """scripts/code_eval.py as a module (scripts/ is not a package)."""
+    import importlib
+    import sys
+    from pathlib import Path
+
+    scripts = str(Path(__file__).resolve().parents[1] / "scripts")
+    if scripts not in sys.path:
+        sys.path.insert(0, scripts)
+    return importlib.import_module("code_eval")
+
+
 @pytest.mark.slow
 def test_code_eval_selects_lr_on_validation(benchmark_dir, tmp_path):
     """scripts/code_eval.py: with several learning rates each model keeps the one with the best
     validation score, and its test figures are that run's (not the best test figure)."""
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-    from code_eval import evaluate, merge
+    evaluate, merge = _code_eval().evaluate, _code_eval().merge
 
     bench, tokdir = benchmark_dir
     cfg = dict(vocab_size=300, hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64,
@@ -592,12 +600,7 @@ def test_release_heap_trims_on_schedule(tmp_path):
 
 def _fake_results(path, pretrained, rows):
     """A results.json as code_eval writes it: ``rows`` maps model -> [(lr, val accuracy, test accuracy)]."""
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-    from code_eval import select
-
+    select = _code_eval().select
     task = {m: select([{"lr": lr, "val/accuracy": v, "test/accuracy": t, "fit_seconds": 1.0} for lr, v, t in runs], 10)
             for m, runs in rows.items()}
     settings = {"steps": 10, "batch_size": 4, "max_length": 64, "max_examples": 8, "seed": 0,
@@ -612,8 +615,7 @@ def test_code_eval_merge_takes_chosen_models_and_refuses_mixed_checkpoints(tmp_p
     old = _fake_results(tmp_path / "old.json", "ckpt-2000", {"pretrained": [(3e-4, 0.9, 0.9)],
                                                              "scratch": [(3e-4, 0.4, 0.35)], "bilstm": [(1e-3, 0.5, 0.45)]})
     new = _fake_results(tmp_path / "new.json", "ckpt-4000", {"pretrained": [(3e-4, 0.6, 0.55), (1e-3, 0.7, 0.5)]})
-    from code_eval import merge  # importable once _fake_results has put scripts/ on the path
-
+    merge = _code_eval().merge
     with pytest.raises(ValueError, match="different checkpoints"):
         merge([new, old])
     row = merge([new, f"{old}:scratch,bilstm"])
@@ -636,8 +638,7 @@ def test_code_eval_pool_seeds(tmp_path):
         r = json.loads(path.read_text())
         r["settings"]["seed"] = seed
         path.write_text(json.dumps(r))
-    from code_eval import main, pool_seeds
-
+    main, pool_seeds = _code_eval().main, _code_eval().pool_seeds
     pooled = pool_seeds([a, b])["tasks"]["exception_type"]
     assert pooled["pretrained"]["per_seed"] == [0.30, 0.50] and pooled["pretrained"]["lr"] == [1e-3, 3e-4]
     assert pooled["pretrained"]["test/accuracy"] == pytest.approx(0.40)
