@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import BackboneConfig
 from .linear import Linear
 
-_ACT = {
-    "gelu": lambda x: F.gelu(x),
-    "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"),
+_ACT = {  # module-level callables, so that encoders pickle (torch.save(model), spawn workers)
+    "gelu": F.gelu,
+    "gelu_tanh": partial(F.gelu, approximate="tanh"),
     "relu": F.relu,
-    "geglu": lambda x: F.gelu(x),
+    "geglu": F.gelu,
     "swiglu": F.silu,
 }
 
