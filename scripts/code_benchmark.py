@@ -2,6 +2,7 @@
 
     python scripts/code_benchmark.py                                  # all tasks, default cache
     python scripts/code_benchmark.py --corpus DIR --out DIR --tasks variable_misuse --max-functions 2000
+    python scripts/code_benchmark.py --corpus DIR --out DIR --tasks variable_misuse --paired   # clean + buggy per function
 
 Writes <out>/<task>/{train,valid,test}.jsonl and <out>/stats.json; prints the statistics.
 Deterministic for a seed; splits inherit the corpus's package split.
@@ -22,7 +23,7 @@ from tasks.data.fetch import default_cache_dir
 
 
 def write_benchmark(corpus: Path, out: Path, tasks=TASKS, seed: int = 0, max_functions: int | None = None,
-                    max_chars: int = 2000) -> dict:
+                    max_chars: int = 2000, paired: bool = False) -> dict:
     manifest = corpus / "manifest.jsonl"
     if not manifest.is_file():
         raise FileNotFoundError(f"{manifest} is missing; run scripts/code_corpus.py first")
@@ -35,13 +36,13 @@ def write_benchmark(corpus: Path, out: Path, tasks=TASKS, seed: int = 0, max_fun
             fns = [fns[i] for i in keep]  # a seeded sample, in manifest order
         functions[split] = fns
     exceptions = exception_vocabulary(functions["train"], 20)
-    stats = {"seed": seed, "functions": {s: len(f) for s, f in functions.items()}, "exception_types": exceptions, "tasks": {}}
+    stats = {"seed": seed, "paired": paired, "functions": {s: len(f) for s, f in functions.items()}, "exception_types": exceptions, "tasks": {}}
     for task in tasks:
         (out / task).mkdir(parents=True, exist_ok=True)
         stats["tasks"][task] = {}
         for split in SPLITS:
             rejected = Counter()
-            examples = generate(task, functions[split], seed, exceptions, split, rejected)
+            examples = generate(task, functions[split], seed, exceptions, split, rejected, paired)
             with (out / task / f"{split}.jsonl").open("w") as f:
                 for ex in examples:
                     f.write(json.dumps(ex) + "\n")
@@ -63,8 +64,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-functions", type=int, default=None, help="per split, a seeded sample")
     p.add_argument("--max-chars", type=int, default=2000, help="longest function kept (characters)")
+    p.add_argument("--paired", action="store_true",
+                   help="bug tasks: each function gives its clean AND its buggy example (default: one of the two)")
     a = p.parse_args(argv)
-    stats = write_benchmark(a.corpus, a.out, a.tasks, a.seed, a.max_functions, a.max_chars)
+    stats = write_benchmark(a.corpus, a.out, a.tasks, a.seed, a.max_functions, a.max_chars, a.paired)
     print(json.dumps(stats, indent=2))
     return 0
 

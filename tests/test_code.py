@@ -284,6 +284,25 @@ def test_buggy_examples_differ_from_their_function_by_one_edit(functions):
             assert (ex["source"] != orig) == bool(ex["label"])
 
 
+def test_paired_gives_every_function_its_clean_and_its_buggy_example(functions):
+    originals = {(f.path, f.name, f.line): f.source for f in functions}
+    for task in ("variable_misuse", "wrong_binary_operator", "swapped_operands", "variable_misuse_repair"):
+        single = generate(task, functions, seed=0)
+        paired = generate(task, functions, seed=0, paired=True)
+        by_fn: dict = {}
+        for ex in paired:
+            by_fn.setdefault((ex["path"], ex["function"], ex["line"]), []).append(ex)
+        assert len(paired) == 2 * len(by_fn) and len(by_fn) >= len(single) - 1, task  # every eligible function
+        for key, (a, b) in by_fn.items():
+            clean, buggy = sorted((a, b), key=lambda ex: ex["label"])
+            assert (clean["label"], buggy["label"]) == (0, 1), task
+            assert clean["source"] == originals[key] != buggy["source"], task
+            # the same mutation as unpaired: the clean site is where the edit goes
+            assert clean["site"][0] == buggy["site"][0], task
+        # each unpaired example is one of its function's pair
+        assert all(ex in by_fn[(ex["path"], ex["function"], ex["line"])] for ex in single), task
+
+
 OPERATORS = {"+", "-", "*", "/", "//", "%", "**", "<<", ">>", "&", "|", "^", "==", "!=", "<", "<=", ">", ">=",
              "is", "in", "and", "or"}
 

@@ -4,7 +4,8 @@ Every example is one function (its source dedented, decorators left out), edited
 character positions ``ast`` and the lexer give, so the code around an edit keeps its original
 formatting (no ``ast.unparse`` round trip that a model could tell apart from real code). Every
 emitted example is checked to parse. Binary tasks are balanced exactly within a split: the
-eligible functions are shuffled with a seeded generator, the first half gets the bug.
+eligible functions are shuffled with a seeded generator, the first half gets the bug; with
+``paired=True`` every eligible function gives both its clean and its buggy example instead.
 
 Tasks (``TASKS``):
 - ``variable_misuse``: one use of a local variable replaced by another local variable (label 1).
@@ -282,8 +283,13 @@ def _base(fn: Function) -> dict:
 
 
 def generate(task: str, functions: list[Function], seed: int = 0, exceptions: list[str] | None = None,
-             split: str = "train", stats: Counter | None = None) -> list[dict]:
-    """Examples of one task from one split's functions; deterministic for (seed, task, split)."""
+             split: str = "train", stats: Counter | None = None, paired: bool = False) -> list[dict]:
+    """Examples of one task from one split's functions; deterministic for (seed, task, split).
+
+    ``paired`` (the bug tasks only): every eligible function gives both its clean and its buggy
+    example, instead of one of the two. Unpaired, a model can learn which *functions* are buggy
+    (their identity) instead of the bug; paired, the two examples differ only at the edit.
+    """
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; tasks: {TASKS}")
     stats = stats if stats is not None else Counter()
@@ -342,8 +348,7 @@ def generate(task: str, functions: list[Function], seed: int = 0, exceptions: li
             continue
         eligible.append((fn, m))
     half = len(eligible) // 2
-    for k, (fn, m) in enumerate(eligible):
-        bug = k < half
+    for fn, m, bug in ((fn, m, b) for k, (fn, m) in enumerate(eligible) for b in ((True, False) if paired else (k < half,))):
         site = m[1] if bug else m[2]
         if task == "variable_misuse_repair":
             buggy, (bs, be), _, right, wrong, occ = m
