@@ -180,15 +180,3 @@ def test_unpadded_equal_lengths_take_the_batched_path(position):
     ref = model(x, mask).last_hidden_state
     model.set_attention_backend("unpadded")
     assert (model(x, mask).last_hidden_state - ref).abs().max() < 1e-5
-
-
-@pytest.mark.parametrize("activation", ["gelu", "gelu_tanh", "relu", "geglu", "swiglu"])
-def test_encoder_pickles_with_every_activation(activation):
-    import pickle
-
-    torch.manual_seed(0)
-    model = Backbone(tiny(activation=activation)).eval()
-    x, mask = torch.randn(2, 5, 32), ragged_mask([5, 3])
-    clone = pickle.loads(pickle.dumps(model))  # torch.save(model) and spawned workers need this
-    with torch.no_grad():
-        assert torch.equal(model(x, mask).last_hidden_state, clone(x, mask).last_hidden_state)

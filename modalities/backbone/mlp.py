@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-from functools import partial
-
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import BackboneConfig
 from .linear import Linear
 
-_ACT = {  # module-level callables, so that encoders pickle (torch.save(model), spawn workers)
-    "gelu": F.gelu,
-    "gelu_tanh": partial(F.gelu, approximate="tanh"),
+_ACT = {
+    "gelu": lambda x: F.gelu(x),
+    "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"),
     "relu": F.relu,
-    "geglu": F.gelu,
+    "geglu": lambda x: F.gelu(x),
     "swiglu": F.silu,
 }
 
