@@ -348,7 +348,9 @@ def generate(task: str, functions: list[Function], seed: int = 0, exceptions: li
             continue
         eligible.append((fn, m))
     half = len(eligible) // 2
-    for fn, m, bug in ((fn, m, b) for k, (fn, m) in enumerate(eligible) for b in ((True, False) if paired else (k < half,))):
+    labelled = [(fn, m, bug) for k, (fn, m) in enumerate(eligible)
+                for bug in ((True, False) if paired else (k < half,))]  # paired: both versions of each
+    for fn, m, bug in labelled:
         site = m[1] if bug else m[2]
         if task == "variable_misuse_repair":
             buggy, (bs, be), _, right, wrong, occ = m
