@@ -24,7 +24,7 @@ import yaml
 from modalities import TokenEncoder, TokenEncoderConfig
 from modalities.code import BiLSTMConfig, BiLSTMEncoder
 from tasks.callbacks import KeepBest, ReleaseHeap
-from tasks.code import CodeClassifierSystem, VarMisusePointerSystem
+from tasks.code import POOLINGS, CodeClassifierSystem, VarMisusePointerSystem
 from tasks.data.code import CodeTaskDataModule
 
 MODELS = ("pretrained", "scratch", "bilstm")
@@ -296,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="one or more; with several, each model keeps the one with the best validation score")
     p.add_argument("--bilstm-lr", type=float, nargs="+", default=None, help="the BiLSTM's own learning rate(s)")
     p.add_argument("--precision", default="32-true", help="Lightning precision, e.g. bf16-mixed")
-    p.add_argument("--pooling", default="cls", choices=("cls", "mean"),
+    p.add_argument("--pooling", default="cls", choices=POOLINGS,
                    help="the Transformers' classification input: [CLS] (CuBERT) or the mean over tokens")
     p.add_argument("--val-every", type=int, default=None,
                    help="validate every N steps and test the best validation round's weights (default: the last)")

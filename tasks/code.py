@@ -71,6 +71,9 @@ class _FineTuneBase(L.LightningModule):
             (folder / name).write_text(json.dumps(metrics, indent=2) + "\n")
 
 
+POOLINGS = ("cls", "mean", "max")
+
+
 class CodeClassifierSystem(_FineTuneBase):
     """[CLS] representation -> dropout -> linear; cross-entropy; accuracy.
 
@@ -80,15 +83,17 @@ class CodeClassifierSystem(_FineTuneBase):
         pretrained: pretrained encoder weights (MaskedLMSystem .ckpt or encoder folder); None: from scratch.
         lr, weight_decay, warmup, schedule: AdamW and its schedule.
         dropout: on the pooled representation.
-        pooling: "cls" (position 0; the BiLSTM uses "mean").
+        pooling: "cls" (position 0; the BiLSTM uses "mean"), "mean" over the real tokens, or "max"
+            (element-wise over the real tokens: every token gets gradient, so a local anomaly such as
+            one misused variable can decide the class without first being routed to [CLS]).
     """
 
     def __init__(self, encoder: nn.Module, num_classes: int = 2, pretrained: str | None = None, lr: float = 1e-4,
                  weight_decay: float = 0.01, warmup: float = 0.1, schedule: str = "linear", dropout: float = 0.1,
                  pooling: str = "cls"):
         super().__init__(encoder, pretrained, lr, weight_decay, warmup, schedule, dropout)
-        if pooling not in ("cls", "mean"):
-            raise ValueError(f"pooling must be 'cls' or 'mean', got {pooling!r}")
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
         self.save_hyperparameters()
         self.head = nn.Linear(encoder.config.hidden_size, num_classes)
         self.acc = {s: MeanMetric() for s in ("val", "test")}
@@ -99,9 +104,11 @@ class CodeClassifierSystem(_FineTuneBase):
         h = self.encode(batch)  # (B, T, D)
         if self.hparams.pooling == "cls":
             pooled = h[:, 0]
-        else:
+        elif self.hparams.pooling == "mean":
             m = batch["attention_mask"][..., None].to(h.dtype)
             pooled = (h * m).sum(1) / m.sum(1)
+        else:  # max over real tokens; padding can never win
+            pooled = h.masked_fill(~batch["attention_mask"][..., None].bool(), float("-inf")).amax(1)
         return self.head(self.dropout(pooled)).float()  # (B, C)
 
     def training_step(self, batch, batch_idx):

@@ -573,9 +573,9 @@ def test_code_eval_selects_lr_on_validation(benchmark_dir, tmp_path):
 
 
 def test_classifier_pooling_ignores_padding():
-    """"mean" averages the real tokens only and "cls" reads position 0: padding a sequence changes neither."""
+    """"mean" and "max" pool the real tokens only and "cls" reads position 0: padding a sequence changes none."""
     torch.manual_seed(0)
-    for pooling in ("cls", "mean"):
+    for pooling in ("cls", "mean", "max"):
         model = CodeClassifierSystem(tiny_encoder(), pooling=pooling).eval()
         ids = torch.randint(5, 300, (1, 9))
         padded = torch.cat([ids, torch.zeros(1, 4, dtype=torch.long)], 1)
@@ -583,12 +583,17 @@ def test_classifier_pooling_ignores_padding():
         alone = model({"input_ids": ids, "attention_mask": torch.ones(1, 9, dtype=torch.bool)})
         with_pad = model({"input_ids": padded, "attention_mask": mask})
         assert torch.allclose(alone, with_pad, atol=1e-5), pooling
-    cls, mean = (CodeClassifierSystem(tiny_encoder(), pooling=p) for p in ("cls", "mean"))
+    cls, mean, mx = (CodeClassifierSystem(tiny_encoder(), pooling=p) for p in ("cls", "mean", "max"))
     mean.load_state_dict(cls.state_dict())
+    mx.load_state_dict(cls.state_dict())
     batch = {"input_ids": ids, "attention_mask": torch.ones(1, 9, dtype=torch.bool)}
-    assert not torch.allclose(cls.eval()(batch), mean.eval()(batch))
+    outs = [m.eval()(batch) for m in (cls, mean, mx)]
+    assert not torch.allclose(outs[0], outs[1]) and not torch.allclose(outs[1], outs[2])
+    # "max" is the element-wise maximum of the token states, read through the same head
+    h = mx.encode(batch)
+    assert torch.allclose(outs[2], mx.head(h.amax(1)).float(), atol=1e-5)
     with pytest.raises(ValueError, match="pooling"):
-        CodeClassifierSystem(tiny_encoder(), pooling="max")
+        CodeClassifierSystem(tiny_encoder(), pooling="attention")
 
 
 def test_release_heap_trims_on_schedule(tmp_path):
