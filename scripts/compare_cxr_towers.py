@@ -8,14 +8,16 @@ equal-compute analogue at tiny size, same splits, tokenizer, seeds and step coun
   LLM2Vec's recipe (bidirectional attention + MNTP, unsupervised SimCSE, supervised contrastive);
 - BERT: the shared backbone of the same size (same block layout: pre-LN, RoPE, SwiGLU), masked
   LM for as many steps as causal LM + MNTP together, then the same SimCSE and supervised steps;
-- ablation: both pretrained towers given the supervised step straight after pretraining (no
-  SimCSE), from the same pretraining exports (the brief's "MLM then the same supervised step");
+- both pretrained towers given the supervised step straight after pretraining (no SimCSE), from
+  the same pretraining exports: for BERT the brief's "MLM then the same supervised step", for
+  LLM2Vec the paper's own supervised recipe (its released "-mntp-supervised" models skip SimCSE);
 - references: both towers trained with the supervised step only (from scratch), the real
   pretrained all-MiniLM-L6-v2 zero-shot and after the same supervised step, and TF-IDF.
 
 Evaluation: findings <-> impression retrieval on the held-out test reports in four styles
 (``tasks.cxr_eval``). Writes compare.json (every seed, every stage's validation figures and
-seconds) and retrieval.json / retrieval.png (the mean over seeds).
+seconds, and head-to-head win counts of the matched pairs in ``PAIRS``) and retrieval.json /
+retrieval.png (the mean over seeds).
 
     OMP_NUM_THREADS=1 python scripts/compare_cxr_towers.py --out runs/cxr/compare
 """
@@ -28,9 +30,26 @@ import statistics
 import time
 from pathlib import Path
 
-from tasks.cxr_eval import folder_encoder, retrieval_table, test_pairs, tfidf_encoder, write_report
+from tasks.cxr_eval import (
+    folder_encoder,
+    head_to_head,
+    retrieval_table,
+    test_pairs,
+    tfidf_encoder,
+    write_report,
+)
 from tasks.cxr_pipeline import minilm_folder, run_pipeline
 from tasks.data.cxr import load_reports
+
+# The head-to-head counts written into compare.json: (tower a, tower b, what the pairing tests).
+PAIRS = (
+    ("llm2vec-no-simcse", "bert-no-simcse", "LLM2Vec's supervised recipe (its released '-mntp-supervised' models: "
+     "MNTP, then supervised; no SimCSE) vs BERT (MLM, then the same supervised step): same steps"),
+    ("llm2vec", "bert", "both with SimCSE before the supervised step: same steps"),
+    ("llm2vec", "bert-no-simcse", "LLM2Vec with SimCSE vs BERT without (100 steps more for LLM2Vec)"),
+    ("llm2vec-no-simcse", "bert-scratch", "LLM2Vec's supervised recipe vs the BERT tower with the supervised step only"),
+    ("llm2vec", "bert-scratch", "LLM2Vec with SimCSE vs the BERT tower with the supervised step only"),
+)
 
 
 def final_metrics(log: Path) -> dict:
@@ -113,14 +132,17 @@ def main(argv=None) -> dict:
         meta = {"data": read, "split": "test", "pairs": len(pairs), "seeds": done, "mean_over_seeds": True,
                 "steps": {k: v[1] for k, v in plans.items()}}
         write_report(table, out, meta)
-        result = {**meta, "runs": runs, "per_seed": dict(zip(done, tables, strict=True)), "mean": table}
+        per_seed = dict(zip(done, tables, strict=True))
+        versus = {f"{a} vs {b}": {"what": what, **head_to_head(per_seed, a, b)}
+                  for a, b, what in PAIRS if a in tables[0] and b in tables[0]}
+        result = {**meta, "runs": runs, "per_seed": per_seed, "mean": table, "head_to_head": versus}
         (out / "compare.json").write_text(json.dumps(result, indent=1))
-    print_summary(table, runs)
+    print_summary(table, runs, versus)
     print(f"wrote {out / 'compare.json'}, {out / 'retrieval.json'} and {out / 'retrieval.png'}")
     return result
 
 
-def print_summary(table: dict, runs: dict) -> None:
+def print_summary(table: dict, runs: dict, versus: dict) -> None:
     print(f"{'tower':<22}{'style':<22}{'f2i R@1':>8}{'R@10':>7}{'i2f R@1':>9}{'R@10':>7}")
     for name, rows in table.items():
         for style in ("original", "abbreviated_and_reworded"):
@@ -133,6 +155,11 @@ def print_summary(table: dict, runs: dict) -> None:
             pre = {s: {k: round(v, 3) for k, v in m["final"].items() if k in ("val/loss", "val/accuracy", "val/recall@1")}
                    for s, m in r["stages"].items()}
             print(f"seed {seed} {row}: {r['seconds']} s, validation at the end of each stage: {pre}")
+    print("head to head (wins / losses / ties over seeds x styles; styled = the three restyled query sets):")
+    for pair, v in versus.items():
+        cells = [f"{key} {d} R@{m[7:]} {c['wins']}/{c['losses']}/{c['ties']}"
+                 for key in ("all", "styled") for d in ("f2i", "i2f") for m, c in v[key][d].items()]
+        print(f"  {pair}: " + ", ".join(cells))
 
 
 if __name__ == "__main__":

@@ -127,6 +127,30 @@ def tokenizer_of(folder: str | Path, fallback: str | Path | None = None):
     return load_tokenizer(fallback)
 
 
+def head_to_head(per_seed: dict, a: str, b: str, metrics=("recall@1", "recall@10")) -> dict:
+    """Count, over every seed and style, the cases where tower ``a`` retrieves better than ``b``.
+
+    ``per_seed``: {seed: retrieval_table(...)}. Returns {direction: {metric: {"wins", "losses",
+    "ties", "cases"}}}, plus the same restricted to the restyled queries under "styled" (every
+    style but "original"), so that a claim like "ahead in 15 of 15 styled cases" can be read off."""
+    out: dict = {}
+    for key, keep in (("all", lambda s: True), ("styled", lambda s: s != "original")):
+        out[key] = {}
+        for direction in ("f2i", "i2f"):
+            out[key][direction] = {}
+            for metric in metrics:
+                wins = losses = ties = 0
+                for table in per_seed.values():
+                    if a not in table or b not in table:
+                        raise KeyError(f"head_to_head: a seed's table lacks {a!r} or {b!r}")
+                    for style in filter(keep, table[a]):
+                        x, y = table[a][style][direction][metric], table[b][style][direction][metric]
+                        wins, losses, ties = wins + (x > y), losses + (x < y), ties + (x == y)
+                out[key][direction][metric] = {"wins": wins, "losses": losses, "ties": ties,
+                                               "cases": wins + losses + ties}
+    return out
+
+
 def write_report(table: dict, out: Path, meta: dict) -> dict:
     """retrieval.json and retrieval.png (Recall@1 and @10 per style, both directions)."""
     out.mkdir(parents=True, exist_ok=True)

@@ -255,3 +255,23 @@ def test_clip_fits_under_ddp_on_two_cpu_processes(reports, tmp_path):
     assert np.isfinite(final["val/loss"]) and 0 <= final["val/i2t_recall@1"] <= 1
     assert len(list((log / "checkpoints").glob("*.ckpt"))) >= 1
     assert "GLOBAL_RANK: 1, MEMBER: 2/2" in run.stdout + run.stderr  # the second process did run
+
+
+def test_head_to_head_counts_wins_per_seed_and_style():
+    from tasks.cxr_eval import head_to_head
+
+    def table(a1, b1):  # tower -> style -> direction -> metric; a and b differ only at f2i R@1
+        def cell(r1):
+            return {d: {"recall@1": r1 if d == "f2i" else 0.5, "recall@10": 0.9} for d in ("f2i", "i2f")}
+        styles = ("original", "abbreviated", "negations_reworded", "abbreviated_and_reworded")
+        return {"a": {s: cell(a1[i]) for i, s in enumerate(styles)}, "b": {s: cell(b1[i]) for i, s in enumerate(styles)}}
+
+    per_seed = {0: table([0.3, 0.2, 0.2, 0.1], [0.2, 0.3, 0.2, 0.0]),  # win, loss, tie, win
+                1: table([0.1, 0.2, 0.3, 0.4], [0.2, 0.1, 0.2, 0.3])}  # loss, win, win, win
+    h = head_to_head(per_seed, "a", "b")
+    assert h["all"]["f2i"]["recall@1"] == {"wins": 5, "losses": 2, "ties": 1, "cases": 8}
+    assert h["styled"]["f2i"]["recall@1"] == {"wins": 4, "losses": 1, "ties": 1, "cases": 6}  # "original" left out
+    assert h["all"]["i2f"]["recall@1"] == {"wins": 0, "losses": 0, "ties": 8, "cases": 8}
+    assert head_to_head(per_seed, "b", "a")["all"]["f2i"]["recall@1"]["wins"] == 2
+    with pytest.raises(KeyError, match="lacks"):
+        head_to_head(per_seed, "a", "c")
