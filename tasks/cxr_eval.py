@@ -174,9 +174,9 @@ def write_report(table: dict, out: Path, meta: dict) -> dict:
         ax.set_title({"f2i": "findings -> impression", "i2f": "impression -> findings"}[direction])
         ax.grid(axis="y", alpha=0.3)
     axes[0].set_ylabel("Recall@1 (solid), Recall@10 (light)")
-    axes[0].legend(fontsize=8)
+    axes[1].legend(fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5))  # outside: never over a bar
     fig.tight_layout()
-    fig.savefig(out / "retrieval.png", dpi=120)
+    fig.savefig(out / "retrieval.png", dpi=120, bbox_inches="tight")
     plt.close(fig)
     return result
 
