@@ -31,6 +31,9 @@ class MERTPretraining(PretrainingHooks, L.LightningModule):
         final_dim: HuBERT projection size per codebook (MERT: 64 for 95M, 128 for 330M).
         logit_temp: temperature of the cosine-similarity logits (MERT: 0.1).
         rvq_weight, cqt_weight: loss weights.
+        unmasked_weight: weight of the same losses on the real frames that were *not* masked
+            (HuBERT's ``pred_nomask_weight``; MERT and HuBERT train with 0). Above 0, the output at
+            unmasked frames must also carry the targets, which frozen-feature probes read.
         mask_prob, mask_span: span masking (MERT: 0.8, 5 frames).
         noise_prob, noise_segments, noise_seconds: in-batch noise mixture (MERT: 0.5, 1-3, 0.5-1.0 s).
         fit_codebooks_batches: training batches read at the start of fit to set up the teachers:
@@ -49,6 +52,7 @@ class MERTPretraining(PretrainingHooks, L.LightningModule):
         logit_temp: float = 0.1,
         rvq_weight: float = 1.0,
         cqt_weight: float = 1.0,
+        unmasked_weight: float = 0.0,
         mask_prob: float = 0.8,
         mask_span: int = 5,
         noise_prob: float = 0.5,
@@ -66,6 +70,8 @@ class MERTPretraining(PretrainingHooks, L.LightningModule):
         super().__init__()
         if rvq_teacher is None and cqt_teacher is None:
             raise ValueError("MERTPretraining needs at least one teacher (rvq_teacher or cqt_teacher)")
+        if unmasked_weight < 0:
+            raise ValueError(f"unmasked_weight must be >= 0, got {unmasked_weight}")
         self.save_hyperparameters()
         self.encoder, self.rvq_teacher, self.cqt_teacher = encoder, rvq_teacher, cqt_teacher
         D = encoder.config.hidden_size
@@ -143,10 +149,19 @@ class MERTPretraining(PretrainingHooks, L.LightningModule):
                                   tuple(hp.noise_segments), tuple(hp.noise_seconds), generator)
         masked = span_mask(frame_mask.cpu(), hp.mask_prob, hp.mask_span, generator).to(wav.device) & frame_mask
         out = self.encoder(input_values=normalize(heard, lengths), attention_mask=attn, mask_time_indices=masked)
-        h = out.last_hidden_state[masked]  # (M, D): masked frames only
-        result = self.heads(h, codes[masked] if codes is not None else None, cqt[masked] if cqt is not None else None)
+        result = self._heads_on(out.last_hidden_state, masked, codes, cqt)  # the masked frames
         result["masked_frames"] = int(masked.sum())
+        unmasked = frame_mask & ~masked
+        if hp.unmasked_weight > 0 and bool(unmasked.any()):
+            other = self._heads_on(out.last_hidden_state, unmasked, codes, cqt)
+            result["unmasked_loss"] = other["loss"]
+            result["loss"] = result["loss"] + hp.unmasked_weight * other["loss"]
         return result
+
+    def _heads_on(self, hidden, frames, codes, cqt) -> dict:
+        """The heads' losses on the selected (B, T) frames of the student's output (B, T, D)."""
+        return self.heads(hidden[frames], codes[frames] if codes is not None else None,
+                          cqt[frames] if cqt is not None else None)
 
     def training_step(self, batch, batch_idx):
         self.skipped_files += len(batch.get("skipped", ()))
@@ -156,7 +171,7 @@ class MERTPretraining(PretrainingHooks, L.LightningModule):
         out = self(batch, g, noisy=True)
         bs = batch["input_values"].shape[0]
         self.log("train/loss", out["loss"], prog_bar=True, batch_size=bs)
-        for k in ("rvq_ce", "rvq_acc", "cqt_mse"):
+        for k in ("rvq_ce", "rvq_acc", "cqt_mse", "unmasked_loss"):
             if k in out:
                 self.log(f"train/{k}", out[k], batch_size=bs)
         self.log("train/lr", self.optimizers().param_groups[0]["lr"], batch_size=bs)

@@ -11,6 +11,7 @@ import torch
 
 from modalities.audio import create_audio_encoder
 from modalities.audio.heads import MERTHeads
+from modalities.audio.io import normalize
 from modalities.audio.masking import noise_mixture, span_mask
 from modalities.audio.probe import layer_features, linear_probe
 from modalities.audio.teachers import CQTTeacher, RVQTeacher, align
@@ -183,3 +184,39 @@ def test_rvq_vae_teacher_trains_and_loads_as_pretrained(tmp_path):
     assert teacher.fitted and teacher.codebook_size == 64
     codes = teacher(torch.stack(tones(2, 0.5)))
     assert codes.shape == (2, 4, 38) and codes.max() < 64
+
+
+def test_unmasked_weight_adds_the_loss_on_unmasked_frames():
+    """unmasked_weight (HuBERT's pred_nomask_weight): loss = masked loss + w * the same loss on the real
+    unmasked frames; 0 (MERT's) leaves the masked loss alone, and the unmasked frames then get no gradient."""
+    from modalities.audio import AudioEncoder, AudioEncoderConfig
+    from tasks.mert import MERTPretraining
+
+    def system(w):
+        torch.manual_seed(0)
+        enc = AudioEncoder(AudioEncoderConfig(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64,
+                                              conv_dim=[32] * 7, num_conv_pos_embeddings=16,
+                                              num_conv_pos_embedding_groups=4, hidden_dropout=0.0,
+                                              attention_dropout=0.0))
+        return MERTPretraining(enc, cqt_teacher=CQTTeacher(n_bins=24, bins_per_octave=12), unmasked_weight=w,
+                               noise_prob=0.0)
+
+    wav = torch.stack(tones(2, 0.6))
+    batch = {"input_values": wav, "lengths": torch.tensor([wav.shape[1], wav.shape[1] // 2])}
+    plain, both = system(0.0), system(0.5)
+    out0 = plain(batch, torch.Generator().manual_seed(1), noisy=False)
+    out1 = both(batch, torch.Generator().manual_seed(1), noisy=False)  # same weights, same masks
+    assert "unmasked_loss" not in out0 and out1["unmasked_loss"] > 0
+    assert torch.isclose(out1["loss"], out0["loss"] + 0.5 * out1["unmasked_loss"])
+    # by hand: the heads on the unmasked real frames of the same forward pass
+    T = plain.encoder.config.num_frames(wav.shape[1])
+    frame_mask = torch.arange(T)[None] < plain.encoder.frontend.frame_lengths(batch["lengths"])[:, None]
+    masked = span_mask(frame_mask, 0.8, 5, torch.Generator().manual_seed(1)) & frame_mask
+    h = plain.encoder(input_values=normalize(wav, batch["lengths"]),
+                      attention_mask=torch.arange(wav.shape[1])[None] < batch["lengths"][:, None],
+                      mask_time_indices=masked).last_hidden_state
+    _, cqt = plain.targets(wav, T)
+    hand = plain.heads(h[frame_mask & ~masked], None, cqt[frame_mask & ~masked])["loss"]
+    assert torch.isclose(hand, out1["unmasked_loss"], atol=1e-5)
+    with pytest.raises(ValueError, match="unmasked_weight"):
+        system(-1.0)
