@@ -62,7 +62,7 @@ def evaluate(tasks, benchmark: Path, tokenizer: Path, pretrained: str | None, en
     no model is judged at a learning rate that suits another (CuBERT tuned per model, too).
     ``bilstm_lr`` gives the BiLSTM its own learning rate(s) (default: ``lr``). ``pooling``: the
     Transformers' classification input, [CLS] ("cls", CuBERT's; only NSP trains it in pretraining)
-    or the mean over tokens ("mean"); the BiLSTM always mean-pools. ``val_every``: validate every
+    the mean ("mean") or the element-wise max ("max") over tokens; the BiLSTM always mean-pools. ``val_every``: validate every
     that many steps and test the weights of the best validation round (checkpoint selection on the
     valid split, which then also chooses among learning rates); None: test the last weights."""
     lrs = [lr] if isinstance(lr, int | float) else list(lr)
@@ -297,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bilstm-lr", type=float, nargs="+", default=None, help="the BiLSTM's own learning rate(s)")
     p.add_argument("--precision", default="32-true", help="Lightning precision, e.g. bf16-mixed")
     p.add_argument("--pooling", default="cls", choices=POOLINGS,
-                   help="the Transformers' classification input: [CLS] (CuBERT) or the mean over tokens")
+                   help="the Transformers' classification input: [CLS] (CuBERT), the mean or the max over tokens")
     p.add_argument("--val-every", type=int, default=None,
                    help="validate every N steps and test the best validation round's weights (default: the last)")
     p.add_argument("--seed", type=int, default=0)
