@@ -61,9 +61,9 @@ def evaluate(tasks, benchmark: Path, tokenizer: Path, pretrained: str | None, en
     validation score (the task's headline metric on the valid split) gives its test figures, so
     no model is judged at a learning rate that suits another (CuBERT tuned per model, too).
     ``bilstm_lr`` gives the BiLSTM its own learning rate(s) (default: ``lr``). ``pooling``: the
-    Transformers' classification input, [CLS] ("cls", CuBERT's; only NSP trains it in pretraining)
-    the mean ("mean") or the element-wise max ("max") over tokens; the BiLSTM always mean-pools. ``val_every``: validate every
-    that many steps and test the weights of the best validation round (checkpoint selection on the
+    Transformers' classification input, [CLS] ("cls", CuBERT's; only NSP trains it in pretraining),
+    the mean ("mean") or the element-wise max ("max") over tokens; the BiLSTM always mean-pools.
+    ``val_every``: validate every that many steps and test the weights of the best validation round (checkpoint selection on the
     valid split, which then also chooses among learning rates); None: test the last weights."""
     lrs = [lr] if isinstance(lr, int | float) else list(lr)
     lstm_lrs = lrs if bilstm_lr is None else [bilstm_lr] if isinstance(bilstm_lr, int | float) else list(bilstm_lr)
