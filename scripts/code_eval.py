@@ -63,8 +63,9 @@ def evaluate(tasks, benchmark: Path, tokenizer: Path, pretrained: str | None, en
     ``bilstm_lr`` gives the BiLSTM its own learning rate(s) (default: ``lr``). ``pooling``: the
     Transformers' classification input, [CLS] ("cls", CuBERT's; only NSP trains it in pretraining),
     the mean ("mean") or the element-wise max ("max") over tokens; the BiLSTM always mean-pools.
-    ``val_every``: validate every that many steps and test the weights of the best validation round (checkpoint selection on the
-    valid split, which then also chooses among learning rates); None: test the last weights."""
+    ``val_every``: validate every that many steps and test the weights of the best validation
+    round (checkpoint selection on the valid split, which then also chooses among learning rates);
+    None: test the last weights."""
     lrs = [lr] if isinstance(lr, int | float) else list(lr)
     lstm_lrs = lrs if bilstm_lr is None else [bilstm_lr] if isinstance(bilstm_lr, int | float) else list(bilstm_lr)
     results: dict = {"settings": {"steps": steps, "batch_size": batch_size, "max_length": max_length,
