@@ -133,6 +133,9 @@ def head_to_head(per_seed: dict, a: str, b: str, metrics=("recall@1", "recall@10
     ``per_seed``: {seed: retrieval_table(...)}. Returns {direction: {metric: {"wins", "losses",
     "ties", "cases"}}}, plus the same restricted to the restyled queries under "styled" (every
     style but "original"), so that a claim like "ahead in 15 of 15 styled cases" can be read off."""
+    for seed, table in per_seed.items():
+        if a not in table or b not in table:
+            raise KeyError(f"head_to_head: seed {seed}'s table lacks {a!r} or {b!r}")
     out: dict = {}
     for key, keep in (("all", lambda s: True), ("styled", lambda s: s != "original")):
         out[key] = {}
@@ -141,8 +144,6 @@ def head_to_head(per_seed: dict, a: str, b: str, metrics=("recall@1", "recall@10
             for metric in metrics:
                 wins = losses = ties = 0
                 for table in per_seed.values():
-                    if a not in table or b not in table:
-                        raise KeyError(f"head_to_head: a seed's table lacks {a!r} or {b!r}")
                     for style in filter(keep, table[a]):
                         x, y = table[a][style][direction][metric], table[b][style][direction][metric]
                         wins, losses, ties = wins + (x > y), losses + (x < y), ties + (x == y)

@@ -151,11 +151,12 @@ class MERTPretraining(PretrainingHooks, L.LightningModule):
         out = self.encoder(input_values=normalize(heard, lengths), attention_mask=attn, mask_time_indices=masked)
         result = self._heads_on(out.last_hidden_state, masked, codes, cqt)  # the masked frames
         result["masked_frames"] = int(masked.sum())
-        unmasked = frame_mask & ~masked
-        if hp.unmasked_weight > 0 and bool(unmasked.any()):
-            other = self._heads_on(out.last_hidden_state, unmasked, codes, cqt)
-            result["unmasked_loss"] = other["loss"]
-            result["loss"] = result["loss"] + hp.unmasked_weight * other["loss"]
+        if hp.unmasked_weight > 0:
+            unmasked = frame_mask & ~masked
+            if bool(unmasked.any()):
+                other = self._heads_on(out.last_hidden_state, unmasked, codes, cqt)
+                result["unmasked_loss"] = other["loss"]
+                result["loss"] = result["loss"] + hp.unmasked_weight * other["loss"]
         return result
 
     def _heads_on(self, hidden, frames, codes, cqt) -> dict:
