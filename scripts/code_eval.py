@@ -19,21 +19,14 @@ from pathlib import Path
 
 import lightning as L
 import torch
-import yaml
 
 from modalities import TokenEncoder, TokenEncoderConfig
 from modalities.code import BiLSTMConfig, BiLSTMEncoder
 from tasks.callbacks import KeepBest, ReleaseHeap
-from tasks.code import POOLINGS, CodeClassifierSystem, VarMisusePointerSystem
+from tasks.code import POOLINGS, CodeClassifierSystem, VarMisusePointerSystem, encoder_config
 from tasks.data.code import CodeTaskDataModule
 
 MODELS = ("pretrained", "scratch", "bilstm")
-
-
-def encoder_config(config_yaml: Path) -> dict:
-    """The encoder config (model.init_args.encoder.init_args.config) of a fine-tuning YAML."""
-    raw = yaml.safe_load(Path(config_yaml).read_text())
-    return raw["model"]["init_args"]["encoder"]["init_args"]["config"]
 
 
 def build(model: str, task: str, enc_cfg: dict, num_classes: int, pretrained: str | None, lr: float,

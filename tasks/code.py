@@ -12,12 +12,22 @@ from pathlib import Path
 import lightning as L
 import torch
 import torch.nn.functional as F
+import yaml
 from torch import nn
 from torchmetrics import MeanMetric
 
 from modalities import load_encoder
 
 from .optim import build_optimizer
+
+
+def encoder_config(config_yaml: str | Path) -> dict:
+    """The encoder config (model.init_args.encoder.init_args.config) of a pretraining or fine-tuning YAML."""
+    raw = yaml.safe_load(Path(config_yaml).read_text())
+    try:
+        return raw["model"]["init_args"]["encoder"]["init_args"]["config"]
+    except (KeyError, TypeError) as e:
+        raise ValueError(f"{config_yaml} has no model.init_args.encoder.init_args.config; give a configs/code/*.yaml") from e
 
 
 def load_pretrained_encoder(encoder: nn.Module, path: str | Path) -> dict:

@@ -1,6 +1,14 @@
 """Python source code (CuBERT): lexer, subword tokenizer, corpus, benchmark generator, BiLSTM baseline."""
 
-from .benchmark import HOLE, TASKS, Function, exception_vocabulary, extract_functions, generate
+from .benchmark import (
+    HOLE,
+    TASKS,
+    Function,
+    exception_vocabulary,
+    extract_functions,
+    generate,
+    local_variables,
+)
 from .cubert import find_cubert_vocab, load_cubert
 from .lexer import DEDENT, NEWLINE, NL, TYPE_TOKENS, Lexed, Lexeme, decode_source, lex
 from .lstm import BiLSTMConfig, BiLSTMEncoder
@@ -10,5 +18,5 @@ __all__ = [
     "DEDENT", "HOLE", "NEWLINE", "NL", "TASKS", "TYPE_TOKENS", "BiLSTMConfig", "BiLSTMEncoder", "CodeEncoding",
     "CodeTokenizer", "CubertVocab", "Function", "Lexed", "Lexeme", "WordPieceVocab", "decode_source",
     "exception_vocabulary", "extract_functions", "find_cubert_vocab", "generate", "lex", "load_code_tokenizer",
-    "load_cubert",
+    "load_cubert", "local_variables",
 ]

@@ -153,6 +153,18 @@ def _variables(node: ast.FunctionDef, pos: Positions):
     return {k: sorted(v) for k, v in occurrences.items() if k in local}
 
 
+def local_variables(source: str) -> dict[str, list[tuple[int, int, bool]]]:
+    """The local variables of the one function in ``source`` (parameters other than self / cls,
+    and assigned names), each with its occurrences as (start, end, is_use) character spans: the
+    candidates from which the benchmark's Variable-Misuse bugs are drawn."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        node = ast.parse(source).body[0]
+    if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+        raise ValueError(f"expected the source of one function, got a {type(node).__name__} first")
+    return _variables(node, Positions(source))
+
+
 def _misuse(fn: Function, rng: random.Random):
     """(buggy source, site in it, site in the clean source, right name, wrong name, occurrences) or None."""
     pos = Positions(fn.source)

@@ -1,0 +1,219 @@
+"""Variable-Misuse detection with the pretrained masked-LM head itself, no fine-tuning.
+
+A misused variable is one the language model would not have written there. For every *use* of a
+local variable (the sites the benchmark's bugs are drawn from), its subwords are masked and the
+MLM head scores the variable written there against every other local variable of the function;
+the use's *margin* is the observed name's score minus the best alternative's (negative: the model
+prefers another variable). Per function, the use with the lowest margin is the suspect:
+
+- classification: buggy when the lowest margin is below a threshold (chosen on the valid split);
+- localisation: the suspect's position (or "no bug" below the threshold, as the pointer's 0);
+- repair: the alternative the head prefers at the suspect.
+
+This is the "naturalness" detector of bug-finding work on language models of code; it needs the
+pretrained head, so the from-scratch Transformer and the BiLSTM have no counterpart. A name's
+score is the mean log-probability of its subwords at the masked positions (the observed name has
+exactly as many subwords as masks; an alternative with more is scored on its first ones, one
+with fewer on all of its own).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from modalities import TokenEncoder, TokenEncoderConfig
+from modalities.code import CodeTokenizer, local_variables
+
+from .code import encoder_config
+from .mlm import MaskedLMSystem
+
+
+@dataclass
+class UseScore:
+    """One use of a local variable, masked and scored."""
+
+    start: int  # character span of the use in the source
+    end: int
+    name: str  # the variable written there
+    margin: float  # its score minus the best alternative's (nats per subword)
+    best: str  # the alternative the head prefers most
+
+
+@dataclass
+class FunctionScore:
+    uses: list[UseScore] = field(default_factory=list)  # uses inside the first max_length tokens
+
+    @property
+    def suspect(self) -> UseScore | None:
+        return min(self.uses, key=lambda u: u.margin) if self.uses else None
+
+    @property
+    def min_margin(self) -> float:
+        """The lowest margin; +inf without a scorable use (two local variables at least)."""
+        return self.suspect.margin if self.uses else math.inf
+
+
+def load_mlm(config_yaml: str | Path, checkpoint: str | Path) -> MaskedLMSystem:
+    """A MaskedLMSystem checkpoint (read with ``weights_only=True``) in the encoder shape of ``config_yaml``."""
+    system = MaskedLMSystem(TokenEncoder(TokenEncoderConfig(**encoder_config(config_yaml))))
+    path = Path(checkpoint)
+    if not path.is_file():
+        raise FileNotFoundError(f"masked-LM checkpoint {path} does not exist; give the last.ckpt of a "
+                                "`tessera fit --config configs/code/mlm_*.yaml` run")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = state.get("state_dict", state)
+    if not any(k.startswith("head.") for k in state):
+        raise ValueError(f"{path} holds no MLM head (head.*); the detector needs a MaskedLMSystem checkpoint")
+    system.load_state_dict(state, strict=True)
+    return system.eval()
+
+
+class MisuseScorer:
+    """Margins of every local-variable use of functions, from a masked LM's own head.
+
+    Args:
+        encoder: the pretrained token encoder.
+        head: its MLM head (``MaskedLMSystem.head``: hidden states -> vocabulary logits).
+        tokenizer: the encoder's code tokenizer.
+        max_length: tokens per sequence, [CLS] and [SEP] included; uses beyond it are not scored.
+        batch_size: masked sequences per forward pass (each use is one sequence).
+        precision: "bf16" (autocast) or "32".
+    """
+
+    def __init__(self, encoder: nn.Module, head: nn.Module, tokenizer: CodeTokenizer, max_length: int = 256,
+                 batch_size: int = 64, precision: str = "bf16"):
+        if precision not in ("bf16", "32"):
+            raise ValueError(f"precision must be 'bf16' or '32', got {precision!r}")
+        self.encoder, self.head, self.tok = encoder.eval(), head.eval(), tokenizer
+        self.max_length, self.batch_size, self.precision = max_length, batch_size, precision
+
+    @classmethod
+    def from_system(cls, system: MaskedLMSystem, tokenizer: CodeTokenizer, **kw) -> MisuseScorer:
+        return cls(system.encoder, system.head, tokenizer, **kw)
+
+    def _queries(self, index: int, source: str) -> tuple[np.ndarray, list[tuple[int, list[int], UseScore]], dict]:
+        """Token ids of one function, its use queries (index, masked positions, use) and each name's subwords."""
+        enc = self.tok.encode(source)
+        n = min(len(enc.ids), self.max_length - 2)
+        ids = np.concatenate([[self.tok.cls_id], enc.ids[:n], [self.tok.sep_id]]).astype(np.int64)
+        try:
+            occ = local_variables(source)
+        except (SyntaxError, ValueError) as e:
+            raise ValueError(f"function {index} cannot be scored: its source does not parse as one function ({e})") from e
+        starts = enc.spans[:, 0]
+
+        def subwords(s: int, e: int) -> range:  # token indices of the identifier at [s, e)
+            return range(int(np.searchsorted(starts, s, "left")), int(np.searchsorted(starts, e, "left")))
+
+        names = {name: [int(enc.ids[k]) for k in subwords(s, e)] for name, spans in occ.items() for s, e, _ in spans[:1]}
+        names = {k: v for k, v in names.items() if v}
+        queries = []
+        if len(names) >= 2:
+            for name, spans in occ.items():
+                for s, e, is_use in spans:
+                    pos = list(subwords(s, e))
+                    if is_use and name in names and pos and pos[-1] < n:
+                        queries.append((index, [p + 1 for p in pos], UseScore(s, e, name, math.nan, "")))
+        return ids, queries, names
+
+    @torch.no_grad()
+    def score(self, sources: Sequence[str], progress: bool = False) -> list[FunctionScore]:
+        """One ``FunctionScore`` per source (each the source of one function)."""
+        out = [FunctionScore() for _ in sources]
+        seqs, names_of, queries = [], [], []
+        for i, src in enumerate(sources):
+            ids, qs, names = self._queries(i, src)
+            seqs.append(ids)
+            names_of.append(names)
+            queries.extend(qs)
+        device = next(self.encoder.parameters()).device
+        bar = tqdm(total=len(queries), desc="masked uses", unit="use", disable=not progress)
+        for b in range(0, len(queries), self.batch_size):
+            chunk = queries[b : b + self.batch_size]
+            T = max(len(seqs[i]) for i, _, _ in chunk)
+            ids = torch.full((len(chunk), T), self.tok.pad_id, dtype=torch.long)
+            mask = torch.zeros(len(chunk), T, dtype=torch.long)
+            for r, (i, pos, _) in enumerate(chunk):
+                ids[r, : len(seqs[i])] = torch.from_numpy(seqs[i])
+                mask[r, : len(seqs[i])] = 1
+                ids[r, pos] = self.tok.mask_id
+            rows = torch.tensor([r for r, (_, pos, _) in enumerate(chunk) for _ in pos])
+            cols = torch.tensor([p for _, pos, _ in chunk for p in pos])
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+                hidden = self.encoder(input_ids=ids.to(device), attention_mask=mask.to(device)).last_hidden_state
+                logits = self.head(hidden[rows.to(device), cols.to(device)])  # (M, V): masked positions only
+            logp = logits.float().log_softmax(-1).cpu()  # (M, V)
+            at = 0
+            for i, pos, use in chunk:
+                lp = logp[at : at + len(pos)]  # (k, V)
+                at += len(pos)
+                scores = {name: lp[torch.arange(min(len(pos), len(sub))), sub[: len(pos)]].mean().item()
+                          for name, sub in names_of[i].items()}
+                own = scores.pop(use.name)
+                use.best = max(scores, key=scores.get)
+                use.margin = own - scores[use.best]
+                out[i].uses.append(use)
+            bar.update(len(chunk))
+        bar.close()
+        return out
+
+
+def best_threshold(margins: Sequence[float], labels: Sequence[int]) -> float:
+    """The threshold t (buggy when margin < t) with the highest accuracy on (margins, labels);
+    midpoints between sorted margins, ties to the smallest."""
+    m = np.asarray(margins, dtype=np.float64)
+    y = np.asarray(labels, dtype=bool)
+    finite = np.unique(m[np.isfinite(m)])
+    cands = np.concatenate([[-np.inf], (finite[:-1] + finite[1:]) / 2 if len(finite) > 1 else [], finite[-1:] + 1])
+    acc = [((m < t) == y).mean() for t in cands]
+    return float(cands[int(np.argmax(acc))])
+
+
+def auroc(scores: Sequence[float], labels: Sequence[int]) -> float:
+    """Probability that a random buggy function scores above a random clean one (ties count half)."""
+    s = np.asarray(scores, dtype=np.float64)
+    y = np.asarray(labels, dtype=bool)
+    pos, neg = s[y], s[~y]
+    if not len(pos) or not len(neg):
+        return math.nan
+    greater = (pos[:, None] > neg[None, :]).mean()
+    ties = (pos[:, None] == neg[None, :]).mean()
+    return float(greater + 0.5 * ties)
+
+
+def misuse_metrics(scores: Sequence[FunctionScore], examples: Sequence[dict], threshold: float) -> dict:
+    """Classification accuracy and AUROC; with ``error_span`` / ``target_spans`` (the repair task's
+    examples) also localisation (bug-free included), repair and joint accuracy (over buggy ones),
+    defined as ``tasks.code.VarMisusePointerSystem`` defines them."""
+    labels = [int(ex["label"]) for ex in examples]
+    margins = [s.min_margin for s in scores]
+    pred = [m < threshold for m in margins]
+    out = {"examples": len(examples), "buggy": sum(labels), "threshold": threshold,
+           "accuracy": float(np.mean([p == bool(y) for p, y in zip(pred, labels, strict=True)])),
+           "auroc": auroc([-m for m in margins], labels),
+           "scored_uses": sum(len(s.uses) for s in scores),
+           "functions_without_scorable_use": sum(not s.uses for s in scores)}
+    if examples and "error_span" in examples[0]:
+        loc, rep, joint = [], [], []
+        for s, p, ex in zip(scores, pred, examples, strict=True):
+            sus = s.suspect
+            if ex["error_span"] is None:
+                loc.append(not p)
+                continue
+            right = {ex["source"][a:b] for a, b in ex["target_spans"]}
+            at_bug = p and sus is not None and sus.start == ex["error_span"][0]
+            fixed = sus is not None and sus.best in right
+            loc.append(at_bug)
+            rep.append(fixed)
+            joint.append(at_bug and fixed)
+        out.update(localization=float(np.mean(loc)), repair=float(np.mean(rep)) if rep else math.nan,
+                   joint=float(np.mean(joint)) if joint else math.nan)
+    return out

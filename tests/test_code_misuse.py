@@ -1,0 +1,204 @@
+"""Variable Misuse from the masked LM's own head (tasks.code_misuse, scripts/code_misuse_mlm.py)."""
+
+import importlib
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from modalities import TokenEncoder, TokenEncoderConfig
+from modalities.code import CodeTokenizer, extract_functions, generate, local_variables
+from tasks.code_misuse import (
+    FunctionScore,
+    MisuseScorer,
+    UseScore,
+    auroc,
+    best_threshold,
+    load_mlm,
+    misuse_metrics,
+)
+from tasks.mlm import MaskedLMSystem
+
+FUNCS = [
+    "def total_of(items, limit):\n    count = 0\n    for item in items:\n        if item > limit:\n"
+    "            tally_mode_path = item * 2\n            count = count + tally_mode_path\n    return count\n",
+    "def ratio(path, mode):\n    handle = open(path, mode)\n    data = handle.read()\n    return len(data) / 2\n",
+    "def pick(key, table):\n    value = table[key]\n    if value is None:\n        value = key\n    return value\n",
+]
+TINY = dict(vocab_size=300, hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64,
+            max_position_embeddings=128, attention_backend="unpadded")
+
+
+@pytest.fixture(scope="module")
+def tok():
+    # tally_mode_path never seen in training: it falls into several subwords
+    return CodeTokenizer.train([f.replace("def ", f"def v{i}_").replace("tally_mode_path", "x")
+                                for i in range(20) for f in FUNCS], 300)
+
+
+def test_local_variables_spans_and_uses():
+    src = "def f(self, a, b):\n    c = a + b\n    return c * a + self.x\n"
+    occ = local_variables(src)
+    assert set(occ) == {"a", "b", "c"}  # self is never a candidate
+    for name, spans in occ.items():
+        assert all(src[s:e] == name for s, e, _ in spans)
+    assert [u for _, _, u in occ["a"]] == [False, True, True]  # parameter, then two loads
+    assert [u for _, _, u in occ["c"]] == [False, True]  # store, then load
+    with pytest.raises(ValueError, match="one function"):
+        local_variables("class A:\n    pass\n")
+
+
+class Recorder(nn.Module):
+    """A tiny encoder that keeps the ids it was given."""
+
+    def __init__(self):
+        super().__init__()
+        self.inner = TokenEncoder(TokenEncoderConfig(**TINY))
+        self.seen = []
+
+    def forward(self, input_ids, attention_mask):
+        self.seen.append((input_ids.clone(), attention_mask.clone()))
+        return self.inner(input_ids=input_ids, attention_mask=attention_mask)
+
+
+class FixedHead(nn.Module):
+    """The same logits at every masked position, whatever the encoder says."""
+
+    def __init__(self, logits):
+        super().__init__()
+        self.logits = logits
+
+    def forward(self, h):  # (M, D) -> (M, V)
+        return self.logits.expand(h.shape[0], -1)
+
+
+def test_scorer_masks_every_use_and_scores_every_local(tok):
+    src = FUNCS[0]
+    enc = tok.encode(src)
+    sub = {n: [int(enc.ids[k]) for k in range(len(enc)) if enc.spans[k, 0] >= s and enc.spans[k, 1] <= e]
+           for n, spans in local_variables(src).items() for s, e, _ in spans[:1]}
+    logits = torch.zeros(tok.vocab_size)
+    logits[sub["count"][0]] = 5.0  # the head always wants "count"
+    lp = logits.log_softmax(-1)
+    encoder = Recorder()
+    scorer = MisuseScorer(encoder, FixedHead(logits), tok, max_length=128, batch_size=3, precision="32")
+    (fs,) = scorer.score([src])
+    uses = [(s, e, n) for n, spans in local_variables(src).items() for s, e, u in spans if u]
+    assert sorted((u.start, u.end, u.name) for u in fs.uses) == sorted(uses)
+
+    def name_score(name, k):
+        ids = sub[name][:k]
+        return float(lp[ids].mean())
+
+    for u in fs.uses:
+        k = len(sub[u.name])
+        others = {n: name_score(n, k) for n in sub if n != u.name}
+        best = max(others, key=others.get)
+        assert u.best == best and u.margin == pytest.approx(name_score(u.name, k) - others[best], abs=1e-5)
+        assert (u.margin > 0) == (u.name == "count")
+    assert fs.suspect.name != "count" and fs.suspect.best == "count"
+    assert len(sub["tally_mode_path"]) > 1  # a name of several subwords: all of them are masked
+    # one masked sequence per use (batches of 3): only that use's subwords are masked
+    rows = torch.cat([ids for ids, _ in encoder.seen])
+    assert len(rows) == len(uses)
+    plain = torch.tensor([tok.cls_id, *enc.ids.tolist(), tok.sep_id])
+    for row, u in zip(rows, fs.uses, strict=True):  # uses come back in query order
+        s, e = u.start, u.end
+        masked = (row[: len(plain)] == tok.mask_id).nonzero()[:, 0] - 1
+        want = [k for k in range(len(enc)) if enc.spans[k, 0] >= s and enc.spans[k, 1] <= e]
+        assert masked.tolist() == want
+        keep = torch.ones(len(plain), dtype=torch.bool)
+        keep[torch.tensor(want) + 1] = False
+        assert torch.equal(row[: len(plain)][keep], plain[keep])
+
+
+def test_scorer_skips_uses_past_max_length_and_functions_with_one_local(tok):
+    long_src = FUNCS[0]
+    n_tokens = len(tok.encode(long_src))
+    scorer = MisuseScorer(Recorder(), FixedHead(torch.zeros(tok.vocab_size)), tok, max_length=12, precision="32")
+    (fs,) = scorer.score([long_src])
+    assert n_tokens > 10 and all(u.end <= int(tok.encode(long_src).spans[9, 1]) for u in fs.uses)
+    (one,) = scorer.score(["def f(x):\n    y = 1\n    return 2\n"])  # x and y are never used
+    assert one.uses == [] and one.min_margin == math.inf and one.suspect is None
+    with pytest.raises(ValueError, match="precision"):
+        MisuseScorer(Recorder(), FixedHead(torch.zeros(3)), tok, precision="16")
+
+
+def test_threshold_and_auroc():
+    assert best_threshold([-3.0, -2.0, 1.0, 2.0], [1, 1, 0, 0]) == pytest.approx(-0.5)
+    assert best_threshold([1.0, 2.0], [0, 0]) == -math.inf  # everything clean
+    assert auroc([3.0, 2.0, -1.0], [1, 1, 0]) == 1.0
+    assert auroc([3.0, 2.0, -1.0], [0, 0, 1]) == 0.0
+    assert auroc([1.0, 1.0], [1, 0]) == 0.5
+    assert math.isnan(auroc([1.0], [1]))
+
+
+def test_misuse_metrics_follow_the_pointer_definitions():
+    src = "def f(a, b):\n    return b + a\n"
+    b_use, a_use = src.index("b +"), src.index("a\n")
+    bug = {"label": 1, "source": src, "error_span": [b_use, b_use + 1], "target_spans": [[6, 7]]}  # "a" is right
+    clean = {"label": 0, "source": src, "error_span": None, "target_spans": []}
+    at_bug = FunctionScore([UseScore(b_use, b_use + 1, "b", -2.0, "a"), UseScore(a_use, a_use + 1, "a", 1.0, "b")])
+    elsewhere = FunctionScore([UseScore(a_use, a_use + 1, "a", -1.0, "a")])
+    calm = FunctionScore([UseScore(a_use, a_use + 1, "a", 0.5, "b")])
+    m = misuse_metrics([at_bug, elsewhere, calm, at_bug], [bug, bug, clean, clean], threshold=0.0)
+    assert m["accuracy"] == 0.75 and m["auroc"] == pytest.approx(2.5 / 4)  # one tie among the four pairs
+    assert m["localization"] == pytest.approx(2 / 4)  # the first bug, and the calm clean one
+    assert m["repair"] == pytest.approx(2 / 2) and m["joint"] == pytest.approx(1 / 2)
+
+
+def _system_and_ckpt(tmp_path):
+    system = MaskedLMSystem(TokenEncoder(TokenEncoderConfig(**TINY)))
+    ckpt = tmp_path / "mlm.ckpt"
+    torch.save({"state_dict": system.state_dict()}, ckpt)
+    cfg = tmp_path / "mlm.yaml"
+    cfg.write_text(json.dumps({"model": {"init_args": {"encoder": {"init_args": {"config": TINY}}}}}))  # JSON is YAML
+    return system, ckpt, cfg
+
+
+def test_load_mlm_roundtrip_and_errors(tmp_path):
+    system, ckpt, cfg = _system_and_ckpt(tmp_path)
+    loaded = load_mlm(cfg, ckpt)
+    assert torch.equal(loaded.head.bias, system.head.bias) and not loaded.training
+    assert torch.equal(loaded.encoder.frontend.word_embeddings.weight, system.encoder.frontend.word_embeddings.weight)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_mlm(cfg, tmp_path / "missing.ckpt")
+    torch.save({"state_dict": {k: v for k, v in system.state_dict().items() if k.startswith("encoder.")}}, ckpt)
+    with pytest.raises(ValueError, match="no MLM head"):
+        load_mlm(cfg, ckpt)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("trainer: {}\n")
+    with pytest.raises(ValueError, match="encoder"):
+        load_mlm(bad, ckpt)
+
+
+def test_script_writes_results_and_plot(tmp_path, tok):
+    fns = []
+    for p in range(4):
+        src = "\n\n".join(f.replace("def ", f"def p{p}_{i}_") for i in range(6) for f in FUNCS)
+        fns += list(extract_functions(src, f"pkg{p}", f"pkg{p}.py"))
+    bench = tmp_path / "bench"
+    for task in ("variable_misuse", "variable_misuse_repair"):
+        (bench / task).mkdir(parents=True)
+        for split in ("valid", "test"):
+            rows = generate(task, fns, seed=0, split=split)
+            (bench / task / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    tok.save(tmp_path / "tok")
+    _, ckpt, cfg = _system_and_ckpt(tmp_path)
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    script = importlib.import_module("code_misuse_mlm")
+    assert script.main(["--benchmark", str(bench), "--tokenizer", str(tmp_path / "tok"), "--config", str(cfg),
+                        "--pretrained", str(ckpt), "--out", str(tmp_path / "out"), "--max-length", "128",
+                        "--precision", "32"]) == 0
+    res = json.loads((tmp_path / "out" / "results.json").read_text())
+    for task in ("variable_misuse", "variable_misuse_repair"):
+        valid, test = res["tasks"][task]["valid"], res["tasks"][task]["test"]
+        assert valid["threshold"] == test["threshold"]  # chosen on valid, applied to test
+        assert test["examples"] == len(res["margins"][task]["clean"]) + len(res["margins"][task]["buggy"])
+        assert 0.0 <= test["accuracy"] <= 1.0 and test["scored_uses"] > 0
+    assert "joint" in res["tasks"]["variable_misuse_repair"]["test"]
+    assert (tmp_path / "out" / "margins.png").stat().st_size > 0
