@@ -2,15 +2,17 @@
 localisation and repair on the CuBERT benchmark's valid and test splits.
 
 Every use of a local variable is masked in turn and the MLM head scores the variable written there
-against the function's other local variables (``tasks.code_misuse``). The threshold on the lowest
-margin is chosen on the valid split and applied to test. The examples are those fine-tuning sees
+against the function's other local variables (``tasks.code_misuse``). Both statistics of the margins
+(minus the lowest, and the log posterior odds of a bug) get their threshold on the valid split; the one
+with the better valid accuracy is the headline, and both are reported. The examples are those fine-tuning sees
 (``tasks.data.code.featurise``: edit sites beyond ``--max-length`` dropped), so the figures sit in
 the same table as scripts/code_eval.py's.
 
     python scripts/code_misuse_mlm.py --benchmark ~/.cache/tessera/code/benchmark-stdlib-sites \
         --tokenizer TOK --config configs/code/mlm_small.yaml --pretrained CKPT --out runs/code/misuse-mlm
 
-Writes OUT/results.json and OUT/margins.png (test margins of clean and buggy functions, threshold).
+Writes OUT/results.json and OUT/margins.png (the chosen statistic on the test functions, clean and
+buggy, and its threshold).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import numpy as np
 import torch
 
 from modalities.code import load_code_tokenizer
-from tasks.code_misuse import MisuseScorer, best_threshold, load_mlm, misuse_metrics
+from tasks.code_misuse import STATISTICS, MisuseScorer, best_threshold, load_mlm, misuse_metrics
 from tasks.data.code import featurise
 
 TASKS = ("variable_misuse", "variable_misuse_repair")
@@ -57,22 +59,26 @@ def run(benchmark: Path, tokenizer: Path, config: Path, pretrained: Path, out: P
                             "precision": precision, "threads": torch.get_num_threads()},
                "tasks": {}, "margins": {}}
     for task in tasks:
-        row, margins = {}, {}
-        threshold = None
-        for split in ("valid", "test"):  # valid first: it chooses the threshold
+        by_stat = {k: {} for k in STATISTICS}
+        thresholds, values = {}, {}
+        for split in ("valid", "test"):  # valid first: it chooses the thresholds and the statistic
             exs, dropped = examples(benchmark, task, split, tok, max_length, max_examples)
+            labels = [e["label"] for e in exs]
             t0 = time.perf_counter()
             scores = scorer.score([e["source"] for e in exs], progress=progress)
             seconds = time.perf_counter() - t0
-            if threshold is None:
-                threshold = best_threshold([s.min_margin for s in scores], [e["label"] for e in exs])
-            row[split] = {**misuse_metrics(scores, exs, threshold), "dropped_site_cut_off": dropped,
-                          "seconds": round(seconds, 1),
-                          "majority": float(max(np.mean([e["label"] for e in exs]), 1 - np.mean([e["label"] for e in exs])))}
-            margins[split] = {"clean": [s.min_margin for s, e in zip(scores, exs, strict=True) if not e["label"]],
-                              "buggy": [s.min_margin for s, e in zip(scores, exs, strict=True) if e["label"]]}
-        results["tasks"][task] = row
-        results["margins"][task] = margins["test"]
+            for k in STATISTICS:
+                if split == "valid":
+                    thresholds[k] = best_threshold([s.statistic(k) for s in scores], labels)
+                by_stat[k][split] = {**misuse_metrics(scores, exs, thresholds[k], k), "dropped_site_cut_off": dropped,
+                                     "seconds": round(seconds, 1),
+                                     "majority": float(max(np.mean(labels), 1 - np.mean(labels)))}
+            values[split] = {k: {"clean": [s.statistic(k) for s, y in zip(scores, labels, strict=True) if not y],
+                                 "buggy": [s.statistic(k) for s, y in zip(scores, labels, strict=True) if y]}
+                             for k in STATISTICS}
+        chosen = max(STATISTICS, key=lambda k: (by_stat[k]["valid"]["accuracy"], by_stat[k]["valid"]["auroc"]))
+        results["tasks"][task] = {"statistic": chosen, **by_stat[chosen], "by_statistic": by_stat}
+        results["margins"][task] = values["test"][chosen]
     out.mkdir(parents=True, exist_ok=True)
     plot(results, out / "margins.png")
     (out / "results.json").write_text(json.dumps(_json_safe(results), indent=2) + "\n")
@@ -108,7 +114,8 @@ def plot(results: dict, path: Path) -> None:
         if math.isfinite(test["threshold"]):
             ax.axvline(test["threshold"], color="k", ls="--", label=f"threshold (valid) {test['threshold']:.2f}")
         ax.set_title(f"{task}: test accuracy {test['accuracy']:.3f}, AUROC {test['auroc']:.3f}", fontsize=9)
-        ax.set_xlabel("lowest margin over the function's variable uses (nats / subword)")
+        ax.set_xlabel({"min_margin": "minus the lowest margin over the function's variable uses (nats / subword)",
+                       "log_odds": "log posterior odds of a misuse"}[results["tasks"][task]["statistic"]])
         ax.set_ylabel("functions")
         ax.legend(fontsize=8)
     fig.tight_layout()
@@ -117,12 +124,15 @@ def plot(results: dict, path: Path) -> None:
 
 
 def print_table(results: dict) -> None:
-    print("| task | split | examples | accuracy | AUROC | localisation | repair | joint | majority |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("| task | statistic | split | examples | accuracy | AUROC | localisation | repair | joint | majority |")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for task, row in results["tasks"].items():
-        for split, r in row.items():
-            extra = " | ".join(f"{r[k]:.3f}" if k in r else "-" for k in ("localization", "repair", "joint"))
-            print(f"| {task} | {split} | {r['examples']} | {r['accuracy']:.3f} | {r['auroc']:.3f} | {extra} | {r['majority']:.3f} |")
+        for stat, splits in row["by_statistic"].items():
+            for split, r in splits.items():
+                extra = " | ".join(f"{r[k]:.3f}" if k in r else "-" for k in ("localization", "repair", "joint"))
+                mark = " (chosen)" if stat == row["statistic"] else ""
+                print(f"| {task} | {stat}{mark} | {split} | {r['examples']} | {r['accuracy']:.3f} | {r['auroc']:.3f} | "
+                      f"{extra} | {r['majority']:.3f} |")
 
 
 def main(argv: list[str] | None = None) -> int:

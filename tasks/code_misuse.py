@@ -6,7 +6,8 @@ MLM head scores the variable written there against every other local variable of
 the use's *margin* is the observed name's score minus the best alternative's (negative: the model
 prefers another variable). Per function, the use with the lowest margin is the suspect:
 
-- classification: buggy when the lowest margin is below a threshold (chosen on the valid split);
+- classification: buggy when a statistic of the margins passes a threshold chosen on the valid
+  split: minus the lowest margin, or the log posterior odds of a bug (``FunctionScore.statistic``);
 - localisation: the suspect's position (or "no bug" below the threshold, as the pointer's 0);
 - repair: the alternative the head prefers at the suspect.
 
@@ -38,27 +39,59 @@ from .mlm import MaskedLMSystem
 
 @dataclass
 class UseScore:
-    """One use of a local variable, masked and scored."""
+    """One use of a local variable, masked and scored (scores: mean log-probability per subword)."""
 
     start: int  # character span of the use in the source
     end: int
     name: str  # the variable written there
-    margin: float  # its score minus the best alternative's (nats per subword)
-    best: str  # the alternative the head prefers most
+    own: float  # the written name's score
+    others: dict[str, float]  # every other local variable's score
+
+    @property
+    def best(self) -> str:
+        """The alternative the head prefers most."""
+        return max(self.others, key=self.others.get)
+
+    @property
+    def margin(self) -> float:
+        """The written name's score minus the best alternative's (negative: another name fits better)."""
+        return self.own - self.others[self.best]
+
+    @property
+    def evidence(self) -> float:
+        """log sum over the alternatives v of p(v) / p(written): how much the head would rather see another."""
+        return float(np.logaddexp.reduce([v - self.own for v in self.others.values()]))
+
+
+STATISTICS = ("min_margin", "log_odds")
 
 
 @dataclass
 class FunctionScore:
     uses: list[UseScore] = field(default_factory=list)  # uses inside the first max_length tokens
+    locals: int = 0  # local variables with subwords (the candidates of a misuse)
 
     @property
     def suspect(self) -> UseScore | None:
+        """The use with the lowest margin: the predicted bug location."""
         return min(self.uses, key=lambda u: u.margin) if self.uses else None
 
-    @property
-    def min_margin(self) -> float:
-        """The lowest margin; +inf without a scorable use (two local variables at least)."""
-        return self.suspect.margin if self.uses else math.inf
+    def statistic(self, kind: str = "min_margin") -> float:
+        """How buggy the function looks (higher: buggier); -inf without a scorable use.
+
+        "min_margin": minus the lowest margin. "log_odds": the log posterior odds of a bug if the
+        head's probabilities were calibrated and the bug model the benchmark's (one use, drawn
+        uniformly, given a name drawn uniformly from the other locals):
+        log sum_i sum_v p_i(v) / p_i(written_i) - log(uses) - log(locals - 1).
+        """
+        if kind not in STATISTICS:
+            raise ValueError(f"statistic must be one of {STATISTICS}, got {kind!r}")
+        if not self.uses:
+            return -math.inf
+        if kind == "min_margin":
+            return -self.suspect.margin
+        return float(np.logaddexp.reduce([u.evidence for u in self.uses]) - math.log(len(self.uses))
+                     - math.log(self.locals - 1))
 
 
 def load_mlm(config_yaml: str | Path, checkpoint: str | Path) -> MaskedLMSystem:
@@ -121,7 +154,7 @@ class MisuseScorer:
                 for s, e, is_use in spans:
                     pos = list(subwords(s, e))
                     if is_use and name in names and pos and pos[-1] < n:
-                        queries.append((index, [p + 1 for p in pos], UseScore(s, e, name, math.nan, "")))
+                        queries.append((index, [p + 1 for p in pos], UseScore(s, e, name, math.nan, {})))
         return ids, queries, names
 
     @torch.no_grad()
@@ -131,6 +164,7 @@ class MisuseScorer:
         seqs, names_of, queries = [], [], []
         for i, src in enumerate(sources):
             ids, qs, names = self._queries(i, src)
+            out[i].locals = len(names)
             seqs.append(ids)
             names_of.append(names)
             queries.extend(qs)
@@ -157,23 +191,23 @@ class MisuseScorer:
                 at += len(pos)
                 scores = {name: lp[torch.arange(min(len(pos), len(sub))), sub[: len(pos)]].mean().item()
                           for name, sub in names_of[i].items()}
-                own = scores.pop(use.name)
-                use.best = max(scores, key=scores.get)
-                use.margin = own - scores[use.best]
+                use.own = scores.pop(use.name)
+                use.others = scores
                 out[i].uses.append(use)
             bar.update(len(chunk))
         bar.close()
         return out
 
 
-def best_threshold(margins: Sequence[float], labels: Sequence[int]) -> float:
-    """The threshold t (buggy when margin < t) with the highest accuracy on (margins, labels);
-    midpoints between sorted margins, ties to the smallest."""
-    m = np.asarray(margins, dtype=np.float64)
+def best_threshold(scores: Sequence[float], labels: Sequence[int]) -> float:
+    """The threshold t (buggy when score > t) with the highest accuracy on (scores, labels);
+    midpoints between sorted scores, ties to the highest threshold."""
+    x = np.asarray(scores, dtype=np.float64)
     y = np.asarray(labels, dtype=bool)
-    finite = np.unique(m[np.isfinite(m)])
-    cands = np.concatenate([[-np.inf], (finite[:-1] + finite[1:]) / 2 if len(finite) > 1 else [], finite[-1:] + 1])
-    acc = [((m < t) == y).mean() for t in cands]
+    finite = np.unique(x[np.isfinite(x)])
+    mids = (finite[:-1] + finite[1:]) / 2
+    cands = np.concatenate([[np.inf], mids[::-1], finite[:1] - 1])  # descending: all clean ... all buggy
+    acc = [((x > t) == y).mean() for t in cands]
     return float(cands[int(np.argmax(acc))])
 
 
@@ -189,16 +223,18 @@ def auroc(scores: Sequence[float], labels: Sequence[int]) -> float:
     return float(greater + 0.5 * ties)
 
 
-def misuse_metrics(scores: Sequence[FunctionScore], examples: Sequence[dict], threshold: float) -> dict:
-    """Classification accuracy and AUROC; with ``error_span`` / ``target_spans`` (the repair task's
-    examples) also localisation (bug-free included), repair and joint accuracy (over buggy ones),
-    defined as ``tasks.code.VarMisusePointerSystem`` defines them."""
+def misuse_metrics(scores: Sequence[FunctionScore], examples: Sequence[dict], threshold: float,
+                   statistic: str = "min_margin") -> dict:
+    """Classification accuracy (buggy when the statistic exceeds ``threshold``) and AUROC; with
+    ``error_span`` / ``target_spans`` (the repair task's examples) also localisation (bug-free
+    included), repair and joint accuracy (over buggy ones), as ``tasks.code.VarMisusePointerSystem``
+    defines them: the suspect use is the location, its best alternative the repair."""
     labels = [int(ex["label"]) for ex in examples]
-    margins = [s.min_margin for s in scores]
-    pred = [m < threshold for m in margins]
-    out = {"examples": len(examples), "buggy": sum(labels), "threshold": threshold,
+    stats = [s.statistic(statistic) for s in scores]
+    pred = [x > threshold for x in stats]
+    out = {"examples": len(examples), "buggy": sum(labels), "statistic": statistic, "threshold": threshold,
            "accuracy": float(np.mean([p == bool(y) for p, y in zip(pred, labels, strict=True)])),
-           "auroc": auroc([-m for m in margins], labels),
+           "auroc": auroc(stats, labels),
            "scored_uses": sum(len(s.uses) for s in scores),
            "functions_without_scorable_use": sum(not s.uses for s in scores)}
     if examples and "error_span" in examples[0]:

@@ -13,6 +13,7 @@ from torch import nn
 from modalities import TokenEncoder, TokenEncoderConfig
 from modalities.code import CodeTokenizer, extract_functions, generate, local_variables
 from tasks.code_misuse import (
+    STATISTICS,
     FunctionScore,
     MisuseScorer,
     UseScore,
@@ -100,6 +101,8 @@ def test_scorer_masks_every_use_and_scores_every_local(tok):
         best = max(others, key=others.get)
         assert u.best == best and u.margin == pytest.approx(name_score(u.name, k) - others[best], abs=1e-5)
         assert (u.margin > 0) == (u.name == "count")
+        assert u.evidence == pytest.approx(math.log(sum(math.exp(v - name_score(u.name, k)) for v in others.values())))
+    assert fs.locals == len(sub)
     assert fs.suspect.name != "count" and fs.suspect.best == "count"
     assert len(sub["tally_mode_path"]) > 1  # a name of several subwords: all of them are masked
     # one masked sequence per use (batches of 3): only that use's subwords are masked
@@ -123,14 +126,15 @@ def test_scorer_skips_uses_past_max_length_and_functions_with_one_local(tok):
     (fs,) = scorer.score([long_src])
     assert n_tokens > 10 and all(u.end <= int(tok.encode(long_src).spans[9, 1]) for u in fs.uses)
     (one,) = scorer.score(["def f(x):\n    y = 1\n    return 2\n"])  # x and y are never used
-    assert one.uses == [] and one.min_margin == math.inf and one.suspect is None
+    assert one.uses == [] and one.statistic() == -math.inf and one.suspect is None
     with pytest.raises(ValueError, match="precision"):
         MisuseScorer(Recorder(), FixedHead(torch.zeros(3)), tok, precision="16")
 
 
 def test_threshold_and_auroc():
-    assert best_threshold([-3.0, -2.0, 1.0, 2.0], [1, 1, 0, 0]) == pytest.approx(-0.5)
-    assert best_threshold([1.0, 2.0], [0, 0]) == -math.inf  # everything clean
+    assert best_threshold([3.0, 2.0, -1.0, -2.0], [1, 1, 0, 0]) == pytest.approx(0.5)  # buggy above it
+    assert best_threshold([1.0, 2.0], [0, 0]) == math.inf  # everything clean
+    assert best_threshold([1.0, 2.0], [1, 1]) == 0.0  # everything buggy
     assert auroc([3.0, 2.0, -1.0], [1, 1, 0]) == 1.0
     assert auroc([3.0, 2.0, -1.0], [0, 0, 1]) == 0.0
     assert auroc([1.0, 1.0], [1, 0]) == 0.5
@@ -142,13 +146,21 @@ def test_misuse_metrics_follow_the_pointer_definitions():
     b_use, a_use = src.index("b +"), src.index("a\n")
     bug = {"label": 1, "source": src, "error_span": [b_use, b_use + 1], "target_spans": [[6, 7]]}  # "a" is right
     clean = {"label": 0, "source": src, "error_span": None, "target_spans": []}
-    at_bug = FunctionScore([UseScore(b_use, b_use + 1, "b", -2.0, "a"), UseScore(a_use, a_use + 1, "a", 1.0, "b")])
-    elsewhere = FunctionScore([UseScore(a_use, a_use + 1, "a", -1.0, "a")])
-    calm = FunctionScore([UseScore(a_use, a_use + 1, "a", 0.5, "b")])
+    at_bug = FunctionScore([UseScore(b_use, b_use + 1, "b", -2.0, {"a": 0.0}), UseScore(a_use, a_use + 1, "a", 1.0, {"b": 0.0})], 2)
+    elsewhere = FunctionScore([UseScore(a_use, a_use + 1, "a", -1.0, {"b": -3.0, "a": 0.0})], 2)
+    calm = FunctionScore([UseScore(a_use, a_use + 1, "a", 0.5, {"b": 0.0})], 2)
     m = misuse_metrics([at_bug, elsewhere, calm, at_bug], [bug, bug, clean, clean], threshold=0.0)
     assert m["accuracy"] == 0.75 and m["auroc"] == pytest.approx(2.5 / 4)  # one tie among the four pairs
     assert m["localization"] == pytest.approx(2 / 4)  # the first bug, and the calm clean one
     assert m["repair"] == pytest.approx(2 / 2) and m["joint"] == pytest.approx(1 / 2)
+    # log odds: log sum over uses and alternatives of p(v) / p(written), less log(uses) and log(locals - 1)
+    three = FunctionScore([UseScore(0, 1, "a", -1.0, {"b": -2.0, "c": -0.5}), UseScore(4, 5, "b", -1.0, {"a": -3.0, "c": -1.0})], 3)
+    ratios = [math.exp(-1.0), math.exp(0.5), math.exp(-2.0), math.exp(0.0)]
+    assert three.statistic("log_odds") == pytest.approx(math.log(sum(ratios)) - math.log(2) - math.log(2))
+    assert three.statistic("min_margin") == pytest.approx(0.5) and three.suspect.best == "c"
+    assert FunctionScore().statistic("log_odds") == -math.inf
+    with pytest.raises(ValueError, match="statistic"):
+        three.statistic("max")
 
 
 def _system_and_ckpt(tmp_path):
@@ -196,8 +208,12 @@ def test_script_writes_results_and_plot(tmp_path, tok):
                         "--precision", "32"]) == 0
     res = json.loads((tmp_path / "out" / "results.json").read_text())
     for task in ("variable_misuse", "variable_misuse_repair"):
-        valid, test = res["tasks"][task]["valid"], res["tasks"][task]["test"]
+        row = res["tasks"][task]
+        valid, test = row["valid"], row["test"]
         assert valid["threshold"] == test["threshold"]  # chosen on valid, applied to test
+        assert set(row["by_statistic"]) == set(STATISTICS) and row["by_statistic"][row["statistic"]]["test"] == test
+        assert row["statistic"] == max(STATISTICS, key=lambda k: (row["by_statistic"][k]["valid"]["accuracy"],
+                                                                  row["by_statistic"][k]["valid"]["auroc"]))
         assert test["examples"] == len(res["margins"][task]["clean"]) + len(res["margins"][task]["buggy"])
         assert 0.0 <= test["accuracy"] <= 1.0 and test["scored_uses"] > 0
     assert "joint" in res["tasks"]["variable_misuse_repair"]["test"]
