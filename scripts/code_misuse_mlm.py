@@ -11,6 +11,9 @@ the same table as scripts/code_eval.py's.
     python scripts/code_misuse_mlm.py --benchmark ~/.cache/tessera/code/benchmark-stdlib-sites \
         --tokenizer TOK --config configs/code/mlm_small.yaml --pretrained CKPT --out runs/code/misuse-mlm
 
+``--paired DIR`` (a benchmark written with ``--paired``) adds, over clean / buggy twins of the same
+functions, how the bug moves each statistic and the margin at its own use (``site_effect``).
+
 Writes OUT/results.json and OUT/margins.png (the chosen statistic on the test functions, clean and
 buggy, and its threshold).
 """
@@ -27,7 +30,14 @@ import numpy as np
 import torch
 
 from modalities.code import load_code_tokenizer
-from tasks.code_misuse import STATISTICS, MisuseScorer, best_threshold, load_mlm, misuse_metrics
+from tasks.code_misuse import (
+    STATISTICS,
+    MisuseScorer,
+    best_threshold,
+    load_mlm,
+    misuse_metrics,
+    site_effect,
+)
 from tasks.data.code import featurise
 
 TASKS = ("variable_misuse", "variable_misuse_repair")
@@ -48,9 +58,28 @@ def examples(benchmark: Path, task: str, split: str, tok, max_length: int, max_e
     return kept, len(rows) - len(kept)
 
 
+def paired(benchmark: Path, scorer: MisuseScorer, tok, max_length: int, max_pairs: int, progress: bool) -> dict:
+    """``site_effect`` on the test split of a ``--paired`` benchmark's variable_misuse_repair task:
+    the first ``max_pairs`` pairs whose bug lies inside ``max_length`` tokens."""
+    path = benchmark / "variable_misuse_repair" / "test.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing; run scripts/code_benchmark.py --paired --tasks variable_misuse_repair")
+    twins: dict[tuple, dict] = {}
+    for line in path.open():
+        r = json.loads(line)
+        twins.setdefault((r["path"], r["function"], r["line"], r["site"][0]), {})[r["label"]] = r
+    pairs = [(t[0], t[1]) for t in twins.values() if set(t) == {0, 1}
+             and featurise(t[1], "variable_misuse_repair", tok, max_length) is not None][:max_pairs]
+    if not pairs:
+        raise ValueError(f"{path} holds no clean / buggy pairs; was it written with --paired?")
+    clean = scorer.score([c["source"] for c, _ in pairs], progress=progress)
+    buggy = scorer.score([b["source"] for _, b in pairs], progress=progress)
+    return site_effect(clean, buggy, [b["error_span"][0] for _, b in pairs])
+
+
 def run(benchmark: Path, tokenizer: Path, config: Path, pretrained: Path, out: Path, tasks=TASKS,
         max_length: int = 256, max_examples: int | None = None, batch_size: int = 64, precision: str = "bf16",
-        progress: bool = True) -> dict:
+        progress: bool = True, paired_benchmark: Path | None = None, max_pairs: int = 400) -> dict:
     tok = load_code_tokenizer(tokenizer)
     scorer = MisuseScorer.from_system(load_mlm(config, pretrained), tok, max_length=max_length,
                                       batch_size=batch_size, precision=precision)
@@ -79,6 +108,8 @@ def run(benchmark: Path, tokenizer: Path, config: Path, pretrained: Path, out: P
         chosen = max(STATISTICS, key=lambda k: (by_stat[k]["valid"]["accuracy"], by_stat[k]["valid"]["auroc"]))
         results["tasks"][task] = {"statistic": chosen, **by_stat[chosen], "by_statistic": by_stat}
         results["margins"][task] = values["test"][chosen]
+    if paired_benchmark is not None:
+        results["paired"] = paired(paired_benchmark, scorer, tok, max_length, max_pairs, progress)
     out.mkdir(parents=True, exist_ok=True)
     plot(results, out / "margins.png")
     (out / "results.json").write_text(json.dumps(_json_safe(results), indent=2) + "\n")
@@ -147,10 +178,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-examples", type=int, default=None, help="per split, a seeded sample (as code_eval.py)")
     p.add_argument("--batch-size", type=int, default=64, help="masked sequences per forward pass")
     p.add_argument("--precision", choices=("bf16", "32"), default="bf16")
+    p.add_argument("--paired", type=Path, default=None,
+                   help="also a benchmark written with --paired: how the bug moves the scores within pairs")
+    p.add_argument("--max-pairs", type=int, default=400)
     a = p.parse_args(argv)
     results = run(a.benchmark.expanduser(), a.tokenizer.expanduser(), a.config, a.pretrained.expanduser(), a.out,
-                  a.tasks, a.max_length, a.max_examples, a.batch_size, a.precision)
+                  a.tasks, a.max_length, a.max_examples, a.batch_size, a.precision,
+                  paired_benchmark=a.paired.expanduser() if a.paired else None, max_pairs=a.max_pairs)
     print_table(results)
+    if "paired" in results:
+        print("within pairs:", json.dumps(results["paired"]))
     print(f"wrote {a.out / 'results.json'} and {a.out / 'margins.png'}")
     return 0
 

@@ -253,3 +253,27 @@ def misuse_metrics(scores: Sequence[FunctionScore], examples: Sequence[dict], th
         out.update(localization=float(np.mean(loc)), repair=float(np.mean(rep)) if rep else math.nan,
                    joint=float(np.mean(joint)) if joint else math.nan)
     return out
+
+
+def site_effect(clean: Sequence[FunctionScore], buggy: Sequence[FunctionScore], bug_starts: Sequence[int]) -> dict:
+    """How a bug moves the scores, over pairs (the same function clean and buggy; ``bug_starts``: the
+    character where each pair's misused name starts, the same in both twins).
+
+    Returns the share of pairs in which the buggy twin looks buggier under each statistic, and the
+    mean margin at the bug's use in the buggy twin, at the same use in the clean twin, and at the
+    buggy twin's other uses: a head that notices the bug but whose function-level statistic does
+    not shows a low first figure next to shares near one half."""
+    out = {"pairs": len(bug_starts)}
+    for k in STATISTICS:
+        d = np.array([b.statistic(k) - c.statistic(k) for c, b in zip(clean, buggy, strict=True)])
+        out[k] = {"buggy_higher": float((d > 0).mean()), "equal": float((d == 0).mean())}
+    at_bug, same_use_clean, others = [], [], []
+    for c, b, s in zip(clean, buggy, bug_starts, strict=True):
+        for u in b.uses:
+            (at_bug if u.start == s else others).append(u.margin)
+        same_use_clean += [u.margin for u in c.uses if u.start == s]
+    out["margin"] = {"at_bug": float(np.mean(at_bug)) if at_bug else math.nan,
+                     "same_use_clean_twin": float(np.mean(same_use_clean)) if same_use_clean else math.nan,
+                     "other_uses_buggy_twin": float(np.mean(others)) if others else math.nan,
+                     "bug_uses_scored": len(at_bug)}
+    return out

@@ -21,6 +21,7 @@ from tasks.code_misuse import (
     best_threshold,
     load_mlm,
     misuse_metrics,
+    site_effect,
 )
 from tasks.mlm import MaskedLMSystem
 
@@ -163,6 +164,15 @@ def test_misuse_metrics_follow_the_pointer_definitions():
         three.statistic("max")
 
 
+def test_site_effect_compares_twins():
+    clean = [FunctionScore([UseScore(0, 1, "a", -1.0, {"b": -2.0}), UseScore(5, 6, "b", -1.0, {"a": -1.5})], 2)]
+    buggy = [FunctionScore([UseScore(0, 1, "b", -3.0, {"a": -1.0}), UseScore(5, 6, "b", -1.0, {"a": -1.5})], 2)]
+    e = site_effect(clean, buggy, [0])
+    assert e["pairs"] == 1 and e["min_margin"]["buggy_higher"] == 1.0 and e["log_odds"]["buggy_higher"] == 1.0
+    assert e["margin"] == {"at_bug": -2.0, "same_use_clean_twin": 1.0, "other_uses_buggy_twin": 0.5, "bug_uses_scored": 1}
+    assert site_effect(buggy, clean, [0])["min_margin"]["buggy_higher"] == 0.0
+
+
 def _system_and_ckpt(tmp_path):
     system = MaskedLMSystem(TokenEncoder(TokenEncoderConfig(**TINY)))
     ckpt = tmp_path / "mlm.ckpt"
@@ -193,19 +203,20 @@ def test_script_writes_results_and_plot(tmp_path, tok):
     for p in range(4):
         src = "\n\n".join(f.replace("def ", f"def p{p}_{i}_") for i in range(6) for f in FUNCS)
         fns += list(extract_functions(src, f"pkg{p}", f"pkg{p}.py"))
+    for bench, paired in ((tmp_path / "bench", False), (tmp_path / "paired", True)):
+        for task in ("variable_misuse", "variable_misuse_repair"):
+            (bench / task).mkdir(parents=True)
+            for split in ("valid", "test"):
+                rows = generate(task, fns, seed=0, split=split, paired=paired)
+                (bench / task / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     bench = tmp_path / "bench"
-    for task in ("variable_misuse", "variable_misuse_repair"):
-        (bench / task).mkdir(parents=True)
-        for split in ("valid", "test"):
-            rows = generate(task, fns, seed=0, split=split)
-            (bench / task / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     tok.save(tmp_path / "tok")
     _, ckpt, cfg = _system_and_ckpt(tmp_path)
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
     script = importlib.import_module("code_misuse_mlm")
     assert script.main(["--benchmark", str(bench), "--tokenizer", str(tmp_path / "tok"), "--config", str(cfg),
                         "--pretrained", str(ckpt), "--out", str(tmp_path / "out"), "--max-length", "128",
-                        "--precision", "32"]) == 0
+                        "--precision", "32", "--paired", str(tmp_path / "paired"), "--max-pairs", "5"]) == 0
     res = json.loads((tmp_path / "out" / "results.json").read_text())
     for task in ("variable_misuse", "variable_misuse_repair"):
         row = res["tasks"][task]
@@ -217,4 +228,9 @@ def test_script_writes_results_and_plot(tmp_path, tok):
         assert test["examples"] == len(res["margins"][task]["clean"]) + len(res["margins"][task]["buggy"])
         assert 0.0 <= test["accuracy"] <= 1.0 and test["scored_uses"] > 0
     assert "joint" in res["tasks"]["variable_misuse_repair"]["test"]
+    assert res["paired"]["pairs"] == 5 and res["paired"]["margin"]["bug_uses_scored"] == 5  # each bug's use scored
+    with pytest.raises(ValueError, match="pairs"):  # an unpaired benchmark has no twins
+        script.main(["--benchmark", str(bench), "--tokenizer", str(tmp_path / "tok"), "--config", str(cfg),
+                     "--pretrained", str(ckpt), "--out", str(tmp_path / "o2"), "--max-length", "128",
+                     "--tasks", "variable_misuse", "--paired", str(bench)])
     assert (tmp_path / "out" / "margins.png").stat().st_size > 0
