@@ -141,10 +141,12 @@ class MisuseScorer:
             occ = local_variables(source)
         except (SyntaxError, ValueError) as e:
             raise ValueError(f"function {index} cannot be scored: its source does not parse as one function ({e})") from e
-        starts = enc.spans[:, 0]
+        starts, ends = enc.spans[:, 0], enc.spans[:, 1]
 
-        def subwords(s: int, e: int) -> range:  # token indices of the identifier at [s, e)
-            return range(int(np.searchsorted(starts, s, "left")), int(np.searchsorted(starts, e, "left")))
+        def subwords(s: int, e: int) -> list[int]:  # token indices of the identifier at [s, e)
+            # a DEDENT before a line's first name has the empty span (s, s): it is not the name's
+            return [k for k in range(int(np.searchsorted(starts, s, "left")), int(np.searchsorted(starts, e, "left")))
+                    if ends[k] > starts[k]]
 
         names = {name: [int(enc.ids[k]) for k in subwords(s, e)] for name, spans in occ.items() for s, e, _ in spans[:1]}
         names = {k: v for k, v in names.items() if v}
@@ -152,7 +154,7 @@ class MisuseScorer:
         if len(names) >= 2:
             for name, spans in occ.items():
                 for s, e, is_use in spans:
-                    pos = list(subwords(s, e))
+                    pos = subwords(s, e)
                     if is_use and name in names and pos and pos[-1] < n:
                         queries.append((index, [p + 1 for p in pos], UseScore(s, e, name, math.nan, {})))
         return ids, queries, names

@@ -81,7 +81,7 @@ class FixedHead(nn.Module):
 def test_scorer_masks_every_use_and_scores_every_local(tok):
     src = FUNCS[0]
     enc = tok.encode(src)
-    sub = {n: [int(enc.ids[k]) for k in range(len(enc)) if enc.spans[k, 0] >= s and enc.spans[k, 1] <= e]
+    sub = {n: [int(enc.ids[k]) for k in range(len(enc)) if s <= enc.spans[k, 0] < enc.spans[k, 1] <= e]
            for n, spans in local_variables(src).items() for s, e, _ in spans[:1]}
     logits = torch.zeros(tok.vocab_size)
     logits[sub["count"][0]] = 5.0  # the head always wants "count"
@@ -113,11 +113,26 @@ def test_scorer_masks_every_use_and_scores_every_local(tok):
     for row, u in zip(rows, fs.uses, strict=True):  # uses come back in query order
         s, e = u.start, u.end
         masked = (row[: len(plain)] == tok.mask_id).nonzero()[:, 0] - 1
-        want = [k for k in range(len(enc)) if enc.spans[k, 0] >= s and enc.spans[k, 1] <= e]
+        want = [k for k in range(len(enc)) if s <= enc.spans[k, 0] < enc.spans[k, 1] <= e]
         assert masked.tolist() == want
         keep = torch.ones(len(plain), dtype=torch.bool)
         keep[torch.tensor(want) + 1] = False
         assert torch.equal(row[: len(plain)][keep], plain[keep])
+
+
+def test_a_dedent_before_a_name_is_not_part_of_it(tok):
+    """DEDENT's span is empty and starts where the next line's first name does: never masked, never a subword."""
+    src = "def f(items, limit):\n    if limit:\n        count = 1\n    items.append(limit)\n    return count\n"
+    enc = tok.encode(src)
+    at = src.index("items.append")
+    dedent = [k for k in range(len(enc)) if enc.spans[k, 0] == at and enc.spans[k, 1] == at]
+    assert dedent  # the case under test exists
+    encoder = Recorder()
+    (fs,) = MisuseScorer(encoder, FixedHead(torch.zeros(tok.vocab_size)), tok, precision="32").score([src])
+    rows = torch.cat([ids for ids, _ in encoder.seen])
+    (row,) = [r for r, u in zip(rows, fs.uses, strict=True) if u.start == at]
+    assert row[dedent[0] + 1] == enc.ids[dedent[0]]  # the DEDENT stays, only "items" is masked
+    assert (row == tok.mask_id).sum() == len([k for k in range(len(enc)) if at <= enc.spans[k, 0] < enc.spans[k, 1] <= at + 5])
 
 
 def test_scorer_skips_uses_past_max_length_and_functions_with_one_local(tok):
