@@ -70,6 +70,7 @@ STATISTICS = ("min_margin", "log_odds")
 class FunctionScore:
     uses: list[UseScore] = field(default_factory=list)  # uses inside the first max_length tokens
     locals: int = 0  # local variables with subwords (the candidates of a misuse)
+    error: str | None = None  # why the source could not be scored (it does not parse as one function)
 
     @property
     def suspect(self) -> UseScore | None:
@@ -137,10 +138,7 @@ class MisuseScorer:
         enc = self.tok.encode(source)
         n = min(len(enc.ids), self.max_length - 2)
         ids = np.concatenate([[self.tok.cls_id], enc.ids[:n], [self.tok.sep_id]]).astype(np.int64)
-        try:
-            occ = local_variables(source)
-        except (SyntaxError, ValueError) as e:
-            raise ValueError(f"function {index} cannot be scored: its source does not parse as one function ({e})") from e
+        occ = local_variables(source)  # SyntaxError / ValueError: the caller records and skips it
         starts, ends = enc.spans[:, 0], enc.spans[:, 1]
 
         def subwords(s: int, e: int) -> list[int]:  # token indices of the identifier at [s, e)
@@ -161,11 +159,16 @@ class MisuseScorer:
 
     @torch.no_grad()
     def score(self, sources: Sequence[str], progress: bool = False) -> list[FunctionScore]:
-        """One ``FunctionScore`` per source (each the source of one function)."""
+        """One ``FunctionScore`` per source (each the source of one function); a source that does not
+        parse gets no uses (so it counts as clean) and its ``error`` set."""
         out = [FunctionScore() for _ in sources]
         seqs, names_of, queries = [], [], []
         for i, src in enumerate(sources):
-            ids, qs, names = self._queries(i, src)
+            try:
+                ids, qs, names = self._queries(i, src)
+            except (SyntaxError, ValueError) as e:  # skipped and counted, never fatal mid-run
+                out[i].error = f"does not parse as one function: {e}"
+                ids, qs, names = np.zeros(0, dtype=np.int64), [], {}
             out[i].locals = len(names)
             seqs.append(ids)
             names_of.append(names)
@@ -238,7 +241,8 @@ def misuse_metrics(scores: Sequence[FunctionScore], examples: Sequence[dict], th
            "accuracy": float(np.mean([p == bool(y) for p, y in zip(pred, labels, strict=True)])),
            "auroc": auroc(stats, labels),
            "scored_uses": sum(len(s.uses) for s in scores),
-           "functions_without_scorable_use": sum(not s.uses for s in scores)}
+           "functions_without_scorable_use": sum(not s.uses for s in scores),
+           "functions_not_parsed": sum(s.error is not None for s in scores)}
     if examples and "error_span" in examples[0]:
         loc, rep, joint = [], [], []
         for s, p, ex in zip(scores, pred, examples, strict=True):

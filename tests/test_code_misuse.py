@@ -143,6 +143,10 @@ def test_scorer_skips_uses_past_max_length_and_functions_with_one_local(tok):
     assert n_tokens > 10 and all(u.end <= int(tok.encode(long_src).spans[9, 1]) for u in fs.uses)
     (one,) = scorer.score(["def f(x):\n    y = 1\n    return 2\n"])  # x and y are never used
     assert one.uses == [] and one.statistic() == -math.inf and one.suspect is None
+    wide = MisuseScorer(Recorder(), FixedHead(torch.zeros(tok.vocab_size)), tok, precision="32")
+    broken, fine = wide.score(["def f(x:\n    return x\n", FUNCS[1]])  # skipped with its reason, not fatal
+    assert broken.error and "parse" in broken.error and broken.uses == [] and fine.error is None and fine.uses
+    assert misuse_metrics([broken, fine], [{"label": 1}, {"label": 0}], 0.0)["functions_not_parsed"] == 1
     with pytest.raises(ValueError, match="precision"):
         MisuseScorer(Recorder(), FixedHead(torch.zeros(3)), tok, precision="16")
 
