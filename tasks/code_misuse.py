@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+from torchmetrics.functional.classification import binary_auroc
 from tqdm.auto import tqdm
 
 from modalities import TokenEncoder, TokenEncoderConfig
@@ -217,15 +218,13 @@ def best_threshold(scores: Sequence[float], labels: Sequence[int]) -> float:
 
 
 def auroc(scores: Sequence[float], labels: Sequence[int]) -> float:
-    """Probability that a random buggy function scores above a random clean one (ties count half)."""
-    s = np.asarray(scores, dtype=np.float64)
-    y = np.asarray(labels, dtype=bool)
-    pos, neg = s[y], s[~y]
-    if not len(pos) or not len(neg):
+    """Probability that a random buggy function scores above a random clean one (ties count half);
+    NaN without both classes. torchmetrics' ``binary_auroc``, in float64 so that its sigmoid of
+    scores outside [0, 1] does not saturate into ties."""
+    y = torch.as_tensor(np.asarray(labels, dtype=np.int64))
+    if y.numel() == 0 or bool((y == y[0]).all()):
         return math.nan
-    greater = (pos[:, None] > neg[None, :]).mean()
-    ties = (pos[:, None] == neg[None, :]).mean()
-    return float(greater + 0.5 * ties)
+    return float(binary_auroc(torch.as_tensor(np.asarray(scores, dtype=np.float64)), y))
 
 
 def misuse_metrics(scores: Sequence[FunctionScore], examples: Sequence[dict], threshold: float,
