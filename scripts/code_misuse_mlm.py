@@ -38,7 +38,7 @@ from tasks.code_misuse import (
     misuse_metrics,
     site_effect,
 )
-from tasks.data.code import featurise
+from tasks.data.code import featurise, read_split
 
 TASKS = ("variable_misuse", "variable_misuse_repair")
 
@@ -47,13 +47,7 @@ def examples(benchmark: Path, task: str, split: str, tok, max_length: int, max_e
              seed: int = 0) -> tuple[list[dict], int]:
     """The split's examples that fine-tuning keeps (sampled first, as CodeTaskDataModule does), and
     how many were dropped because their edit site lies beyond ``max_length``."""
-    path = benchmark / task / f"{split}.jsonl"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing; run scripts/code_benchmark.py --tasks {task}")
-    rows = [json.loads(line) for line in path.open()]
-    if max_examples is not None and len(rows) > max_examples:
-        g = np.random.default_rng(seed)
-        rows = [rows[i] for i in sorted(g.choice(len(rows), max_examples, replace=False))]
+    rows = read_split(benchmark, task, split, max_examples, seed)
     kept = [r for r in rows if featurise(r, task, tok, max_length) is not None]
     return kept, len(rows) - len(kept)
 
@@ -61,17 +55,13 @@ def examples(benchmark: Path, task: str, split: str, tok, max_length: int, max_e
 def paired(benchmark: Path, scorer: MisuseScorer, tok, max_length: int, max_pairs: int, progress: bool) -> dict:
     """``site_effect`` on the test split of a ``--paired`` benchmark's variable_misuse_repair task:
     the first ``max_pairs`` pairs whose bug lies inside ``max_length`` tokens."""
-    path = benchmark / "variable_misuse_repair" / "test.jsonl"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing; run scripts/code_benchmark.py --paired --tasks variable_misuse_repair")
     twins: dict[tuple, dict] = {}
-    for line in path.open():
-        r = json.loads(line)
+    for r in read_split(benchmark, "variable_misuse_repair", "test"):
         twins.setdefault((r["path"], r["function"], r["line"], r["site"][0]), {})[r["label"]] = r
     pairs = [(t[0], t[1]) for t in twins.values() if set(t) == {0, 1}
              and featurise(t[1], "variable_misuse_repair", tok, max_length) is not None][:max_pairs]
     if not pairs:
-        raise ValueError(f"{path} holds no clean / buggy pairs; was it written with --paired?")
+        raise ValueError(f"{benchmark} holds no clean / buggy pairs of variable_misuse_repair; was it written with --paired?")
     clean = scorer.score([c["source"] for c, _ in pairs], progress=progress)
     buggy = scorer.score([b["source"] for _, b in pairs], progress=progress)
     return site_effect(clean, buggy, [b["error_span"][0] for _, b in pairs])
@@ -96,15 +86,16 @@ def run(benchmark: Path, tokenizer: Path, config: Path, pretrained: Path, out: P
             t0 = time.perf_counter()
             scores = scorer.score([e["source"] for e in exs], progress=progress)
             seconds = time.perf_counter() - t0
+            stats = {k: [s.statistic(k) for s in scores] for k in STATISTICS}
             for k in STATISTICS:
                 if split == "valid":
-                    thresholds[k] = best_threshold([s.statistic(k) for s in scores], labels)
+                    thresholds[k] = best_threshold(stats[k], labels)
                 by_stat[k][split] = {**misuse_metrics(scores, exs, thresholds[k], k), "dropped_site_cut_off": dropped,
                                      "seconds": round(seconds, 1),
                                      "majority": float(max(np.mean(labels), 1 - np.mean(labels)))}
-            values[split] = {k: {"clean": [s.statistic(k) for s, y in zip(scores, labels, strict=True) if not y],
-                                 "buggy": [s.statistic(k) for s, y in zip(scores, labels, strict=True) if y]}
-                             for k in STATISTICS}
+            values[split] = {k: {"clean": [x for x, y in zip(v, labels, strict=True) if not y],
+                                 "buggy": [x for x, y in zip(v, labels, strict=True) if y]}
+                             for k, v in stats.items()}
         chosen = max(STATISTICS, key=lambda k: (by_stat[k]["valid"]["accuracy"], by_stat[k]["valid"]["auroc"]))
         results["tasks"][task] = {"statistic": chosen, **by_stat[chosen], "by_statistic": by_stat}
         results["margins"][task] = values["test"][chosen]

@@ -239,6 +239,19 @@ def featurise(example: dict, task: str, tok: CodeTokenizer, max_length: int) -> 
     return out
 
 
+def read_split(benchmark: Path, task: str, split: str, max_examples: int | None = None, seed: int = 0) -> list[dict]:
+    """The examples of <benchmark>/<task>/<split>.jsonl; with ``max_examples``, a seeded sample of
+    that many in file order (what fine-tuning and scripts/code_misuse_mlm.py both read)."""
+    path = Path(benchmark) / task / f"{split}.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing; run scripts/code_benchmark.py --tasks {task}")
+    rows = [json.loads(line) for line in path.open()]
+    if max_examples is not None and len(rows) > max_examples:
+        g = np.random.default_rng(seed)
+        rows = [rows[i] for i in sorted(g.choice(len(rows), max_examples, replace=False))]
+    return rows
+
+
 class _Examples(torch.utils.data.Dataset):
     def __init__(self, items: list[dict]):
         self.items = items
@@ -284,13 +297,7 @@ class CodeTaskDataModule(L.LightningDataModule):
         self.tokenizer_vocab_size = tok.vocab_size
         labels_seen: set[int] = set()
         for split in ("train", "valid", "test"):
-            path = self.benchmark / self.task / f"{split}.jsonl"
-            if not path.is_file():
-                raise FileNotFoundError(f"{path} is missing; run scripts/code_benchmark.py --tasks {self.task}")
-            rows = [json.loads(line) for line in path.open()]
-            if self.max_examples is not None and len(rows) > self.max_examples:
-                g = np.random.default_rng(self.seed)
-                rows = [rows[i] for i in sorted(g.choice(len(rows), self.max_examples, replace=False))]
+            rows = read_split(self.benchmark, self.task, split, self.max_examples, self.seed)
             items = [f for r in rows if (f := featurise(r, self.task, tok, self.max_length)) is not None]
             labels_seen |= {it["label"] for it in items}
             self.sets[split] = _Examples(items)
