@@ -54,6 +54,19 @@ def test_report_data_module_modes(reports, tmp_path):
         ReportDataModule(mode="nope")
 
 
+def test_prepare_data_builds_the_tokenizer_once_for_every_rank(reports, tmp_path):
+    """Under DDP only local rank 0 runs prepare_data; the other ranks' setup must find the WordPiece
+    whole in the cache, never train (and write) it themselves."""
+    dm = ImageReportDataModule(**dm_args(reports, tmp_path))
+    dm.prepare_data()
+    written = list((tmp_path / "cache" / "cxr").glob("wordpiece-*"))
+    assert len(written) == 1 and written[0].suffix == ".json"  # no partial file left beside it
+    stamp = written[0].stat().st_mtime_ns
+    other_rank = ImageReportDataModule(**dm_args(reports, tmp_path))
+    other_rank.setup()  # no prepare_data here, as on rank 1
+    assert other_rank.tokenizer_file == written[0] and written[0].stat().st_mtime_ns == stamp
+
+
 def test_causal_lm_system_is_causal_and_predicts_the_next_token():
     torch.manual_seed(0)
     enc = LLM2VecEncoder(LLM2VecConfig(decoder=tiny_decoder())).eval()

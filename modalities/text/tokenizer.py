@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -32,9 +33,12 @@ def train_wordpiece(texts: Iterable[str], vocab_size: int, path: str | Path | No
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)]
     )
-    if path is not None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        tok.save(str(path))
+    if path is not None:  # written whole then renamed: a reader (another DDP rank) never sees half a file
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
+        tok.save(str(partial))
+        partial.replace(path)
     return tok
 
 

@@ -112,8 +112,13 @@ class ReportDataModule(L.LightningDataModule):
         self.stats: dict = {}
 
     def prepare_data(self) -> None:
+        """Once per node, before any rank's setup: the archive copied and the WordPiece trained and
+        cached, so that DDP ranks only read them (two ranks writing one tokenizer file raced)."""
         if self.reports_path is None:
             openi_archive(self.cache_dir)
+        if not self.tokenizer_path:
+            reports, _ = load_reports(self.reports_path, self.cache_dir)
+            self.tokenizer(reports[: self.max_reports] if self.max_reports else reports)
 
     def tokenizer(self, reports: list[Report]):
         if self.tokenizer_path:
