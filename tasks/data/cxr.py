@@ -117,8 +117,12 @@ class ReportDataModule(L.LightningDataModule):
         if self.reports_path is None:
             openi_archive(self.cache_dir)
         if not self.tokenizer_path:
-            reports, _ = load_reports(self.reports_path, self.cache_dir)
-            self.tokenizer(reports[: self.max_reports] if self.max_reports else reports)
+            self.tokenizer(self.reports()[0])
+
+    def reports(self) -> tuple[list[Report], dict]:
+        """The source's usable reports, the first ``max_reports`` if set, and the reader's counts."""
+        reports, read = load_reports(self.reports_path, self.cache_dir)
+        return (reports[: self.max_reports] if self.max_reports else reports), read
 
     def tokenizer(self, reports: list[Report]):
         if self.tokenizer_path:
@@ -130,9 +134,7 @@ class ReportDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
             return
-        reports, read = load_reports(self.reports_path, self.cache_dir)
-        if self.max_reports:
-            reports = reports[: self.max_reports]
+        reports, read = self.reports()
         tok, self.tokenizer_file = self.tokenizer(reports)
         tok.enable_truncation(self.max_length)
         self.tok = tok
@@ -287,9 +289,7 @@ class ImageReportDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
             return
-        reports, read = load_reports(self.text.reports_path, self.text.cache_dir)
-        if self.text.max_reports:
-            reports = reports[: self.text.max_reports]
+        reports, read = self.text.reports()
         tok, self.tokenizer_file = self.text.tokenizer(reports)
         tok.enable_truncation(self.text.max_length)
         self.pad_token_id = tok.token_to_id("[PAD]")
