@@ -27,6 +27,8 @@ from tasks.code import POOLINGS, CodeClassifierSystem, VarMisusePointerSystem, e
 from tasks.data.code import CodeTaskDataModule
 
 MODELS = ("pretrained", "scratch", "bilstm")
+# the validation metrics a task's runs can be chosen by (--select-by); the first is the default
+SELECTABLE = {"variable_misuse_repair": ("joint", "classification", "localization", "repair")}
 
 
 def build(model: str, task: str, enc_cfg: dict, num_classes: int, pretrained: str | None, lr: float,
@@ -47,7 +49,7 @@ def evaluate(tasks, benchmark: Path, tokenizer: Path, pretrained: str | None, en
              steps: int = 300, batch_size: int = 16, max_length: int = 256, max_examples: int | None = 4000,
              lr: float | list[float] = 3e-4, models=MODELS, seed: int = 0, progress: bool = False,
              precision: str = "32-true", bilstm_lr: float | list[float] | None = None, pooling: str = "cls",
-             val_every: int | None = None) -> dict:
+             val_every: int | None = None, select_by: str | None = None) -> dict:
     """Fine-tune every model on every task with the same budget and report test metrics.
 
     ``lr`` may be a list: each model then trains once per learning rate and the one with the best
@@ -58,12 +60,18 @@ def evaluate(tasks, benchmark: Path, tokenizer: Path, pretrained: str | None, en
     the mean ("mean") or the element-wise max ("max") over tokens; the BiLSTM always mean-pools.
     ``val_every``: validate every that many steps and test the weights of the best validation
     round (checkpoint selection on the valid split, which then also chooses among learning rates);
-    None: test the last weights."""
+    None: test the last weights. ``select_by``: the validation metric that chooses the round and
+    the learning rate (default the task's headline: joint accuracy for localisation + repair,
+    accuracy otherwise; e.g. "classification" judges the pointer model as a bug detector)."""
+    for task in tasks:
+        allowed = SELECTABLE.get(task, ("accuracy",))
+        if select_by is not None and select_by not in allowed:
+            raise ValueError(f"select_by={select_by!r} is not a validation metric of {task}; choose one of {allowed}")
     lrs = [lr] if isinstance(lr, int | float) else list(lr)
     lstm_lrs = lrs if bilstm_lr is None else [bilstm_lr] if isinstance(bilstm_lr, int | float) else list(bilstm_lr)
     results: dict = {"settings": {"steps": steps, "batch_size": batch_size, "max_length": max_length,
                                   "max_examples": max_examples, "lr": lrs, "bilstm_lr": lstm_lrs, "pretrained": pretrained, "seed": seed,
-                                  "precision": precision, "pooling": pooling, "val_every": val_every,
+                                  "precision": precision, "pooling": pooling, "val_every": val_every, "select_by": select_by,
                                   "selection": "best validation score over lr" + (" and step" if val_every else "")},
                      "tasks": {}}
     for task in tasks:
@@ -81,7 +89,7 @@ def evaluate(tasks, benchmark: Path, tokenizer: Path, pretrained: str | None, en
             for rate in rates:
                 L.seed_everything(seed, verbose=False)
                 system = build(model, task, enc_cfg, dm.num_classes, pretrained, rate, pooling)
-                keep = KeepBest("val/" + ("joint" if task == "variable_misuse_repair" else "accuracy")) if val_every else None
+                keep = KeepBest("val/" + (select_by or SELECTABLE.get(task, ("accuracy",))[0])) if val_every else None
                 trainer = L.Trainer(
                     max_steps=steps, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
                     enable_progress_bar=progress, enable_model_summary=False,
@@ -108,7 +116,7 @@ def evaluate(tasks, benchmark: Path, tokenizer: Path, pretrained: str | None, en
                        **chosen, "fit_seconds": round(time.time() - t0, 1)}
                 sweep.append(run)
                 print(f"[{task}] {model} lr {rate:g}: {run}", flush=True)
-            row[model] = select(sweep, sum(p.numel() for p in system.encoder.parameters()))
+            row[model] = select(sweep, sum(p.numel() for p in system.encoder.parameters()), select_by)
         results["tasks"][task] = row
         out.mkdir(parents=True, exist_ok=True)  # written after every task: a long run keeps what it has
         (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
@@ -116,10 +124,11 @@ def evaluate(tasks, benchmark: Path, tokenizer: Path, pretrained: str | None, en
     return results
 
 
-def select(sweep: list[dict], parameters: int) -> dict:
+def select(sweep: list[dict], parameters: int, key: str | None = None) -> dict:
     """A model's table entry from its runs (one per learning rate): the run with the best
-    validation score gives the test figures; a single run without validation is taken as is."""
-    key = _headline_key(sweep[0])
+    validation score (``key``, default the task's headline metric) gives the test figures; a
+    single run without validation is taken as is."""
+    key = key or _headline_key(sweep[0])
     has_val = all("val/" + key in r for r in sweep)
     if len(sweep) > 1 and not has_val:
         raise ValueError(f"cannot choose among {len(sweep)} runs without their validation scores (val/{key})")
@@ -131,8 +140,8 @@ def select(sweep: list[dict], parameters: int) -> dict:
 
 
 # the settings that make two results.json files one experiment; defaults for files written before an option existed
-_SETTINGS = ("steps", "batch_size", "max_length", "max_examples", "precision", "pooling", "val_every")
-_SETTING_DEFAULTS = {"pooling": "cls", "val_every": None}
+_SETTINGS = ("steps", "batch_size", "max_length", "max_examples", "precision", "pooling", "val_every", "select_by")
+_SETTING_DEFAULTS = {"pooling": "cls", "val_every": None, "select_by": None}
 
 
 def _require_same(paths: list, runs: list[dict], keys: tuple[str, ...], what: str) -> None:
@@ -187,7 +196,7 @@ def merge(paths: list) -> dict:
                     lrs = [r["lr"] for r in into[k]["sweep"]]
                     if any(r["lr"] in lrs for r in v["sweep"]):
                         raise ValueError(f"model {k} on {task} has a learning rate twice in {[str(p) for p in paths]}")
-                    into[k] = select(into[k]["sweep"] + v["sweep"], v["parameters"])
+                    into[k] = select(into[k]["sweep"] + v["sweep"], v["parameters"], r["settings"].get("select_by"))
                 into.setdefault(k, v)
     return out
 
@@ -225,10 +234,12 @@ def _headline_key(metrics: dict) -> str:
 
 
 def headline(row: dict) -> tuple[str, dict]:
-    """The metric a task is judged by and its value per model."""
-    key = "test/" + _headline_key(next((v for k, v in row.items() if k in MODELS), {}))
+    """The metric a task is judged by (the one its runs were chosen by, if any) and its value per model."""
+    first = next((v for k, v in row.items() if k in MODELS), {})
+    chosen = first.get("selected_by")
+    key = "test/" + (chosen.split("/", 1)[1] if chosen else _headline_key(first))
     values = {m: row[m].get(key, row[m].get("test/accuracy")) for m in (*MODELS, "majority_class") if m in row}
-    if key == "test/joint":
+    if key != "test/accuracy" and key != "test/classification":
         values.pop("majority_class", None)
     return key, values
 
@@ -294,6 +305,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="the Transformers' classification input: [CLS] (CuBERT), the mean or the max over tokens")
     p.add_argument("--val-every", type=int, default=None,
                    help="validate every N steps and test the best validation round's weights (default: the last)")
+    p.add_argument("--select-by", default=None, choices=sorted({k for v in SELECTABLE.values() for k in v} | {"accuracy"}),
+                   help="the validation metric that chooses the round and the lr (default: joint for "
+                        "variable_misuse_repair, accuracy otherwise); classification judges the pointer as a bug detector")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path("runs/code/eval"))
     a = p.parse_args(argv)
@@ -315,7 +329,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(max(1, torch.get_num_threads()))
     results = evaluate(a.tasks, a.benchmark, a.tokenizer, a.pretrained, encoder_config(a.config), a.out, a.steps,
                        a.batch_size, a.max_length, a.max_examples, a.lr, a.models, a.seed, progress=True,
-                       precision=a.precision, bilstm_lr=a.bilstm_lr, pooling=a.pooling, val_every=a.val_every)
+                       precision=a.precision, bilstm_lr=a.bilstm_lr, pooling=a.pooling, val_every=a.val_every,
+                       select_by=a.select_by)
     print_table(results)
     print(f"wrote {a.out / 'results.json'} and {a.out / 'results.png'}")
     return 0

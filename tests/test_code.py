@@ -572,6 +572,38 @@ def test_code_eval_selects_lr_on_validation(benchmark_dir, tmp_path):
         merge([tmp_path / "eval" / "results.json", tmp_path / "other" / "results.json"])
 
 
+def test_code_eval_select_by_classification_judges_the_pointer_as_a_detector(benchmark_dir, tmp_path):
+    """--select-by classification: the pointer model's round and learning rate are chosen on
+    validation classification accuracy (not joint), the table reports test classification, and a
+    metric the task does not log is refused before any training."""
+    mod = _code_eval()
+    bench, tokdir = benchmark_dir
+    cfg = dict(vocab_size=300, hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64,
+               max_position_embeddings=128, attention_backend="unpadded")
+    res = mod.evaluate(["variable_misuse_repair"], bench, tokdir, None, cfg, tmp_path / "cls", steps=5, batch_size=8,
+                       max_length=128, max_examples=48, lr=[1e-3, 1e-6], models=("scratch",), val_every=2,
+                       select_by="classification")
+    row = res["tasks"]["variable_misuse_repair"]
+    entry = row["scratch"]
+    assert entry["selected_by"] == "val/classification" and res["settings"]["select_by"] == "classification"
+    for run in entry["sweep"]:
+        assert run["val/classification"] == max(v for _, v in run["val_curve"])  # the curve is of classification
+    best = max(entry["sweep"], key=lambda r: r["val/classification"])
+    assert entry["lr"] == best["lr"] and entry["test/classification"] == best["test/classification"]
+    key, values = mod.headline(row)
+    assert key == "test/classification" and values["scratch"] == best["test/classification"]
+    assert "majority_class" in values  # a detector is compared with always answering the majority label
+    assert mod.headline({"scratch": {**entry, "selected_by": "val/joint"}})[0] == "test/joint"
+    for task, metric in (("variable_misuse", "classification"), ("variable_misuse_repair", "accuracy")):
+        with pytest.raises(ValueError, match=f"not a validation metric of {task}"):
+            mod.evaluate([task], bench, tokdir, None, cfg, tmp_path / "bad", steps=1, select_by=metric)
+    joint = mod.evaluate(["variable_misuse_repair"], bench, tokdir, None, cfg, tmp_path / "joint", steps=5,
+                         batch_size=8, max_length=128, max_examples=48, lr=1e-4, models=("scratch",), val_every=2)
+    with pytest.raises(ValueError, match="select_by"):  # runs chosen on different metrics never share a table
+        mod.merge([tmp_path / "cls" / "results.json", tmp_path / "joint" / "results.json"])
+    assert joint["tasks"]["variable_misuse_repair"]["scratch"]["selected_by"] == "val/joint"
+
+
 def test_classifier_pooling_ignores_padding():
     """"mean" and "max" pool the real tokens only and "cls" reads position 0: padding a sequence changes none."""
     torch.manual_seed(0)
