@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from conftest import load_script
 
 from modalities.audio import create_audio_encoder
 from modalities.audio.heads import MERTHeads
@@ -145,10 +146,8 @@ def test_rendered_notes_have_their_pitch(tmp_path):
 
 
 def test_code_precompute_resumes_and_counts_bad_files(tmp_path):
-    import sys
-
-    sys.path.insert(0, str(ROOT / "scripts"))
-    from precompute_codes import code_path, precompute
+    pc = load_script("precompute_codes")
+    code_path, precompute = pc.code_path, pc.precompute
     from safetensors.torch import load_file
 
     root = tone_folder(tmp_path, 3, 0.5)

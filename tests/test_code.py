@@ -9,6 +9,7 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
+from conftest import load_script
 
 from modalities import TokenEncoder, TokenEncoderConfig
 from modalities.code import (
@@ -510,15 +511,7 @@ def test_keep_best_restores_the_best_validation_round():
 
 
 def _code_eval():
-    """scripts/code_eval.py as a module (scripts/ is not a package)."""
-    import importlib
-    import sys
-    from pathlib import Path
-
-    scripts = str(Path(__file__).resolve().parents[1] / "scripts")
-    if scripts not in sys.path:
-        sys.path.insert(0, scripts)
-    return importlib.import_module("code_eval")
+    return load_script("code_eval")
 
 
 @pytest.mark.slow

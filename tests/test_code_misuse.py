@@ -1,13 +1,11 @@
 """Variable Misuse from the masked LM's own head (tasks.code_misuse, scripts/code_misuse_mlm.py)."""
 
-import importlib
 import json
 import math
-import sys
-from pathlib import Path
 
 import pytest
 import torch
+from conftest import load_script
 from torch import nn
 
 from modalities import TokenEncoder, TokenEncoderConfig
@@ -231,8 +229,7 @@ def test_script_writes_results_and_plot(tmp_path, tok):
     bench = tmp_path / "bench"
     tok.save(tmp_path / "tok")
     _, ckpt, cfg = _system_and_ckpt(tmp_path)
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-    script = importlib.import_module("code_misuse_mlm")
+    script = load_script("code_misuse_mlm")
     assert script.main(["--benchmark", str(bench), "--tokenizer", str(tmp_path / "tok"), "--config", str(cfg),
                         "--pretrained", str(ckpt), "--out", str(tmp_path / "out"), "--max-length", "128",
                         "--precision", "32", "--paired", str(tmp_path / "paired"), "--max-pairs", "5"]) == 0
