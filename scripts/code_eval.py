@@ -29,6 +29,12 @@ from tasks.data.code import CodeTaskDataModule
 MODELS = ("pretrained", "scratch", "bilstm")
 # the validation metrics a task's runs can be chosen by (--select-by); the first is the default
 SELECTABLE = {"variable_misuse_repair": ("joint", "classification", "localization", "repair")}
+CLASSIFIER_METRICS = ("accuracy",)  # every other task's
+
+
+def selectable(task: str) -> tuple[str, ...]:
+    """The validation metrics ``task``'s runs can be chosen by, its default first."""
+    return SELECTABLE.get(task, CLASSIFIER_METRICS)
 
 
 def build(model: str, task: str, enc_cfg: dict, num_classes: int, pretrained: str | None, lr: float,
@@ -64,9 +70,8 @@ def evaluate(tasks, benchmark: Path, tokenizer: Path, pretrained: str | None, en
     the learning rate (default the task's headline: joint accuracy for localisation + repair,
     accuracy otherwise; e.g. "classification" judges the pointer model as a bug detector)."""
     for task in tasks:
-        allowed = SELECTABLE.get(task, ("accuracy",))
-        if select_by is not None and select_by not in allowed:
-            raise ValueError(f"select_by={select_by!r} is not a validation metric of {task}; choose one of {allowed}")
+        if select_by is not None and select_by not in selectable(task):
+            raise ValueError(f"select_by={select_by!r} is not a validation metric of {task}; choose one of {selectable(task)}")
     lrs = [lr] if isinstance(lr, int | float) else list(lr)
     lstm_lrs = lrs if bilstm_lr is None else [bilstm_lr] if isinstance(bilstm_lr, int | float) else list(bilstm_lr)
     results: dict = {"settings": {"steps": steps, "batch_size": batch_size, "max_length": max_length,
@@ -89,7 +94,7 @@ def evaluate(tasks, benchmark: Path, tokenizer: Path, pretrained: str | None, en
             for rate in rates:
                 L.seed_everything(seed, verbose=False)
                 system = build(model, task, enc_cfg, dm.num_classes, pretrained, rate, pooling)
-                keep = KeepBest("val/" + (select_by or SELECTABLE.get(task, ("accuracy",))[0])) if val_every else None
+                keep = KeepBest("val/" + (select_by or selectable(task)[0])) if val_every else None
                 trainer = L.Trainer(
                     max_steps=steps, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
                     enable_progress_bar=progress, enable_model_summary=False,
@@ -239,7 +244,7 @@ def headline(row: dict) -> tuple[str, dict]:
     chosen = first.get("selected_by")
     key = "test/" + (chosen.split("/", 1)[1] if chosen else _headline_key(first))
     values = {m: row[m].get(key, row[m].get("test/accuracy")) for m in (*MODELS, "majority_class") if m in row}
-    if key != "test/accuracy" and key != "test/classification":
+    if key not in ("test/accuracy", "test/classification"):  # only these compare with the majority label
         values.pop("majority_class", None)
     return key, values
 
@@ -305,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="the Transformers' classification input: [CLS] (CuBERT), the mean or the max over tokens")
     p.add_argument("--val-every", type=int, default=None,
                    help="validate every N steps and test the best validation round's weights (default: the last)")
-    p.add_argument("--select-by", default=None, choices=sorted({k for v in SELECTABLE.values() for k in v} | {"accuracy"}),
+    p.add_argument("--select-by", default=None, choices=sorted({k for v in SELECTABLE.values() for k in v} | set(CLASSIFIER_METRICS)),
                    help="the validation metric that chooses the round and the lr (default: joint for "
                         "variable_misuse_repair, accuracy otherwise); classification judges the pointer as a bug detector")
     p.add_argument("--seed", type=int, default=0)
