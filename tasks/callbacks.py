@@ -1,4 +1,5 @@
-"""Callbacks every run can use: metric history as JSON and a loss-curve PNG; heap release on CPU."""
+"""Callbacks every run can use: metric history as JSON and a loss-curve PNG; heap release on CPU;
+the trained encoder exported as a safetensors folder at the end of fit."""
 
 from __future__ import annotations
 
@@ -6,11 +7,16 @@ import ctypes
 import ctypes.util
 import json
 import math
+import shutil
 from pathlib import Path
 
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
+from torch import nn
+
+from modalities.cxr import LLM2VecEncoder, TextTower
+from modalities.hub import save_encoder
 
 
 def _malloc_trim():
@@ -191,3 +197,44 @@ class JsonLinesWriter(BasePredictionWriter):
         with self.path.open("a") as f:
             for row in prediction:
                 f.write(json.dumps(row) + "\n")
+
+
+def export_tower(module: nn.Module, folder: str | Path, **meta) -> Path:
+    """Write a text tower as a Tessera folder (LLM2Vec: LoRA merged, the adapter also saved in
+    peft's layout under ``adapter/``; TextTower: its encoder, pooling in the metadata)."""
+    folder = Path(folder)
+    if isinstance(module, LLM2VecEncoder):
+        if module.has_lora:
+            module.save_adapter(folder / "adapter")
+            module.merge_lora()  # training is over: fold the adapters in
+        return save_encoder(module, folder, meta={"pooling": module.config.pooling, **meta})
+    if isinstance(module, TextTower):
+        return save_encoder(module.encoder, folder, meta={"pooling": module.pooling, **meta})
+    return save_encoder(module, folder, meta=meta)
+
+
+class ExportEncoder(L.Callback):
+    """At the end of fit, write the system's ``encoder`` / ``tower`` into ``<log dir>/encoder``
+    (or ``path``) for ``load_encoder`` and the next stage's ``init_from``, with the data module's
+    tokenizer beside it (``modalities.code.load_code_encoder`` reads a code run's folder whole)."""
+
+    def __init__(self, path: str | None = None):
+        self.path = path
+
+    def on_fit_end(self, trainer, pl_module):
+        # trainer.log_dir is a collective under DDP (rank 0 broadcasts it): every rank asks
+        folder = Path(self.path) if self.path else Path(trainer.log_dir or trainer.default_root_dir) / "encoder"
+        if not trainer.is_global_zero:
+            return
+        module = getattr(pl_module, "tower", None) or getattr(pl_module, "encoder", None)
+        if module is None:
+            raise ValueError(f"{type(pl_module).__name__} has no `encoder` or `tower` to export")
+        export_tower(module, folder, step=trainer.global_step)
+        tok = getattr(getattr(trainer, "datamodule", None), "tokenizer_file", None)
+        if tok is not None and Path(tok).is_file():  # the folder is self-contained for evaluation
+            shutil.copy2(tok, folder / "tokenizer.json")
+        elif tok is not None and Path(tok).is_dir():  # a tokenizer folder (code: tokenizer.json + code_tokenizer.json)
+            for f in Path(tok).iterdir():
+                if f.is_file() and not (folder / f.name).exists():
+                    shutil.copy2(f, folder / f.name)
+        print(f"exported the trained tower to {folder}")

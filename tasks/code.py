@@ -17,6 +17,7 @@ from torch import nn
 from torchmetrics import MeanMetric
 
 from modalities import load_encoder
+from modalities.backbone import create_pooler
 
 from .optim import build_optimizer
 
@@ -105,20 +106,14 @@ class CodeClassifierSystem(_FineTuneBase):
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
         self.save_hyperparameters()
+        self.pool = create_pooler(pooling, encoder.config.hidden_size)
         self.head = nn.Linear(encoder.config.hidden_size, num_classes)
         self.acc = {s: MeanMetric() for s in ("val", "test")}
         for s, m in self.acc.items():
             self.add_module(f"{s}_acc", m)
 
     def forward(self, batch) -> torch.Tensor:
-        h = self.encode(batch)  # (B, T, D)
-        if self.hparams.pooling == "cls":
-            pooled = h[:, 0]
-        elif self.hparams.pooling == "mean":
-            m = batch["attention_mask"][..., None].to(h.dtype)
-            pooled = (h * m).sum(1) / m.sum(1)
-        else:  # max over real tokens; padding can never win
-            pooled = h.masked_fill(~batch["attention_mask"][..., None].bool(), float("-inf")).amax(1)
+        pooled = self.pool(self.encode(batch), batch["attention_mask"])  # (B, T, D) -> (B, D)
         return self.head(self.dropout(pooled)).float()  # (B, C)
 
     def training_step(self, batch, batch_idx):

@@ -7,14 +7,11 @@
   augmentation) or supervised contrastive on (findings, impression) pairs; validation is
   findings -> impression retrieval on the validation reports (Recall@1/5/10).
 - ``CLIPSystem``: image tower + text tower with open_clip's ``ClipLoss`` or ``SigLipLoss``.
-- ``ExportEncoder``: a callback writing the trained tower (LoRA merged) as a Tessera folder that
-  ``load_encoder`` and the next stage's ``init_from`` read.
+- ``ExportEncoder`` (``tasks.callbacks``; importable from here too): a callback writing the trained
+  tower (LoRA merged) as a Tessera folder that ``load_encoder`` and the next stage's ``init_from`` read.
 """
 
 from __future__ import annotations
-
-import shutil
-from pathlib import Path
 
 import lightning as L
 import torch
@@ -22,10 +19,10 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics import MeanMetric
 
-from modalities.cxr import LLM2VecEncoder, TextTower
+from modalities.cxr import LLM2VecEncoder
 from modalities.cxr.dual import DualTower
-from modalities.hub import save_encoder
 
+from .callbacks import ExportEncoder, export_tower  # noqa: F401  (configs name tasks.cxr.ExportEncoder)
 from .contrastive import InfoNCE, clip_loss, equal_rows
 from .data.collate import IGNORE
 from .metrics.retrieval import retrieval_recall, retrieval_recall_any
@@ -244,39 +241,3 @@ class CLIPSystem(_Optimised):
         bias = {"logit_bias": self.model.logit_bias} if self.model.logit_bias is not None else {}
         metrics["val/loss"] = self.eval_loss_fn(zi.to(scale.device), zt.to(scale.device), scale, **bias)
         self.log_dict(metrics, prog_bar=True)
-
-
-def export_tower(module: nn.Module, folder: str | Path, **meta) -> Path:
-    """Write a text tower as a Tessera folder (LLM2Vec: LoRA merged, the adapter also saved in
-    peft's layout under ``adapter/``; TextTower: its encoder, pooling in the metadata)."""
-    folder = Path(folder)
-    if isinstance(module, LLM2VecEncoder):
-        if module.has_lora:
-            module.save_adapter(folder / "adapter")
-            module.merge_lora()  # training is over: fold the adapters in
-        return save_encoder(module, folder, meta={"pooling": module.config.pooling, **meta})
-    if isinstance(module, TextTower):
-        return save_encoder(module.encoder, folder, meta={"pooling": module.pooling, **meta})
-    return save_encoder(module, folder, meta=meta)
-
-
-class ExportEncoder(L.Callback):
-    """At the end of fit, write the system's ``encoder`` / ``tower`` into ``<log dir>/encoder``
-    (or ``path``) for ``load_encoder`` and the next stage's ``init_from``."""
-
-    def __init__(self, path: str | None = None):
-        self.path = path
-
-    def on_fit_end(self, trainer, pl_module):
-        # trainer.log_dir is a collective under DDP (rank 0 broadcasts it): every rank asks
-        folder = Path(self.path) if self.path else Path(trainer.log_dir or trainer.default_root_dir) / "encoder"
-        if not trainer.is_global_zero:
-            return
-        module = getattr(pl_module, "tower", None) or getattr(pl_module, "encoder", None)
-        if module is None:
-            raise ValueError(f"{type(pl_module).__name__} has no `encoder` or `tower` to export")
-        export_tower(module, folder, step=trainer.global_step)
-        tok = getattr(getattr(trainer, "datamodule", None), "tokenizer_file", None)
-        if tok is not None and Path(tok).is_file():  # the folder is self-contained for evaluation
-            shutil.copy2(tok, folder / "tokenizer.json")
-        print(f"exported the trained tower to {folder}")

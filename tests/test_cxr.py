@@ -98,7 +98,7 @@ def test_styles_are_deterministic_and_change_the_text():
 
 
 # --- poolers --------------------------------------------------------------------------
-@pytest.mark.parametrize("name", ["mean", "weighted_mean", "eos", "cls", "latent_attention"])
+@pytest.mark.parametrize("name", ["mean", "max", "weighted_mean", "eos", "cls", "latent_attention"])
 def test_poolers_ignore_padding(name):
     torch.manual_seed(0)
     pool = create_pooler(name, 16, num_latents=8, num_heads=4).eval()
@@ -115,8 +115,10 @@ def test_pooler_values():
     m = torch.ones(1, 3, dtype=torch.bool)
     torch.testing.assert_close(create_pooler("eos", 4)(h, m), h[:, 2])
     torch.testing.assert_close(create_pooler("weighted_mean", 4)(h, m), (h[0, 0] + 2 * h[0, 1] + 3 * h[0, 2])[None] / 6)
+    torch.testing.assert_close(create_pooler("max", 4)(h, m), h[:, 2])
+    torch.testing.assert_close(create_pooler("max", 4)(-h, m), -h[:, 0])
     with pytest.raises(ValueError, match="unknown pooling"):
-        create_pooler("max", 4)
+        create_pooler("median", 4)
 
 
 # --- LLM2Vec --------------------------------------------------------------------------

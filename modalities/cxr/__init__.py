@@ -5,11 +5,11 @@ Importing this package registers the ``llm2vec`` architecture and the decoder im
 (``llama``, ``qwen2``, ``mistral``) with ``modalities.load_encoder``.
 """
 
+from ..backbone.pooling import POOLERS, create_pooler
 from ..hub import ARCHITECTURES, IMPORTERS
 from .dual import DualTower, TextAdapter
 from .images import CXRTransform, load_image_tensor, read_bitmap, read_dicom, read_image
 from .llm2vec import LLM2VecConfig, LLM2VecEncoder, import_llm2vec, load_llm2vec, tiny_decoder
-from .pooling import POOLERS, create_pooler
 from .reports import Report, read_chexpert_csv, read_mimic_cxr, read_openi, split_of
 from .styles import STYLES, abbreviate, reword_negations
 from .towers import ImageTower, TextTower

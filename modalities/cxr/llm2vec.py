@@ -26,7 +26,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from ..backbone import EncoderOutput
-from .pooling import create_pooler
+from ..backbone.pooling import create_pooler
 
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")  # LLM2Vec's
 ATTN_IMPLEMENTATIONS = ("eager", "sdpa")

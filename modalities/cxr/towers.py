@@ -12,7 +12,7 @@ from pathlib import Path
 
 from torch import Tensor, nn
 
-from .pooling import create_pooler
+from ..backbone.pooling import create_pooler
 
 IMAGE_SOURCES = ("timm", "open_clip")
 

@@ -1,8 +1,8 @@
 """Poolers: token states (B, T, D) + mask (B, T) -> one vector (B, D), chosen by name.
 
-mean, weighted_mean (SGPT's position weights: later tokens, which saw more context in a
-decoder, weigh more), eos (the last real token), cls / bos (the first token), and
-latent_attention (NV-Embed / LLM2VEC4CXR: the tokens attend to a trainable latent array, an MLP
+mean, max (element-wise over the real tokens: one anomalous token can decide), weighted_mean
+(SGPT's position weights: later tokens, which saw more context in a decoder, weigh more), eos
+(the last real token), cls / bos (the first token), and latent_attention (NV-Embed / LLM2VEC4CXR: the tokens attend to a trainable latent array, an MLP
 follows, then the mean).
 """
 
@@ -33,6 +33,16 @@ class MeanPool(nn.Module):
     def forward(self, h: Tensor, mask: Tensor) -> Tensor:
         m = _check(h, mask).unsqueeze(-1).to(h.dtype)  # (B, T, 1)
         return (h * m).sum(1) / m.sum(1)
+
+
+@POOLERS.register("max")
+class MaxPool(nn.Module):
+    def __init__(self, hidden_size: int = 0, **_):
+        super().__init__()
+
+    def forward(self, h: Tensor, mask: Tensor) -> Tensor:
+        m = _check(h, mask).unsqueeze(-1)  # padding can never win
+        return h.masked_fill(~m, float("-inf")).amax(1)
 
 
 @POOLERS.register("weighted_mean")
