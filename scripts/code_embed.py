@@ -9,7 +9,10 @@ functions (counted) and, as a whole file, the lexer's best-effort tokens with it
     python scripts/code_embed.py --index runs/code/emb-mypkg --query mypkg/io.py:read_table --top 5
 
 Writes OUT/embeddings.safetensors ("vectors": N x D float32), OUT/index.jsonl (one line per vector:
-path, name, line, tokens, truncated, error) and OUT/summary.json. ``--query`` (a function name, or
+path, name, line, tokens, truncated, error) and OUT/summary.json: counts, skipped files by reason,
+``same_file_at_1`` (the share of functions whose nearest neighbour is from their own file, among
+those whose file has another: a label-free check that the vectors carry what the code is about) and
+``mean_cosine`` (the mean similarity of two different units: near 1, the vectors crowd into a cone). ``--query`` (a function name, or
 PATH:NAME) prints its nearest neighbours by cosine similarity.
 """
 
@@ -84,6 +87,22 @@ def neighbours(vectors: torch.Tensor, i: int, top: int) -> list[tuple[int, float
     return list(zip(idx.tolist(), values.tolist(), strict=True))
 
 
+def same_file_at_1(vectors: torch.Tensor, rows: list[dict], chunk: int = 4096) -> float | None:
+    """Share of the functions, among those whose file has another, whose nearest neighbour (cosine)
+    is from the same file: a label-free check that the vectors carry what code is about."""
+    files = [r["path"] for r in rows]
+    counts = Counter(files)
+    hits = total = 0
+    for start in range(0, len(rows), chunk):
+        sims = vectors[start : start + chunk] @ vectors.T
+        sims[torch.arange(sims.shape[0]), torch.arange(start, start + sims.shape[0])] = -float("inf")
+        for k, j in enumerate(sims.argmax(1).tolist()):
+            if counts[files[start + k]] > 1:
+                total += 1
+                hits += files[j] == files[start + k]
+    return round(hits / total, 4) if total else None
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--encoder", help="code encoder folder (scripts/code_export.py, a fit's <log dir>/encoder, or CuBERT)")
@@ -120,7 +139,9 @@ def main(argv: list[str] | None = None) -> int:
             (a.out / "index.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
             summary = {"encoder": str(a.encoder), "unit": a.unit, "embedded": len(rows), "dim": vectors.shape[1],
                        "truncated": sum(e.truncated for e in info), "lexer_errors": sum(e.error is not None for e in info),
-                       "skipped_files": dict(skipped), "pooling": a.pooling, "max_length": a.max_length}
+                       "skipped_files": dict(skipped), "pooling": a.pooling, "max_length": a.max_length,
+                       "same_file_at_1": same_file_at_1(vectors, rows) if a.unit == "function" else None,
+                       "mean_cosine": round(float((vectors.sum(0).norm() ** 2 - len(rows)) / max(len(rows) * (len(rows) - 1), 1)), 4)}
             (a.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
             print(json.dumps(summary, indent=2))
         if a.query:

@@ -122,6 +122,10 @@ def test_fit_exports_the_encoder_and_the_scripts_export_and_embed(tmp_path, caps
     again, _ = load_code_encoder(tmp_path / "exp")
     for k, v in system.encoder.state_dict().items():
         assert torch.equal(v, again.state_dict()[k]), k
+    assert export.main(["--untrained", "--config", str(tmp_path / "cfg.yaml"), "--out", str(tmp_path / "init")]) == 0
+    init, _ = load_code_encoder(tmp_path / "init")
+    assert init.meta["source"] == "untrained (seed 0)"
+    assert not torch.equal(init.state_dict()["frontend.word_embeddings.weight"], again.state_dict()["frontend.word_embeddings.weight"])
     assert export.main(["--ckpt", str(tmp_path / "nope.ckpt"), "--config", str(tmp_path / "cfg.yaml"),
                         "--out", str(tmp_path / "x")]) == 2
 
@@ -149,6 +153,12 @@ def test_fit_exports_the_encoder_and_the_scripts_export_and_embed(tmp_path, caps
     vecs = embed.load_file(str(out / "embeddings.safetensors"))["vectors"]
     ref, _ = embed_code(again, tok, [module(1, 2).split("\n\n\n")[0] + "\n"], max_length=512)
     torch.testing.assert_close(vecs[2], ref[0], atol=1e-5, rtol=1e-5)
+    # the label-free checks, by hand: nearest neighbours of a.py's three functions, mean pairwise cosine
+    sims = vecs @ vecs.T
+    off = ~torch.eye(4, dtype=torch.bool)
+    nearest = sims.masked_fill(~off, -2).argmax(1)
+    assert summary["same_file_at_1"] == pytest.approx(sum(int(nearest[i]) < 3 for i in range(3)) / 3, abs=1e-4)
+    assert summary["mean_cosine"] == pytest.approx(float(sims[off].mean()), abs=1e-4)
     # searching a written index; an ambiguous or unknown query is an error naming the way out
     assert embed.main(["--index", str(out), "--query", "area_1", "--top", "1"]) == 0
     assert embed.main(["--index", str(out), "--query", "nothing_here"]) == 2
