@@ -1,6 +1,7 @@
 """`make demo`'s CuBERT part: tokenise a sample of the standard library, build the benchmark from
 its package splits, pretrain a small code encoder briefly (masked LM), fine-tune one task, and
-print test accuracy next to the same Transformer from scratch, a BiLSTM and the majority class.
+print test accuracy next to the same Transformer from scratch, a BiLSTM and the majority class;
+then embed test-split functions with the exported encoder folder and show nearest neighbours.
 
     python scripts/demo_code.py              # alone; scripts/demo.py calls code_part()
 """
@@ -14,8 +15,10 @@ from pathlib import Path
 import yaml
 from code_benchmark import write_benchmark  # scripts/ is on sys.path when a script here runs
 from code_corpus import write_corpus
+from code_embed import collect, neighbours, same_file_at_1
 from code_eval import MODELS, evaluate, headline
 
+from modalities.code import embed_code, load_code_encoder
 from tasks.cli import main as tessera
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,8 +47,10 @@ def code_part(out: Path, files: int = 700, pretrain_steps: int = 250, finetune_s
     tokenizer = next((out / "cache" / "code" / "mlm").glob(f"corpus-*/tokenizer-{data['vocab_size']}-None"))
     results = evaluate([TASK], out / "benchmark", tokenizer, str(ckpt), enc_cfg, out / "eval", steps=finetune_steps,
                        batch_size=16, max_length=256, max_examples=None, lr=1e-3, models=models)
+    embedding = embed_part(log / "encoder", out / "corpus" / "manifest.jsonl")
     return {
-        "job": "CuBERT: stdlib sample -> benchmark -> MLM pretraining -> fine-tuning",
+        "job": "CuBERT: stdlib sample -> benchmark -> MLM pretraining -> fine-tuning -> embeddings",
+        "embedding": embedding,
         "corpus": {s: v for s, v in corpus["splits"].items()},
         "benchmark": bench["tasks"][TASK],
         "pretraining": {"steps": pretrain_steps, "val_loss": round(mlm["val/loss"], 3),
@@ -54,6 +59,20 @@ def code_part(out: Path, files: int = 700, pretrain_steps: int = 250, finetune_s
         "seconds": {"data": round(t_data, 1), "pretrain": round(t_pre, 1), "total": round(time.time() - t0, 1)},
         "plot": str(out / "eval" / "results.png"),
     }
+
+
+def embed_part(encoder_dir: Path, manifest: Path, files: int = 30) -> dict:
+    """The fit's exported encoder folder (weights + tokenizer) embeds the functions of some test-split
+    files; the share whose nearest neighbour shares their file, and one function's neighbours."""
+    encoder, tok = load_code_encoder(encoder_dir)
+    paths = [r["path"] for r in map(json.loads, manifest.open()) if r["split"] == "test"][:files]
+    sources, rows, skipped = collect(paths, "function", max_chars=20000)
+    vectors, _ = embed_code(encoder, tok, sources, max_length=256, autocast=True)
+    query = max(range(len(rows)), key=lambda i: len(sources[i]))  # the longest: the most to go on
+    near = [f"{Path(rows[j]['path']).name}:{rows[j]['name']} ({s:.2f})" for j, s in neighbours(vectors, query, 3)]
+    return {"encoder": str(encoder_dir), "functions": len(rows), "files": len(paths), "skipped": dict(skipped),
+            "same_file_at_1": same_file_at_1(vectors, rows),
+            "query": f"{Path(rows[query]['path']).name}:{rows[query]['name']}", "nearest": near}
 
 
 def print_code(r: dict) -> None:
@@ -69,6 +88,9 @@ def print_code(r: dict) -> None:
         if m in vals:
             print(f"    {m:16} {vals[m]:.3f}")
     print(f"  plot: {r['plot']}")
+    e = r["embedding"]
+    print(f"  embeddings ({e['encoder']}): {e['functions']} functions of {e['files']} test files, nearest "
+          f"neighbour from the same file for {e['same_file_at_1']}; nearest to {e['query']}: {', '.join(e['nearest'])}")
 
 
 if __name__ == "__main__":
