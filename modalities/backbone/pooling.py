@@ -2,8 +2,9 @@
 
 mean, max (element-wise over the real tokens: one anomalous token can decide), weighted_mean
 (SGPT's position weights: later tokens, which saw more context in a decoder, weigh more), eos
-(the last real token), cls / bos (the first token), and latent_attention (NV-Embed / LLM2VEC4CXR: the tokens attend to a trainable latent array, an MLP
-follows, then the mean).
+(the last real token), cls / bos (the first token), and latent_attention (NV-Embed /
+LLM2VEC4CXR: the tokens attend to a trainable latent array, an MLP follows, then the mean).
+Shared by every modality: the CXR text towers, the code classifier, code embeddings.
 """
 
 from __future__ import annotations
