@@ -22,10 +22,12 @@ from modalities.code import (
     BiLSTMEncoder,
     CodeTokenizer,
     CubertVocab,
+    embed_code,
     exception_vocabulary,
     extract_functions,
     generate,
     lex,
+    load_code_encoder,
     load_code_tokenizer,
     load_cubert,
 )
@@ -189,6 +191,11 @@ def test_cubert_checkpoint_parity_with_transformers(tmp_path):
     ours = encoder(input_ids=ids).last_hidden_state
     theirs = hf.bert(input_ids=ids).last_hidden_state
     assert torch.allclose(ours, theirs, atol=1e-5), (ours - theirs).abs().max()
+    # the same folder through the generic code-encoder loader, and embedded ([CLS] pooling = transformers' state)
+    encoder2, tok2 = load_code_encoder(tmp_path / "cubert")
+    assert tok2.vocab.kind == "cubert" and tok2.encode("x = 1\n").ids.tolist() == tok.encode("x = 1\n").ids.tolist()
+    vec, info = embed_code(encoder2, tok2, ["def foo_bar(x, y):\n    return x + y\n"], pooling="cls", normalize=False)
+    assert torch.allclose(vec[0], theirs[0, 0], atol=1e-5) and not info[0].truncated
 
 
 # --- corpus --------------------------------------------------------------------------------
