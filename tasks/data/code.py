@@ -252,6 +252,24 @@ def read_split(benchmark: Path, task: str, split: str, max_examples: int | None 
     return rows
 
 
+def collate_examples(items: list[dict], pad_id: int) -> dict:
+    """Featurised examples (``featurise``) -> a padded batch; pointer examples add candidate / target masks."""
+    ids, mask = pad_batch([it["input_ids"] for it in items], pad_id)
+    batch = {"input_ids": ids, "attention_mask": mask, "labels": torch.tensor([it["label"] for it in items])}
+    if "token_type_ids" in items[0]:
+        batch["token_type_ids"] = pad_batch([it["token_type_ids"] for it in items], 0)[0]
+    if "error_position" in items[0]:
+        B, T = ids.shape
+        cand = torch.zeros(B, T, dtype=torch.bool)
+        tgt = torch.zeros(B, T, dtype=torch.bool)
+        for b, it in enumerate(items):
+            cand[b, it["candidates"]] = True
+            tgt[b, it["targets"]] = True
+        batch.update(error_position=torch.tensor([it["error_position"] for it in items]),
+                     candidate_mask=cand, target_mask=tgt)
+    return batch
+
+
 class _Examples(torch.utils.data.Dataset):
     def __init__(self, items: list[dict]):
         self.items = items
@@ -306,20 +324,7 @@ class CodeTaskDataModule(L.LightningDataModule):
         self.num_classes = max(labels_seen) + 1
 
     def collate(self, items: list[dict]) -> dict:
-        ids, mask = pad_batch([it["input_ids"] for it in items], self.pad_token_id)
-        batch = {"input_ids": ids, "attention_mask": mask, "labels": torch.tensor([it["label"] for it in items])}
-        if "token_type_ids" in items[0]:
-            batch["token_type_ids"] = pad_batch([it["token_type_ids"] for it in items], 0)[0]
-        if "error_position" in items[0]:
-            B, T = ids.shape
-            cand = torch.zeros(B, T, dtype=torch.bool)
-            tgt = torch.zeros(B, T, dtype=torch.bool)
-            for b, it in enumerate(items):
-                cand[b, it["candidates"]] = True
-                tgt[b, it["targets"]] = True
-            batch.update(error_position=torch.tensor([it["error_position"] for it in items]),
-                         candidate_mask=cand, target_mask=tgt)
-        return batch
+        return collate_examples(items, self.pad_token_id)
 
     def train_dataloader(self) -> DataLoader:
         return resumable_train_loader(self.sets["train"], self.batch_size, self.seed, self.trainer,
