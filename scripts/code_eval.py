@@ -11,6 +11,7 @@ results.png (test accuracy per task and model) into --out.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -19,6 +20,8 @@ from pathlib import Path
 
 import lightning as L
 import torch
+import yaml
+from safetensors.torch import save_file
 
 from modalities import TokenEncoder, TokenEncoderConfig
 from modalities.code import BiLSTMConfig, BiLSTMEncoder
@@ -51,11 +54,33 @@ def build(model: str, task: str, enc_cfg: dict, num_classes: int, pretrained: st
                                 pooling="mean" if model == "bilstm" else pooling)
 
 
+def _config_dict(config) -> dict:
+    return config.to_dict() if hasattr(config, "to_dict") else dataclasses.asdict(config)
+
+
+def save_run(system, task: str, dm: CodeTaskDataModule, folder: Path) -> Path:
+    """A fine-tuned system's weights (safetensors) and the YAML that rebuilds it (the shape of a
+    ``tessera fit`` fine-tuning config): what ``tasks.code_predict.load_finetuned`` reads."""
+    folder.mkdir(parents=True, exist_ok=True)
+    enc = system.encoder
+    enc_path = "modalities.code.BiLSTMEncoder" if isinstance(enc, BiLSTMEncoder) else "modalities.TokenEncoder"
+    hp = {k: v for k, v in dict(system.hparams).items() if k not in ("encoder", "pretrained")}
+    cfg = {"model": {"class_path": f"tasks.code.{type(system).__name__}",
+                     "init_args": {**hp, "encoder": {"class_path": enc_path,
+                                                     "init_args": {"config": _config_dict(enc.config)}}}},
+           "data": {"class_path": "tasks.data.code.CodeTaskDataModule",
+                    "init_args": {"task": task, "benchmark": str(dm.benchmark), "tokenizer": str(dm.tokenizer_path),
+                                  "max_length": dm.max_length, "batch_size": dm.batch_size}}}
+    save_file({k: v.detach().contiguous().cpu() for k, v in system.state_dict().items()}, str(folder / "model.safetensors"))
+    (folder / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return folder
+
+
 def evaluate(tasks, benchmark: Path, tokenizer: Path, pretrained: str | None, enc_cfg: dict, out: Path,
              steps: int = 300, batch_size: int = 16, max_length: int = 256, max_examples: int | None = 4000,
              lr: float | list[float] = 3e-4, models=MODELS, seed: int = 0, progress: bool = False,
              precision: str = "32-true", bilstm_lr: float | list[float] | None = None, pooling: str = "cls",
-             val_every: int | None = None, select_by: str | None = None) -> dict:
+             val_every: int | None = None, select_by: str | None = None, save_models: bool = False) -> dict:
     """Fine-tune every model on every task with the same budget and report test metrics.
 
     ``lr`` may be a list: each model then trains once per learning rate and the one with the best
@@ -68,7 +93,9 @@ def evaluate(tasks, benchmark: Path, tokenizer: Path, pretrained: str | None, en
     round (checkpoint selection on the valid split, which then also chooses among learning rates);
     None: test the last weights. ``select_by``: the validation metric that chooses the round and
     the learning rate (default the task's headline: joint accuracy for localisation + repair,
-    accuracy otherwise; e.g. "classification" judges the pointer model as a bug detector)."""
+    accuracy otherwise; e.g. "classification" judges the pointer model as a bug detector).
+    ``save_models``: each run's tested weights (model.safetensors) and a YAML describing them
+    (config.yaml) in OUT/<task>/<model>/lr<rate>/, for ``scripts/code_predict.py``."""
     for task in tasks:
         if select_by is not None and select_by not in selectable(task):
             raise ValueError(f"select_by={select_by!r} is not a validation metric of {task}; choose one of {selectable(task)}")
@@ -119,6 +146,8 @@ def evaluate(tasks, benchmark: Path, tokenizer: Path, pretrained: str | None, en
                 run = {"lr": rate, **{k: round(float(v), 4) for k, v in {**val, **test}.items()
                                       if k.split("/")[0] in ("val", "test") and not k.endswith("/loss")},
                        **chosen, "fit_seconds": round(time.time() - t0, 1)}
+                if save_models:
+                    run["saved"] = str(save_run(system, task, dm, out / task / model / f"lr{rate:g}"))
                 sweep.append(run)
                 print(f"[{task}] {model} lr {rate:g}: {run}", flush=True)
             row[model] = select(sweep, sum(p.numel() for p in system.encoder.parameters()), select_by)
@@ -314,6 +343,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="the validation metric that chooses the round and the lr (default: joint for "
                         "variable_misuse_repair, accuracy otherwise); classification judges the pointer as a bug detector")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--save-models", action=argparse.BooleanOptionalAction, default=True,
+                   help="keep each run's tested weights + config.yaml under OUT (for scripts/code_predict.py)")
     p.add_argument("--out", type=Path, default=Path("runs/code/eval"))
     a = p.parse_args(argv)
     if a.merge or a.pool_seeds:
@@ -335,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
     results = evaluate(a.tasks, a.benchmark, a.tokenizer, a.pretrained, encoder_config(a.config), a.out, a.steps,
                        a.batch_size, a.max_length, a.max_examples, a.lr, a.models, a.seed, progress=True,
                        precision=a.precision, bilstm_lr=a.bilstm_lr, pooling=a.pooling, val_every=a.val_every,
-                       select_by=a.select_by)
+                       select_by=a.select_by, save_models=a.save_models)
     print_table(results)
     print(f"wrote {a.out / 'results.json'} and {a.out / 'results.png'}")
     return 0

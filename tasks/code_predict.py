@@ -2,7 +2,8 @@
 
 ``load_finetuned(config, ckpt)`` rebuilds the system a ``tessera fit --config configs/code/...``
 run trained (the YAML gives the system, the encoder's shape, the task and the tokenizer; the
-checkpoint its weights, read with ``weights_only=True``). ``predict(...)`` scores functions:
+checkpoint its weights, read with ``weights_only=True``), or one ``scripts/code_eval.py`` kept
+(its run folder's config.yaml and model.safetensors). ``predict(...)`` scores functions:
 
 - the binary bug tasks (variable_misuse, wrong_binary_operator, swapped_operands): the
   probability that the function holds the task's bug;
@@ -21,9 +22,16 @@ from pathlib import Path
 
 import torch
 import yaml
+from safetensors.torch import load_file
 
 from modalities import TokenEncoder, TokenEncoderConfig
-from modalities.code import CodeTokenizer, load_code_tokenizer, local_variables
+from modalities.code import (
+    BiLSTMConfig,
+    BiLSTMEncoder,
+    CodeTokenizer,
+    load_code_tokenizer,
+    local_variables,
+)
 
 from .code import CodeClassifierSystem, VarMisusePointerSystem, encoder_config
 from .data.code import collate_examples, featurise, resolve
@@ -46,12 +54,20 @@ def load_finetuned(config_yaml: str | Path, ckpt: str | Path):
         raise ValueError(f"{config_yaml}: model {model.get('class_path')!r} does not fit task {task!r}; give the YAML the "
                          "checkpoint was fine-tuned with (configs/code/varmisuse_tiny.yaml, repair_tiny.yaml, ...)")
     args = {k: v for k, v in (model.get("init_args") or {}).items() if k not in ("encoder", "pretrained")}
-    system = cls(TokenEncoder(TokenEncoderConfig(**encoder_config(config_yaml))), **args)
+    enc_cfg = encoder_config(config_yaml)
+    lstm = model["init_args"]["encoder"].get("class_path", "").endswith("BiLSTMEncoder")
+    encoder = BiLSTMEncoder(BiLSTMConfig(**enc_cfg)) if lstm else TokenEncoder(TokenEncoderConfig(**enc_cfg))
+    system = cls(encoder, **args)
     path = Path(ckpt)
     if not path.is_file():
-        raise FileNotFoundError(f"fine-tuned checkpoint {path} does not exist; give a .ckpt the fine-tuning run saved")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    system.load_state_dict(state.get("state_dict", state), strict=True)
+        raise FileNotFoundError(f"fine-tuned checkpoint {path} does not exist; give the .ckpt of a fine-tuning run "
+                                "or the model.safetensors scripts/code_eval.py keeps")
+    if path.suffix == ".safetensors":
+        state = load_file(str(path))
+    else:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = state.get("state_dict", state)
+    system.load_state_dict(state, strict=True)
     return system.eval(), load_code_tokenizer(resolve(tokenizer)), task, int(data.get("max_length", 512))
 
 

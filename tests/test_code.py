@@ -4,6 +4,7 @@ generator, data modules and fine-tuning systems, CuBERT checkpoint import (parit
 import ast
 import json
 import time
+from pathlib import Path
 
 import lightning as L
 import numpy as np
@@ -708,3 +709,33 @@ def test_code_eval_pool_seeds(tmp_path):
     assert main(["--pool-seeds", str(a), str(b), "--out", str(tmp_path / "pooled")]) == 0
     assert json.loads((tmp_path / "pooled" / "results.json").read_text())["settings"]["seed"] == [0, 1]
     assert (tmp_path / "pooled" / "results.png").stat().st_size > 0
+
+
+def test_code_eval_keeps_the_tested_weights_for_code_predict(benchmark_dir, tmp_path):
+    """save_models: each run's folder holds the weights it was tested with and a YAML that rebuilds the
+    system; tasks.code_predict.load_finetuned reads both, and testing the rebuilt system gives the
+    reported test accuracy again (the validation-chosen round's weights, not the last step's)."""
+    from tasks.code_predict import load_finetuned, predict
+
+    mod = _code_eval()
+    bench, tokdir = benchmark_dir
+    cfg = dict(vocab_size=300, hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64,
+               max_position_embeddings=128, attention_backend="unpadded")
+    res = mod.evaluate(["variable_misuse"], bench, tokdir, None, cfg, tmp_path / "ev", steps=5, batch_size=8,
+                       max_length=128, max_examples=48, lr=1e-3, models=("scratch", "bilstm"), val_every=2,
+                       save_models=True)
+    for model in ("scratch", "bilstm"):
+        (run,) = res["tasks"]["variable_misuse"][model]["sweep"]
+        folder = Path(run["saved"])
+        assert folder == tmp_path / "ev" / "variable_misuse" / model / "lr0.001"
+        system, tok, task, max_length = load_finetuned(folder / "config.yaml", folder / "model.safetensors")
+        assert task == "variable_misuse" and max_length == 128
+        assert isinstance(system.encoder, BiLSTMEncoder) == (model == "bilstm")
+        dm = CodeTaskDataModule("variable_misuse", str(bench), str(tokdir), max_length=128, batch_size=8, max_examples=48)
+        trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+                            default_root_dir=tmp_path)
+        (test,) = trainer.test(system, dm, verbose=False)
+        assert round(test["test/accuracy"], 4) == run["test/accuracy"]
+        fn = json.loads((bench / "variable_misuse" / "test.jsonl").open().readline())
+        (pred,) = predict(system, tok, task, [{"source": fn["source"], "name": fn["function"]}], max_length)
+        assert 0.0 <= pred["bug_probability"] <= 1.0
