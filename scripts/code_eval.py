@@ -31,7 +31,7 @@ from tasks.data.code import CodeTaskDataModule
 
 MODELS = ("pretrained", "scratch", "bilstm")
 # the validation metrics a task's runs can be chosen by (--select-by); the first is the default
-SELECTABLE = {"variable_misuse_repair": ("joint", "classification", "localization", "repair")}
+SELECTABLE = {"variable_misuse_repair": ("joint", "classification", "localization", "repair", "auroc")}
 CLASSIFIER_METRICS = ("accuracy",)  # every other task's
 
 

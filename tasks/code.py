@@ -19,6 +19,7 @@ from torchmetrics import MeanMetric
 from modalities import load_encoder
 from modalities.backbone import create_pooler
 
+from .metrics import auroc
 from .optim import build_optimizer
 
 
@@ -153,7 +154,8 @@ class VarMisusePointerSystem(_FineTuneBase):
     distribution over candidate positions, trained to put its mass on the target positions (any
     occurrence of the right variable). Metrics (Vasic et al., as CuBERT): classification (bug or
     not), localisation (the right position, bug-free included), repair (on buggy examples) and
-    joint (localisation and repair right).
+    joint (localisation and repair right); and, threshold-free, the AUROC of the bug score
+    1 - p(position 0) as a detector (``auroc``: is a buggy function ranked above a clean one).
     """
 
     def __init__(self, encoder: nn.Module, pretrained: str | None = None, lr: float = 1e-4, weight_decay: float = 0.01,
@@ -163,6 +165,7 @@ class VarMisusePointerSystem(_FineTuneBase):
         self.pointer = nn.Linear(encoder.config.hidden_size, 2)  # (localisation, repair) logit per position
         self.metrics = nn.ModuleDict({f"{s}_{m}": MeanMetric() for s in ("val", "test")
                                       for m in ("classification", "localization", "repair", "joint")})
+        self.bug_scores: dict[str, list[torch.Tensor]] = {"val": [], "test": []}  # (score, label) per batch
 
     def forward(self, batch):
         logits = self.pointer(self.dropout(self.encode(batch))).float()  # (B, T, 2)
@@ -195,6 +198,9 @@ class VarMisusePointerSystem(_FineTuneBase):
         rep_pred = rep.argmax(-1)
         rep_ok = batch["target_mask"].gather(1, rep_pred[:, None])[:, 0]
         self.metrics[f"{split}_classification"].update(((loc_pred > 0) == buggy).float())
+        # the log odds of a bug, log (1 - p0) / p0: monotone in 1 - p0 and free of float ties near p0 = 1
+        odds = loc.float()[:, 1:].logsumexp(-1) - loc.float()[:, 0]
+        self.bug_scores[split].append(torch.stack([odds, buggy.float()], 1).detach().cpu())  # one device: no sync
         self.metrics[f"{split}_localization"].update((loc_pred == err).float())
         if buggy.any():
             self.metrics[f"{split}_repair"].update(rep_ok[buggy].float())
@@ -212,6 +218,9 @@ class VarMisusePointerSystem(_FineTuneBase):
             metric = self.metrics[f"{split}_{m}"]
             out[f"{split}/{m}"] = float(metric.compute()) if metric.update_count else float("nan")
             metric.reset()
+        scores = torch.cat(self.bug_scores[split]) if self.bug_scores[split] else torch.zeros(0, 2)
+        self.bug_scores[split] = []
+        out[f"{split}/auroc"] = auroc(scores[:, 0].tolist(), scores[:, 1].long().tolist())
         self.log_dict(out, prog_bar=split == "val")
         if split == "test":
             self.write_json("test_metrics.json", out)

@@ -28,13 +28,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from torchmetrics.functional.classification import binary_auroc
 from tqdm.auto import tqdm
 
 from modalities import TokenEncoder, TokenEncoderConfig
 from modalities.code import CodeTokenizer, local_variables
 
 from .code import encoder_config
+from .metrics import auroc
 from .mlm import MaskedLMSystem
 
 
@@ -215,16 +215,6 @@ def best_threshold(scores: Sequence[float], labels: Sequence[int]) -> float:
     cands = np.concatenate([[np.inf], mids[::-1], finite[:1] - 1])  # descending: all clean ... all buggy
     acc = [((x > t) == y).mean() for t in cands]
     return float(cands[int(np.argmax(acc))])
-
-
-def auroc(scores: Sequence[float], labels: Sequence[int]) -> float:
-    """Probability that a random buggy function scores above a random clean one (ties count half);
-    NaN without both classes. torchmetrics' ``binary_auroc``, in float64 so that its sigmoid of
-    scores outside [0, 1] does not saturate into ties."""
-    y = torch.as_tensor(np.asarray(labels, dtype=np.int64))
-    if y.numel() == 0 or bool((y == y[0]).all()):
-        return math.nan
-    return float(binary_auroc(torch.as_tensor(np.asarray(scores, dtype=np.float64)), y))
 
 
 def misuse_metrics(scores: Sequence[FunctionScore], examples: Sequence[dict], threshold: float,

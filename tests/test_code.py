@@ -739,3 +739,27 @@ def test_code_eval_keeps_the_tested_weights_for_code_predict(benchmark_dir, tmp_
         fn = json.loads((bench / "variable_misuse" / "test.jsonl").open().readline())
         (pred,) = predict(system, tok, task, [{"source": fn["source"], "name": fn["function"]}], max_length)
         assert 0.0 <= pred["bug_probability"] <= 1.0
+
+
+def test_pointer_auroc_ranks_functions_by_the_bug_probability(benchmark_dir, tmp_path):
+    """test/auroc: buggy functions ranked above clean ones by 1 - p(no bug), as a brute-force count says."""
+    bench, tokdir = benchmark_dir
+    dm = CodeTaskDataModule("variable_misuse_repair", str(bench), str(tokdir), max_length=128, batch_size=8,
+                            max_examples=64)
+    torch.manual_seed(0)
+    model = VarMisusePointerSystem(tiny_encoder(), lr=1e-3)
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+                        default_root_dir=tmp_path)
+    (result,) = trainer.test(model, dm, verbose=False)
+    scores, labels = [], []
+    with torch.no_grad():
+        for batch in dm.test_dataloader():
+            loc, _ = model.eval()(batch)
+            scores += (1 - loc.double().softmax(-1)[:, 0]).tolist()
+            labels += (batch["error_position"] > 0).long().tolist()
+    pos = [s for s, y in zip(scores, labels, strict=True) if y]
+    neg = [s for s, y in zip(scores, labels, strict=True) if not y]
+    expected = sum((p > n) + 0.5 * (p == n) for p in pos for n in neg) / (len(pos) * len(neg))
+    assert 0 < len(pos) < len(scores)
+    assert result["test/auroc"] == pytest.approx(expected, abs=1e-6)
+    assert result["test/auroc"] != pytest.approx(1 - expected, abs=1e-3)  # the direction matters
