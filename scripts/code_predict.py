@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections import Counter
 from pathlib import Path
 
 from code_embed import collect  # scripts/ is on sys.path when a script here runs
@@ -48,7 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     skipped = [r for r in preds if "skipped" in r]
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text("".join(json.dumps(r) + "\n" for r in scored + skipped))
-    print(f"{task}: {len(scored)} functions scored, {len(skipped)} skipped, files skipped: {dict(skipped_files)} -> {a.out}")
+    reasons = dict(Counter(r["skipped"] for r in skipped))
+    print(f"{task}: {len(scored)} functions scored, {len(skipped)} skipped {reasons}, files skipped: "
+          f"{dict(skipped_files)} -> {a.out}")
     for r in scored[: a.top]:
         extra = ""
         if task == POINTER:

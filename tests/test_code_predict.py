@@ -91,7 +91,7 @@ def test_classifier_predictions_and_the_script(finetuned, tmp_path, capsys):
     expected = float(reference.eval()(collate_examples([f], tok.pad_id)).softmax(-1)[0, 1])
     assert by_name["merge"] == pytest.approx(expected, abs=1e-4)
     printed = capsys.readouterr().out
-    assert "4 functions scored" in printed and "null bytes" in printed
+    assert "4 functions scored, 0 skipped {}" in printed and "null bytes" in printed
 
 
 def test_refusals(finetuned, tmp_path):
