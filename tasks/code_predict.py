@@ -91,10 +91,10 @@ def predict(system, tok: CodeTokenizer, task: str, functions: list[dict], max_le
             except (SyntaxError, ValueError) as e:
                 out.append({**row, "skipped": f"not one parsable function ({type(e).__name__})"})
                 continue
-            spans = sorted({(s, e) for v in occ.values() for s, e, _ in v})
             if len(occ) < 2:
                 out.append({**row, "skipped": "fewer than two local variables: nothing to misuse"})
                 continue
+            spans = sorted({(s, e) for v in occ.values() for s, e, _ in v})
             ex.update(error_span=None, candidate_spans=[list(s) for s in spans], target_spans=[])
         f = featurise(ex, task, tok, max_length)
         if f is None or (task == POINTER and len(f["candidates"]) < 2):

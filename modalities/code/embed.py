@@ -22,8 +22,8 @@ from torch import nn
 
 from ..backbone.pooling import create_pooler
 from ..hub import load_encoder, save_encoder
-from .cubert import find_cubert_vocab
-from .tokenizer import META_FILE, CodeTokenizer, CubertVocab, load_code_tokenizer
+from .cubert import find_cubert_vocab, load_cubert
+from .tokenizer import META_FILE, CodeTokenizer, load_code_tokenizer
 
 
 def save_code_encoder(encoder: nn.Module, tokenizer: CodeTokenizer, folder: str | Path, meta: dict | None = None) -> Path:
@@ -42,14 +42,14 @@ def load_code_encoder(folder: str | Path, attention_backend: str | None = None) 
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder} is not a folder; give a code encoder folder (scripts/code_export.py writes one)")
-    if (folder / META_FILE).is_file() or (folder / "tokenizer.json").is_file():
-        tokenizer = load_code_tokenizer(folder)
-    else:
+    if not ((folder / META_FILE).is_file() or (folder / "tokenizer.json").is_file()):
         try:
-            tokenizer = CodeTokenizer(CubertVocab.from_file(find_cubert_vocab(folder)))
+            find_cubert_vocab(folder)
         except FileNotFoundError as e:
             raise FileNotFoundError(f"{folder} holds no code tokenizer ({META_FILE} + tokenizer.json) and no CuBERT "
                                     "vocabulary; export the encoder with scripts/code_export.py") from e
+        return load_cubert(folder, attention_backend=attention_backend)  # pairs and checks the vocabulary
+    tokenizer = load_code_tokenizer(folder)
     encoder = load_encoder(folder, attention_backend=attention_backend)
     if tokenizer.vocab_size > encoder.config.vocab_size:
         raise ValueError(f"{folder}: the tokenizer has {tokenizer.vocab_size} tokens but the encoder's embedding "
