@@ -285,6 +285,56 @@ def test_benchmark_examples_parse_balanced_deterministic(task, functions):
             assert all(src[a:b].isidentifier() for a, b in ex["candidate_spans"])
 
 
+def test_extra_training_corpus_joins_train_only_and_never_leaks_held_out_functions(tmp_path):
+    """scripts/code_benchmark.py --extra-train: a second corpus adds training functions; the valid and
+    test examples are byte-identical to those written without it, and a held-out function copied into
+    the extra corpus (reformatted, with a comment) never reaches the training split."""
+    bench = load_script("code_benchmark")
+
+    def renamed(prefix, n=24):
+        return module_source(n).replace("def f", f"def {prefix}f").replace("def g", f"def {prefix}g").replace("def h", f"def {prefix}h")
+
+    def corpus(name, files):  # files: (file name, source, package, split, hash)
+        d = tmp_path / name
+        d.mkdir()
+        rows = []
+        for fname, src, pkg, split, h in files:
+            (d / fname).write_text(src)
+            rows.append({"path": str(d / fname), "package": pkg, "hash": h, "split": split})
+        (d / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        return d, rows
+
+    main, main_rows = corpus("main", [("a.py", renamed("a"), "pa", "train", "ha"), ("v.py", renamed("v"), "pv", "valid", "hv"),
+                                      ("t.py", renamed("t"), "pt", "test", "ht")])
+    leaked = "def tf0(items, limit):\n    count = 0  # reformatted copy of a test function\n    for item in items:\n" \
+             "        if (item > limit) and count < 10:\n            count = count + 1\n    return count - limit\n"
+    extra, _ = corpus("extra", [
+        ("same_path.py", "", "x", "train", "h0"),  # replaced below by main's own path
+        ("same_hash.py", renamed("v"), "pv2", "test", "hv"),  # main's valid file under another path
+        ("new.py", renamed("e") + "\n\n" + leaked, "pe", "valid", "he"),
+        ("dup.py", renamed("e", 6), "pd", "test", "hd"),  # functions already in new.py
+    ])
+    rows = [json.loads(line) for line in (extra / "manifest.jsonl").open()]
+    rows[0]["path"] = main_rows[0]["path"]
+    (extra / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    tasks = ("variable_misuse", "exception_type")
+    plain = bench.write_benchmark(main, tmp_path / "plain", tasks)
+    more = bench.write_benchmark(main, tmp_path / "more", tasks, extra_train=extra)
+    info = more["extra_train"]
+    assert info["files"] == 2 and info["packages"] == 2  # same path and same hash left out
+    assert info["functions"] == 24 and info["dropped"] == {"in valid / test": 1, "duplicate": 6}
+    assert more["functions"]["train"] == plain["functions"]["train"] + 24
+    assert more["exception_types"] == plain["exception_types"]
+    for task in tasks:
+        for split in ("valid", "test"):
+            assert (tmp_path / "more" / task / f"{split}.jsonl").read_text() == (tmp_path / "plain" / task / f"{split}.jsonl").read_text()
+    train = [json.loads(line) for line in (tmp_path / "more" / "variable_misuse" / "train.jsonl").open()]
+    assert {ex["package"] for ex in train} == {"pa", "pe"}
+    assert not any(ex["source"].startswith("def tf0") for ex in train)
+    assert len(train) > plain["tasks"]["variable_misuse"]["train"]["examples"]
+
+
 def test_buggy_examples_differ_from_their_function_by_one_edit(functions):
     originals = {(f.path, f.name): f.source for f in functions}
     for task in ("variable_misuse", "wrong_binary_operator", "swapped_operands"):

@@ -31,6 +31,7 @@ whose site is cut off; the site is drawn the same way for both labels, so the dr
 from __future__ import annotations
 
 import ast
+import hashlib
 import random
 import textwrap
 import warnings
@@ -125,6 +126,12 @@ def _func_node(fn: Function) -> ast.FunctionDef:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return ast.parse(fn.source).body[0]
+
+
+def function_key(fn: Function) -> str:
+    """The function's identity up to formatting and comments (a hash of its ``ast`` dump, names and
+    docstring kept): two copies of one function in different files share it."""
+    return hashlib.sha1(ast.dump(_func_node(fn)).encode()).hexdigest()
 
 
 def _splice(source: str, edits: list[tuple[int, int, str]]) -> str:
