@@ -45,7 +45,7 @@ def _manifest(corpus: Path) -> list[dict]:
 
 
 def extra_training_functions(extra: Path, rows: list[dict], functions: dict[str, list[Function]],
-                             max_chars: int = 2000) -> tuple[list[Function], dict]:
+                             max_chars: int = 2000, progress: bool = True) -> tuple[list[Function], dict]:
     """The functions of corpus ``extra`` that may join the training split of the corpus whose
     manifest ``rows`` gave ``functions``: none of its files, none of its valid / test functions,
     no function twice."""
@@ -54,7 +54,7 @@ def extra_training_functions(extra: Path, rows: list[dict], functions: dict[str,
     held_out = {function_key(f) for split in ("valid", "test") for f in functions[split]}
     seen = held_out | {function_key(f) for f in functions["train"]}
     kept, dropped = [], Counter()
-    for fn in functions_of(extra_rows, max_chars=max_chars):
+    for fn in functions_of(extra_rows, max_chars=max_chars, progress="functions (extra train)" if progress else None):
         key = function_key(fn)
         if key in seen:
             dropped["in valid / test" if key in held_out else "duplicate"] += 1
@@ -67,11 +67,12 @@ def extra_training_functions(extra: Path, rows: list[dict], functions: dict[str,
 
 
 def write_benchmark(corpus: Path, out: Path, tasks=TASKS, seed: int = 0, max_functions: int | None = None,
-                    max_chars: int = 2000, paired: bool = False, extra_train: Path | None = None) -> dict:
+                    max_chars: int = 2000, paired: bool = False, extra_train: Path | None = None,
+                    progress: bool = True) -> dict:
     rows = _manifest(corpus)
     functions = {}
     for split in SPLITS:
-        fns = functions_of((r for r in rows if r["split"] == split), max_chars=max_chars)
+        fns = functions_of([r for r in rows if r["split"] == split], max_chars=max_chars, progress=f"functions ({split})" if progress else None)
         if max_functions is not None and len(fns) > max_functions:
             keep = sorted(random.Random(f"{seed}:{split}").sample(range(len(fns)), max_functions))
             fns = [fns[i] for i in keep]  # a seeded sample, in manifest order
@@ -79,7 +80,7 @@ def write_benchmark(corpus: Path, out: Path, tasks=TASKS, seed: int = 0, max_fun
     exceptions = exception_vocabulary(functions["train"], 20)  # before extra_train: the same 20 classes with or without it
     extra = None
     if extra_train is not None:
-        fns, extra = extra_training_functions(extra_train, rows, functions, max_chars)
+        fns, extra = extra_training_functions(extra_train, rows, functions, max_chars, progress)
         functions["train"] = functions["train"] + fns
     stats = {"seed": seed, "paired": paired, "functions": {s: len(f) for s, f in functions.items()}, "exception_types": exceptions,
              **({"extra_train": extra} if extra else {}), "tasks": {}}

@@ -319,8 +319,8 @@ def test_extra_training_corpus_joins_train_only_and_never_leaks_held_out_functio
     (extra / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
 
     tasks = ("variable_misuse", "exception_type")
-    plain = bench.write_benchmark(main, tmp_path / "plain", tasks)
-    more = bench.write_benchmark(main, tmp_path / "more", tasks, extra_train=extra)
+    plain = bench.write_benchmark(main, tmp_path / "plain", tasks, progress=False)
+    more = bench.write_benchmark(main, tmp_path / "more", tasks, extra_train=extra, progress=False)
     info = more["extra_train"]
     assert info["files"] == 2 and info["packages"] == 2  # same path and same hash left out
     assert info["functions"] == 24 and info["dropped"] == {"in valid / test": 1, "duplicate": 6}

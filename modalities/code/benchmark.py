@@ -400,9 +400,15 @@ def generate(task: str, functions: list[Function], seed: int = 0, exceptions: li
     return out
 
 
-def functions_of(rows: Iterable[dict], max_chars: int = 2000, max_per_file: int | None = None) -> list[Function]:
-    """Functions of manifest rows ({"path", "package"}), in manifest order."""
+def functions_of(rows: Iterable[dict], max_chars: int = 2000, max_per_file: int | None = None,
+                 progress: str | None = None) -> list[Function]:
+    """Functions of manifest rows ({"path", "package"}), in manifest order; ``progress``: the
+    description of a progress bar over the files (none without it)."""
     out = []
+    if progress is not None:
+        from tqdm.auto import tqdm
+
+        rows = tqdm(rows, desc=progress, unit="file", mininterval=2.0, total=len(rows) if hasattr(rows, "__len__") else None)
     for r in rows:
         try:
             src = Path(r["path"]).read_bytes().decode("utf-8")
