@@ -158,6 +158,28 @@ def cubert_vocab_file(path):
     return path
 
 
+def test_word_starts_follow_the_lexemes_for_both_vocabularies(tmp_path):
+    """CodeTokenizer.word_starts (whole-word masking) marks the first subword of every lexeme and
+    no other subword of a name, keyword or number (strings are cut into chunk words), WordPiece
+    ("##" continuations) and CuBERT ("_" word ends) alike."""
+    src = "def foo_bar(x, y):\n    return x + y\n"
+    wordpiece = CodeTokenizer.train([module_source(12), SAMPLE], 120)  # small: most names split
+    for tok in (wordpiece, CodeTokenizer.from_cubert_vocab(cubert_vocab_file(tmp_path / "vocab.txt"))):
+        for text in (src, SAMPLE.split("class")[0].replace("# a comment", "").replace("# trailing comment", "")):
+            enc = tok.encode(text)
+            if tok.vocab.kind == "cubert" and tok.unk_id in enc.ids:
+                continue  # the toy CuBERT vocabulary cannot spell SAMPLE
+            lexeme_start = np.r_[True, enc.lexeme[1:] != enc.lexeme[:-1]]
+            in_string = np.array([enc.lexemes[k].kind == "string" for k in enc.lexeme])
+            inside_name = ~lexeme_start & ~in_string  # later subwords of a name, keyword, number
+            assert inside_name.any()  # some name is split, so the check has something to catch
+            ids = torch.as_tensor(np.r_[tok.cls_id, enc.ids, tok.sep_id, tok.pad_id])
+            got = tok.word_starts(ids)
+            assert got[0] and got[-2] and got[-1]  # [CLS], [SEP], [PAD] are words of their own
+            assert got[1:-2][torch.as_tensor(lexeme_start)].all() and not got[1:-2][torch.as_tensor(inside_name)].any()
+            assert torch.equal(tok.word_starts(ids[None].repeat(3, 1)), got[None].repeat(3, 1))  # batched
+
+
 def test_cubert_vocabulary_format(tmp_path):
     tok = CodeTokenizer.from_cubert_vocab(cubert_vocab_file(tmp_path / "vocab.txt"))
     src = "def foo_bar(x, y):\n    return x + y\n"
@@ -500,7 +522,9 @@ def test_code_mlm_pretrain_then_finetune_from_checkpoint(tmp_path):
     rows = []
     for p in range(8):
         path = folder / f"m{p}.py"
-        path.write_text(module_source(12, offset=p))
+        rare = "".join(f"def rare{p}{k}(argument_{p}{k}_xq, quirky_{p}{k}_zv):\n    return argument_{p}{k}_xq - quirky_{p}{k}_zv\n\n\n"
+                       for k in range(4))  # names a 300-subword vocabulary must split
+        path.write_text(rare + module_source(12, offset=p))
         rows.append({"path": str(path), "package": f"p{p}", "split": "valid" if p == 0 else "train"})
     (folder / "bad.py").write_bytes(b"x = '\xff\n")
     rows.append({"path": str(folder / "bad.py"), "package": "p9", "split": "train"})
@@ -516,6 +540,19 @@ def test_code_mlm_pretrain_then_finetune_from_checkpoint(tmp_path):
     assert dm.stats["skipped_files"] == {"rejected by tokenize": 1}  # bad.py counted, not fatal
     batch = next(iter(dm.train_dataloader()))
     assert batch["input_ids"].shape[1] <= 64 and (batch["labels"] != -100).any()
+    # whole-word masking: every split name is predicted whole or not at all
+    dm.whole_word = True
+    batch = next(iter(dm.train_dataloader()))
+    chosen = batch["labels"] != -100
+    original = torch.where(chosen, batch["labels"], batch["input_ids"])  # [MASK] would start words of its own
+    word = dm.code_tokenizer.word_starts(original).long().cumsum(1)
+    split_words = 0
+    for r in range(len(word)):
+        for w in word[r].unique():
+            at = word[r] == w
+            split_words += int(at.sum() > 1)
+            assert chosen[r, at].all() or not chosen[r, at].any()
+    assert split_words > 0 and chosen.any()
     ckpt = tmp_path / "mlm.ckpt"
     trainer.save_checkpoint(ckpt)
     fine = CodeClassifierSystem(tiny_encoder(), pretrained=str(ckpt))

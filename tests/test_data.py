@@ -27,6 +27,31 @@ def test_mask_tokens_follows_80_10_10():
     assert abs(1 - as_mask - kept - 0.1) < 0.02
 
 
+def test_whole_word_masking_predicts_every_subword_of_a_chosen_word():
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(5, 1000, (64, 200), generator=g)
+    starts = torch.rand(ids.shape, generator=g) < 0.4  # words of 2.5 subwords on average
+    starts[:, :2] = True
+    maskable = torch.ones_like(ids, dtype=torch.bool)
+    maskable[:, 0] = False  # [CLS], a word of its own
+    inputs, labels = mask_tokens(ids, maskable, 4, (5, 1000), 0.3, g, word_starts=starts)
+    chosen = labels != IGNORE
+    word = starts.long().cumsum(1)  # word number of every position, per row
+    for r in range(ids.shape[0]):
+        for w in word[r].unique():
+            at = word[r] == w
+            assert chosen[r, at].all() or not chosen[r, at].any()  # a word is predicted whole or not at all
+    chosen_words = chosen & starts
+    assert abs(chosen_words.sum().item() / starts[:, 1:].sum().item() - 0.3) < 0.02  # ratio = share of words
+    assert torch.equal(labels[chosen], ids[chosen]) and torch.equal(inputs[~chosen], ids[~chosen])
+    # a row whose only maskable word has three subwords gets that whole word at a tiny ratio
+    ids, maskable = torch.randint(5, 100, (20, 6)), torch.zeros(20, 6, dtype=torch.bool)
+    maskable[:, 2:5] = True
+    starts = torch.tensor([True, True, True, False, False, True]).expand(20, 6)
+    _, labels = mask_tokens(ids, maskable, 4, (5, 100), 0.01, word_starts=starts)
+    assert torch.equal(labels != IGNORE, maskable)
+
+
 def test_every_row_gets_a_masked_token():
     ids = torch.randint(5, 100, (50, 4))
     maskable = torch.zeros_like(ids, dtype=torch.bool)

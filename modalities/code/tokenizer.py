@@ -22,6 +22,7 @@ from itertools import accumulate
 from pathlib import Path
 
 import numpy as np
+import torch
 from tokenizers import Tokenizer, models, trainers
 
 from .lexer import TYPE_TOKENS, Lexed, Lexeme, lex, no_gc
@@ -252,10 +253,32 @@ class CodeTokenizer:
         tid = vocab.token_to_id
         self.pad_id, self.unk_id, self.cls_id, self.sep_id, self.mask_id = (tid(t) for t in SPECIAL_TOKENS)
         self.special_ids = sorted({self.pad_id, self.unk_id, self.cls_id, self.sep_id, self.mask_id})
+        self._word_table: torch.Tensor | None = None  # per id, for word_starts
 
     @property
     def vocab_size(self) -> int:
         return self.vocab.size
+
+    def word_starts(self, ids: torch.Tensor) -> torch.Tensor:
+        """ids (..., T) -> bool (..., T): True at the first subword of every word (a lexeme, or a
+        chunk of a string or of a lexeme longer than ``max_chunk``), for whole-word masking.
+        WordPiece marks a continuation with "##"; CuBERT's vocabulary ends every word's last
+        subtoken with "_", so a subtoken begins a word when the one before it ended one."""
+        if self._word_table is None:
+            pieces = [self.vocab.id_to_token(i) or "" for i in range(self.vocab.size)]
+            if self.vocab.kind == "cubert":  # True: this subtoken ends a word
+                table = [p.endswith("_") for p in pieces]
+            else:  # True: this subword continues a word
+                table = [p.startswith("##") for p in pieces]
+            for i in (self.pad_id, self.cls_id, self.sep_id, self.mask_id):  # words of their own ([UNK]
+                table[i] = self.vocab.kind == "cubert"  # may stand for one character inside a CuBERT word)
+            self._word_table = torch.tensor(table)
+        flags = self._word_table[ids.long()]
+        if self.vocab.kind != "cubert":
+            return ~flags
+        starts = torch.ones_like(flags)
+        starts[..., 1:] = flags[..., :-1]
+        return starts
 
     # --- construction ----------------------------------------------------------------------
     @classmethod

@@ -103,6 +103,9 @@ class MaskedCodeDataModule(MaskedTextDataModule):
         batch_size, mask_ratio, num_workers, seed: as MaskedTextDataModule.
         max_files: keep an even sample of this many files (None: all), for quick runs.
         cache_dir: where tokenizers and ids are cached ($TESSERA_CACHE or ~/.cache/tessera).
+        whole_word: mask whole words (every subword of an identifier, keyword, number or string
+            chunk at once; ``mask_ratio`` is then the share of words) instead of single subwords,
+            so a name must be predicted from its context, not from its other pieces.
     """
 
     def __init__(
@@ -117,6 +120,7 @@ class MaskedCodeDataModule(MaskedTextDataModule):
         num_workers: int = 0,
         seed: int = 0,
         cache_dir: str | None = None,
+        whole_word: bool = False,
     ):
         super().__init__(
             corpus=STDLIB, tokenizer=tokenizer, vocab_size=vocab_size, max_length=max_length,
@@ -124,6 +128,7 @@ class MaskedCodeDataModule(MaskedTextDataModule):
         )
         self.save_hyperparameters()
         self.corpus = corpus
+        self.whole_word = whole_word
         self.max_files = max_files
         key = STDLIB if corpus == STDLIB else "corpus-" + hashlib.sha1(str(resolve(corpus).resolve()).encode()).hexdigest()[:10]
         self.folder = self.cache / "code" / "mlm" / key
@@ -201,6 +206,9 @@ class MaskedCodeDataModule(MaskedTextDataModule):
         }
         skipped = self._ids_file().with_suffix(".skipped.json")
         self.stats["skipped_files"] = json.loads(skipped.read_text()) if skipped.is_file() else {}
+
+    def word_starts(self, input_ids: torch.Tensor) -> torch.Tensor | None:
+        return self.code_tokenizer.word_starts(input_ids) if self.whole_word else None
 
 
 # --- fine-tuning --------------------------------------------------------------------------

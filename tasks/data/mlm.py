@@ -196,9 +196,13 @@ class MaskedTextDataModule(L.LightningDataModule):
         first_regular = len(SPECIAL_TOKENS)  # random replacements avoid the special ids 0..4
         inputs, labels = mask_tokens(
             input_ids, maskable, self.mask_token_id, (first_regular, self.tokenizer_vocab_size),
-            self.mask_ratio, generator,
+            self.mask_ratio, generator, word_starts=self.word_starts(input_ids),
         )
         return {"input_ids": inputs, "attention_mask": attention_mask, "labels": labels}
+
+    def word_starts(self, input_ids: Tensor) -> Tensor | None:
+        """(B, T) bool where words begin, for whole-word masking; None: every subword on its own."""
+        return None
 
     def _eval_collate(self, items):
         return self.collate(items, eval_masks=True)
