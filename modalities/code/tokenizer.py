@@ -270,8 +270,10 @@ class CodeTokenizer:
                 table = [p.endswith("_") for p in pieces]
             else:  # True: this subword continues a word
                 table = [p.startswith("##") for p in pieces]
-            for i in (self.pad_id, self.cls_id, self.sep_id, self.mask_id):  # words of their own ([UNK]
-                table[i] = self.vocab.kind == "cubert"  # may stand for one character inside a CuBERT word)
+            # special tokens are words of their own; not [UNK], which may stand for one character
+            # inside a CuBERT word
+            for i in (self.pad_id, self.cls_id, self.sep_id, self.mask_id):
+                table[i] = self.vocab.kind == "cubert"
             self._word_table = torch.tensor(table)
         flags = self._word_table[ids.long()]
         if self.vocab.kind != "cubert":
