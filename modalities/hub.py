@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -41,19 +42,30 @@ def read_config(folder: Path) -> dict:
             f"{folder} has no config.json: give a Tessera checkpoint folder or an HF model folder"
         )
     try:
-        return json.loads(cfg_path.read_text())
-    except json.JSONDecodeError as e:
+        raw = json.loads(cfg_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"{cfg_path} is not valid JSON: {e}") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"{cfg_path} holds a JSON {type(raw).__name__}, not an object; it is not a model config")
+    return raw
 
 
 def read_state_dict(folder: Path) -> dict[str, torch.Tensor]:
     """model.safetensors, else pytorch_model.bin loaded with weights_only=True (never unpickled)."""
     st = folder / WEIGHTS
     if st.is_file():
-        return load_file(st)
+        try:
+            return load_file(st)
+        except (SafetensorError, OSError) as e:
+            raise ValueError(f"{st} is not a readable safetensors file ({e}); the file is truncated or "
+                             "corrupt: export or download it again") from None
     bin_path = folder / "pytorch_model.bin"
     if bin_path.is_file():
-        return torch.load(bin_path, map_location="cpu", weights_only=True)
+        try:
+            return torch.load(bin_path, map_location="cpu", weights_only=True)
+        except Exception as e:  # noqa: BLE001  (UnpicklingError, EOFError, RuntimeError: none is a state dict)
+            raise ValueError(f"{bin_path} is not a readable tensor file ({type(e).__name__}); it is corrupt, or holds "
+                             "more than tensors (never unpickled here): convert it to model.safetensors") from None
     raise FileNotFoundError(f"{folder} holds neither {WEIGHTS} nor pytorch_model.bin")
 
 

@@ -7,7 +7,6 @@ import ctypes
 import ctypes.util
 import json
 import math
-import shutil
 from pathlib import Path
 
 import lightning as L
@@ -214,27 +213,28 @@ def export_tower(module: nn.Module, folder: str | Path, **meta) -> Path:
 
 
 class ExportEncoder(L.Callback):
-    """At the end of fit, write the system's ``encoder`` / ``tower`` into ``<log dir>/encoder``
-    (or ``path``) for ``load_encoder`` and the next stage's ``init_from``, with the data module's
-    tokenizer beside it (``modalities.code.load_code_encoder`` reads a code run's folder whole)."""
+    """At the end of fit, write the system's encoder into ``<log dir>/encoder`` (or ``path``) for
+    ``load_encoder``, ``tessera embed`` / ``eval`` and the next stage's ``init_from``, with what the
+    data module says a user of the encoder needs (``tasks.export.export_encoder``). ``tessera fit``
+    adds one to every run; ``required=False`` there, so a system with nothing to export says so."""
 
-    def __init__(self, path: str | None = None):
+    def __init__(self, path: str | None = None, required: bool = True):
         self.path = path
+        self.required = required
 
     def on_fit_end(self, trainer, pl_module):
+        from .export import export_encoder
+        from .jobs import UserError
+
         # trainer.log_dir is a collective under DDP (rank 0 broadcasts it): every rank asks
         folder = Path(self.path) if self.path else Path(trainer.log_dir or trainer.default_root_dir) / "encoder"
         if not trainer.is_global_zero:
             return
-        module = getattr(pl_module, "tower", None) or getattr(pl_module, "encoder", None)
-        if module is None:
-            raise ValueError(f"{type(pl_module).__name__} has no `encoder` or `tower` to export")
-        export_tower(module, folder, step=trainer.global_step)
-        tok = getattr(getattr(trainer, "datamodule", None), "tokenizer_file", None)
-        if tok is not None and Path(tok).is_file():  # the folder is self-contained for evaluation
-            shutil.copy2(tok, folder / "tokenizer.json")
-        elif tok is not None and Path(tok).is_dir():  # a tokenizer folder (code: tokenizer.json + code_tokenizer.json)
-            for f in Path(tok).iterdir():
-                if f.is_file() and not (folder / f.name).exists():
-                    shutil.copy2(f, folder / f.name)
-        print(f"exported the trained tower to {folder}")
+        try:
+            export_encoder(pl_module, folder, datamodule=getattr(trainer, "datamodule", None), step=trainer.global_step)
+        except UserError as e:
+            if self.required:
+                raise
+            print(f"no encoder exported: {e}")
+            return
+        print(f"exported the trained encoder to {folder}")

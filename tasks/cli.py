@@ -1,19 +1,37 @@
-"""The ``tessera`` command: LightningCLI's fit/validate/test/predict, plus ``import``.
+"""The ``tessera`` command.
 
-    tessera fit --config configs/mlm/tiny.yaml
-    tessera fit --config configs/mlm/tiny.yaml --ckpt_path last     # resume
-    tessera import path/to/hf-bert-folder path/to/tessera-folder
+    tessera fit --config configs/mlm/tiny.yaml                  # LightningCLI: fit/validate/test/predict
+    tessera fit --config configs/mlm/tiny.yaml --ckpt_path last  # resume the newest last.ckpt of the run
+    tessera prepare <what> ...                                   # data sets, corpora, benchmarks
+    tessera eval <what> ...                                      # evaluations and sweeps (JSON + plot)
+    tessera embed --encoder FOLDER INPUTS...                     # vectors from any encoder folder
+    tessera export CKPT_OR_RUN OUT                               # a checkpoint or run -> encoder folder
+    tessera import SRC DST --check                               # a foreign checkpoint -> encoder folder
+
+Every ``tessera fit`` writes ``<log dir>/encoder`` (config.json + model.safetensors + what the
+modality needs to use it) at the end of fit.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from pathlib import Path
 
 import lightning as L
 from lightning.pytorch.cli import LightningCLI
 
-import modalities
+from .jobs import GROUPS, UserError, jobs_in, load_jobs
+
+LIGHTNING = ("fit", "validate", "test", "predict")
+USAGE_ERRORS = (UserError, FileNotFoundError, NotADirectoryError, IsADirectoryError, ValueError)
+
+
+def find_last_checkpoint(root: str | Path) -> Path | None:
+    """The newest ``last.ckpt`` under a run's ``default_root_dir`` (any ``lightning_logs/version_N``)."""
+    found = [p for p in Path(root).expanduser().rglob("last*.ckpt") if p.is_file()]
+    return max(found, key=lambda p: p.stat().st_mtime) if found else None
 
 
 class TesseraCLI(LightningCLI):
@@ -28,37 +46,109 @@ class TesseraCLI(LightningCLI):
             run=run,
         )
 
+    def before_instantiate_classes(self) -> None:
+        # `--ckpt_path last`: Lightning looks for "last" only in the *new* version folder the
+        # default logger has just made; look across the run's versions and continue in the one found
+        sub = self.config.get("subcommand")
+        if sub is None:
+            return
+        cfg = self.config[sub]
+        if cfg.get("ckpt_path") != "last":
+            return
+        root = cfg.trainer.default_root_dir or os.getcwd()
+        last = find_last_checkpoint(root)
+        if last is None:
+            raise UserError(f"--ckpt_path last: no last.ckpt under {root} (trainer.default_root_dir); "
+                            "start without --ckpt_path, or give a checkpoint's path")
+        cfg.ckpt_path = str(last)
+        version_dir = last.parent.parent  # <root>/lightning_logs/version_N/checkpoints/last.ckpt
+        if version_dir.name.startswith("version_") and cfg.trainer.logger in (None, True):
+            cfg.trainer.logger = {"class_path": "lightning.pytorch.loggers.CSVLogger",
+                                  "init_args": {"save_dir": str(version_dir.parent.parent),
+                                                "name": version_dir.parent.name,
+                                                "version": int(version_dir.name.removeprefix("version_"))}}
+        print(f"resuming from {last}", file=sys.stderr)
 
-def import_main(argv: list[str]) -> int:
+    def before_fit(self) -> None:
+        from .callbacks import ExportEncoder
+
+        # every run leaves <log dir>/encoder, whether or not its YAML lists the callback
+        if not any(isinstance(c, ExportEncoder) for c in self.trainer.callbacks):
+            self.trainer.callbacks.append(ExportEncoder(required=False))
+
+
+def _job_parser(job) -> argparse.ArgumentParser:
+    description = (job.description or job.help).strip()
     p = argparse.ArgumentParser(
-        prog="tessera import",
-        description="Convert a pretrained checkpoint folder (HF BERT/RoBERTa, ...) into a Tessera "
-        "checkpoint folder (config.json + model.safetensors). Key mapping is strict.",
+        prog=job.command, description=description, epilog=f"example:\n  {job.example}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("src", help="source folder (config.json + model.safetensors or pytorch_model.bin)")
-    p.add_argument("dst", help="destination folder")
-    a = p.parse_args(argv)
+    job.add_arguments(p)
+    return p
+
+
+def _run_job(job, argv: list[str]) -> int:
+    args = _job_parser(job).parse_args(argv)  # argparse: unknown option -> usage + one line, exit 2
     try:
-        out = modalities.import_checkpoint(a.src, a.dst)
-    except (FileNotFoundError, ValueError, KeyError) as e:
-        print(f"tessera import: error: {e}", file=sys.stderr)
+        rc = job(args)
+    except USAGE_ERRORS as e:
+        if os.environ.get("TESSERA_DEBUG"):
+            raise
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        print(f"{job.command}: error: {msg}", file=sys.stderr)
         return 2
-    enc = modalities.load_encoder(out)
-    n = sum(p.numel() for p in enc.parameters())
-    dropped = enc.meta.get("dropped", {})
-    print(f"wrote {out} ({type(enc).__name__}, {n / 1e6:.2f}M parameters)")
-    for key, why in dropped.items():
-        print(f"  dropped {key}: {why}")
-    return 0
+    return int(rc or 0)
+
+
+def _listing() -> str:
+    load_jobs()
+    lines = ["usage: tessera <command> [options]   (tessera <command> --help for one)", "",
+             "training (LightningCLI; --config a YAML under configs/):"]
+    lines += [f"  {c:<10} tessera {c} --config configs/mlm/tiny.yaml" for c in LIGHTNING]
+    for job in jobs_in(None):
+        lines.append(f"  {job.name:<10} {job.help}")
+    for group, text in GROUPS.items():
+        lines += ["", f"{group} <what>: {text}"]
+        lines += [f"  {group} {j.name:<18} {j.help}" for j in jobs_in(group)]
+    return "\n".join(lines)
+
+
+def _group_main(group: str, argv: list[str]) -> int:
+    jobs = {j.name: j for j in jobs_in(group)}
+    if not argv or argv[0] in ("-h", "--help"):
+        print(f"usage: tessera {group} <what> [options]\n\n{GROUPS[group]}:\n")
+        for j in jobs.values():
+            print(f"  {j.name:<18} {j.help}\n  {'':<18} e.g. {j.example}")
+        return 0 if argv else 2
+    if argv[0] not in jobs:
+        print(f"tessera {group}: error: unknown {group} job {argv[0]!r}; choose one of: {', '.join(jobs)}",
+              file=sys.stderr)
+        return 2
+    return _run_job(jobs[argv[0]], argv[1:])
 
 
 def main(argv: list[str] | None = None) -> int:
+    from_shell = argv is None
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv and argv[0] == "import":
-        return import_main(argv[1:])
     if not argv or argv[0] in ("-h", "--help"):
-        print("tessera import SRC DST   convert a pretrained checkpoint (see `tessera import -h`)\n")
-    TesseraCLI(args=argv)
+        print(_listing())
+        return 0 if argv else 2
+    head = argv[0]
+    if head in GROUPS:
+        return _group_main(head, argv[1:])
+    top = {j.name: j for j in jobs_in(None)}
+    if head in top:
+        return _run_job(top[head], argv[1:])
+    if head not in LIGHTNING and not head.startswith("-"):
+        print(f"tessera: error: unknown command {head!r}; choose one of: "
+              f"{', '.join([*LIGHTNING, *top, *GROUPS])}", file=sys.stderr)
+        return 2
+    try:
+        # from a shell, LightningCLI reads sys.argv itself (passing args too makes it warn)
+        TesseraCLI(args=None if from_shell else argv)
+    except UserError as e:
+        print(f"tessera {head}: error: {e}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -1,0 +1,109 @@
+"""A run folder in, a system out: the one way back into what ``tessera fit`` wrote.
+
+A run's log folder (``<default_root_dir>/lightning_logs/version_N``) holds ``config.yaml`` (the
+full LightningCLI config), ``checkpoints/*.ckpt`` and ``encoder/``. ``load_system(path)`` takes
+that folder, its parent run folder (newest version), or a checkpoint file inside it; it rebuilds
+the system from ``config.yaml`` (jsonargparse, the same parser the CLI uses) and loads the weights
+with ``weights_only=True`` (or from safetensors). Nothing is ever unpickled.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import yaml
+
+CONFIG = "config.yaml"
+
+
+def log_dir_of(path: str | Path) -> Path:
+    """The log folder (the one holding config.yaml) of a run folder, log folder or checkpoint."""
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise FileNotFoundError(f"{p} does not exist; give a run folder, its lightning_logs/version_N, or a .ckpt")
+    if p.is_file():
+        for up in (p.parent, p.parent.parent):
+            if (up / CONFIG).is_file():
+                return up
+        raise FileNotFoundError(f"no {CONFIG} beside {p} or one folder up; give the run's log folder "
+                                "(the one `tessera fit` wrote config.yaml into)")
+    if (p / CONFIG).is_file():
+        return p
+    versions = [v for v in p.glob("**/version_*") if (v / CONFIG).is_file()]
+    if not versions:
+        raise FileNotFoundError(f"{p} holds no {CONFIG} (nor lightning_logs/version_N/{CONFIG}); "
+                                "give the folder a `tessera fit` run wrote")
+    return max(versions, key=lambda v: (v / CONFIG).stat().st_mtime)
+
+
+def checkpoint_of(path: str | Path) -> Path:
+    """The weights of a run: the file given, else checkpoints/last.ckpt, the newest .ckpt, or model.safetensors."""
+    p = Path(path).expanduser()
+    if p.is_file():
+        return p
+    log = log_dir_of(p)
+    last = log / "checkpoints" / "last.ckpt"
+    if last.is_file():
+        return last
+    ckpts = sorted((log / "checkpoints").glob("*.ckpt"), key=lambda c: c.stat().st_mtime)
+    if ckpts:
+        return ckpts[-1]
+    if (log / "model.safetensors").is_file():
+        return log / "model.safetensors"
+    raise FileNotFoundError(f"{log} has no checkpoints/*.ckpt and no model.safetensors; the run kept no weights "
+                            "(train with a ModelCheckpoint callback, or use its encoder/ folder)")
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """A system's state dict from a Lightning .ckpt (weights_only=True) or a .safetensors file."""
+    p = Path(path)
+    if p.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(p))
+        except (SafetensorError, OSError) as e:
+            raise ValueError(f"{p} is not a readable safetensors file ({e}); re-export it or use another run") from None
+    try:
+        raw = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001  (pickle.UnpicklingError, EOFError, RuntimeError: all mean "not a checkpoint")
+        raise ValueError(f"{p} is not a readable checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+                         "it is truncated, corrupt, or holds more than tensors (never unpickled here)") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"{p} holds a {type(raw).__name__}, not a checkpoint dict")
+    return raw.get("state_dict", raw)
+
+
+def read_config(log: Path) -> dict:
+    raw = yaml.safe_load((log / CONFIG).read_text())
+    if not isinstance(raw, dict) or "model" not in raw:
+        raise ValueError(f"{log / CONFIG} has no model section; it is not a `tessera fit` config")
+    return raw
+
+
+def instantiate(raw: dict, section: str):
+    """``raw[section]`` ({class_path, init_args}) -> the object, through jsonargparse as the CLI does."""
+    import lightning as L
+    from jsonargparse import ArgumentParser
+
+    base = {"model": L.LightningModule, "data": L.LightningDataModule}[section]
+    p = ArgumentParser(exit_on_error=False)
+    p.add_subclass_arguments(base, section, required=True)
+    cfg = p.parse_object({section: raw[section]})
+    return getattr(p.instantiate_classes(cfg), section)
+
+
+def load_system(path: str | Path, with_data: bool = False):
+    """(system in eval mode, its datamodule or None, the config dict) from a run, log folder or checkpoint."""
+    log = log_dir_of(path)
+    raw = read_config(log)
+    system = instantiate(raw, "model")
+    state = read_state_dict(checkpoint_of(path))
+    missing, unexpected = system.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ValueError(f"{checkpoint_of(path)} does not fit the system in {log / CONFIG}: "
+                         f"missing {list(missing)[:5]}, unexpected {list(unexpected)[:5]}")
+    data = instantiate(raw, "data") if with_data and raw.get("data") else None
+    return system.eval(), data, raw
