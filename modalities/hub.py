@@ -17,17 +17,50 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .backbone.config import TokenEncoderConfig
-from .backbone.encoder import Encoder, TokenEncoder
 from .registry import Registry
 
 FORMAT = "tessera"
 WEIGHTS = "model.safetensors"
-# architecture name -> (encoder class, config class); modalities register theirs
-ARCHITECTURES: Registry[tuple[type[Encoder], type]] = Registry("encoder architecture")
-ARCHITECTURES.register(TokenEncoder.architecture)((TokenEncoder, TokenEncoderConfig))
+# architecture name -> (encoder class, config class); each encoder registers itself where defined
+ARCHITECTURES: Registry[tuple[type[nn.Module], type]] = Registry("encoder architecture")
 # HF config "model_type" -> function(folder) -> (encoder, meta dict)
-IMPORTERS: Registry[Callable[[Path], tuple[Encoder, dict]]] = Registry("checkpoint importer (model_type)")
+IMPORTERS: Registry[Callable[[Path], tuple[nn.Module, dict]]] = Registry("checkpoint importer (model_type)")
+# preset name -> function() -> config of a registered architecture (every modality's named sizes)
+PRESETS: Registry[Callable[[], object]] = Registry("encoder preset")
+
+
+def register_architecture(config_cls: type) -> Callable[[type], type]:
+    """Class decorator: ``@register_architecture(TokenEncoderConfig) class TokenEncoder`` makes
+    ``load_encoder`` / ``save_encoder`` / ``create_encoder`` know it by its ``architecture`` name."""
+
+    def deco(cls: type) -> type:
+        ARCHITECTURES.register(cls.architecture)((cls, config_cls))
+        return cls
+
+    return deco
+
+
+def register_importer(*model_types: str) -> Callable[[Callable], Callable]:
+    """Function decorator: ``@register_importer("bert", "roberta") def load_hf_bert(folder)``."""
+
+    def deco(fn: Callable) -> Callable:
+        for t in model_types:
+            IMPORTERS.register(t)(fn)
+        return fn
+
+    return deco
+
+
+def create_encoder(name: str, **overrides) -> nn.Module:
+    """A fresh encoder of a named preset (``bert-base``, ``mert-v1-95m``, ...); ``overrides`` replace
+    config fields. ``PRESETS.names()`` lists them."""
+    from dataclasses import replace
+
+    config = replace(PRESETS.get(name)(), **overrides)
+    for cls, config_cls in (ARCHITECTURES.get(a) for a in ARCHITECTURES.names()):
+        if type(config) is config_cls:
+            return cls(config)
+    raise ValueError(f"preset {name!r} gives a {type(config).__name__}, which no registered architecture takes")
 # tokenizer files copied along by `tessera import`, so a converted folder is self-contained
 TOKENIZER_FILES = (
     "tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json",
@@ -69,7 +102,7 @@ def read_state_dict(folder: Path) -> dict[str, torch.Tensor]:
     raise FileNotFoundError(f"{folder} holds neither {WEIGHTS} nor pytorch_model.bin")
 
 
-def load_encoder(path: str | Path, attention_backend: str | None = None) -> Encoder:
+def load_encoder(path: str | Path, attention_backend: str | None = None) -> nn.Module:
     """Load a pretrained tower: a Tessera checkpoint folder or a recognised foreign folder.
 
     ``attention_backend`` overrides the stored one (weights are identical across backends).
@@ -96,7 +129,7 @@ def load_encoder(path: str | Path, attention_backend: str | None = None) -> Enco
     return encoder.eval()
 
 
-def save_encoder(encoder: Encoder, path: str | Path, meta: dict | None = None) -> Path:
+def save_encoder(encoder: nn.Module, path: str | Path, meta: dict | None = None) -> Path:
     """Write a Tessera checkpoint folder: config.json + model.safetensors."""
     folder = Path(path)
     folder.mkdir(parents=True, exist_ok=True)

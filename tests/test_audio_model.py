@@ -149,7 +149,7 @@ def test_save_and_reload_tessera_folder(tmp_path):
 
 def test_real_sizes_have_mert_shapes():
     for name, layers, states in (("mert-v1-95m", 12, 13), ("mert-v1-330m", 24, 25)):
-        cfg = modalities.audio.AUDIO_PRESETS.get(name)()
+        cfg = modalities.hub.PRESETS.get(name)()
         assert cfg.num_layers + 1 == states and cfg.num_layers == layers
         assert cfg.hop_length == 320 and cfg.sample_rate // cfg.hop_length == 75
         assert cfg.receptive_field == 400 and cfg.num_frames(24000 * 5) == 374

@@ -16,8 +16,8 @@ from pathlib import Path
 
 from torch import Tensor
 
-from ..backbone.hf_bert import fuse_qkv, rename
-from ..hub import IMPORTERS, read_config, read_state_dict
+from ..hub import read_config, read_state_dict, register_importer
+from ..importing import KeyMap
 from .config import AudioEncoderConfig
 from .model import AudioEncoder
 
@@ -88,45 +88,32 @@ def config_from_hf(hf: dict) -> AudioEncoderConfig:
     )
 
 
-def _strip_prefix(sd: dict[str, Tensor]) -> dict[str, Tensor]:
-    return {re.sub(r"^(hubert|mert|model)\.", "", k): v for k, v in sd.items()}
-
-
-def dropped_keys(state_dict: dict[str, Tensor]) -> dict[str, str]:
-    """The checkpoint keys the conversion drops, each with its reason."""
-    return {k: why for k in _strip_prefix(state_dict) for p, why in DROPPED.items() if re.search(p, k)}
+KEYS = KeyMap(RENAMES, DROPPED, qkv=_QKV, qkv_names=("q", "k", "v"),
+              strip=lambda k: re.sub(r"^(hubert|mert|model)\.", "", k))
+dropped_keys = KEYS.dropped_keys
 
 
 def convert_state_dict(state_dict: dict[str, Tensor], config: AudioEncoderConfig) -> dict[str, Tensor]:
     """HF Hubert/MERT state dict -> AudioEncoder state dict. Raises on any unexplained key."""
-    out: dict[str, Tensor] = {}
-    qkv: dict[tuple[int, str], dict[str, Tensor]] = {}
-    unknown = []
-    for key, value in _strip_prefix(state_dict).items():
-        if any(re.search(p, key) for p in DROPPED):
-            continue
-        if m := _QKV.fullmatch(key):
-            layer, which, kind = m.groups()
-            qkv.setdefault((int(layer), kind), {})[which] = value
-        elif m := _ENCODER_NORM.fullmatch(key):
+
+    def special(key: str, value: Tensor, out: dict) -> bool:
+        if m := _ENCODER_NORM.fullmatch(key):
             # post-LN: the LayerNorm after the positional conv; pre-LN: the one closing the stack
             where = "frontend.layer_norm" if config.norm == "post" else "backbone.final_norm"
             out[f"{where}.{m.group(1)}"] = value
-        elif key == _POS_PLAIN:
+            return True
+        if key == _POS_PLAIN:
             # weight norm over every axis but the kernel axis (dim=2): weight = g * v / ||v||
             prefix = "frontend.pos_conv_embed.conv.parametrizations.weight"
             out[f"{prefix}.original0"] = value.norm(dim=(0, 1), keepdim=True)
             out[f"{prefix}.original1"] = value
-        elif (name := rename(key, RENAMES)) is not None:
-            out[name] = value
-        else:
-            unknown.append(key)
-    if unknown:
-        raise KeyError(f"{len(unknown)} checkpoint keys are neither mapped nor on the drop list: {unknown[:10]}")
-    fuse_qkv(qkv, ("q", "k", "v"), out)
-    return out
+            return True
+        return False
+
+    return KEYS.convert(state_dict, special)
 
 
+@register_importer("mert_model", "hubert")
 def load_hf_mert(folder: Path) -> tuple[AudioEncoder, dict]:
     hf = read_config(folder)
     config = config_from_hf(hf)
@@ -148,6 +135,3 @@ def load_hf_mert(folder: Path) -> tuple[AudioEncoder, dict]:
         meta["ignored"] = {"attention_relax": "a numerical-stability rewrite of the softmax; same result"}
     return encoder, meta
 
-
-IMPORTERS.register("mert_model")(load_hf_mert)
-IMPORTERS.register("hubert")(load_hf_mert)

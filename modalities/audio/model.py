@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import replace
-
 from ..backbone.backbone import Backbone
 from ..backbone.encoder import Encoder, init_weights
-from ..hub import ARCHITECTURES
-from ..registry import Registry
+from ..hub import PRESETS, create_encoder, register_architecture
 from .config import AudioEncoderConfig
 from .frontend import AudioFrontend
 
 
+@register_architecture(AudioEncoderConfig)
 class AudioEncoder(Encoder):
     """``encoder(input_values=wav, attention_mask=m, output_hidden_states=True)`` as HF's HubertModel.
 
@@ -33,17 +30,16 @@ class AudioEncoder(Encoder):
         return self.frontend.frame_lengths(attention_mask.sum(-1))
 
 
-ARCHITECTURES.register(AudioEncoder.architecture)((AudioEncoder, AudioEncoderConfig))
+# the audio sizes, in the preset registry every modality shares (modalities.create_encoder)
+AUDIO_PRESETS = ("mert-v1-95m", "mert-v1-330m", "mert-tiny")
 
-AUDIO_PRESETS: Registry[Callable[[], AudioEncoderConfig]] = Registry("audio encoder preset")
 
-
-@AUDIO_PRESETS.register("mert-v1-95m")
+@PRESETS.register("mert-v1-95m")
 def mert_v1_95m() -> AudioEncoderConfig:
     return AudioEncoderConfig()
 
 
-@AUDIO_PRESETS.register("mert-v1-330m")
+@PRESETS.register("mert-v1-330m")
 def mert_v1_330m() -> AudioEncoderConfig:
     # pre-LN ("stable layer norm"), LayerNorm after every conv, no dropout in the released config
     return AudioEncoderConfig(
@@ -52,7 +48,7 @@ def mert_v1_330m() -> AudioEncoderConfig:
     )
 
 
-@AUDIO_PRESETS.register("mert-tiny")
+@PRESETS.register("mert-tiny")
 def mert_tiny() -> AudioEncoderConfig:
     # tests and the demo: a narrow conv stack and 2 x 64 transformer layers
     return AudioEncoderConfig(
@@ -64,4 +60,6 @@ def mert_tiny() -> AudioEncoderConfig:
 
 def create_audio_encoder(name: str, **overrides) -> AudioEncoder:
     """A randomly initialised audio encoder of a named size, fields overridable."""
-    return AudioEncoder(replace(AUDIO_PRESETS.get(name)(), **overrides))
+    if name not in AUDIO_PRESETS:
+        raise ValueError(f"unknown audio encoder preset {name!r}; choose one of: {', '.join(AUDIO_PRESETS)}")
+    return create_encoder(name, **overrides)

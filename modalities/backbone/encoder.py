@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from ..hub import register_architecture
 from .backbone import Backbone, EncoderOutput
 from .config import BackboneConfig, TokenEncoderConfig
 from .embeddings import TokenFrontend
@@ -46,6 +47,7 @@ class Encoder(nn.Module):
         self.backbone.set_attention_backend(name)
 
 
+@register_architecture(TokenEncoderConfig)
 class TokenEncoder(Encoder):
     """The token/ID frontend + backbone: BERT-style text, code tokens, item IDs."""
 

@@ -12,10 +12,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import torch
 from torch import Tensor
 
-from ..hub import IMPORTERS, read_config, read_state_dict
+from ..hub import read_config, read_state_dict, register_importer
+from ..importing import KeyMap
 from .config import TokenEncoderConfig
 from .encoder import TokenEncoder
 
@@ -75,74 +75,25 @@ def config_from_hf(hf: dict) -> TokenEncoderConfig:
     )
 
 
-def _strip_prefix(sd: dict[str, Tensor]) -> dict[str, Tensor]:
-    out = {}
-    for k, v in sd.items():
-        k = re.sub(r"^(bert|roberta)\.", "", k)
-        k = re.sub(r"LayerNorm\.gamma$", "LayerNorm.weight", k)  # TF-era names
-        k = re.sub(r"LayerNorm\.beta$", "LayerNorm.bias", k)
-        out[k] = v
-    return out
+def _strip(key: str) -> str:
+    key = re.sub(r"^(bert|roberta)\.", "", key)
+    key = re.sub(r"LayerNorm\.gamma$", "LayerNorm.weight", key)  # TF-era names
+    return re.sub(r"LayerNorm\.beta$", "LayerNorm.bias", key)
 
 
-def dropped_keys(state_dict: dict[str, Tensor]) -> dict[str, str]:
-    """The checkpoint keys that the conversion drops, each with its reason."""
-    return {
-        key: reason
-        for key in _strip_prefix(state_dict)
-        for pattern, reason in DROPPED.items()
-        if re.search(pattern, key)
-    }
+KEYS = KeyMap(RENAMES, DROPPED, qkv=_QKV, qkv_names=("query", "key", "value"), strip=_strip)
+dropped_keys = KEYS.dropped_keys
 
 
 def convert_state_dict(state_dict: dict[str, Tensor], config: TokenEncoderConfig) -> dict[str, Tensor]:
     """HF BERT/RoBERTa state dict -> TokenEncoder state dict. Raises on any unexplained key."""
-    sd = _strip_prefix(state_dict)
-    out: dict[str, Tensor] = {}
-    qkv: dict[tuple[int, str], dict[str, Tensor]] = {}
-    unknown = []
-    for key, value in sd.items():
-        if any(re.search(p, key) for p in DROPPED):
-            continue
-        if m := _QKV.fullmatch(key):
-            layer, which, kind = m.groups()
-            qkv.setdefault((int(layer), kind), {})[which] = value
-            continue
-        if (name := rename(key, RENAMES)) is not None:
-            out[name] = value
-        else:
-            unknown.append(key)
-    if unknown:
-        raise KeyError(
-            f"{len(unknown)} checkpoint keys are neither mapped nor on the drop list: {unknown[:10]}"
-        )
-    fuse_qkv(qkv, ("query", "key", "value"), out)
+    out = KEYS.convert(state_dict)
     if config.type_vocab_size == 0:
         out.pop("frontend.token_type_embeddings.weight", None)
     return out
 
 
-def rename(key: str, renames) -> str | None:
-    """The new name of ``key`` under the first (regex, format) pair of ``renames`` that matches it."""
-    for pattern, target in renames:
-        if m := re.fullmatch(pattern, key):
-            return target.format(*m.groups())
-    return None
-
-
-def fuse_qkv(qkv: dict, names: tuple[str, str, str], out: dict) -> None:
-    """{(layer, "weight"|"bias"): {name: tensor}} -> out["backbone.layers.L.attn.qkv.*"], rows [q; k; v].
-
-    ``names`` are the checkpoint's spellings of query, key and value, in that order.
-    """
-    for (layer, kind), parts in sorted(qkv.items()):
-        missing = set(names) - set(parts)
-        if missing:
-            raise KeyError(f"layer {layer} attention {kind} lacks {sorted(missing)}")
-        # fused projection: rows [query; key; value], as SelfAttention.qkv expects
-        out[f"backbone.layers.{layer}.attn.qkv.{kind}"] = torch.cat([parts[n] for n in names], dim=0)
-
-
+@register_importer("bert", "roberta")
 def load_hf_bert(folder: Path) -> tuple[TokenEncoder, dict]:
     hf = read_config(folder)
     config = config_from_hf(hf)
@@ -157,6 +108,3 @@ def load_hf_bert(folder: Path) -> tuple[TokenEncoder, dict]:
     }
     return encoder, meta
 
-
-IMPORTERS.register("bert")(load_hf_bert)
-IMPORTERS.register("roberta")(load_hf_bert)

@@ -1,15 +1,12 @@
-"""Named token-encoder architectures (timm's registry habit): ``create_encoder("bert-base")``."""
+"""Named token-encoder sizes (timm's registry habit), in the one preset registry every modality
+shares: ``modalities.create_encoder("bert-base")``."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import replace
-
-from ..registry import Registry
+from ..hub import PRESETS, create_encoder
 from .config import TokenEncoderConfig
-from .encoder import TokenEncoder
 
-PRESETS: Registry[Callable[[], TokenEncoderConfig]] = Registry("encoder preset")
+__all__ = ["PRESETS", "create_encoder"]
 
 
 @PRESETS.register("bert-tiny")
@@ -51,8 +48,3 @@ def modern_bert_base() -> TokenEncoderConfig:
         layer_norm_eps=1e-5, hidden_dropout=0.0, attention_dropout=0.0, attention_backend="unpadded",
         rope_theta=160000.0,
     )
-
-
-def create_encoder(name: str, **overrides) -> TokenEncoder:
-    """A randomly initialised token encoder of a named preset, fields overridable."""
-    return TokenEncoder(replace(PRESETS.get(name)(), **overrides))

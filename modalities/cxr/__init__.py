@@ -6,21 +6,22 @@ Importing this package registers the ``llm2vec`` architecture and the decoder im
 """
 
 from ..backbone.pooling import POOLERS, create_pooler
-from ..hub import ARCHITECTURES, IMPORTERS
 from .dual import DualTower, TextAdapter
 from .images import CXRTransform, load_image_tensor, read_bitmap, read_dicom, read_image
-from .llm2vec import LLM2VecConfig, LLM2VecEncoder, import_llm2vec, load_llm2vec, tiny_decoder
+from .llm2vec import (
+    DECODER_TYPES,
+    LLM2VecConfig,
+    LLM2VecEncoder,
+    import_llm2vec,
+    load_llm2vec,
+    tiny_decoder,
+)
 from .reports import Report, read_chexpert_csv, read_mimic_cxr, read_openi, split_of
 from .styles import STYLES, abbreviate, reword_negations
 from .towers import ImageTower, TextTower
 
-DECODER_TYPES = ("llama", "qwen2", "mistral")  # decoders whose folders load as LLM2Vec encoders
-ARCHITECTURES.register(LLM2VecEncoder.architecture)((LLM2VecEncoder, LLM2VecConfig))
-for _t in DECODER_TYPES:
-    IMPORTERS.register(_t)(import_llm2vec)
-
 __all__ = [
-    "CXRTransform", "DualTower", "ImageTower", "LLM2VecConfig", "LLM2VecEncoder", "POOLERS", "Report",
+    "DECODER_TYPES", "CXRTransform", "DualTower", "ImageTower", "LLM2VecConfig", "LLM2VecEncoder", "POOLERS", "Report",
     "STYLES", "TextAdapter", "TextTower", "abbreviate", "create_pooler", "import_llm2vec", "load_image_tensor",
     "load_llm2vec", "read_bitmap", "read_chexpert_csv", "read_dicom", "read_image", "read_mimic_cxr", "read_openi",
     "reword_negations", "split_of", "tiny_decoder",

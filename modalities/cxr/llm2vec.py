@@ -27,9 +27,11 @@ from torch import Tensor, nn
 
 from ..backbone import EncoderOutput
 from ..backbone.pooling import create_pooler
+from ..hub import register_architecture, register_importer
 
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")  # LLM2Vec's
 ATTN_IMPLEMENTATIONS = ("eager", "sdpa")
+DECODER_TYPES = ("llama", "qwen2", "mistral")  # decoders whose folders load as LLM2Vec encoders
 SIDECAR = "llm2vec.json"  # in an HF decoder folder: {"pooling", "adapters": [...], "merge", "bidirectional"}
 POOLER_WEIGHTS = "pooler.safetensors"  # trainable pooler (latent attention) next to the adapters
 
@@ -87,6 +89,7 @@ def tiny_decoder(model_type: str = "llama", vocab_size: int = 128, hidden_size: 
     }
 
 
+@register_architecture(LLM2VecConfig)
 class LLM2VecEncoder(nn.Module):
     """decoder base model (bidirectional) + pooler; ``lm_logits`` for MNTP.
 
@@ -260,6 +263,7 @@ def load_llm2vec(base: str | Path, adapters: list[str | Path] = (), merge: bool 
     return enc
 
 
+@register_importer(*DECODER_TYPES)
 def import_llm2vec(folder: Path) -> tuple[LLM2VecEncoder, dict]:
     """``load_encoder`` importer for decoder folders; ``llm2vec.json`` beside config.json may name
     adapters (paths relative to the folder), pooling, merge and bidirectional."""
