@@ -29,6 +29,32 @@ IMPORTERS: Registry[Callable[[Path], tuple[nn.Module, dict]]] = Registry("checkp
 PRESETS: Registry[Callable[[], object]] = Registry("encoder preset")
 
 
+# HF config "model_type" -> function(folder, imported encoder) -> max |ours - reference| on a test batch
+PARITY: Registry[Callable[[Path, nn.Module], float]] = Registry("parity check (model_type)")
+
+
+def register_parity(*model_types: str) -> Callable[[Callable], Callable]:
+    """Function decorator: the check ``tessera import --check`` runs for these model types,
+    comparing the imported encoder with the reference implementation (transformers) on one batch."""
+
+    def deco(fn: Callable) -> Callable:
+        for t in model_types:
+            PARITY.register(t)(fn)
+        return fn
+
+    return deco
+
+
+def check_parity(src: str | Path, encoder: nn.Module) -> float:
+    """Max abs difference of ``encoder`` from the reference implementation of ``src``'s model type."""
+    model_type = read_config(Path(src)).get("model_type")
+    if model_type not in PARITY:
+        raise ValueError(f"no reference implementation to check {model_type or 'a Tessera folder'!r} against; "
+                         f"--check covers: {', '.join(PARITY.names())}")
+    with torch.no_grad():
+        return float(PARITY.get(model_type)(Path(src), encoder.eval()))
+
+
 def register_architecture(config_cls: type) -> Callable[[type], type]:
     """Class decorator: ``@register_architecture(TokenEncoderConfig) class TokenEncoder`` makes
     ``load_encoder`` / ``save_encoder`` / ``create_encoder`` know it by its ``architecture`` name."""

@@ -88,7 +88,10 @@ def _job_parser(job) -> argparse.ArgumentParser:
 
 
 def _run_job(job, argv: list[str]) -> int:
-    args = _job_parser(job).parse_args(argv)  # argparse: unknown option -> usage + one line, exit 2
+    try:
+        args = _job_parser(job).parse_args(argv)  # argparse: unknown option -> usage + one line, exit 2
+    except SystemExit as e:  # --help (0) or a usage error (2): a status, not an exception, for callers
+        return int(e.code or 0)
     try:
         rc = job(args)
     except USAGE_ERRORS as e:

@@ -14,6 +14,7 @@ def import_checkpoint(args: argparse.Namespace) -> int:
     read with weights_only=True) into a Tessera encoder folder. The key mapping is strict: every
     source tensor is mapped or dropped with a named reason, printed here."""
     import modalities
+    import modalities.hub
 
     out = modalities.import_checkpoint(args.src, args.dst)
     enc = modalities.load_encoder(out)
@@ -21,6 +22,11 @@ def import_checkpoint(args: argparse.Namespace) -> int:
     print(f"wrote {out} ({type(enc).__name__}, {n / 1e6:.2f}M parameters)")
     for key, why in enc.meta.get("dropped", {}).items():
         print(f"  dropped {key}: {why}")
+    if args.check:
+        diff = modalities.hub.check_parity(args.src, enc)
+        verdict = "ok" if diff <= args.atol else "FAILED"
+        print(f"parity with the reference implementation: max abs difference {diff:.2e} (atol {args.atol:g}): {verdict}")
+        return 0 if diff <= args.atol else 1
     return 0
 
 
@@ -28,3 +34,6 @@ def import_checkpoint(args: argparse.Namespace) -> int:
 def _(p: argparse.ArgumentParser) -> None:
     p.add_argument("src", help="source folder (config.json + model.safetensors or pytorch_model.bin)")
     p.add_argument("dst", help="destination folder (created)")
+    p.add_argument("--check", action="store_true",
+                   help="compare every hidden state with the reference implementation (transformers) on a test batch")
+    p.add_argument("--atol", type=float, default=1e-4, help="--check fails above this max abs difference (fp32)")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from torch import Tensor
 
-from ..hub import read_config, read_state_dict, register_importer
+from ..hub import read_config, read_state_dict, register_importer, register_parity
 from ..importing import KeyMap
 from .config import AudioEncoderConfig
 from .model import AudioEncoder
@@ -134,4 +134,36 @@ def load_hf_mert(folder: Path) -> tuple[AudioEncoder, dict]:
         # MERT rescales logits by 1/r, subtracts the row max, multiplies by r: softmax is unchanged
         meta["ignored"] = {"attention_relax": "a numerical-stability rewrite of the softmax; same result"}
     return encoder, meta
+
+
+@register_parity("mert_model", "hubert")
+def mert_parity(folder: Path, encoder: AudioEncoder) -> float:
+    """Every hidden state of two clips against transformers' HubertModel run on each clip alone
+    (MERT-v1's layout is HuBERT's; its own modelling file is remote code, never run here)."""
+    import torch
+    from transformers import HubertConfig, HubertModel
+
+    hf = {k: v for k, v in read_config(folder).items() if k not in ("model_type", "architectures", "auto_map")}
+    ref, info = HubertModel.from_pretrained(folder, config=HubertConfig(**hf), local_files_only=True,
+                                            output_loading_info=True)
+    missing = [k for k in info["missing_keys"] if k != "masked_spec_embed"]
+    if missing:
+        raise ValueError(f"transformers' HubertModel did not find {missing[:5]} in {folder}; no reference to compare with")
+    ref.eval()
+    rate = encoder.config.sample_rate
+    lengths = [rate, (3 * rate) // 4]
+    g = torch.Generator().manual_seed(0)
+    wav = torch.zeros(2, lengths[0])
+    mask = torch.zeros(2, lengths[0], dtype=torch.long)
+    for i, n in enumerate(lengths):
+        wav[i, :n] = 0.1 * torch.randn(n, generator=g)
+        mask[i, :n] = 1
+    ours = encoder(input_values=wav, attention_mask=mask, output_hidden_states=True).hidden_states
+    worst = 0.0
+    for i, n in enumerate(lengths):
+        h = ref(wav[i : i + 1, :n], output_hidden_states=True)
+        theirs = (*h.hidden_states[:-1], h.last_hidden_state)  # transformers 5: the last state before the final norm
+        T = h.last_hidden_state.shape[1]
+        worst = max(worst, max(float((a[i, :T] - b[0]).abs().max()) for a, b in zip(ours, theirs, strict=True)))
+    return worst
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from torch import Tensor
 
-from ..hub import read_config, read_state_dict, register_importer
+from ..hub import read_config, read_state_dict, register_importer, register_parity
 from ..importing import KeyMap
 from .config import TokenEncoderConfig
 from .encoder import TokenEncoder
@@ -107,4 +107,21 @@ def load_hf_bert(folder: Path) -> tuple[TokenEncoder, dict]:
         "dropped": dropped_keys(raw),
     }
     return encoder, meta
+
+
+@register_parity("bert", "roberta")
+def bert_parity(folder: Path, encoder: TokenEncoder) -> float:
+    """Every hidden state of a ragged batch (real tokens) against transformers' BertModel/RobertaModel."""
+    import torch
+    from transformers import AutoModel
+
+    ref = AutoModel.from_pretrained(folder, local_files_only=True, attn_implementation="eager").eval()
+    g = torch.Generator().manual_seed(0)
+    lengths = [min(encoder.config.max_position_embeddings - 2, n) for n in (17, 5, 11)]
+    mask = torch.arange(max(lengths))[None, :] < torch.tensor(lengths)[:, None]
+    vocab = encoder.config.vocab_size
+    ids = torch.randint(min(5, vocab - 1), vocab, mask.shape, generator=g).masked_fill(~mask, encoder.config.pad_token_id)
+    ours = encoder(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
+    theirs = ref(input_ids=ids, attention_mask=mask.long(), output_hidden_states=True).hidden_states
+    return max(float((a - b)[mask].abs().max()) for a, b in zip(ours, theirs, strict=True))
 

@@ -50,6 +50,11 @@ def load_tokenizer(path: str | Path) -> Tokenizer:
     if not path.is_file():
         raise FileNotFoundError(f"no tokenizer at {path}; give a tokenizer.json or a folder with one")
     tok = Tokenizer.from_file(str(path))
+    # HF folders often save padding to a fixed length (all-MiniLM-L6-v2: 128) and truncation in the
+    # file; the callers pad batches and cut to their max_length themselves, and a padded id that a
+    # caller counts as a real token would be pooled as one
+    tok.no_padding()
+    tok.no_truncation()
     for special in ("[PAD]", "[MASK]"):
         if tok.token_to_id(special) is None:
             raise ValueError(f"tokenizer {path} has no {special} token; masked-LM training needs [PAD] and [MASK]")
