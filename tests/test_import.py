@@ -162,3 +162,50 @@ def test_real_minilm_parity(backend):
     assert mask.sum(1).min() < mask.shape[1]  # the batch really is padded
     err = (out - ref)[mask].abs().max().item()
     assert err <= 1e-4, err
+
+
+@pytest.mark.parametrize("kind", ["bert", "roberta"])
+def test_import_check_reports_parity_with_transformers(tmp_path, kind, capsys):
+    from tasks.cli import main as tessera
+
+    tiny_hf(kind, tmp_path / "src")
+    assert tessera(["import", str(tmp_path / "src"), str(tmp_path / "dst"), "--check"]) == 0
+    out = capsys.readouterr().out
+    assert "max abs difference" in out and out.rstrip().endswith(": ok")
+
+
+def test_import_check_sees_a_wrong_conversion(tmp_path):
+    from modalities.hub import check_parity
+
+    tiny_hf("bert", tmp_path)
+    enc = modalities.load_encoder(tmp_path)
+    assert check_parity(tmp_path, enc) < 1e-5
+    with torch.no_grad():  # a conversion that mapped the value bias to the wrong slot would look like this
+        enc.backbone.layers[0].attn.qkv.bias[64:] += 0.5
+    assert check_parity(tmp_path, enc) > 1e-3
+
+
+def test_import_check_covers_the_hubert_layout(tmp_path):
+    from modalities.hub import check_parity
+
+    cfg = transformers.HubertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                                    conv_dim=[32] * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4)
+    transformers.HubertModel(cfg).eval().save_pretrained(tmp_path)
+    assert check_parity(tmp_path, modalities.load_encoder(tmp_path)) < 1e-4
+
+
+def test_import_bad_inputs_are_one_line_and_status_2(tmp_path, capsys):
+    from tasks.cli import main as tessera
+
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "weird").mkdir()
+    (tmp_path / "weird" / "config.json").write_text('{"model_type": "no-such-model"}')
+    for argv, expected in (
+        (["import", str(tmp_path / "nope"), str(tmp_path / "out")], "is not a folder"),
+        (["import", str(tmp_path / "empty"), str(tmp_path / "out")], "no config.json"),
+        (["import", str(tmp_path / "weird"), str(tmp_path / "out")], "choose one of"),
+        (["import", "a", "b", "--bogus"], "unrecognized arguments"),
+    ):
+        assert tessera(argv) == 2
+        err = capsys.readouterr().err
+        assert expected in err.strip().splitlines()[-1] and "Traceback" not in err
