@@ -1,7 +1,7 @@
 """The ``tessera`` command.
 
-    tessera fit --config configs/mlm/tiny.yaml                  # LightningCLI: fit/validate/test/predict
-    tessera fit --config configs/mlm/tiny.yaml --ckpt_path last  # resume the newest last.ckpt of the run
+    tessera fit --config configs/text/tiny.yaml                  # LightningCLI: fit/validate/test/predict
+    tessera fit --config configs/text/tiny.yaml --ckpt_path last  # resume the newest last.ckpt of the run
     tessera prepare <what> ...                                   # data sets, corpora, benchmarks
     tessera eval <what> ...                                      # evaluations and sweeps (JSON + plot)
     tessera embed --encoder FOLDER INPUTS...                     # vectors from any encoder folder
@@ -107,7 +107,7 @@ def _listing() -> str:
     load_jobs()
     lines = ["usage: tessera <command> [options]   (tessera <command> --help for one)", "",
              "training (LightningCLI; --config a YAML under configs/):"]
-    lines += [f"  {c:<10} tessera {c} --config configs/mlm/tiny.yaml" for c in LIGHTNING]
+    lines += [f"  {c:<10} tessera {c} --config configs/text/tiny.yaml" for c in LIGHTNING]
     for job in jobs_in(None):
         lines.append(f"  {job.name:<10} {job.help}")
     for group, text in GROUPS.items():

@@ -35,7 +35,7 @@ from modalities.code import CodeTokenizer, local_variables
 
 from .code import encoder_config
 from .metrics import auroc
-from .mlm import MaskedLMSystem
+from .text import MaskedLMSystem
 
 
 @dataclass

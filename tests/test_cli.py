@@ -14,7 +14,7 @@ from tasks.cli import main as cli_main
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "configs").rglob("*.yaml"))
-TINY = ROOT / "configs" / "mlm" / "tiny.yaml"
+TINY = ROOT / "configs" / "text" / "tiny.yaml"
 
 
 def data_args(corpus, tmp_path):
@@ -54,7 +54,7 @@ def test_fit_learns_and_writes_metrics(text_corpus, tmp_path):
     assert (log / "loss_curve.png").stat().st_size > 10_000
     assert (log / "config.yaml").is_file() and (log / "checkpoints" / "last.ckpt").is_file()
     # the checkpoint rebuilds the system, encoder included, from its saved hyperparameters
-    from tasks.mlm import MaskedLMSystem
+    from tasks.text import MaskedLMSystem
 
     system = MaskedLMSystem.load_from_checkpoint(log / "checkpoints" / "last.ckpt", weights_only=False)
     assert system.encoder.config.hidden_size == 128

@@ -35,7 +35,7 @@ from modalities.code import (
 from modalities.code.corpus import CorpusStats, SourceFile, assign_splits, build_corpus, licence_of
 from tasks.code import CodeClassifierSystem, VarMisusePointerSystem
 from tasks.data.code import CodeTaskDataModule, MaskedCodeDataModule, chunk_logical_lines, featurise
-from tasks.mlm import MaskedLMSystem
+from tasks.text import MaskedLMSystem
 
 SAMPLE = '''import os  # a comment
 

@@ -12,7 +12,7 @@ from modalities import TokenEncoder, TokenEncoderConfig
 from modalities.code import CodeTokenizer, embed_code, load_code_encoder, save_code_encoder
 from tasks.callbacks import ExportEncoder
 from tasks.data.code import MaskedCodeDataModule
-from tasks.mlm import MaskedLMSystem
+from tasks.text import MaskedLMSystem
 
 ENCODER = dict(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, max_position_embeddings=128,
                attention_backend="unpadded")

@@ -21,7 +21,7 @@ from tasks.code_misuse import (
     misuse_metrics,
     site_effect,
 )
-from tasks.mlm import MaskedLMSystem
+from tasks.text import MaskedLMSystem
 
 FUNCS = [
     "def total_of(items, limit):\n    count = 0\n    for item in items:\n        if item > limit:\n"

@@ -1,5 +1,5 @@
 from .collate import IGNORE, mask_tokens, pad_batch
-from .mlm import MaskedTextDataModule
+from .text import MaskedTextDataModule
 from .recsys import SequenceDataModule
 from .sampler import EpochBatchSampler, ResumableDataLoader
 

@@ -1,7 +1,7 @@
 """Python code data: masked-LM chunks from the corpus, and the CuBERT benchmark tasks.
 
 ``MaskedCodeDataModule`` yields exactly the batches of ``MaskedTextDataModule`` (``input_ids``,
-``attention_mask``, ``labels``), so ``tasks.mlm.MaskedLMSystem`` pretrains on code unchanged.
+``attention_mask``, ``labels``), so ``tasks.text.MaskedLMSystem`` pretrains on code unchanged.
 Each training sequence is ``[CLS] logical lines [SEP]``: whole logical lines (ending at a
 ``___NEWLINE___``) packed in order up to ``max_length``; a longer line is cut.
 
@@ -29,7 +29,7 @@ from modalities.code.lexer import NEWLINE
 
 from .collate import pad_batch
 from .fetch import default_cache_dir
-from .mlm import MaskedTextDataModule, TokenSequences
+from .text import MaskedTextDataModule, TokenSequences
 from .sampler import resumable_train_loader
 
 STDLIB = "stdlib"

@@ -20,7 +20,7 @@ class MaskedLMSystem(PretrainingHooks, L.LightningModule):
     with -100 off the masked positions. Only the masked positions reach the decoder.
 
     Args:
-        encoder: the token encoder being pretrained (injected; see configs/mlm/*.yaml).
+        encoder: the token encoder being pretrained (injected; see configs/text/*.yaml).
         lr: peak learning rate of AdamW.
         weight_decay: AdamW weight decay (not on biases and norms).
         betas: AdamW betas (MosaicBERT: 0.9, 0.98).
