@@ -105,10 +105,13 @@ class MetricsRecorder(L.Callback):
         self.every_n_steps = every_n_steps
         self.history: dict[str, list] = {"train": [], "val": []}
         self.folder: Path | None = None
+        self.loss_label = "loss"
 
     def setup(self, trainer, pl_module, stage):
         # trainer.log_dir is a collective under DDP: resolve it here, where every rank calls it
         self.folder = Path(self.out_dir or trainer.log_dir or trainer.default_root_dir)
+        # a system says what its loss is (``loss_label = "masked-token cross-entropy"``); else the key
+        self.loss_label = getattr(pl_module, "loss_label", None) or "loss"
 
     @staticmethod
     def _scalars(metrics: dict, prefix: str) -> dict:
@@ -149,10 +152,10 @@ class MetricsRecorder(L.Callback):
             "history": self.history,
         }
         (folder / "metrics.json").write_text(json.dumps(summary, indent=1))
-        self.plot(folder / "loss_curve.png")
+        self.plot(folder / "loss_curve.png", trainer)
         return folder
 
-    def plot(self, path: Path) -> None:
+    def plot(self, path: Path, trainer: L.Trainer) -> None:
         import matplotlib
 
         matplotlib.use("Agg")
@@ -170,7 +173,8 @@ class MetricsRecorder(L.Callback):
         if val:
             ax.plot(*zip(*val, strict=True), "o-", lw=1.5, label="val/loss")
         ax.set_xlabel("optimizer step")
-        ax.set_ylabel("masked-token cross-entropy")
+        ax.set_ylabel(self.loss_label)
+        ax.set_title(f"{type(trainer.lightning_module).__name__}: train/loss and val/loss", fontsize=9)
         if train and all(v > 0 and math.isfinite(v) for v in losses):
             ax.set_yscale("log")
         ax.grid(alpha=0.3)

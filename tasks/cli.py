@@ -137,22 +137,22 @@ def main(argv: list[str] | None = None) -> int:
         print(_listing())
         return 0 if argv else 2
     head = argv[0]
+    if head in LIGHTNING or head.startswith("-"):
+        try:
+            # from a shell, LightningCLI reads sys.argv itself (passing args too makes it warn)
+            TesseraCLI(args=None if from_shell else argv)
+        except UserError as e:
+            print(f"tessera {head}: error: {e}", file=sys.stderr)
+            return 2
+        return 0
     if head in GROUPS:
         return _group_main(head, argv[1:])
     top = {j.name: j for j in jobs_in(None)}
     if head in top:
         return _run_job(top[head], argv[1:])
-    if head not in LIGHTNING and not head.startswith("-"):
-        print(f"tessera: error: unknown command {head!r}; choose one of: "
-              f"{', '.join([*LIGHTNING, *top, *GROUPS])}", file=sys.stderr)
-        return 2
-    try:
-        # from a shell, LightningCLI reads sys.argv itself (passing args too makes it warn)
-        TesseraCLI(args=None if from_shell else argv)
-    except UserError as e:
-        print(f"tessera {head}: error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    print(f"tessera: error: unknown command {head!r}; choose one of: {', '.join([*LIGHTNING, *top, *GROUPS])}",
+          file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

@@ -69,7 +69,8 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         raw = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001  (pickle.UnpicklingError, EOFError, RuntimeError: all mean "not a checkpoint")
-        raise ValueError(f"{p} is not a readable checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+        why = (str(e).splitlines() or [""])[0][:200]
+        raise ValueError(f"{p} is not a readable checkpoint ({type(e).__name__}{': ' + why if why else ''}); "
                          "it is truncated, corrupt, or holds more than tensors (never unpickled here)") from None
     if not isinstance(raw, dict):
         raise ValueError(f"{p} holds a {type(raw).__name__}, not a checkpoint dict")

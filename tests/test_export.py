@@ -1,0 +1,119 @@
+"""One way out of a run: every fit leaves <log dir>/encoder; `tessera export` rebuilds the same folder
+from the run (config.yaml + checkpoint read with weights_only=True); `--ckpt_path last` resumes the
+run's own newest checkpoint; bad inputs are one line and exit status 2."""
+
+import json
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tasks.cli import find_last_checkpoint
+from tasks.cli import main as tessera
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ROOT / "configs" / "text" / "tiny.yaml"
+
+
+def fit_args(corpus: Path, tmp: Path, root: Path, steps: int) -> list[str]:
+    return ["fit", "--config", str(TINY), "--data.init_args.corpus", str(corpus),
+            "--data.init_args.cache_dir", str(tmp / "cache"), "--data.init_args.vocab_size", "300",
+            "--data.init_args.max_length", "32", "--data.init_args.batch_size", "8",
+            "--data.init_args.val_fraction", "0.2", "--trainer.max_steps", str(steps),
+            "--trainer.val_check_interval", "2", "--trainer.enable_progress_bar", "false",
+            "--trainer.default_root_dir", str(root)]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    import random
+
+    tmp = tmp_path_factory.mktemp("export")
+    corpus = tmp / "corpus"
+    corpus.mkdir()
+    rng = random.Random(0)
+    words = "the model reads a sequence of tokens and predicts the masked ones from their context".split()
+    for k in range(8):
+        docs = [" ".join(rng.choice(words) for _ in range(rng.randint(8, 30))) for _ in range(40)]
+        (corpus / f"part{k}.txt").write_text("\n\n".join(docs) + "\n")
+    root = tmp / "run"
+    assert tessera(fit_args(corpus, tmp, root, 4)) == 0
+    return {"tmp": tmp, "corpus": corpus, "root": root, "log": root / "lightning_logs" / "version_0"}
+
+
+def test_every_fit_writes_a_self_contained_encoder_folder(run, tmp_path):
+    enc = run["log"] / "encoder"
+    meta = json.loads((enc / "config.json").read_text())["meta"]
+    assert meta["modality"] == "text" and meta["step"] == 4
+    assert (enc / "tokenizer.json").is_file()
+    lines = tmp_path / "lines.txt"
+    lines.write_text("the model reads tokens\npredicts the masked ones\n")
+    assert tessera(["embed", "--encoder", str(enc), str(lines), "--out", str(tmp_path / "emb"), "--quiet"]) == 0
+    assert load_file(tmp_path / "emb" / "embeddings.safetensors")["embeddings"].shape == (2, 128)
+
+
+@pytest.mark.parametrize("src", ["root", "log", "ckpt"])
+def test_export_from_a_run_equals_the_folder_fit_wrote(run, tmp_path, src):
+    path = {"root": run["root"], "log": run["log"], "ckpt": run["log"] / "checkpoints" / "last.ckpt"}[src]
+    assert tessera(["export", str(path), str(tmp_path / "out")]) == 0
+    ours, fits = load_file(tmp_path / "out" / "model.safetensors"), load_file(run["log"] / "encoder" / "model.safetensors")
+    assert ours.keys() == fits.keys() and all(torch.equal(ours[k], fits[k]) for k in ours)
+    assert (tmp_path / "out" / "tokenizer.json").read_bytes() == (run["log"] / "encoder" / "tokenizer.json").read_bytes()
+
+
+class Payload:
+    def __reduce__(self):
+        return (Path.touch, (Path(__file__).parent / "PAYLOAD_RAN",))
+
+
+def test_export_never_unpickles_a_checkpoint(run, tmp_path, capsys):
+    import shutil
+
+    log = tmp_path / "log"
+    shutil.copytree(run["log"], log)
+    flag = Path(__file__).parent / "PAYLOAD_RAN"
+    flag.unlink(missing_ok=True)
+    with open(log / "checkpoints" / "last.ckpt", "wb") as f:
+        pickle.dump({"state_dict": {}, "x": Payload()}, f)
+    assert tessera(["export", str(log), str(tmp_path / "out")]) == 2
+    assert not flag.exists(), "the checkpoint's payload ran"
+    assert "never unpickled" in capsys.readouterr().err
+
+
+def test_export_bad_inputs_are_one_line_and_status_2(run, tmp_path, capsys):
+    import shutil
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    broken = tmp_path / "broken"
+    shutil.copytree(run["log"], broken)
+    (broken / "checkpoints" / "last.ckpt").write_bytes(b"")
+    for argv, expected in (
+        (["export", str(tmp_path / "nope"), str(tmp_path / "o")], "does not exist"),
+        (["export", str(empty), str(tmp_path / "o")], "holds no config.yaml"),
+        (["export", str(broken), str(tmp_path / "o")], "last.ckpt is not a readable checkpoint"),
+        (["export", str(run["log"]), str(tmp_path / "o"), "--bogus"], "unrecognized arguments"),
+    ):
+        assert tessera(argv) == 2
+        err = capsys.readouterr().err
+        assert expected in err.strip().splitlines()[-1] and "Traceback" not in err, err
+
+
+@pytest.mark.slow
+def test_ckpt_path_last_resumes_the_runs_own_version(run, tmp_path):
+    root = tmp_path / "run"
+    assert tessera(fit_args(run["corpus"], run["tmp"], root, 4)) == 0
+    assert find_last_checkpoint(root) == root / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
+    assert tessera([*fit_args(run["corpus"], run["tmp"], root, 6), "--ckpt_path", "last"]) == 0
+    assert not (root / "lightning_logs" / "version_1").exists()  # continued in version_0, no new version
+    ckpt = torch.load(root / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["global_step"] == 6
+    metrics = json.loads((root / "lightning_logs" / "version_0" / "metrics.json").read_text())
+    assert [r["step"] for r in metrics["history"]["val"]] == [2, 4, 6]  # the history survived the resume
+
+
+def test_ckpt_path_last_without_a_checkpoint_says_so(tmp_path, capsys):
+    assert tessera([*fit_args(tmp_path, tmp_path, tmp_path / "fresh", 2), "--ckpt_path", "last"]) == 2
+    assert "no last.ckpt under" in capsys.readouterr().err
