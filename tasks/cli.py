@@ -42,6 +42,8 @@ class TesseraCLI(LightningCLI):
             subclass_mode_model=True,
             subclass_mode_data=True,
             save_config_kwargs={"overwrite": True},
+            # Tessera's loaders shard by rank themselves and record their position (exact mid-epoch resume)
+            trainer_defaults={"use_distributed_sampler": False},
             args=args,
             run=run,
         )
@@ -70,9 +72,12 @@ class TesseraCLI(LightningCLI):
         print(f"resuming from {last}", file=sys.stderr)
 
     def before_fit(self) -> None:
-        from .callbacks import ExportEncoder
+        from .callbacks import ExportEncoder, MetricsRecorder
 
-        # every run leaves <log dir>/encoder, whether or not its YAML lists the callback
+        # every run leaves metrics.json + loss_curve.png and <log dir>/encoder, whether or not its
+        # YAML lists the callbacks
+        if not any(isinstance(c, MetricsRecorder) for c in self.trainer.callbacks):
+            self.trainer.callbacks.append(MetricsRecorder())
         if not any(isinstance(c, ExportEncoder) for c in self.trainer.callbacks):
             self.trainer.callbacks.append(ExportEncoder(required=False))
 
