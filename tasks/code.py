@@ -1,7 +1,10 @@
 """Fine-tuning on the CuBERT benchmark: a classification system and a pointer (localise + repair)
-system. The encoder arrives by injection (a TokenEncoder from scratch, the BiLSTM baseline), and
-``pretrained`` loads pretrained encoder weights into it: a MaskedLMSystem checkpoint (.ckpt, read
-with ``weights_only=True``) or an encoder folder readable by ``modalities.load_encoder``.
+system. The encoder arrives by injection (a TokenEncoder, the BiLSTM baseline); ``init_from``
+names the weights to start from: an encoder folder (what every ``tessera fit`` writes to
+``<log dir>/encoder``, ``tessera export`` / ``tessera import`` make, or a CuBERT folder), or a
+masked-LM run (its folder, log folder or a .ckpt in it, rebuilt by ``tasks.runs.load_system``).
+The weights are copied in when fitting starts, so a fine-tuned run reloads (``load_system``)
+without the folder it started from.
 """
 
 from __future__ import annotations
@@ -12,7 +15,6 @@ from pathlib import Path
 import lightning as L
 import torch
 import torch.nn.functional as F
-import yaml
 from torch import nn
 from torchmetrics import MeanMetric
 
@@ -23,43 +25,61 @@ from .metrics import auroc
 from .optim import build_optimizer
 
 
-def encoder_config(config_yaml: str | Path) -> dict:
-    """The encoder config (model.init_args.encoder.init_args.config) of a pretraining or fine-tuning YAML."""
-    raw = yaml.safe_load(Path(config_yaml).read_text())
-    try:
-        return raw["model"]["init_args"]["encoder"]["init_args"]["config"]
-    except (KeyError, TypeError) as e:
-        raise ValueError(f"{config_yaml} has no model.init_args.encoder.init_args.config; give a configs/code/*.yaml") from e
+def pretrained_state(path: str | Path) -> tuple[dict[str, torch.Tensor], Path | None]:
+    """(encoder state dict, the encoder folder or None) of ``init_from``: an encoder folder
+    (config.json) or a run / log folder / checkpoint whose system has an ``encoder``."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"init_from {path} does not exist; give an encoder folder (a run's <log dir>/encoder) "
+                                "or a masked-LM run folder / checkpoint")
+    if path.is_dir() and (path / "config.json").is_file():
+        return load_encoder(path).state_dict(), path
+    from .runs import load_system
+
+    system, _, _ = load_system(path)
+    if not isinstance(getattr(system, "encoder", None), nn.Module):
+        raise ValueError(f"init_from {path}: its system ({type(system).__name__}) has no encoder to start from")
+    return system.encoder.state_dict(), None
 
 
 def load_pretrained_encoder(encoder: nn.Module, path: str | Path) -> dict:
-    """Copy pretrained weights into ``encoder`` (strict). Returns {"source", "keys"}."""
-    path = Path(path)
-    if path.is_dir():
-        state = load_encoder(path).state_dict()
-    elif path.is_file():
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        sd = ckpt.get("state_dict", ckpt)
-        state = {k.removeprefix("encoder."): v for k, v in sd.items() if k.startswith("encoder.")}
-        if not state:
-            raise ValueError(f"{path} holds no encoder.* weights; give a MaskedLMSystem checkpoint or an encoder folder")
-    else:
-        raise FileNotFoundError(f"pretrained encoder {path} does not exist")
+    """Copy the weights ``init_from`` names into ``encoder`` (strict). Returns {"source", "keys"}."""
+    state, _ = pretrained_state(path)
     own = encoder.state_dict()
     bad = {k: (tuple(v.shape), tuple(own[k].shape)) for k, v in state.items() if k in own and v.shape != own[k].shape}
     if bad:
-        raise ValueError(f"pretrained weights in {path} do not fit the configured encoder (checkpoint, model): {bad}")
+        raise ValueError(f"init_from {path} does not fit the configured encoder (theirs, ours): {dict(list(bad.items())[:3])}; "
+                         "give the encoder config the pretraining run used")
+    missing, unexpected = set(own) - set(state), set(state) - set(own)
+    if missing or unexpected:
+        raise ValueError(f"init_from {path} does not fit the configured encoder: missing {sorted(missing)[:3]}, "
+                         f"unexpected {sorted(unexpected)[:3]}; give the encoder config the pretraining run used")
     encoder.load_state_dict(state, strict=True)
     return {"source": str(path), "keys": len(state)}
 
 
+def _vocab_of(tokenizer: Path) -> dict | None:
+    """A WordPiece code tokenizer's vocabulary (None for another kind or none)."""
+    file = tokenizer / "tokenizer.json" if tokenizer.is_dir() else tokenizer
+    if file.suffix != ".json" or not file.is_file():
+        return None
+    return json.loads(file.read_text()).get("model", {}).get("vocab")
+
+
 class _FineTuneBase(L.LightningModule):
-    def __init__(self, encoder: nn.Module, pretrained: str | None, lr: float, weight_decay: float, warmup: float,
+    def __init__(self, encoder: nn.Module, init_from: str | None, lr: float, weight_decay: float, warmup: float,
                  schedule: str, dropout: float):
         super().__init__()
         self.encoder = encoder
         self.dropout = nn.Dropout(dropout)
-        self.pretrained_info = load_pretrained_encoder(encoder, pretrained) if pretrained else None
+        self.init_from = init_from
+        self.pretrained_info: dict | None = None
+
+    def start_from_pretrained(self) -> dict | None:
+        """Copy ``init_from``'s weights into the encoder (once); called when fitting starts."""
+        if self.init_from and self.pretrained_info is None:
+            self.pretrained_info = load_pretrained_encoder(self.encoder, self.init_from)
+        return self.pretrained_info
 
     def encode(self, batch) -> torch.Tensor:
         kw = {"token_type_ids": batch["token_type_ids"]} if "token_type_ids" in batch else {}
@@ -70,6 +90,15 @@ class _FineTuneBase(L.LightningModule):
         vocab = getattr(dm, "tokenizer_vocab_size", None)
         if vocab is not None and vocab > self.encoder.config.vocab_size:
             raise ValueError(f"the tokenizer has {vocab} tokens but the encoder's vocab_size is {self.encoder.config.vocab_size}")
+        if stage != "fit" or not self.init_from:
+            return
+        folder = Path(self.init_from).expanduser()
+        tok = getattr(dm, "tokenizer_file", None)
+        if tok is not None and folder.is_dir() and (folder / "tokenizer.json").is_file():
+            if _vocab_of(folder) != _vocab_of(Path(tok)):
+                raise ValueError(f"init_from {folder} carries another tokenizer than data.tokenizer ({tok}); "
+                                 f"set --data.init_args.tokenizer {folder}")
+        self.start_from_pretrained()
 
     def configure_optimizers(self):
         hp = self.hparams
@@ -92,7 +121,7 @@ class CodeClassifierSystem(_FineTuneBase):
     Args:
         encoder: the token encoder (or BiLSTM) to fine-tune (injected).
         num_classes: 2 for the bug-detection tasks, 20 for exception_type.
-        pretrained: pretrained encoder weights (MaskedLMSystem .ckpt or encoder folder); None: from scratch.
+        init_from: the weights to start from (an encoder folder, or a masked-LM run / checkpoint); None: from scratch.
         lr, weight_decay, warmup, schedule: AdamW and its schedule.
         dropout: on the pooled representation.
         pooling: "cls" (position 0; the BiLSTM uses "mean"), "mean" over the real tokens, or "max"
@@ -100,10 +129,10 @@ class CodeClassifierSystem(_FineTuneBase):
             one misused variable can decide the class without first being routed to [CLS]).
     """
 
-    def __init__(self, encoder: nn.Module, num_classes: int = 2, pretrained: str | None = None, lr: float = 1e-4,
+    def __init__(self, encoder: nn.Module, num_classes: int = 2, init_from: str | None = None, lr: float = 1e-4,
                  weight_decay: float = 0.01, warmup: float = 0.1, schedule: str = "linear", dropout: float = 0.1,
                  pooling: str = "cls"):
-        super().__init__(encoder, pretrained, lr, weight_decay, warmup, schedule, dropout)
+        super().__init__(encoder, init_from, lr, weight_decay, warmup, schedule, dropout)
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
         self.save_hyperparameters()
@@ -158,9 +187,9 @@ class VarMisusePointerSystem(_FineTuneBase):
     1 - p(position 0) as a detector (``auroc``: is a buggy function ranked above a clean one).
     """
 
-    def __init__(self, encoder: nn.Module, pretrained: str | None = None, lr: float = 1e-4, weight_decay: float = 0.01,
+    def __init__(self, encoder: nn.Module, init_from: str | None = None, lr: float = 1e-4, weight_decay: float = 0.01,
                  warmup: float = 0.1, schedule: str = "linear", dropout: float = 0.1):
-        super().__init__(encoder, pretrained, lr, weight_decay, warmup, schedule, dropout)
+        super().__init__(encoder, init_from, lr, weight_decay, warmup, schedule, dropout)
         self.save_hyperparameters()
         self.pointer = nn.Linear(encoder.config.hidden_size, 2)  # (localisation, repair) logit per position
         self.metrics = nn.ModuleDict({f"{s}_{m}": MeanMetric() for s in ("val", "test")

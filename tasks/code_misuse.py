@@ -20,7 +20,9 @@ with fewer on all of its own).
 
 from __future__ import annotations
 
+import json
 import math
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,10 +32,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from modalities import TokenEncoder, TokenEncoderConfig
 from modalities.code import CodeTokenizer, local_variables
 
-from .code import encoder_config
+from .data.code import featurise, read_split
 from .metrics import auroc
 from .text import MaskedLMSystem
 
@@ -96,19 +97,17 @@ class FunctionScore:
                      - math.log(self.locals - 1))
 
 
-def load_mlm(config_yaml: str | Path, checkpoint: str | Path) -> MaskedLMSystem:
-    """A MaskedLMSystem checkpoint (read with ``weights_only=True``) in the encoder shape of ``config_yaml``."""
-    system = MaskedLMSystem(TokenEncoder(TokenEncoderConfig(**encoder_config(config_yaml))))
-    path = Path(checkpoint)
-    if not path.is_file():
-        raise FileNotFoundError(f"masked-LM checkpoint {path} does not exist; give the last.ckpt of a "
-                                "`tessera fit --config configs/code/mlm_*.yaml` run")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    state = state.get("state_dict", state)
-    if not any(k.startswith("head.") for k in state):
-        raise ValueError(f"{path} holds no MLM head (head.*); the detector needs a MaskedLMSystem checkpoint")
-    system.load_state_dict(state, strict=True)
-    return system.eval()
+def load_mlm(run: str | Path) -> tuple[MaskedLMSystem, Path | None]:
+    """(the masked-LM system of a ``tessera fit --config configs/code/mlm_*.yaml`` run, its data
+    module's tokenizer path or None): ``run`` is the run folder, its log folder or a .ckpt in it
+    (``tasks.runs.load_system``: config.yaml rebuilds it, weights read with ``weights_only=True``)."""
+    from .runs import load_system
+
+    system, data, _ = load_system(run, with_data=True)
+    if not isinstance(system, MaskedLMSystem) or not hasattr(system, "head"):
+        raise ValueError(f"{run} is a {type(system).__name__} run; the detector needs a masked-LM run "
+                         "(tessera fit --config configs/code/mlm_*.yaml) with its MLM head")
+    return system, getattr(data, "tokenizer_file", None)
 
 
 class MisuseScorer:
@@ -272,3 +271,128 @@ def site_effect(clean: Sequence[FunctionScore], buggy: Sequence[FunctionScore], 
                      "other_uses_buggy_twin": float(np.mean(others)) if others else math.nan,
                      "bug_uses_scored": len(at_bug)}
     return out
+
+
+# --- the evaluation behind `tessera eval code-misuse` ------------------------------------
+TASKS = ("variable_misuse", "variable_misuse_repair")
+
+
+def examples(benchmark: Path, task: str, split: str, tok, max_length: int, max_examples: int | None,
+             seed: int = 0) -> tuple[list[dict], int]:
+    """The split's examples that fine-tuning keeps (sampled first, as CodeTaskDataModule does), and
+    how many were dropped because their edit site lies beyond ``max_length``."""
+    rows = read_split(benchmark, task, split, max_examples, seed)
+    kept = [r for r in rows if featurise(r, task, tok, max_length) is not None]
+    return kept, len(rows) - len(kept)
+
+
+def paired(benchmark: Path, scorer: MisuseScorer, tok, max_length: int, max_pairs: int, progress: bool) -> dict:
+    """``site_effect`` on the test split of a ``--paired`` benchmark's variable_misuse_repair task:
+    the first ``max_pairs`` pairs whose bug lies inside ``max_length`` tokens."""
+    twins: dict[tuple, dict] = {}
+    for r in read_split(benchmark, "variable_misuse_repair", "test"):
+        twins.setdefault((r["path"], r["function"], r["line"], r["site"][0]), {})[r["label"]] = r
+    pairs = [(t[0], t[1]) for t in twins.values() if set(t) == {0, 1}
+             and featurise(t[1], "variable_misuse_repair", tok, max_length) is not None][:max_pairs]
+    if not pairs:
+        raise ValueError(f"{benchmark} holds no clean / buggy pairs of variable_misuse_repair; was it written with --paired?")
+    clean = scorer.score([c["source"] for c, _ in pairs], progress=progress)
+    buggy = scorer.score([b["source"] for _, b in pairs], progress=progress)
+    return site_effect(clean, buggy, [b["error_span"][0] for _, b in pairs])
+
+
+def run(benchmark: Path, tokenizer: Path | None, mlm: str | Path, out: Path, tasks=TASKS,
+        max_length: int = 256, max_examples: int | None = None, batch_size: int = 64, precision: str = "bf16",
+        progress: bool = True, paired_benchmark: Path | None = None, max_pairs: int = 400) -> dict:
+    """The detector on ``tasks`` of ``benchmark`` with the masked-LM run ``mlm`` (tokenizer: the run's
+    own unless given); writes OUT/results.json and OUT/margins.png and returns the results."""
+    from modalities.code import load_code_tokenizer
+
+    system, own_tok = load_mlm(mlm)
+    tokenizer = tokenizer or own_tok
+    if tokenizer is None or not Path(tokenizer).exists():
+        raise FileNotFoundError(f"no code tokenizer for {mlm} ({tokenizer}); give --tokenizer")
+    tok = load_code_tokenizer(tokenizer)
+    scorer = MisuseScorer.from_system(system, tok, max_length=max_length, batch_size=batch_size, precision=precision)
+    results = {"settings": {"benchmark": str(benchmark), "tokenizer": str(tokenizer), "mlm": str(mlm),
+                            "max_length": max_length, "max_examples": max_examples,
+                            "precision": precision, "threads": torch.get_num_threads()},
+               "tasks": {}, "margins": {}}
+    for task in tasks:
+        by_stat = {k: {} for k in STATISTICS}
+        thresholds, values = {}, {}
+        for split in ("valid", "test"):  # valid first: it chooses the thresholds and the statistic
+            exs, dropped = examples(benchmark, task, split, tok, max_length, max_examples)
+            labels = [e["label"] for e in exs]
+            t0 = time.perf_counter()
+            scores = scorer.score([e["source"] for e in exs], progress=progress)
+            seconds = time.perf_counter() - t0
+            stats = {k: [s.statistic(k) for s in scores] for k in STATISTICS}
+            for k in STATISTICS:
+                if split == "valid":
+                    thresholds[k] = best_threshold(stats[k], labels)
+                by_stat[k][split] = {**misuse_metrics(scores, exs, thresholds[k], k), "dropped_site_cut_off": dropped,
+                                     "seconds": round(seconds, 1),
+                                     "majority": float(max(np.mean(labels), 1 - np.mean(labels)))}
+            values[split] = {k: {"clean": [x for x, y in zip(v, labels, strict=True) if not y],
+                                 "buggy": [x for x, y in zip(v, labels, strict=True) if y]}
+                             for k, v in stats.items()}
+        chosen = max(STATISTICS, key=lambda k: (by_stat[k]["valid"]["accuracy"], by_stat[k]["valid"]["auroc"]))
+        results["tasks"][task] = {"statistic": chosen, **by_stat[chosen], "by_statistic": by_stat}
+        results["margins"][task] = values["test"][chosen]
+    if paired_benchmark is not None:
+        results["paired"] = paired(paired_benchmark, scorer, tok, max_length, max_pairs, progress)
+    out.mkdir(parents=True, exist_ok=True)
+    plot(results, out / "margins.png")
+    (out / "results.json").write_text(json.dumps(_json_safe(results), indent=2) + "\n")
+    return results
+
+
+def _json_safe(x):
+    """Infinite margins (functions with no scorable use) and NaNs as null: strict JSON."""
+    if isinstance(x, dict):
+        return {k: _json_safe(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_json_safe(v) for v in x]
+    if isinstance(x, float | np.floating):
+        return float(x) if math.isfinite(x) else None
+    return x
+
+
+def plot(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = list(results["tasks"])
+    fig, axes = plt.subplots(1, len(tasks), figsize=(5.5 * len(tasks), 3.8), squeeze=False)
+    for ax, task in zip(axes[0], tasks, strict=True):
+        m = results["margins"][task]
+        finite = [v for k in ("clean", "buggy") for v in m[k] if math.isfinite(v)]
+        bins = np.linspace(min(finite, default=-1), max(finite, default=1), 40)
+        for k, colour in (("clean", "tab:blue"), ("buggy", "tab:red")):
+            ax.hist([v for v in m[k] if math.isfinite(v)], bins=bins, alpha=0.55, color=colour, label=k)
+        test = results["tasks"][task]["test"]
+        if math.isfinite(test["threshold"]):
+            ax.axvline(test["threshold"], color="k", ls="--", label=f"threshold (valid) {test['threshold']:.2f}")
+        ax.set_title(f"{task}: test accuracy {test['accuracy']:.3f}, AUROC {test['auroc']:.3f}", fontsize=9)
+        ax.set_xlabel({"min_margin": "minus the lowest margin over the function's variable uses (nats / subword)",
+                       "log_odds": "log posterior odds of a misuse"}[results["tasks"][task]["statistic"]])
+        ax.set_ylabel("functions")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def print_table(results: dict) -> None:
+    print("| task | statistic | split | examples | accuracy | AUROC | localisation | repair | joint | majority |")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    for task, row in results["tasks"].items():
+        for stat, splits in row["by_statistic"].items():
+            for split, r in splits.items():
+                extra = " | ".join(f"{r[k]:.3f}" if k in r else "-" for k in ("localization", "repair", "joint"))
+                mark = " (chosen)" if stat == row["statistic"] else ""
+                print(f"| {task} | {stat}{mark} | {split} | {r['examples']} | {r['accuracy']:.3f} | {r['auroc']:.3f} | "
+                      f"{extra} | {r['majority']:.3f} |")

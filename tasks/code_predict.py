@@ -1,9 +1,10 @@
-"""A fine-tuned CuBERT bug detector applied to any Python functions.
+"""A fine-tuned CuBERT bug detector applied to any Python functions (``tessera eval code-predict``).
 
-``load_finetuned(config, ckpt)`` rebuilds the system a ``tessera fit --config configs/code/...``
-run trained (the YAML gives the system, the encoder's shape, the task and the tokenizer; the
-checkpoint its weights, read with ``weights_only=True``), or one ``scripts/code_eval.py`` kept
-(its run folder's config.yaml and model.safetensors). ``predict(...)`` scores functions:
+``load_finetuned(run)`` rebuilds the system a fine-tuning run trained through
+``tasks.runs.load_system`` (a ``tessera fit --config configs/code/{varmisuse,repair}_tiny.yaml``
+run, or a run folder ``tessera eval code`` kept: config.yaml + weights, read with
+``weights_only=True`` or from safetensors); its data module gives the task, tokenizer and length.
+``predict(...)`` scores functions:
 
 - the binary bug tasks (variable_misuse, wrong_binary_operator, swapped_operands): the
   probability that the function holds the task's bug;
@@ -17,58 +18,39 @@ pair, a hole) and are refused with a message.
 
 from __future__ import annotations
 
-import importlib
+import json
+from collections import Counter
 from pathlib import Path
 
 import torch
-import yaml
-from safetensors.torch import load_file
 
-from modalities import TokenEncoder, TokenEncoderConfig
-from modalities.code import (
-    BiLSTMConfig,
-    BiLSTMEncoder,
-    CodeTokenizer,
-    load_code_tokenizer,
-    local_variables,
-)
+from modalities.code import CodeTokenizer, load_code_tokenizer, local_variables
 
-from .code import CodeClassifierSystem, VarMisusePointerSystem, encoder_config
-from .data.code import collate_examples, featurise, resolve
+from .code import CodeClassifierSystem, VarMisusePointerSystem
+from .data.code import collate_examples, featurise
 
 BINARY = ("variable_misuse", "wrong_binary_operator", "swapped_operands")
 POINTER = "variable_misuse_repair"
 
 
-def load_finetuned(config_yaml: str | Path, ckpt: str | Path):
-    """(system in eval mode, tokenizer, task, max_length) from a fine-tuning YAML and its checkpoint."""
-    raw = yaml.safe_load(Path(config_yaml).read_text())
-    model, data = raw.get("model") or {}, (raw.get("data") or {}).get("init_args") or {}
-    task, tokenizer = data.get("task"), data.get("tokenizer")
+def load_finetuned(run: str | Path):
+    """(system in eval mode, tokenizer, task, max_length) of a fine-tuning run (folder, log folder or checkpoint)."""
+    from .runs import load_system
+
+    system, data, _ = load_system(run, with_data=True)
+    task = getattr(data, "task", None)
     if task not in (*BINARY, POINTER):
-        raise ValueError(f"{config_yaml}: data.init_args.task is {task!r}; prediction on plain functions covers "
-                         f"{(*BINARY, POINTER)} (function_docstring and exception_type need a docstring pair or a hole)")
-    module, _, name = model.get("class_path", "").rpartition(".")
-    cls = getattr(importlib.import_module(module), name) if module else None
-    if cls not in (CodeClassifierSystem, VarMisusePointerSystem) or (cls is VarMisusePointerSystem) != (task == POINTER):
-        raise ValueError(f"{config_yaml}: model {model.get('class_path')!r} does not fit task {task!r}; give the YAML the "
-                         "checkpoint was fine-tuned with (configs/code/varmisuse_tiny.yaml, repair_tiny.yaml, ...)")
-    args = {k: v for k, v in (model.get("init_args") or {}).items() if k not in ("encoder", "pretrained")}
-    enc_cfg = encoder_config(config_yaml)
-    lstm = model["init_args"]["encoder"].get("class_path", "").endswith("BiLSTMEncoder")
-    encoder = BiLSTMEncoder(BiLSTMConfig(**enc_cfg)) if lstm else TokenEncoder(TokenEncoderConfig(**enc_cfg))
-    system = cls(encoder, **args)
-    path = Path(ckpt)
-    if not path.is_file():
-        raise FileNotFoundError(f"fine-tuned checkpoint {path} does not exist; give the .ckpt of a fine-tuning run "
-                                "or the model.safetensors scripts/code_eval.py keeps")
-    if path.suffix == ".safetensors":
-        state = load_file(str(path))
-    else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        state = state.get("state_dict", state)
-    system.load_state_dict(state, strict=True)
-    return system.eval(), load_code_tokenizer(resolve(tokenizer)), task, int(data.get("max_length", 512))
+        raise ValueError(f"{run}: its task is {task!r}; prediction on plain functions covers {(*BINARY, POINTER)} "
+                         "(function_docstring and exception_type need a docstring pair or a hole)")
+    if not isinstance(system, CodeClassifierSystem | VarMisusePointerSystem) or \
+            isinstance(system, VarMisusePointerSystem) != (task == POINTER):
+        raise ValueError(f"{run}: its system {type(system).__name__} does not fit task {task!r}; give a fine-tuning run "
+                         "(configs/code/varmisuse_tiny.yaml, repair_tiny.yaml, ...)")
+    tok = Path(data.tokenizer_file)
+    if not tok.exists():
+        raise FileNotFoundError(f"{run}: its tokenizer {tok} is gone; rebuild it (tessera prepare code-tokenizer) or "
+                                "re-run the fine-tuning")
+    return system.eval(), load_code_tokenizer(tok), task, int(data.max_length)
 
 
 def _line_of(source: str, offset: int, first_line: int) -> int:
@@ -136,3 +118,32 @@ def _name_at(source: str, start: int, end: int) -> str:
     while end < len(source) and (source[end].isalnum() or source[end] == "_"):
         end += 1
     return source[start:end]
+
+
+def predict_paths(model: str | Path, paths: list[str], out: Path, max_chars: int = 20000, batch_size: int = 32,
+                  top: int = 10, progress: bool = True) -> int:
+    """Score every function under ``paths`` with the fine-tuned run ``model``; JSON lines to ``out``
+    (most suspicious first, skipped ones last with the reason); print the ``top`` ones."""
+    from tqdm.auto import tqdm
+
+    from .embed.code import collect
+
+    system, tok, task, max_length = load_finetuned(model)
+    sources, rows, skipped_files = collect(paths, "function", max_chars)
+    functions = [{**r, "source": s} for r, s in zip(rows, sources, strict=True)]
+    preds = predict(system, tok, task, functions, max_length, batch_size,
+                    progress=(lambda it: tqdm(it, desc="scoring", unit="batch")) if progress else None)
+    scored = sorted((r for r in preds if "bug_probability" in r), key=lambda r: -r["bug_probability"])
+    skipped = [r for r in preds if "skipped" in r]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("".join(json.dumps(r) + "\n" for r in scored + skipped))
+    reasons = dict(Counter(r["skipped"] for r in skipped))
+    print(f"{task}: {len(scored)} functions scored, {len(skipped)} skipped {reasons}, files skipped: "
+          f"{dict(skipped_files)} -> {out}")
+    for r in scored[:top]:
+        extra = ""
+        if task == POINTER:
+            loc = r["location"]
+            extra = f"  `{loc['name']}` at line {loc['line']}" + (f" -> `{r['repair']}`?" if r["repair"] else "")
+        print(f"  {r['bug_probability']:.3f}  {r['path']}:{r['line']} {r['name']}{extra}")
+    return 0

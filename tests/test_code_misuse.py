@@ -1,15 +1,16 @@
-"""Variable Misuse from the masked LM's own head (tasks.code_misuse, scripts/code_misuse_mlm.py)."""
+"""Variable Misuse from the masked LM's own head (tasks.code_misuse, `tessera eval code-misuse`)."""
 
 import json
 import math
 
 import pytest
 import torch
-from conftest import load_script
+from code_fixtures import write_run
 from torch import nn
 
 from modalities import TokenEncoder, TokenEncoderConfig
 from modalities.code import CodeTokenizer, extract_functions, generate, local_variables
+from tasks.cli import main as tessera
 from tasks.code_misuse import (
     STATISTICS,
     FunctionScore,
@@ -190,32 +191,31 @@ def test_site_effect_compares_twins():
     assert site_effect(buggy, clean, [0])["min_margin"]["buggy_higher"] == 0.0
 
 
-def _system_and_ckpt(tmp_path):
+def _mlm_run(tmp_path, tokenizer=None):
+    """A masked-LM run folder (config.yaml + checkpoints/last.ckpt) as `tessera fit` leaves it."""
     system = MaskedLMSystem(TokenEncoder(TokenEncoderConfig(**TINY)))
-    ckpt = tmp_path / "mlm.ckpt"
-    torch.save({"state_dict": system.state_dict()}, ckpt)
-    cfg = tmp_path / "mlm.yaml"
-    cfg.write_text(json.dumps({"model": {"init_args": {"encoder": {"init_args": {"config": TINY}}}}}))  # JSON is YAML
-    return system, ckpt, cfg
+    data = {"class_path": "tasks.data.code.MaskedCodeDataModule",
+            "init_args": {"corpus": "stdlib", "tokenizer": str(tokenizer), "vocab_size": 300}} if tokenizer else None
+    run = write_run(tmp_path / "mlm", system, {"class_path": "tasks.text.MaskedLMSystem", "init_args": {
+        "encoder": {"class_path": "modalities.TokenEncoder", "init_args": {"config": TINY}}}}, data)
+    return system, run
 
 
 def test_load_mlm_roundtrip_and_errors(tmp_path):
-    system, ckpt, cfg = _system_and_ckpt(tmp_path)
-    loaded = load_mlm(cfg, ckpt)
+    system, run = _mlm_run(tmp_path)
+    loaded, tok_path = load_mlm(run)
+    assert tok_path is None  # no data section: the caller must name the tokenizer
     assert torch.equal(loaded.head.bias, system.head.bias) and not loaded.training
     assert torch.equal(loaded.encoder.frontend.word_embeddings.weight, system.encoder.frontend.word_embeddings.weight)
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        load_mlm(cfg, tmp_path / "missing.ckpt")
+        load_mlm(tmp_path / "missing")
+    ckpt = run / "checkpoints" / "last.ckpt"
     torch.save({"state_dict": {k: v for k, v in system.state_dict().items() if k.startswith("encoder.")}}, ckpt)
-    with pytest.raises(ValueError, match="no MLM head"):
-        load_mlm(cfg, ckpt)
-    bad = tmp_path / "bad.yaml"
-    bad.write_text("trainer: {}\n")
-    with pytest.raises(ValueError, match="encoder"):
-        load_mlm(bad, ckpt)
+    with pytest.raises(ValueError, match="does not fit"):
+        load_mlm(run)
 
 
-def test_script_writes_results_and_plot(tmp_path, tok):
+def test_command_writes_results_and_plot(tmp_path, tok):
     fns = []
     for p in range(4):
         src = "\n\n".join(f.replace("def ", f"def p{p}_{i}_") for i in range(6) for f in FUNCS)
@@ -228,11 +228,10 @@ def test_script_writes_results_and_plot(tmp_path, tok):
                 (bench / task / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     bench = tmp_path / "bench"
     tok.save(tmp_path / "tok")
-    _, ckpt, cfg = _system_and_ckpt(tmp_path)
-    script = load_script("code_misuse_mlm")
-    assert script.main(["--benchmark", str(bench), "--tokenizer", str(tmp_path / "tok"), "--config", str(cfg),
-                        "--pretrained", str(ckpt), "--out", str(tmp_path / "out"), "--max-length", "128",
-                        "--precision", "32", "--paired", str(tmp_path / "paired"), "--max-pairs", "5"]) == 0
+    _, run = _mlm_run(tmp_path, tokenizer=tmp_path / "tok")  # the run's own tokenizer is used
+    assert tessera(["eval", "code-misuse", "--mlm", str(run), "--benchmark", str(bench), "--out", str(tmp_path / "out"),
+                    "--max-length", "128", "--precision", "32", "--paired", str(tmp_path / "paired"),
+                    "--max-pairs", "5", "--quiet"]) == 0
     res = json.loads((tmp_path / "out" / "results.json").read_text())
     for task in ("variable_misuse", "variable_misuse_repair"):
         row = res["tasks"][task]
@@ -245,8 +244,47 @@ def test_script_writes_results_and_plot(tmp_path, tok):
         assert 0.0 <= test["accuracy"] <= 1.0 and test["scored_uses"] > 0
     assert "joint" in res["tasks"]["variable_misuse_repair"]["test"]
     assert res["paired"]["pairs"] == 5 and res["paired"]["margin"]["bug_uses_scored"] == 5  # each bug's use scored
-    with pytest.raises(ValueError, match="pairs"):  # an unpaired benchmark has no twins
-        script.main(["--benchmark", str(bench), "--tokenizer", str(tmp_path / "tok"), "--config", str(cfg),
-                     "--pretrained", str(ckpt), "--out", str(tmp_path / "o2"), "--max-length", "128",
-                     "--tasks", "variable_misuse", "--paired", str(bench)])
+    # an unpaired benchmark has no twins: one line, exit 2
+    assert tessera(["eval", "code-misuse", "--mlm", str(run), "--benchmark", str(bench), "--out", str(tmp_path / "o2"),
+                    "--max-length", "128", "--tasks", "variable_misuse", "--paired", str(bench), "--quiet"]) == 2
     assert (tmp_path / "out" / "margins.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("case", ["missing run", "empty folder", "not a masked LM", "corrupt checkpoint",
+                                  "missing benchmark", "no tokenizer", "unknown option"])
+def test_code_misuse_bad_inputs_exit_2_with_one_line(tmp_path, tok, capsys, case):
+    """Each mistake: exit status 2 and one line on stderr naming the input, no traceback."""
+    tok.save(tmp_path / "tok")
+    _, run = _mlm_run(tmp_path, tokenizer=tmp_path / "tok")
+    bench = tmp_path / "bench"
+    (bench / "variable_misuse").mkdir(parents=True)
+    args = {"--mlm": str(run), "--benchmark": str(bench)}
+    extra, named = [], None
+    if case == "missing run":
+        args["--mlm"] = named = str(tmp_path / "nowhere")
+    elif case == "empty folder":
+        (tmp_path / "empty").mkdir()
+        args["--mlm"] = named = str(tmp_path / "empty")
+    elif case == "not a masked LM":  # a fine-tuning run has no MLM head
+        from tasks.code import CodeClassifierSystem
+
+        other = write_run(tmp_path / "fine", CodeClassifierSystem(TokenEncoder(TokenEncoderConfig(**TINY))), {
+            "class_path": "tasks.code.CodeClassifierSystem",
+            "init_args": {"encoder": {"class_path": "modalities.TokenEncoder", "init_args": {"config": TINY}}}})
+        args["--mlm"] = named = str(other)
+    elif case == "corrupt checkpoint":
+        (run / "checkpoints" / "last.ckpt").write_bytes(b"\x00garbage")
+        named = "last.ckpt"
+    elif case == "missing benchmark":
+        args["--benchmark"] = named = str(tmp_path / "no_bench")
+    elif case == "no tokenizer":
+        _, bare = _mlm_run(tmp_path / "bare")
+        args["--mlm"], named = str(bare), "--tokenizer"
+    else:
+        extra, named = ["--bogus"], "--bogus"
+    rc = tessera(["eval", "code-misuse", *[x for kv in args.items() for x in kv], "--out", str(tmp_path / "o"),
+                  "--quiet", *extra])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and named in err[-1] and "Traceback" not in "\n".join(err)
+    if case != "unknown option":
+        assert len(err) == 1

@@ -1,14 +1,15 @@
-"""A fine-tuned bug detector applied to plain functions: tasks.code_predict and scripts/code_predict.py."""
+"""A fine-tuned bug detector applied to plain functions: tasks.code_predict and `tessera eval code-predict`."""
 
 import json
 
 import pytest
 import torch
 import yaml
-from conftest import load_script
+from code_fixtures import write_run
 
 from modalities import TokenEncoder, TokenEncoderConfig
 from modalities.code import CodeTokenizer, local_variables
+from tasks.cli import main as tessera
 from tasks.code import CodeClassifierSystem, VarMisusePointerSystem
 from tasks.code_predict import load_finetuned, predict
 from tasks.data.code import collate_examples, featurise
@@ -27,7 +28,7 @@ FUNCTIONS = [
 
 @pytest.fixture
 def finetuned(tmp_path):
-    """(config path, checkpoint path) for a pointer and a classifier system at initialisation."""
+    """(run folder, checkpoint, system) for a pointer and a classifier system at initialisation."""
     tok = CodeTokenizer.train(FUNCTIONS * 3, 300)
     tok.save(tmp_path / "tok")
     out = {}
@@ -35,21 +36,20 @@ def finetuned(tmp_path):
                             ("classifier", CodeClassifierSystem, "wrong_binary_operator")):
         torch.manual_seed(0)
         system = cls(TokenEncoder(TokenEncoderConfig(**ENCODER)), lr=1e-3)
-        torch.save({"state_dict": system.state_dict()}, tmp_path / f"{name}.ckpt")
-        cfg = {"model": {"class_path": f"tasks.code.{cls.__name__}",
+        run = write_run(tmp_path / name, system,
+                        {"class_path": f"tasks.code.{cls.__name__}",
                          "init_args": {"lr": 1e-3, "encoder": {"class_path": "modalities.TokenEncoder",
                                                                "init_args": {"config": ENCODER}}}},
-               "data": {"class_path": "tasks.data.code.CodeTaskDataModule",
-                        "init_args": {"task": task, "benchmark": "unused", "tokenizer": str(tmp_path / "tok"),
-                                      "max_length": 128}}}
-        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(cfg))
-        out[name] = (tmp_path / f"{name}.yaml", tmp_path / f"{name}.ckpt", system)
+                        {"class_path": "tasks.data.code.CodeTaskDataModule",
+                         "init_args": {"task": task, "benchmark": "unused", "tokenizer": str(tmp_path / "tok"),
+                                       "max_length": 128}})
+        out[name] = (run, run / "checkpoints" / "last.ckpt", system)
     return out
 
 
 def test_pointer_predictions_name_a_local_and_match_the_model(finetuned):
-    cfg, ckpt, reference = finetuned["pointer"]
-    system, tok, task, max_length = load_finetuned(cfg, ckpt)
+    run, ckpt, reference = finetuned["pointer"]
+    system, tok, task, max_length = load_finetuned(run)
     assert task == "variable_misuse_repair" and max_length == 128
     fns = [{"source": s, "path": "m.py", "name": f"f{i}", "line": 10 * i + 1} for i, s in enumerate(FUNCTIONS)]
     preds = predict(system, tok, task, fns, max_length, batch_size=2)
@@ -72,20 +72,20 @@ def test_pointer_predictions_name_a_local_and_match_the_model(finetuned):
         assert p["location"]["probability"] == pytest.approx(float(loc.softmax(-1)[0, 1:].max()), abs=1e-4)
 
 
-def test_classifier_predictions_and_the_script(finetuned, tmp_path, capsys):
-    cfg, ckpt, reference = finetuned["classifier"]
+def test_classifier_predictions_and_the_command(finetuned, tmp_path, capsys):
+    run, ckpt, reference = finetuned["classifier"]
     src = tmp_path / "src"
     src.mkdir()
     (src / "a.py").write_text("\n\n".join(FUNCTIONS))
     (src / "bin.py").write_bytes(b"\x00\x01")
-    script = load_script("code_predict")
     out = tmp_path / "preds.jsonl"
-    assert script.main(["--config", str(cfg), "--ckpt", str(ckpt), "--paths", str(src), "--out", str(out), "--top", "2"]) == 0
+    assert tessera(["eval", "code-predict", str(src), "--model", str(run), "--out", str(out), "--top", "2",
+                    "--quiet"]) == 0
     rows = [json.loads(line) for line in out.open()]
     assert len(rows) == 4 and all("bug_probability" in r for r in rows)  # every function has a binary score
     probs = [r["bug_probability"] for r in rows]
     assert probs == sorted(probs, reverse=True)  # most suspicious first
-    system, tok, task, max_length = load_finetuned(cfg, ckpt)
+    system, tok, task, max_length = load_finetuned(ckpt)  # the checkpoint inside the run works as well
     by_name = {r["name"]: r["bug_probability"] for r in rows}
     f = featurise({"source": FUNCTIONS[2], "label": 0}, task, tok, max_length)
     expected = float(reference.eval()(collate_examples([f], tok.pad_id)).softmax(-1)[0, 1])
@@ -94,19 +94,56 @@ def test_classifier_predictions_and_the_script(finetuned, tmp_path, capsys):
     assert "4 functions scored, 0 skipped {}" in printed and "null bytes" in printed
 
 
+def _rewrite(run, folder, **data):
+    """A copy of ``run`` whose config.yaml has other data init_args."""
+    import shutil
+
+    shutil.copytree(run, folder)
+    raw = yaml.safe_load((folder / "config.yaml").read_text())
+    raw["data"]["init_args"].update(data)
+    (folder / "config.yaml").write_text(yaml.safe_dump(raw))
+    return folder
+
+
 def test_refusals(finetuned, tmp_path):
-    cfg, ckpt, _ = finetuned["classifier"]
-    raw = yaml.safe_load(cfg.read_text())
-    raw["data"]["init_args"]["task"] = "exception_type"
-    (tmp_path / "exc.yaml").write_text(yaml.safe_dump(raw))
+    run, ckpt, _ = finetuned["classifier"]
     with pytest.raises(ValueError, match="need a docstring pair or a hole"):
-        load_finetuned(tmp_path / "exc.yaml", ckpt)
-    raw["data"]["init_args"]["task"] = "variable_misuse_repair"  # a classifier YAML with the pointer's task
-    (tmp_path / "mix.yaml").write_text(yaml.safe_dump(raw))
-    with pytest.raises(ValueError, match="does not fit task"):
-        load_finetuned(tmp_path / "mix.yaml", ckpt)
+        load_finetuned(_rewrite(run, tmp_path / "exc", task="exception_type"))
+    with pytest.raises(ValueError, match="does not fit task"):  # a classifier run with the pointer's task
+        load_finetuned(_rewrite(run, tmp_path / "mix", task="variable_misuse_repair"))
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        load_finetuned(cfg, tmp_path / "missing.ckpt")
-    script = load_script("code_predict")
-    assert script.main(["--config", str(tmp_path / "exc.yaml"), "--ckpt", str(ckpt), "--paths", str(tmp_path),
-                        "--out", str(tmp_path / "p.jsonl")]) == 2
+        load_finetuned(tmp_path / "missing")
+
+
+@pytest.mark.parametrize("case", ["missing model", "empty folder", "encoder folder", "corrupt checkpoint",
+                                  "missing paths", "unknown option", "a docstring task"])
+def test_code_predict_bad_inputs_exit_2_with_one_line(finetuned, tmp_path, capsys, case):
+    """Each mistake: exit status 2 and one line on stderr naming the input, no traceback."""
+    run, ckpt, _ = finetuned["classifier"]
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.py").write_text(FUNCTIONS[0])
+    model, paths, extra, named = str(run), [str(src)], [], None
+    if case == "missing model":
+        model = named = str(tmp_path / "nowhere")
+    elif case == "empty folder":
+        (tmp_path / "empty").mkdir()
+        model = named = str(tmp_path / "empty")
+    elif case == "encoder folder":  # an encoder folder is not a fine-tuned run
+        from modalities.hub import save_encoder
+
+        model = named = str(save_encoder(TokenEncoder(TokenEncoderConfig(**ENCODER)), tmp_path / "enc"))
+    elif case == "corrupt checkpoint":
+        ckpt.write_bytes(b"not a checkpoint")
+        named = str(ckpt)
+    elif case == "missing paths":
+        paths = [named := str(tmp_path / "no_such_dir")]
+    elif case == "unknown option":
+        extra, named = ["--bogus"], "--bogus"
+    else:
+        model = named = str(_rewrite(run, tmp_path / "exc", task="exception_type"))
+    rc = tessera(["eval", "code-predict", *paths, "--model", model, "--out", str(tmp_path / "p.jsonl"), *extra])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and named in err[-1] and "Traceback" not in "\n".join(err)
+    if case != "unknown option":
+        assert len(err) == 1

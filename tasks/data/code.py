@@ -27,10 +27,11 @@ from tqdm import tqdm
 from modalities.code import CodeTokenizer, load_code_tokenizer
 from modalities.code.lexer import NEWLINE
 
+from ..prepare.code import corpus_key, tokenizer_folder
 from .collate import pad_batch
 from .fetch import default_cache_dir
-from .text import MaskedTextDataModule, TokenSequences
 from .sampler import resumable_train_loader
+from .text import MaskedTextDataModule, TokenSequences
 
 STDLIB = "stdlib"
 
@@ -56,30 +57,31 @@ def chunk_logical_lines(ids: np.ndarray, newline_id: int, max_tokens: int) -> li
     return chunks
 
 
-def _corpus_rows(corpus: str, cache: Path) -> list[dict]:
-    """Manifest rows; ``corpus="stdlib"`` builds (once) a stdlib-only manifest in the cache."""
-    if corpus == STDLIB:
-        folder = cache / "code" / "corpus-stdlib"
-        if not (folder / "manifest.jsonl").is_file():
-            from modalities.code.corpus import build_corpus, discover
-
-            rows, summary = build_corpus(discover(site_packages=False))
-            folder.mkdir(parents=True, exist_ok=True)
-            (folder / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-            (folder / "stats.json").write_text(json.dumps(summary, indent=2))
-        manifest = folder / "manifest.jsonl"
-    else:
-        manifest = resolve(corpus)
-        manifest = manifest / "manifest.jsonl" if manifest.is_dir() else manifest
-        if not manifest.is_file():
-            raise FileNotFoundError(f"no corpus manifest at {manifest}; run scripts/code_corpus.py, or use corpus: stdlib")
-    return [json.loads(line) for line in manifest.open()]
-
-
 def resolve(path: str | Path) -> Path:
     """``cache:REL`` -> $TESSERA_CACHE/REL (configs name cached artefacts this way); else the path."""
     text = str(path)
-    return default_cache_dir() / text.removeprefix("cache:") if text.startswith("cache:") else Path(text)
+    return default_cache_dir() / text.removeprefix("cache:") if text.startswith("cache:") else Path(text).expanduser()
+
+
+def ensure_tokenizer(given: str | None, path: Path, corpus: str, vocab_size: int, max_files: int | None) -> Path:
+    """The tokenizer at ``path``; trained there on ``corpus`` when none was ``given`` and it is missing."""
+    if path.exists():
+        return path
+    if given is not None:
+        raise FileNotFoundError(f"no code tokenizer at {path} (data.tokenizer); give an encoder folder, a tokenizer "
+                                "folder from `tessera prepare code-tokenizer`, or leave it out to train one")
+    from ..prepare.code import train_tokenizer
+
+    print(f"[code] training a {vocab_size}-subword tokenizer on {corpus} (max_files={max_files}) -> {path}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return train_tokenizer(corpus, path, vocab_size, max_files)
+
+
+def write_tokenizer_assets(tokenizer: Path, folder: Path) -> None:
+    """The code tokenizer at ``tokenizer`` (a folder, tokenizer.json or CuBERT vocabulary) saved into an
+    encoder folder in the one layout ``load_code_tokenizer`` reads (tokenizer.json + code_tokenizer.json,
+    or vocab.txt)."""
+    load_code_tokenizer(tokenizer).save(folder)
 
 
 def _read(path: str) -> bytes | None:
@@ -94,7 +96,7 @@ class MaskedCodeDataModule(MaskedTextDataModule):
 
     Args:
         corpus: "stdlib" (this interpreter's standard library, split by module) or a corpus folder /
-            manifest.jsonl written by ``scripts/code_corpus.py`` (its train/valid splits are used).
+            manifest.jsonl written by ``tessera prepare code-corpus`` (its train/valid splits are used).
         tokenizer: a code tokenizer folder, tokenizer.json or CuBERT vocabulary (``cache:REL`` is
             under $TESSERA_CACHE); None trains a
             WordPiece vocabulary of ``vocab_size`` on the training files and caches it.
@@ -130,18 +132,24 @@ class MaskedCodeDataModule(MaskedTextDataModule):
         self.corpus = corpus
         self.whole_word = whole_word
         self.max_files = max_files
-        key = STDLIB if corpus == STDLIB else "corpus-" + hashlib.sha1(str(resolve(corpus).resolve()).encode()).hexdigest()[:10]
-        self.folder = self.cache / "code" / "mlm" / key
+        self.folder = self.cache / "code" / "mlm" / corpus_key(corpus)
+
+    modality = "code"  # written into the encoder folder's meta: `tessera embed` reads Python with it
 
     @property
     def tokenizer_file(self) -> Path:
-        return resolve(self.tokenizer_path) if self.tokenizer_path else self.folder / f"tokenizer-{self.vocab_size}-{self.max_files}"
+        if self.tokenizer_path:
+            return resolve(self.tokenizer_path)
+        return tokenizer_folder(self.cache, self.corpus, self.vocab_size, self.max_files)
+
+    def write_encoder_assets(self, folder: Path) -> None:
+        """The tokenizer beside the weights: what ``load_code_encoder`` and ``tessera embed`` read."""
+        write_tokenizer_assets(self.tokenizer_file, folder)
 
     def _rows(self) -> list[dict]:
-        rows = [r for r in _corpus_rows(self.corpus, self.cache) if r["split"] in ("train", "valid")]
-        if self.max_files is not None and len(rows) > self.max_files:
-            rows = rows[:: len(rows) // self.max_files][: self.max_files]
-        return rows
+        from ..prepare.code import even_sample, read_manifest
+
+        return even_sample([r for r in read_manifest(self.corpus) if r["split"] in ("train", "valid")], self.max_files)
 
     def _ids_file(self) -> Path:
         tok = self.tokenizer_file
@@ -152,10 +160,7 @@ class MaskedCodeDataModule(MaskedTextDataModule):
     def prepare_data(self) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         rows = None
-        if self.tokenizer_path is None and not self.tokenizer_file.is_dir():
-            rows = self._rows()
-            sources = (s.decode("utf-8", "replace") for r in rows if r["split"] == "train" and (s := _read(r["path"])))
-            CodeTokenizer.train(sources, self.vocab_size).save(self.tokenizer_file)
+        ensure_tokenizer(self.tokenizer_path, self.tokenizer_file, self.corpus, self.vocab_size, self.max_files)
         ids_file = self._ids_file()
         if ids_file.is_file():
             return
@@ -176,11 +181,13 @@ class MaskedCodeDataModule(MaskedTextDataModule):
             raise ValueError(f"code corpus {self.corpus} gave no sequences (skipped: {dict(skipped)})")
         ids_file.with_suffix(".skipped.json").write_text(json.dumps(dict(skipped)))
         lengths = torch.tensor([len(s) for s in seqs])
+        tmp = ids_file.with_name(ids_file.name + ".partial")
         save_file({
             "ids": torch.from_numpy(np.concatenate(seqs).astype(np.int32)),
             "offsets": torch.nn.functional.pad(lengths.cumsum(0), (1, 0)),
             "is_val": torch.tensor(is_val),
-        }, str(ids_file))
+        }, str(tmp))
+        tmp.replace(ids_file)  # atomic: an interrupted run never leaves half a cache
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
@@ -249,10 +256,11 @@ def featurise(example: dict, task: str, tok: CodeTokenizer, max_length: int) -> 
 
 def read_split(benchmark: Path, task: str, split: str, max_examples: int | None = None, seed: int = 0) -> list[dict]:
     """The examples of <benchmark>/<task>/<split>.jsonl; with ``max_examples``, a seeded sample of
-    that many in file order (what fine-tuning and scripts/code_misuse_mlm.py both read)."""
+    that many in file order (what fine-tuning and ``tessera eval code-misuse`` both read)."""
     path = Path(benchmark) / task / f"{split}.jsonl"
     if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing; run scripts/code_benchmark.py --tasks {task}")
+        raise FileNotFoundError(f"{path} is missing; build it with `tessera prepare code-benchmark --out {benchmark} "
+                                f"--tasks {task}`")
     rows = [json.loads(line) for line in path.open()]
     if max_examples is not None and len(rows) > max_examples:
         g = np.random.default_rng(seed)
@@ -291,34 +299,71 @@ class _Examples(torch.utils.data.Dataset):
 
 
 class CodeTaskDataModule(L.LightningDataModule):
-    """One CuBERT benchmark task (``scripts/code_benchmark.py`` writes them).
+    """One CuBERT benchmark task; ``prepare_data`` builds what is missing (the corpus, the
+    tokenizer, the task's benchmark files), so a config runs on an empty cache.
 
     Args:
         task: a task name of ``modalities.code.TASKS``.
-        benchmark: the benchmark folder (holds <task>/{train,valid,test}.jsonl); ``cache:REL`` is
-            under $TESSERA_CACHE.
-        tokenizer: the encoder's code tokenizer (folder / tokenizer.json / CuBERT vocabulary);
-            ``cache:REL`` as for benchmark.
+        benchmark: the benchmark folder (holds <task>/{train,valid,test}.jsonl; ``cache:REL`` is
+            under $TESSERA_CACHE); built from ``corpus`` when the task's files are missing.
+        tokenizer: the encoder's code tokenizer: an encoder folder (the one ``init_from`` names), a
+            tokenizer folder / tokenizer.json or a CuBERT vocabulary; None: the tokenizer a masked-LM
+            run on ``corpus`` with ``vocab_size`` and ``max_files`` trains (trained here if missing).
         max_length: tokens per example, specials included; longer code is cut (CuBERT: 512).
         batch_size: examples per batch.
         max_examples: cap per split (a seeded sample; None: all), for quick runs.
-        num_workers, seed: loader workers; shuffle seed.
+        num_workers, seed: loader workers; shuffle seed (and the benchmark's seed when built here).
+        corpus: "stdlib" or a corpus folder: what a missing benchmark (and tokenizer) is built from.
+        vocab_size, max_files: the tokenizer's settings when ``tokenizer`` is None (as MaskedCodeDataModule's).
+        max_functions, max_bench_files: bound a benchmark built here: a seeded sample of that many
+            functions / an even sample of that many files per split (None: all; keep them small in tiny configs).
+        cache_dir: $TESSERA_CACHE (or ~/.cache/tessera) by default.
     """
 
-    def __init__(self, task: str, benchmark: str, tokenizer: str, max_length: int = 512, batch_size: int = 32,
-                 max_examples: int | None = None, num_workers: int = 0, seed: int = 0):
+    modality = "code"  # an encoder exported from a fine-tuning run reads Python, too
+
+    def __init__(self, task: str, benchmark: str = "cache:code/benchmark-stdlib", tokenizer: str | None = None,
+                 max_length: int = 512, batch_size: int = 32, max_examples: int | None = None, num_workers: int = 0,
+                 seed: int = 0, corpus: str = STDLIB, vocab_size: int = 16384, max_files: int | None = None,
+                 max_functions: int | None = None, max_bench_files: int | None = None, cache_dir: str | None = None):
         super().__init__()
+        from modalities.code import TASKS
+
+        if task not in TASKS:
+            raise ValueError(f"unknown task {task!r}; choose one of {list(TASKS)}")
         self.save_hyperparameters()
         self.task, self.benchmark = task, resolve(benchmark)
         self.tokenizer_path, self.max_length, self.batch_size = tokenizer, max_length, batch_size
         self.max_examples, self.num_workers, self.seed = max_examples, num_workers, seed
+        self.corpus, self.vocab_size, self.max_files = corpus, vocab_size, max_files
+        self.max_functions, self.max_bench_files = max_functions, max_bench_files
+        self.cache = Path(cache_dir) if cache_dir else default_cache_dir()
         self.sets: dict[str, _Examples] = {}
         self.stats: dict = {}
+
+    @property
+    def tokenizer_file(self) -> Path:
+        if self.tokenizer_path:
+            return resolve(self.tokenizer_path)
+        return tokenizer_folder(self.cache, self.corpus, self.vocab_size, self.max_files)
+
+    def write_encoder_assets(self, folder: Path) -> None:
+        write_tokenizer_assets(self.tokenizer_file, folder)
+
+    def prepare_data(self) -> None:
+        from ..prepare.code import benchmark_complete, write_benchmark
+
+        ensure_tokenizer(self.tokenizer_path, self.tokenizer_file, self.corpus, self.vocab_size, self.max_files)
+        if not benchmark_complete(self.benchmark, self.task):
+            print(f"[code] building {self.task} of the benchmark {self.benchmark} from {self.corpus} "
+                  f"(max_functions={self.max_functions}, max_bench_files={self.max_bench_files})")
+            write_benchmark(self.corpus, self.benchmark, [self.task], seed=self.seed, max_functions=self.max_functions,
+                            max_files=self.max_bench_files)
 
     def setup(self, stage: str | None = None) -> None:
         if self.sets:
             return
-        tok = load_code_tokenizer(resolve(self.tokenizer_path))
+        tok = load_code_tokenizer(self.tokenizer_file)
         self.pad_token_id = tok.pad_id
         self.tokenizer_vocab_size = tok.vocab_size
         labels_seen: set[int] = set()
@@ -329,6 +374,9 @@ class CodeTaskDataModule(L.LightningDataModule):
             self.sets[split] = _Examples(items)
             self.stats[split] = {"examples": len(items), "dropped_site_cut_off": len(rows) - len(items),
                                  "labels": dict(Counter(it["label"] for it in items))}
+        if not self.sets["train"].items:
+            raise ValueError(f"{self.benchmark / self.task}/train.jsonl gives no examples; rebuild the benchmark "
+                             "with more functions (max_functions / max_bench_files)")
         self.num_classes = max(labels_seen) + 1
 
     def collate(self, items: list[dict]) -> dict:

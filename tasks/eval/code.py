@@ -1,11 +1,14 @@
-"""The CuBERT comparison on our benchmark: the pretrained encoder, the same Transformer from scratch,
-and a BiLSTM, fine-tuned with the same budget on the same splits. Writes results.json and
-results.png (test accuracy per task and model) into --out.
+"""The CuBERT comparison, and two more ways to judge a code encoder, as ``tessera eval`` jobs:
 
-    python scripts/code_eval.py --benchmark ~/.cache/tessera/code/benchmark-stdlib \\
-        --tokenizer ~/.cache/tessera/code/mlm/stdlib/tokenizer-4096-300 \\
-        --pretrained runs/code/mlm-tiny/lightning_logs/version_0/checkpoints/last.ckpt \\
-        --config configs/code/varmisuse_tiny.yaml --tasks variable_misuse exception_type --steps 300
+    tessera eval code --benchmark cache:code/benchmark-stdlib --init-from runs/code/mlm-tiny/lightning_logs/version_0/encoder
+    tessera eval code-misuse --mlm runs/code/mlm-small --benchmark cache:code/benchmark-stdlib
+    tessera eval code-predict --model runs/code/eval/variable_misuse_repair/pretrained/lr0.0003 mypkg/
+
+``code``: the pretrained encoder, the same Transformer from scratch and a BiLSTM, fine-tuned with
+the same budget on the same splits; results.json + results.png (test figures per task and model)
+in --out, and each run's tested weights (reload with ``tasks.runs.load_system``).
+``code-misuse``: Variable Misuse from the masked LM's own head, no fine-tuning (``tasks.code_misuse``).
+``code-predict``: a fine-tuned bug detector over your Python files, JSON lines (``tasks.code_predict``).
 """
 
 from __future__ import annotations
@@ -13,26 +16,17 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import sys
 import time
 from collections import Counter
 from pathlib import Path
 
-import lightning as L
-import torch
-import yaml
-from safetensors.torch import save_file
-
-from modalities import TokenEncoder, TokenEncoderConfig
-from modalities.code import BiLSTMConfig, BiLSTMEncoder
-from tasks.callbacks import KeepBest, ReleaseHeap
-from tasks.code import POOLINGS, CodeClassifierSystem, VarMisusePointerSystem, encoder_config
-from tasks.data.code import CodeTaskDataModule
+from ..jobs import UserError, job
 
 MODELS = ("pretrained", "scratch", "bilstm")
 # the validation metrics a task's runs can be chosen by (--select-by); the first is the default
 SELECTABLE = {"variable_misuse_repair": ("joint", "classification", "localization", "repair", "auroc")}
 CLASSIFIER_METRICS = ("accuracy",)  # every other task's
+POOLINGS = ("cls", "mean", "max")
 
 
 def selectable(task: str) -> tuple[str, ...]:
@@ -40,43 +34,87 @@ def selectable(task: str) -> tuple[str, ...]:
     return SELECTABLE.get(task, CLASSIFIER_METRICS)
 
 
-def build(model: str, task: str, enc_cfg: dict, num_classes: int, pretrained: str | None, lr: float,
+def _config_dict(config) -> dict:
+    return config.to_dict() if hasattr(config, "to_dict") else dataclasses.asdict(config)
+
+
+def encoder_config(config_yaml: str | Path) -> dict:
+    """The encoder config (model.init_args.encoder.init_args.config) of a pretraining or fine-tuning YAML."""
+    import yaml
+
+    path = Path(config_yaml)
+    if not path.is_file():
+        raise FileNotFoundError(f"--config {path} does not exist; give a configs/code/*.yaml")
+    raw = yaml.safe_load(path.read_text())
+    try:
+        return dict(raw["model"]["init_args"]["encoder"]["init_args"]["config"])
+    except (KeyError, TypeError):
+        raise ValueError(f"{path} has no model.init_args.encoder.init_args.config; give a configs/code/*.yaml") from None
+
+
+def pretrained_setup(init_from: str | Path) -> tuple[dict, Path | None]:
+    """(the encoder config, the tokenizer it was trained with or None) of ``init_from``: an encoder
+    folder (config.json; its tokenizer inside) or a masked-LM run (its data module's tokenizer)."""
+    from modalities import load_encoder
+
+    from ..runs import load_system
+
+    path = Path(init_from).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"--init-from {path} does not exist; give an encoder folder (a run's <log dir>/encoder) "
+                                "or a masked-LM run folder")
+    if path.is_dir() and (path / "config.json").is_file():
+        has_tok = (path / "tokenizer.json").is_file() or any(path.glob("*vocab*.txt"))
+        return _config_dict(load_encoder(path).config), path if has_tok else None
+    system, data, _ = load_system(path, with_data=True)
+    return _config_dict(system.encoder.config), getattr(data, "tokenizer_file", None)
+
+
+def build(model: str, task: str, enc_cfg: dict, num_classes: int, init_from: str | None, lr: float,
           pooling: str = "cls"):
+    from modalities import TokenEncoder, TokenEncoderConfig
+    from modalities.code import BiLSTMConfig, BiLSTMEncoder
+
+    from ..code import CodeClassifierSystem, VarMisusePointerSystem
+
     if model == "bilstm":
         encoder = BiLSTMEncoder(BiLSTMConfig(vocab_size=enc_cfg["vocab_size"], embedding_size=enc_cfg["hidden_size"],
                                              hidden_size=enc_cfg["hidden_size"], num_layers=2))
     else:
         encoder = TokenEncoder(TokenEncoderConfig(**enc_cfg))
-    weights = pretrained if model == "pretrained" else None
+    weights = init_from if model == "pretrained" else None
     if task == "variable_misuse_repair":
-        return VarMisusePointerSystem(encoder, pretrained=weights, lr=lr)
-    return CodeClassifierSystem(encoder, num_classes=num_classes, pretrained=weights, lr=lr,
+        return VarMisusePointerSystem(encoder, init_from=weights, lr=lr)
+    return CodeClassifierSystem(encoder, num_classes=num_classes, init_from=weights, lr=lr,
                                 pooling="mean" if model == "bilstm" else pooling)
 
 
-def _config_dict(config) -> dict:
-    return config.to_dict() if hasattr(config, "to_dict") else dataclasses.asdict(config)
+def save_run(system, task: str, dm, folder: Path) -> Path:
+    """A fine-tuned system's weights (model.safetensors) and the config.yaml that rebuilds it (the
+    shape of a ``tessera fit`` config): ``tasks.runs.load_system(folder)`` reads it back."""
+    import yaml
+    from safetensors.torch import save_file
 
+    from modalities.code import BiLSTMEncoder
 
-def save_run(system, task: str, dm: CodeTaskDataModule, folder: Path) -> Path:
-    """A fine-tuned system's weights (safetensors) and the YAML that rebuilds it (the shape of a
-    ``tessera fit`` fine-tuning config): what ``tasks.code_predict.load_finetuned`` reads."""
     folder.mkdir(parents=True, exist_ok=True)
     enc = system.encoder
     enc_path = "modalities.code.BiLSTMEncoder" if isinstance(enc, BiLSTMEncoder) else "modalities.TokenEncoder"
-    hp = {k: v for k, v in dict(system.hparams).items() if k not in ("encoder", "pretrained")}
+    hp = {k: v for k, v in dict(system.hparams).items() if k not in ("encoder", "init_from")}
     cfg = {"model": {"class_path": f"tasks.code.{type(system).__name__}",
                      "init_args": {**hp, "encoder": {"class_path": enc_path,
                                                      "init_args": {"config": _config_dict(enc.config)}}}},
            "data": {"class_path": "tasks.data.code.CodeTaskDataModule",
-                    "init_args": {"task": task, "benchmark": str(dm.benchmark), "tokenizer": str(dm.tokenizer_path),
+                    "init_args": {"task": task, "benchmark": str(dm.benchmark), "tokenizer": str(dm.tokenizer_file),
                                   "max_length": dm.max_length, "batch_size": dm.batch_size}}}
-    save_file({k: v.detach().contiguous().cpu() for k, v in system.state_dict().items()}, str(folder / "model.safetensors"))
+    tmp = folder / "model.safetensors.partial"
+    save_file({k: v.detach().contiguous().cpu() for k, v in system.state_dict().items()}, str(tmp))
+    tmp.replace(folder / "model.safetensors")
     (folder / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     return folder
 
 
-def evaluate(tasks, benchmark: Path, tokenizer: Path, pretrained: str | None, enc_cfg: dict, out: Path,
+def evaluate(tasks, benchmark: Path, tokenizer: Path, init_from: str | None, enc_cfg: dict, out: Path,
              steps: int = 300, batch_size: int = 16, max_length: int = 256, max_examples: int | None = 4000,
              lr: float | list[float] = 3e-4, models=MODELS, seed: int = 0, progress: bool = False,
              precision: str = "32-true", bilstm_lr: float | list[float] | None = None, pooling: str = "cls",
@@ -95,14 +133,19 @@ def evaluate(tasks, benchmark: Path, tokenizer: Path, pretrained: str | None, en
     the learning rate (default the task's headline: joint accuracy for localisation + repair,
     accuracy otherwise; e.g. "classification" judges the pointer model as a bug detector).
     ``save_models``: each run's tested weights (model.safetensors) and a YAML describing them
-    (config.yaml) in OUT/<task>/<model>/lr<rate>/, for ``scripts/code_predict.py``."""
+    (config.yaml) in OUT/<task>/<model>/lr<rate>/, for ``tessera eval code-predict``."""
+    import lightning as L
+
+    from ..callbacks import KeepBest, ReleaseHeap
+    from ..data.code import CodeTaskDataModule
+
     for task in tasks:
         if select_by is not None and select_by not in selectable(task):
             raise ValueError(f"select_by={select_by!r} is not a validation metric of {task}; choose one of {selectable(task)}")
     lrs = [lr] if isinstance(lr, int | float) else list(lr)
     lstm_lrs = lrs if bilstm_lr is None else [bilstm_lr] if isinstance(bilstm_lr, int | float) else list(bilstm_lr)
     results: dict = {"settings": {"steps": steps, "batch_size": batch_size, "max_length": max_length,
-                                  "max_examples": max_examples, "lr": lrs, "bilstm_lr": lstm_lrs, "pretrained": pretrained, "seed": seed,
+                                  "max_examples": max_examples, "lr": lrs, "bilstm_lr": lstm_lrs, "init_from": init_from, "seed": seed,
                                   "precision": precision, "pooling": pooling, "val_every": val_every, "select_by": select_by,
                                   "selection": "best validation score over lr" + (" and step" if val_every else "")},
                      "tasks": {}}
@@ -115,12 +158,12 @@ def evaluate(tasks, benchmark: Path, tokenizer: Path, pretrained: str | None, en
         test_items = dm.sets["test"].items
         row = {"data": dm.stats, "majority_class": {"test/accuracy": sum(it["label"] == majority for it in test_items) / max(1, len(test_items))}}
         for model in models:
-            if model == "pretrained" and not pretrained:
+            if model == "pretrained" and not init_from:
                 continue
             sweep, rates = [], lstm_lrs if model == "bilstm" else lrs
             for rate in rates:
                 L.seed_everything(seed, verbose=False)
-                system = build(model, task, enc_cfg, dm.num_classes, pretrained, rate, pooling)
+                system = build(model, task, enc_cfg, dm.num_classes, init_from, rate, pooling)
                 keep = KeepBest("val/" + (select_by or selectable(task)[0])) if val_every else None
                 trainer = L.Trainer(
                     max_steps=steps, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
@@ -181,12 +224,19 @@ _SETTING_DEFAULTS = {"pooling": "cls", "val_every": None, "select_by": None}
 def _require_same(paths: list, runs: list[dict], keys: tuple[str, ...], what: str) -> None:
     """Raise unless every results file agrees with the first on ``keys``."""
     def setting(r: dict, k: str):
+        if k == "init_from":
+            return _init_from(r["settings"])
         return r["settings"].get(k, _SETTING_DEFAULTS.get(k))
 
     for p, r in zip(paths[1:], runs[1:], strict=True):
         diff = {k: (setting(runs[0], k), setting(r, k)) for k in keys if setting(runs[0], k) != setting(r, k)}
         if diff:
             raise ValueError(f"{p} {what} {paths[0]} (first, this): {diff}")
+
+
+def _init_from(settings: dict):
+    """The pretrained weights a results file names (files written before init_from say "pretrained")."""
+    return settings.get("init_from", settings.get("pretrained"))
 
 
 def _merge_source(entry) -> tuple[Path, tuple[str, ...]]:
@@ -215,13 +265,14 @@ def merge(paths: list) -> dict:
             for m in [k for k in row if k in MODELS and k not in keep]:
                 del row[m]
     _require_same(paths, runs, (*_SETTINGS, "seed"), "was run with other settings than")
-    with_pretrained = {str(p): r["settings"].get("pretrained") for p, r in zip(paths, runs, strict=True)
+    with_pretrained = {str(p): _init_from(r["settings"]) for p, r in zip(paths, runs, strict=True)
                        if any("pretrained" in row for row in r["tasks"].values())}
     if len(set(with_pretrained.values())) > 1:
         raise ValueError(f"pretrained rows from different checkpoints cannot share a table: {with_pretrained}; "
                          "take the other files' baselines only, as PATH:scratch,bilstm")
     out = {"settings": {**runs[0]["settings"], "merged_from": entries}, "tasks": {}}
-    out["settings"]["pretrained"] = next(iter(with_pretrained.values()), None)
+    out["settings"].pop("pretrained", None)
+    out["settings"]["init_from"] = next(iter(with_pretrained.values()), None)
     for r in runs:
         for task, row in r["tasks"].items():
             into = out["tasks"].setdefault(task, {})
@@ -243,7 +294,7 @@ def pool_seeds(paths: list) -> dict:
     import statistics
 
     runs = [json.loads(Path(p).read_text()) for p in paths]
-    _require_same(paths, runs, (*_SETTINGS, "pretrained"), "differs in more than the seed from")
+    _require_same(paths, runs, (*_SETTINGS, "init_from"), "differs in more than the seed from")
     seeds = [r["settings"]["seed"] for r in runs]
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"a seed appears twice in {[str(p) for p in paths]}: {seeds}")
@@ -313,19 +364,80 @@ def print_table(results: dict) -> None:
         print(f"{task:26} {key.split('/')[1]:12} " + " ".join(f"{v:>10.3f}" if v is not None else f"{'-':>10}" for v in cells))
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--benchmark", type=Path)
-    p.add_argument("--tokenizer", type=Path)
-    p.add_argument("--merge", nargs="+", default=None, metavar="RESULTS[:MODEL,...]",
-                   help="join these results.json files (runs of different models) into --out instead of training; "
-                        "PATH:scratch,bilstm takes only those models from PATH")
-    p.add_argument("--pool-seeds", nargs="+", default=None, metavar="RESULTS",
-                   help="mean and standard deviation over results.json files that differ only in --seed, into --out")
-    p.add_argument("--pretrained", default=None, help="MaskedLMSystem .ckpt or encoder folder")
-    p.add_argument("--config", type=Path, default=Path("configs/code/varmisuse_tiny.yaml"),
-                   help="a fine-tuning YAML whose encoder config all Transformers use")
-    p.add_argument("--tasks", nargs="+", default=["variable_misuse"])
+def _write_table(results: dict, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    plot(results, out / "results.png")
+    print_table(results)
+    print(f"wrote {out / 'results.json'} and {out / 'results.png'}")
+
+
+def _existing_files(paths: list[str], option: str) -> None:
+    for entry in paths:
+        path = _merge_source(entry)[0]
+        if not path.is_file():
+            raise FileNotFoundError(f"{option} {path} does not exist; give results.json files of `tessera eval code`")
+
+
+@job("eval", "code", help="fine-tune pretrained vs from-scratch vs BiLSTM on CuBERT tasks (JSON + plot)",
+     example="tessera eval code --benchmark cache:code/benchmark-stdlib-tiny --init-from runs/code/mlm-tiny "
+             "--tasks variable_misuse --steps 300")
+def eval_code(args: argparse.Namespace) -> int:
+    """Fine-tune the pretrained encoder (--init-from: an encoder folder or a masked-LM run), the same
+    Transformer from scratch and a BiLSTM with the same budget on the same splits of each task and
+    report test figures; with several --lr each model keeps the one with the best validation score.
+    --merge / --pool-seeds join results.json files of earlier runs instead of training."""
+    out = Path(args.out)
+    if args.merge or args.pool_seeds:
+        files = args.merge or args.pool_seeds
+        _existing_files(files, "--merge" if args.merge else "--pool-seeds")
+        results = merge(files) if args.merge else pool_seeds(files)
+        _write_table(results, out)
+        return 0
+    if args.benchmark is None:
+        raise UserError("--benchmark is required (a folder of `tessera prepare code-benchmark`), unless --merge or --pool-seeds")
+    from ..data.code import resolve
+
+    benchmark = resolve(args.benchmark)
+    if not benchmark.is_dir():
+        raise FileNotFoundError(f"--benchmark {benchmark} does not exist; build it with "
+                                f"`tessera prepare code-benchmark --out {args.benchmark}`")
+    for task in args.tasks:
+        if not (benchmark / task / "train.jsonl").is_file():
+            raise FileNotFoundError(f"--benchmark {benchmark} has no {task}/train.jsonl; build it with "
+                                    f"`tessera prepare code-benchmark --out {args.benchmark} --tasks {task}`")
+        if args.select_by is not None and args.select_by not in selectable(task):
+            raise UserError(f"--select-by {args.select_by} is not a validation metric of {task}; choose one of {selectable(task)}")
+    tokenizer = resolve(args.tokenizer) if args.tokenizer else None
+    if args.init_from:
+        enc_cfg, own_tok = pretrained_setup(args.init_from)
+        tokenizer = tokenizer or own_tok
+    else:
+        if "pretrained" in args.models and args.models != ["pretrained"]:
+            print("no --init-from: the pretrained row is left out")
+        enc_cfg = encoder_config(args.config)
+    if tokenizer is None or not tokenizer.exists():
+        raise FileNotFoundError(f"no code tokenizer ({tokenizer}); give --tokenizer (a tokenizer or encoder folder), "
+                                "or --init-from an encoder folder, which carries its own")
+    results = evaluate(args.tasks, benchmark, tokenizer, args.init_from, enc_cfg, out, args.steps,
+                       args.batch_size, args.max_length, args.max_examples, args.lr, args.models, args.seed,
+                       progress=not args.quiet, precision=args.precision, bilstm_lr=args.bilstm_lr, pooling=args.pooling,
+                       val_every=args.val_every, select_by=args.select_by, save_models=args.save_models)
+    print_table(results)
+    print(f"wrote {out / 'results.json'} and {out / 'results.png'}")
+    return 0
+
+
+@eval_code.arguments
+def _(p: argparse.ArgumentParser) -> None:
+    from modalities.code import TASKS
+
+    p.add_argument("--benchmark", default=None, help="a benchmark folder (cache:REL is under $TESSERA_CACHE)")
+    p.add_argument("--init-from", default=None, help="the pretrained encoder: an encoder folder or a masked-LM run")
+    p.add_argument("--tokenizer", default=None, help="code tokenizer (default: the one --init-from carries)")
+    p.add_argument("--config", default="configs/code/varmisuse_tiny.yaml",
+                   help="without --init-from: a YAML whose encoder config the Transformers use")
+    p.add_argument("--tasks", nargs="+", default=["variable_misuse"], choices=TASKS)
     p.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--batch-size", type=int, default=16)
@@ -341,36 +453,80 @@ def main(argv: list[str] | None = None) -> int:
                    help="validate every N steps and test the best validation round's weights (default: the last)")
     p.add_argument("--select-by", default=None, choices=sorted({k for v in SELECTABLE.values() for k in v} | set(CLASSIFIER_METRICS)),
                    help="the validation metric that chooses the round and the lr (default: joint for "
-                        "variable_misuse_repair, accuracy otherwise); classification judges the pointer as a bug detector")
+                        "variable_misuse_repair, accuracy otherwise)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--save-models", action=argparse.BooleanOptionalAction, default=True,
-                   help="keep each run's tested weights + config.yaml under OUT (for scripts/code_predict.py)")
-    p.add_argument("--out", type=Path, default=Path("runs/code/eval"))
-    a = p.parse_args(argv)
-    if a.merge or a.pool_seeds:
-        results = merge(a.merge) if a.merge else pool_seeds(a.pool_seeds)
-        a.out.mkdir(parents=True, exist_ok=True)
-        (a.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-        plot(results, a.out / "results.png")
-        print_table(results)
-        if a.pool_seeds:
-            print(f"seeds {results['settings']['seed']}; per seed:")
-            for task, row in results["tasks"].items():
-                for m, v in row.items():
-                    print(f"  {task:26} {m:15} " + " ".join(f"{x:.3f}" for x in v["per_seed"]) + f"   std {v['std']:.3f}")
-        print(f"wrote {a.out / 'results.json'} and {a.out / 'results.png'}")
-        return 0
-    if a.benchmark is None or a.tokenizer is None:
-        p.error("--benchmark and --tokenizer are required (unless --merge or --pool-seeds)")
-    torch.set_num_threads(max(1, torch.get_num_threads()))
-    results = evaluate(a.tasks, a.benchmark, a.tokenizer, a.pretrained, encoder_config(a.config), a.out, a.steps,
-                       a.batch_size, a.max_length, a.max_examples, a.lr, a.models, a.seed, progress=True,
-                       precision=a.precision, bilstm_lr=a.bilstm_lr, pooling=a.pooling, val_every=a.val_every,
-                       select_by=a.select_by, save_models=a.save_models)
+                   help="keep each run's tested weights + config.yaml under OUT (for tessera eval code-predict)")
+    p.add_argument("--merge", nargs="+", default=None, metavar="RESULTS[:MODEL,...]",
+                   help="join these results.json files into --out instead of training; PATH:scratch,bilstm takes "
+                        "only those models from PATH")
+    p.add_argument("--pool-seeds", nargs="+", default=None, metavar="RESULTS",
+                   help="mean and standard deviation over results.json files that differ only in --seed")
+    p.add_argument("--out", default="runs/code/eval")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+@job("eval", "code-misuse", help="Variable Misuse from a masked LM's own head, no fine-tuning (JSON + plot)",
+     example="tessera eval code-misuse --mlm runs/code/mlm-tiny --benchmark cache:code/benchmark-stdlib-tiny")
+def eval_code_misuse(args: argparse.Namespace) -> int:
+    """Every use of a local variable is masked in turn and the MLM head scores the name written
+    there against the function's other locals; thresholds are chosen on the valid split, figures
+    reported on test (classification, AUROC; localisation, repair, joint for the repair task)."""
+    from ..code_misuse import print_table, run
+    from ..data.code import resolve
+
+    benchmark = resolve(args.benchmark)
+    if not benchmark.is_dir():
+        raise FileNotFoundError(f"--benchmark {benchmark} does not exist; build it with "
+                                f"`tessera prepare code-benchmark --out {args.benchmark}`")
+    results = run(benchmark, args.tokenizer and resolve(args.tokenizer), args.mlm, Path(args.out), args.tasks,
+                  args.max_length, args.max_examples, args.batch_size, args.precision, progress=not args.quiet,
+                  paired_benchmark=resolve(args.paired) if args.paired else None, max_pairs=args.max_pairs)
     print_table(results)
-    print(f"wrote {a.out / 'results.json'} and {a.out / 'results.png'}")
+    if "paired" in results:
+        print("within pairs:", json.dumps(results["paired"]))
+    print(f"wrote {Path(args.out) / 'results.json'} and {Path(args.out) / 'margins.png'}")
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+@eval_code_misuse.arguments
+def _(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--mlm", required=True, help="a masked-LM run (tessera fit --config configs/code/mlm_*.yaml): "
+                   "its folder, log folder or a .ckpt in it")
+    p.add_argument("--benchmark", required=True, help="a benchmark folder (tessera prepare code-benchmark)")
+    p.add_argument("--tokenizer", default=None, help="the encoder's code tokenizer (default: the run's own)")
+    p.add_argument("--out", default="runs/code/misuse-mlm")
+    p.add_argument("--tasks", nargs="+", default=["variable_misuse", "variable_misuse_repair"],
+                   choices=("variable_misuse", "variable_misuse_repair"))
+    p.add_argument("--max-length", type=int, default=256)
+    p.add_argument("--max-examples", type=int, default=None, help="per split, a seeded sample (as tessera eval code)")
+    p.add_argument("--batch-size", type=int, default=64, help="masked sequences per forward pass")
+    p.add_argument("--precision", choices=("bf16", "32"), default="bf16")
+    p.add_argument("--paired", default=None, help="also a benchmark written with --paired: how the bug moves the scores")
+    p.add_argument("--max-pairs", type=int, default=400)
+    p.add_argument("--quiet", action="store_true")
+
+
+@job("eval", "code-predict", help="a fine-tuned bug detector over Python files: JSON lines, most suspicious first",
+     example="tessera eval code-predict --model runs/code/repair-tiny mypkg/ --out runs/code/preds.jsonl")
+def eval_code_predict(args: argparse.Namespace) -> int:
+    """Score every function under the given paths with a fine-tuned model (a `tessera fit` run of
+    configs/code/varmisuse_tiny.yaml, repair_tiny.yaml, ..., or a run folder `tessera eval code`
+    kept): the bug probability, and for variable_misuse_repair also the occurrence the pointer
+    suspects and the variable it would put there. Writes one JSON line per function (skipped ones
+    last, with the reason) and prints the --top ones. The scores are only as good as the model."""
+    from ..code_predict import predict_paths
+
+    return predict_paths(args.model, args.paths, Path(args.out), args.max_chars, args.batch_size, args.top,
+                         progress=not args.quiet)
+
+
+@eval_code_predict.arguments
+def _(p: argparse.ArgumentParser) -> None:
+    p.add_argument("paths", nargs="+", help="Python files or folders (searched for *.py)")
+    p.add_argument("--model", required=True, help="a fine-tuned run: its folder, log folder or a checkpoint in it")
+    p.add_argument("--out", default="predictions.jsonl", help="JSON lines, most suspicious first")
+    p.add_argument("--max-chars", type=int, default=20000, help="functions longer than this are left out")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--top", type=int, default=10)
+    p.add_argument("--quiet", action="store_true")
