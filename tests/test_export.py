@@ -117,3 +117,57 @@ def test_ckpt_path_last_resumes_the_runs_own_version(run, tmp_path):
 def test_ckpt_path_last_without_a_checkpoint_says_so(tmp_path, capsys):
     assert tessera([*fit_args(tmp_path, tmp_path, tmp_path / "fresh", 2), "--ckpt_path", "last"]) == 2
     assert "no last.ckpt under" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kind", ["bert", "roberta", "xlm-roberta"])
+def test_hf_export_reloads_in_transformers_with_our_hidden_states(tmp_path, kind):
+    import transformers
+
+    import modalities
+
+    common = dict(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
+                  max_position_embeddings=64, type_vocab_size=2)
+    torch.manual_seed(0)
+    if kind == "bert":
+        src = transformers.BertModel(transformers.BertConfig(**common))
+    elif kind == "roberta":
+        src = transformers.RobertaModel(transformers.RobertaConfig(pad_token_id=1, **common))
+    else:
+        src = transformers.XLMRobertaModel(transformers.XLMRobertaConfig(pad_token_id=1, **common))
+    src.eval().save_pretrained(tmp_path / "src")
+    assert tessera(["import", str(tmp_path / "src"), str(tmp_path / "ours")]) == 0
+    assert tessera(["export", str(tmp_path / "ours"), str(tmp_path / "hf"), "--format", "hf"]) == 0
+    back = transformers.AutoModel.from_pretrained(tmp_path / "hf", add_pooling_layer=False).eval()
+    enc = modalities.load_encoder(tmp_path / "ours")
+    mask = torch.arange(12)[None] < torch.tensor([12, 5, 9])[:, None]
+    ids = torch.randint(3, 99, mask.shape).masked_fill(~mask, 1 if kind != "bert" else 0)
+    with torch.no_grad():
+        ours = enc(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
+        theirs = back(input_ids=ids, attention_mask=mask.long(), output_hidden_states=True).hidden_states
+    for a, b in zip(ours, theirs, strict=True):
+        assert (a - b)[mask].abs().max() < 1e-5
+
+
+def test_sentence_transformers_export_encodes_as_tessera_embed(run, tmp_path):
+    from sentence_transformers import SentenceTransformer
+
+    lines = tmp_path / "lines.txt"
+    texts = ["the model reads tokens", "predicts the masked ones from their context", "a sequence"]
+    lines.write_text("\n".join(texts) + "\n")
+    assert tessera(["export", str(run["root"]), str(tmp_path / "st"), "--format", "sentence-transformers"]) == 0
+    assert tessera(["embed", "--encoder", str(run["log"] / "encoder"), str(lines), "--out", str(tmp_path / "emb"),
+                    "--quiet"]) == 0
+    ours = load_file(tmp_path / "emb" / "embeddings.safetensors")["embeddings"]
+    st = SentenceTransformer(str(tmp_path / "st"), device="cpu")
+    theirs = st.encode(texts, convert_to_tensor=True)
+    torch.testing.assert_close(ours, theirs.float(), atol=1e-5, rtol=0)
+
+
+def test_an_export_format_that_cannot_hold_the_encoder_says_why(tmp_path, capsys):
+    import modalities
+
+    enc = modalities.create_encoder("bert-tiny", position="alibi", norm="pre")
+    modalities.save_encoder(enc, tmp_path / "alibi")
+    assert tessera(["export", str(tmp_path / "alibi"), str(tmp_path / "hf"), "--format", "hf"]) == 2
+    err = capsys.readouterr().err
+    assert "not BERT-shaped" in err and "position='alibi'" in err

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import torch
 from torch import Tensor
 
 from ..hub import read_config, read_state_dict, register_importer, register_parity
@@ -70,8 +71,8 @@ def config_from_hf(hf: dict) -> TokenEncoderConfig:
         vocab_size=hf["vocab_size"],
         type_vocab_size=hf.get("type_vocab_size", 2),
         pad_token_id=pad,
-        # RoBERTa numbers positions from padding_idx + 1
-        position_offset=pad + 1 if model_type == "roberta" else 0,
+        # RoBERTa (and XLM-R) number positions from padding_idx + 1
+        position_offset=pad + 1 if model_type in ("roberta", "xlm-roberta") else 0,
     )
 
 
@@ -93,7 +94,7 @@ def convert_state_dict(state_dict: dict[str, Tensor], config: TokenEncoderConfig
     return out
 
 
-@register_importer("bert", "roberta")
+@register_importer("bert", "roberta", "xlm-roberta")
 def load_hf_bert(folder: Path) -> tuple[TokenEncoder, dict]:
     hf = read_config(folder)
     config = config_from_hf(hf)
@@ -109,7 +110,7 @@ def load_hf_bert(folder: Path) -> tuple[TokenEncoder, dict]:
     return encoder, meta
 
 
-@register_parity("bert", "roberta")
+@register_parity("bert", "roberta", "xlm-roberta")
 def bert_parity(folder: Path, encoder: TokenEncoder) -> float:
     """Every hidden state of a ragged batch (real tokens) against transformers' BertModel/RobertaModel."""
     import torch
@@ -124,4 +125,58 @@ def bert_parity(folder: Path, encoder: TokenEncoder) -> float:
     ours = encoder(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
     theirs = ref(input_ids=ids, attention_mask=mask.long(), output_hidden_states=True).hidden_states
     return max(float((a - b)[mask].abs().max()) for a, b in zip(ours, theirs, strict=True))
+
+
+def _fill_groups(pattern: str, values: tuple[str, ...]) -> str:
+    """``encoder\\.layer\\.(\\d+)\\.x\\.(weight|bias)`` + ("3", "bias") -> ``encoder.layer.3.x.bias``."""
+    it = iter(values)
+    return re.sub(r"\([^)]*\)", lambda _: next(it), pattern).replace("\\.", ".")
+
+
+_INVERSE_ACTS = {"gelu": "gelu", "gelu_tanh": "gelu_pytorch_tanh", "relu": "relu"}
+
+
+def to_hf(encoder: TokenEncoder) -> tuple[dict, dict[str, Tensor]]:
+    """(HF config dict, HF state dict) of a BERT-shaped TokenEncoder: the inverse of the importer,
+    so that ``transformers.AutoModel.from_pretrained`` rebuilds the same function. Refuses the
+    options BertModel / RobertaModel cannot express (ALiBi/RoPE, pre-LN, GLU, bias-free layers)."""
+    cfg = encoder.config
+    problems = [f"{k}={getattr(cfg, k)!r}" for k, ok in (
+        ("position", cfg.position == "absolute"), ("norm", cfg.norm == "post"),
+        ("activation", cfg.activation in _INVERSE_ACTS), ("bias", cfg.bias), ("embedding_norm", cfg.embedding_norm),
+    ) if not ok]
+    roberta = cfg.position_offset > 0
+    if roberta and cfg.position_offset != cfg.pad_token_id + 1:
+        problems.append(f"position_offset={cfg.position_offset} (RoBERTa's is pad_token_id + 1)")
+    if problems:
+        raise ValueError(f"this encoder is not BERT-shaped ({', '.join(problems)}); transformers' BertModel "
+                         "cannot hold it: export it as a Tessera folder instead")
+    hf = {
+        "model_type": "roberta" if roberta else "bert",
+        "architectures": ["RobertaModel" if roberta else "BertModel"],
+        "hidden_size": cfg.hidden_size, "num_hidden_layers": cfg.num_layers, "num_attention_heads": cfg.num_heads,
+        "intermediate_size": cfg.intermediate_size, "hidden_act": _INVERSE_ACTS[cfg.activation],
+        "max_position_embeddings": cfg.max_position_embeddings,  # the table's rows (RoBERTa's offset included)
+        "layer_norm_eps": cfg.layer_norm_eps, "hidden_dropout_prob": cfg.hidden_dropout,
+        "attention_probs_dropout_prob": cfg.attention_dropout, "initializer_range": cfg.initializer_range,
+        "vocab_size": cfg.vocab_size, "type_vocab_size": max(cfg.type_vocab_size, 1), "pad_token_id": cfg.pad_token_id,
+        "position_embedding_type": "absolute",
+    }
+    state: dict[str, Tensor] = {}
+    for name, value in encoder.state_dict().items():
+        if m := re.fullmatch(r"backbone\.layers\.(\d+)\.attn\.qkv\.(weight|bias)", name):
+            layer, kind = m.groups()
+            for part, chunk in zip(("query", "key", "value"), value.chunk(3, dim=0), strict=True):
+                state[f"encoder.layer.{layer}.attention.self.{part}.{kind}"] = chunk.clone()
+            continue
+        for pattern, target in RENAMES:  # the importer's table read backwards: fill the source pattern's groups
+            target_re = re.escape(target).replace(r"\{0\}", "(.+?)").replace(r"\{1\}", "(.+?)")
+            if mm := re.fullmatch(target_re, name):
+                state[_fill_groups(pattern, mm.groups())] = value.clone()
+                break
+        else:
+            raise KeyError(f"{name} has no place in a BertModel")
+    if cfg.type_vocab_size == 0:  # BertModel always has token types: one row of zeros adds nothing
+        state["embeddings.token_type_embeddings.weight"] = torch.zeros(1, cfg.hidden_size)
+    return hf, state
 
