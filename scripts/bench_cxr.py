@@ -42,7 +42,7 @@ def texts_and_tokenizer(n: int):
 
 
 def batches(texts, tok, batch_size: int, max_length: int = 128):
-    from tasks.cxr_eval import tokenize
+    from tasks.eval.cxr import tokenize
 
     return [tokenize(tok, texts[s : s + batch_size], max_length) for s in range(0, len(texts), batch_size)]
 

@@ -23,15 +23,15 @@ def cxr_part(out: Path, pretrain_steps: int = 500, simcse_steps: int = 30, super
     """``pretrain_steps``: causal LM + MNTP (half each) for the decoder, MLM for the BERT tower.
     Below ~300 steps the BERT tower's MLM is still on the unigram plateau (validation accuracy =
     the most frequent token's share) and its supervised step collapses: keep it at 500."""
-    from tasks.cxr_eval import (
+    from tasks.cxr_pipeline import run_pipeline
+    from tasks.data.cxr import load_reports
+    from tasks.eval.cxr import (
         folder_encoder,
         retrieval_table,
         test_pairs,
         tfidf_encoder,
         write_report,
     )
-    from tasks.cxr_pipeline import run_pipeline
-    from tasks.data.cxr import load_reports
 
     out = out / "cxr"
     t0 = time.time()

@@ -6,12 +6,15 @@
 - ``ContrastiveTextSystem``: unsupervised SimCSE (the same report twice, dropout as the only
   augmentation) or supervised contrastive on (findings, impression) pairs; validation is
   findings -> impression retrieval on the validation reports (Recall@1/5/10).
-- ``CLIPSystem``: image tower + text tower with open_clip's ``ClipLoss`` or ``SigLipLoss``.
+- ``CLIPSystem``: image tower + text tower with open_clip's ``ClipLoss`` or ``SigLipLoss``; its
+  encoder folder is the text tower, with the rest of the dual tower under ``dual_tower/``.
 - ``ExportEncoder`` (``tasks.callbacks``; importable from here too): a callback writing the trained
   tower (LoRA merged) as a Tessera folder that ``load_encoder`` and the next stage's ``init_from`` read.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import lightning as L
 import torch
@@ -208,6 +211,17 @@ class CLIPSystem(_Optimised):
 
     def setup(self, stage: str) -> None:
         self.loss_fn = clip_loss(self.hparams.loss, rank=self.global_rank, world_size=self.trainer.world_size)
+
+    def export_encoder(self, folder: str | Path, **meta) -> Path:
+        """The encoder folder of a dual tower: its text tower (a text encoder folder that ``tessera
+        embed`` and a text stage's ``init_from`` read; LLM2Vec LoRA merged), and the image tower,
+        adapter, projections and logit scale under ``dual_tower/`` (``modalities.cxr.load_dual_tower``
+        rebuilds the whole; ``tessera eval cxr-clip`` takes the folder)."""
+        from modalities.cxr.dual import DUAL_DIR, save_dual_tower
+
+        out = export_tower(self.model.text_tower, folder, dual_tower=DUAL_DIR, **meta)
+        save_dual_tower(self.model, out)
+        return out
 
     def training_step(self, batch, batch_idx):
         if not batch:  # every image of the batch failed to decode (counted by the data module)

@@ -54,3 +54,43 @@ def write_tgz(folder: Path, target: Path) -> Path:
     with tarfile.open(target, "w:gz") as tar:
         tar.add(folder, arcname="ecgen-radiology")
     return target
+
+
+def text_tower_folder(folder: Path, reports: Path, vocab_size: int = 200) -> Path:
+    """A tiny BERT-shaped text tower exported as a run would (tokenizer.json, meta.modality text)."""
+    import modalities
+    from modalities.cxr import TextTower, read_openi
+    from modalities.text import train_wordpiece
+    from tasks.callbacks import export_tower
+
+    tok = train_wordpiece([r.text for r in read_openi(reports)], vocab_size)
+    torch.manual_seed(0)
+    tower = TextTower(modalities.create_encoder("bert-tiny", vocab_size=vocab_size, num_layers=1), "mean").eval()
+    out = export_tower(tower, folder, modality="text")
+    tok.save(str(out / "tokenizer.json"))
+    return out
+
+
+def dual_tower_folder(folder: Path, reports: Path, vocab_size: int = 200, image_size: int = 32) -> Path:
+    """A tiny dual tower (LLM2Vec text tower, timm resnet10t) exported as a clip run would."""
+    import json
+
+    from modalities.cxr import (
+        DualTower,
+        ImageTower,
+        LLM2VecConfig,
+        LLM2VecEncoder,
+        read_openi,
+        tiny_decoder,
+    )
+    from modalities.text import train_wordpiece
+    from tasks.cxr import CLIPSystem
+
+    tok = train_wordpiece([r.text for r in read_openi(reports)], vocab_size)
+    torch.manual_seed(0)
+    text = LLM2VecEncoder(LLM2VecConfig(decoder=tiny_decoder(vocab_size=vocab_size)))
+    system = CLIPSystem(DualTower(ImageTower("resnet10t", image_size=image_size), text, embed_dim=16))
+    out = system.export_encoder(folder, modality="text")
+    tok.save(str(out / "tokenizer.json"))
+    (out / "dual_tower" / "preprocess.json").write_text(json.dumps({"image_size": image_size}))
+    return out

@@ -58,7 +58,7 @@ def test_openi_reader_counts_skips_folder_and_tgz(tmp_path):
 
 
 def test_openi_reader_errors(tmp_path):
-    with pytest.raises(FileNotFoundError, match="prepare_cxr"):
+    with pytest.raises(FileNotFoundError, match="tessera prepare cxr"):
         list(read_openi(tmp_path / "missing.tgz"))
     (tmp_path / "bad.tgz").write_bytes(b"not a tar")
     with pytest.raises(ValueError, match="not a readable tar"):
@@ -79,7 +79,7 @@ def test_huge_report_is_skipped(tmp_path):
 
 
 @pytest.mark.skipif(not (default_cache_dir() / "cxr" / "NLMCXR_reports.tgz").is_file(),
-                    reason="OpenI reports not in the cache; run python scripts/prepare_cxr.py")
+                    reason="OpenI reports not in the cache; run tessera prepare cxr")
 def test_real_openi_reports():
     stats = ReadStats()
     reps = list(read_openi(default_cache_dir() / "cxr" / "NLMCXR_reports.tgz", stats))
@@ -288,7 +288,7 @@ def test_bad_images(tmp_path):
 
 
 @pytest.mark.skipif(not (default_cache_dir() / "cxr" / "RG1_UNCR.dcm").is_file(),
-                    reason="RG1_UNCR.dcm not in the cache; run python scripts/prepare_cxr.py")
+                    reason="RG1_UNCR.dcm not in the cache; run tessera prepare cxr")
 def test_real_radiograph_rg1_uncr():
     img = read_image(default_cache_dir() / "cxr" / "RG1_UNCR.dcm")  # PA chest, MONOCHROME1
     assert img.shape == (1955, 1841)
@@ -307,7 +307,7 @@ def test_image_tower_by_name_and_bad_input():
     with pytest.raises(ValueError, match="timm has no model"):
         ImageTower("no-such-net")
     with pytest.raises(FileNotFoundError):
-        ImageTower("resnet10t", weights="/nope.safetensors")
+        ImageTower("resnet10t", init_from="/nope.safetensors")
 
 
 def test_timm_weights_from_a_local_safetensors_file(tmp_path):
@@ -319,7 +319,7 @@ def test_timm_weights_from_a_local_safetensors_file(tmp_path):
     src = timm.create_model("resnet10t", pretrained=False)
     state = {k: v.contiguous() for k, v in src.state_dict().items()}
     save_file(state, tmp_path / "resnet10t.safetensors")
-    tower = ImageTower("resnet10t", weights=str(tmp_path / "resnet10t.safetensors"))
+    tower = ImageTower("resnet10t", init_from=str(tmp_path / "resnet10t.safetensors"))
     got = tower.model.state_dict()
     stem = next(k for k in got if got[k].dim() == 4)  # the first convolution
     assert got[stem].shape[1] == 1 and torch.allclose(got[stem], state[stem].sum(1, keepdim=True), atol=1e-6)
@@ -336,7 +336,7 @@ def test_open_clip_visual_tower_random_and_from_a_local_file(tmp_path):
     assert tower(torch.randn(2, 1, 64, 64)).shape == (2, tower.output_dim) and tower.output_dim == 1024
     clip = open_clip.create_model("RN50", force_image_size=64)
     torch.save({"state_dict": clip.state_dict()}, tmp_path / "rn50.pt")  # open_clip's checkpoint layout
-    loaded = ImageTower("RN50", source="open_clip", weights=str(tmp_path / "rn50.pt"), image_size=64)
+    loaded = ImageTower("RN50", source="open_clip", init_from=str(tmp_path / "rn50.pt"), image_size=64)
     for k, v in clip.visual.state_dict().items():
         assert torch.equal(loaded.model.state_dict()[k], v), k
     x = torch.randn(1, 1, 64, 64)

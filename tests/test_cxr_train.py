@@ -150,9 +150,38 @@ def test_image_report_module_counts_missing_and_corrupt_images(reports, tmp_path
 
     expected = sum(1 for k in range(4, 121, 4) if split_of(f"CXR{k}") != "test")  # the test split is not loaded
     assert dm.stats["skipped_missing_image"] == expected > 0
-    batches = list(dm.val_dataloader()) + list(dm.train_dataloader())
+    dm.num_workers = 1  # the count must travel back from a worker process in the batch
+    batches = [dm.count_bad_images(b) for b in list(dm.val_dataloader()) + list(dm.train_dataloader())]
     n = sum(len(b["images"]) for b in batches if b)
-    assert dm.bad_images > 0 and n + dm.bad_images == dm.stats["train_pairs"] + dm.stats["val_pairs"]
+    bad = sum(dm.bad_images.values())
+    corrupt = [k for k in range(1, 121) if k % 5 == 0 and k % 4 != 0]
+    for split in ("train", "val"):
+        assert dm.bad_images[split] == sum(split_of(f"CXR{k}") == split for k in corrupt)
+    assert bad > 0 and n + bad == dm.stats["train_pairs"] + dm.stats["val_pairs"]
+
+
+@pytest.mark.slow
+def test_one_undecodable_validation_image_is_dropped_counted_and_printed(reports, tmp_path, capsys):
+    from PIL import Image
+
+    from modalities.cxr import split_of
+
+    root = tmp_path / "images"
+    root.mkdir()
+    val = [k for k in range(1, 121) if split_of(f"CXR{k}") == "val"]
+    for k in range(1, 121):
+        path = root / f"CXR{k}_IM-1.png"
+        if k == val[0]:
+            path.write_bytes(b"\x89PNG\r\n\x1a\n" + b"cut short")  # a PNG header and nothing else
+        else:
+            Image.fromarray(np.full((20, 20), k, np.uint8)).save(path)
+    assert _cli("clip_tiny.yaml", tmp_path / "run", reports, tmp_path, "--data.init_args.image_root", str(root),
+                "--data.init_args.image_size", "32", "--trainer.limit_val_batches", "1",
+                "--trainer.num_sanity_val_steps", "0") == 0
+    out = capsys.readouterr().out
+    assert "dropped 1 image(s) that did not decode (val 1)" in out
+    final = json.loads((tmp_path / "run" / "lightning_logs" / "version_0" / "metrics.json").read_text())["final"]
+    assert np.isfinite(final["val/loss"])
 
 
 def _cli(config, root, reports, tmp_path, *extra):
@@ -163,17 +192,31 @@ def _cli(config, root, reports, tmp_path, *extra):
                     "--data.init_args.vocab_size", "200", "--data.init_args.batch_size", "8", *extra])
 
 
+@pytest.mark.parametrize("config", ["bert_mlm_tiny.yaml", "llm2vec_simcse_tiny.yaml"])
+def test_a_text_run_exports_a_folder_that_tessera_embed_reads(config, reports, tmp_path):
+    assert _cli(config, tmp_path / "run", reports, tmp_path) == 0
+    encoder = tmp_path / "run" / "lightning_logs" / "version_0" / "encoder"
+    assert (encoder / "tokenizer.json").is_file()
+    assert json.loads((encoder / "config.json").read_text())["meta"]["modality"] == "text"
+    (tmp_path / "reports.txt").write_text("The heart is normal in size.\nLeft pneumothorax.\nLungs clear.\n")
+    out = tmp_path / "emb"
+    assert tessera(["embed", "--encoder", str(encoder), str(tmp_path / "reports.txt"), "--out", str(out), "--quiet",
+                    "--query", "pneumothorax on the left", "--top-k", "1"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["modality"] == "text" and summary["count"] == 3 and summary["dim"] == 128
+
+
 @pytest.mark.slow
 def test_llm2vec_stages_through_the_cli_then_retrieval(reports, tmp_path):
     from modalities import load_encoder
-    from tasks.cxr_eval import (
+    from tasks.data.cxr import load_reports
+    from tasks.eval.cxr import (
         folder_encoder,
         retrieval_table,
         test_pairs,
         tfidf_encoder,
         write_report,
     )
-    from tasks.data.cxr import load_reports
 
     _cli("llm2vec_clm_tiny.yaml", tmp_path / "clm", reports, tmp_path)  # the stand-in for a pretrained LLM
     clm = tmp_path / "clm" / "lightning_logs" / "version_0" / "encoder"
@@ -210,17 +253,26 @@ def test_clip_and_siglip_fit_on_synthetic_images(reports, tmp_path, loss):
     log = tmp_path / loss / "lightning_logs" / "version_0"
     final = json.loads((log / "metrics.json").read_text())["final"]
     assert np.isfinite(final["val/loss"]) and 0 <= final["val/i2t_recall@1"] <= 1
-    # the checkpoint reloads, and the synthetic-image evaluation runs on it
-    from tasks.cxr import CLIPSystem
-    from tasks.cxr_eval import clip_synthetic_eval
-    from tasks.data.cxr import load_reports, report_tokenizer
-
-    system = CLIPSystem.load_from_checkpoint(next((log / "checkpoints").glob("*.ckpt")), weights_only=False)
-    reps, _ = load_reports(reports)
-    tok, _ = report_tokenizer(reps, 200, tmp_path / "cache", "test")
-    r = clip_synthetic_eval(system.model, tok, reps, image_size=32, split="train")
+    # the encoder folder is the text tower (+ dual_tower/); the run folder and the encoder folder
+    # evaluate to the same figures (the run rebuilt by tasks.runs, the folder by load_dual_tower)
+    encoder = log / "encoder"
+    assert (encoder / "dual_tower" / "model.safetensors").is_file() and (encoder / "tokenizer.json").is_file()
+    assert json.loads((encoder / "dual_tower" / "preprocess.json").read_text())["image_size"] == 32
+    results = []
+    for src in (encoder, tmp_path / loss):
+        assert tessera(["eval", "cxr-clip", str(src), "--reports", str(reports), "--split", "train",
+                        "--out", str(tmp_path / "eval" / src.name)]) == 0
+        results.append(json.loads((tmp_path / "eval" / src.name / "clip_eval.json").read_text()))
+    r = results[0]
     assert r["images_are"].startswith("SYNTHETIC") and 0 <= r["i2t_same_findings"]["recall@1"] <= 1
-    assert set(r["zero_shot_auroc"]) <= {"cardiomegaly", "effusion", "pneumothorax", "nodule", "opacity"}
+    assert r["image_size"] == results[1]["image_size"] == 32
+    assert r["zero_shot_auroc"] == results[1]["zero_shot_auroc"]
+    assert r["i2t_same_findings"] == results[1]["i2t_same_findings"]
+    # and `tessera embed` reads the encoder folder as a text encoder
+    (tmp_path / "q.txt").write_text("Cardiomegaly.\nNo pneumothorax.\n")
+    assert tessera(["embed", "--encoder", str(encoder), str(tmp_path / "q.txt"), "--out", str(tmp_path / "emb"),
+                    "--quiet"]) == 0
+    assert json.loads((tmp_path / "emb" / "summary.json").read_text())["count"] == 2
 
 
 def test_pipeline_reuse_finds_only_finished_stages(tmp_path):
@@ -271,7 +323,7 @@ def test_clip_fits_under_ddp_on_two_cpu_processes(reports, tmp_path):
 
 
 def test_head_to_head_counts_wins_per_seed_and_style():
-    from tasks.cxr_eval import head_to_head
+    from tasks.eval.cxr import head_to_head
 
     def table(a1, b1):  # tower -> style -> direction -> metric; a and b differ only at f2i R@1
         def cell(r1):

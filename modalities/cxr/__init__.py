@@ -6,7 +6,7 @@ Importing this package registers the ``llm2vec`` architecture and the decoder im
 """
 
 from ..backbone.pooling import POOLERS, create_pooler
-from .dual import DualTower, TextAdapter
+from .dual import DualTower, TextAdapter, load_dual_tower, save_dual_tower
 from .images import CXRTransform, load_image_tensor, read_bitmap, read_dicom, read_image
 from .llm2vec import (
     DECODER_TYPES,
@@ -22,7 +22,7 @@ from .towers import ImageTower, TextTower
 
 __all__ = [
     "DECODER_TYPES", "CXRTransform", "DualTower", "ImageTower", "LLM2VecConfig", "LLM2VecEncoder", "POOLERS", "Report",
-    "STYLES", "TextAdapter", "TextTower", "abbreviate", "create_pooler", "import_llm2vec", "load_image_tensor",
+    "STYLES", "TextAdapter", "TextTower", "abbreviate", "create_pooler", "import_llm2vec", "load_dual_tower", "load_image_tensor",
     "load_llm2vec", "read_bitmap", "read_chexpert_csv", "read_dicom", "read_image", "read_mimic_cxr", "read_openi",
-    "reword_negations", "split_of", "tiny_decoder",
+    "reword_negations", "save_dual_tower", "split_of", "tiny_decoder",
 ]

@@ -4,11 +4,18 @@ LLM2CLIP: the LLM2Vec text tower stays frozen, a trainable adapter (residual MLP
 projection sit on top of its pooled output, and the image tower with its projection trains.
 Features come out L2-normalised with the logit scale (and SigLIP's bias), the inputs that
 open_clip's ``ClipLoss`` / ``SigLipLoss`` take.
+
+On disk a trained dual tower is its text tower's encoder folder (what ``tessera embed`` reads)
+with the rest under ``dual_tower/``: ``config.json`` (the image tower's and the dual tower's
+constructor arguments) and ``model.safetensors`` (image tower, adapter, projections, logit
+scale and bias). ``save_dual_tower`` writes that part, ``load_dual_tower`` rebuilds the whole.
 """
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -50,6 +57,8 @@ class DualTower(nn.Module):
                  freeze_text: bool = True, adapter_layers: int = 1, init_logit_scale: float = math.log(1 / 0.07),
                  init_logit_bias: float | None = None):
         super().__init__()
+        self.spec = {"embed_dim": embed_dim, "freeze_text": freeze_text, "adapter_layers": adapter_layers,
+                     "init_logit_scale": float(init_logit_scale), "init_logit_bias": init_logit_bias}
         self.image_tower = image_tower
         self.text_tower = freeze(text_tower) if freeze_text else text_tower
         self.freeze_text = freeze_text
@@ -91,3 +100,55 @@ class DualTower(nn.Module):
         if self.logit_bias is not None:
             out["logit_bias"] = self.logit_bias
         return out
+
+
+DUAL_DIR = "dual_tower"  # beside the text tower's config.json in an exported encoder folder
+DUAL_FORMAT = "tessera-dual-tower"
+
+
+def save_dual_tower(dual: DualTower, folder: str | Path) -> Path:
+    """Write everything of ``dual`` but its text tower into ``folder/dual_tower`` (the text tower
+    is the encoder folder itself, written by its own exporter). Returns that sub-folder."""
+    from safetensors.torch import save_file
+
+    spec = getattr(dual.image_tower, "spec", None)
+    if spec is None:
+        raise ValueError(f"{type(dual.image_tower).__name__} has no `spec` to rebuild it from; use ImageTower")
+    out = Path(folder) / DUAL_DIR
+    out.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous().cpu() for k, v in dual.state_dict().items() if not k.startswith("text_tower.")}
+    save_file(state, out / "model.safetensors")
+    (out / "config.json").write_text(json.dumps({"format": DUAL_FORMAT, "image_tower": spec, "dual": dual.spec},
+                                                indent=2) + "\n")
+    return out
+
+
+def load_dual_tower(folder: str | Path) -> DualTower:
+    """An exported dual tower: the text tower from ``folder`` (``load_text_tower``), the image
+    tower, adapter, projections and logit scale from ``folder/dual_tower``; every key loaded
+    strictly. Raises ``FileNotFoundError`` / ``ValueError`` naming the file that is missing or bad."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from .towers import ImageTower, load_text_tower
+
+    sub = Path(folder) / DUAL_DIR
+    cfg_path = sub / "config.json"
+    if not cfg_path.is_file():
+        raise FileNotFoundError(f"{folder} has no {DUAL_DIR}/config.json; it is not an exported dual tower "
+                                "(the encoder folder of a CLIPSystem run has one)")
+    try:
+        raw = json.loads(cfg_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{cfg_path} is not valid JSON ({e})") from None
+    if not isinstance(raw, dict) or raw.get("format") != DUAL_FORMAT:
+        raise ValueError(f"{cfg_path} is not a dual-tower config (format {DUAL_FORMAT!r})")
+    try:
+        state = load_file(sub / "model.safetensors")
+    except (SafetensorError, OSError) as e:
+        raise ValueError(f"{sub / 'model.safetensors'} is not a readable safetensors file ({e}); export it again") from None
+    text = load_text_tower(folder)
+    dual = DualTower(ImageTower(**raw["image_tower"]), text, **raw["dual"])
+    state.update({f"text_tower.{k}": v for k, v in text.state_dict().items()})
+    dual.load_state_dict(state, strict=True)
+    return dual.eval()

