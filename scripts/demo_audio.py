@@ -1,57 +1,101 @@
-"""`make demo`, MERT part: render labelled notes, pretrain a tiny MERT, probe pitch and family vs baselines.
+"""`make demo`'s MERT part: the rendered note set -> a tiny MERT pretrained on its training notes' audio
+(no labels) -> linear and MLP probes on every layer, pitch and instrument family, test notes from
+held-out GM programs, against the same architecture with random weights, log-CQT and log-mel.
 
-1. ~1,300 one-second notes (36 pitches x 36 GM programs in 12 families) rendered from the
-   TimGM6mb soundfont into the git-ignored cache (once; about 10 s);
-2. `tessera fit --config configs/audio/tiny.yaml` on the training notes' audio only (no labels):
-   acoustic codes by residual k-means on log-mel frames (fitted on the first batches) and an
-   84-bin CQT target; span masks, in-batch noise;
-3. linear and MLP probes on every layer's mean-pooled features, pitch (36 classes) and instrument
-   family (12 classes), test notes from held-out programs, against log-CQT, log-mel and random weights.
+    python scripts/demo_audio.py --out runs/demo/audio      # writes runs/demo/audio/summary.json
+
+1. ~1,300 notes (36 pitches x 36 GM programs in 12 families) rendered from the TimGM6mb soundfont
+   into the cache (once; about 10 s; the fit renders them itself on an empty cache);
+2. `tessera fit --config configs/audio/tiny.yaml`: k-means log-mel codes and an 84-bin CQT target,
+   span masks, in-batch noise; the run writes <log dir>/encoder;
+3. `tessera eval audio-probe --encoder <log dir>/encoder` on the note set.
+
+Budget: about 1-2 minutes on a 2-core CPU. The headline is pitch (linear probe, best layer) against
+the random-weights model. At this budget, and at every length tried up to 1,500 steps
+(docs/audio.md), the tiny pretrained model stays BELOW random weights on pitch; the summary's note
+says so whenever it happens. Instrument family is reported beside it (sometimes above, by a few notes).
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import time
 from pathlib import Path
 
+from tasks.cli import main as tessera
+
 ROOT = Path(__file__).resolve().parents[1]
-
-from probe_audio import print_table, probe  # noqa: E402  (scripts/ is on sys.path when run as a script)
-from render_notes import default_notes_dir, soundfont_path  # noqa: E402
-
-from modalities.audio.datasets import read_notes  # noqa: E402
-from modalities.audio.render import render_note_set  # noqa: E402
-from tasks.cli import main as tessera  # noqa: E402
+CONFIG = ROOT / "configs" / "audio" / "tiny.yaml"
 
 
-def audio_part(out: Path, steps: int = 150) -> dict:
+def audio_part(out: Path, steps: int = 150, seed: int = 0) -> dict:
     t0 = time.time()
-    notes = default_notes_dir()
-    render_note_set(soundfont_path(), notes, progress=False)  # cached after the first run
     root = out / "mert"
-    tessera(["fit", "--config", str(ROOT / "configs" / "audio" / "tiny.yaml"), "--trainer.default_root_dir", str(root),
-             "--data.init_args.train", str(notes / "train"), "--trainer.max_steps", str(steps),
-             "--trainer.val_check_interval", str(steps), "--trainer.enable_progress_bar", "false"])
+    rc = tessera(["fit", "--config", str(CONFIG), "--trainer.default_root_dir", str(root),
+                  "--trainer.max_steps", str(steps), "--trainer.val_check_interval", str(steps),
+                  "--trainer.enable_progress_bar", "false", "--seed_everything", str(seed),
+                  "--model.init_args.seed", str(seed), "--data.init_args.seed", str(seed)])
+    if rc:
+        raise SystemExit(f"MERT pretraining failed (exit {rc})")
     log = max((root / "lightning_logs").glob("version_*"), key=lambda p: int(p.name.split("_")[1]))
     train_seconds = time.time() - t0
-    from tasks.mert import MERTPretraining
-
-    system = MERTPretraining.load_from_checkpoint(log / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
-    result = probe(system.encoder.eval(), [read_notes(notes)], log / "probe", progress=False)
-    return {"job": "MERT tiny pretraining on rendered notes + linear and MLP probes", "steps": steps,
-            "train_seconds": round(train_seconds, 1), "wall_seconds": round(time.time() - t0, 1),
-            "probe": result, "probe_json": str(log / "probe" / "probe.json"), "probe_plot": str(log / "probe" / "probe.png"),
-            "metrics": str(log / "metrics.json")}
+    rc = tessera(["eval", "audio-probe", "--encoder", str(log / "encoder"), "--out", str(out / "probe"),
+                  "--quiet", "--seed", str(seed)])
+    if rc:
+        raise SystemExit(f"probing failed (exit {rc})")
+    probe = json.loads((out / "probe" / "probe.json").read_text())
+    pitch = probe["sets"]["notes"]["tasks"]["pitch"]["linear"]
+    family = probe["sets"]["notes"]["tasks"]["family"]["linear"]
+    model, baseline = pitch["model_best"], pitch["random_best"]
+    if model > baseline:
+        note = (f"pretrained beats random weights on pitch by {model - baseline:+.3f} (best layer L{pitch['model_best_layer']}); "
+                f"log-CQT {pitch['cqt']:.3f} stays far above (a 2 x 64 model on 864 notes)")
+    else:
+        note = (f"at this budget the tiny pretrained MERT does NOT beat random weights on pitch ({model - baseline:+.3f}); "
+                "no recipe tried on this CPU (up to 1,500 steps, CQT-only, unmasked-frame losses) does: see docs/audio.md")
+    return {
+        "part": "audio",
+        "task": "pitch of held-out-program notes, 36 classes (linear probe accuracy, best layer, test split)",
+        "model": {"name": f"tiny MERT, {steps} steps", "value": round(model, 4)},
+        "baseline": {"name": "same architecture, random weights (best layer)", "value": round(baseline, 4)},
+        "higher_is_better": True,
+        "seconds": round(time.time() - t0, 1),
+        "note": note,
+        "train_seconds": round(train_seconds, 1),
+        "family": {"model": family["model_best"], "random": family["random_best"], "log_mel": family["mel"],
+                   "log_cqt": family["cqt"]},
+        "pitch_spectral": {"log_cqt": pitch["cqt"], "log_mel": pitch["mel"]},
+        "probe_json": str(out / "probe" / "probe.json"),
+        "probe_plot": str(out / "probe" / "probe.png"),
+        "encoder": str(log / "encoder"),
+        "probe": probe,
+    }
 
 
 def print_audio(r: dict) -> None:
+    from tasks.eval.audio import print_table
+
     n = r["probe"]["sets"]["notes"]
-    print(f"MERT tiny: {r['steps']} pretraining steps on {n['train']} rendered notes, {r['wall_seconds']} s in all; "
+    print(f"MERT tiny: {r['model']['name']} on {n['train']} rendered notes, {r['seconds']} s in all; "
           f"probes tested on {n['test']} notes from held-out GM programs")
     print_table(r["probe"])
-    print(f"  plot: {r['probe_plot']}")
+    print(f"  {r['note']}\n  plot: {r['probe_plot']}")
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", type=Path, default=ROOT / "runs" / "demo" / "audio", help="writes OUT/summary.json")
+    p.add_argument("--steps", type=int, default=150, help="pretraining steps")
+    p.add_argument("--seed", type=int, default=0)
+    a = p.parse_args(argv)
+    a.out.mkdir(parents=True, exist_ok=True)
+    r = audio_part(a.out, a.steps, a.seed)
+    (a.out / "summary.json").write_text(json.dumps(r, indent=1))
+    print_audio(r)
+    print(f"summary: {a.out / 'summary.json'}")
+    return r
 
 
 if __name__ == "__main__":
-    out = ROOT / "runs" / "demo"
-    print_audio(audio_part(out))
+    main()

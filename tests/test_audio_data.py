@@ -1,5 +1,7 @@
 """Audio input: every WAV flavour decodes to mono float at 24 kHz; bad files are clear errors or counted skips."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -7,6 +9,7 @@ import torch
 
 from modalities.audio.io import AudioReadError, load_audio, normalize, pcm_to_float
 from tasks.data.audio import AudioFolderDataModule, collate_audio
+from tasks.jobs import UserError
 
 
 def tone(seconds=0.5, sr=24000, freq=440.0, channels=1):
@@ -104,9 +107,39 @@ def test_crops_are_seeded_by_epoch_and_index(tmp_path):
 
 
 def test_empty_folder_is_a_clear_error(tmp_path):
-    with pytest.raises(ValueError, match="no usable audio files"):
+    with pytest.raises(UserError, match=r"--data.init_args.train .* holds no audio files"):
+        AudioFolderDataModule(str(tmp_path)).setup("fit")
+    (tmp_path / "junk.wav").write_bytes(b"not audio" * 50)
+    with pytest.raises(UserError, match="no usable audio files.*unreadable: 1"):
         AudioFolderDataModule(str(tmp_path)).setup("fit")
     assert collate_audio([(None, "nan")])["skipped"] == ["nan"]
+
+
+def test_a_folder_none_of_whose_files_decode_is_named_at_setup(tmp_path):
+    # headers are fine (the probe passes), the samples are not: silence and NaN
+    for i in range(3):
+        sf.write(tmp_path / f"silent{i}.wav", np.zeros(12000, np.float32), 24000)
+    sf.write(tmp_path / "nan.wav", np.full(12000, np.nan, np.float32), 24000, subtype="FLOAT")
+    dm = AudioFolderDataModule(str(tmp_path), val_fraction=0.0, crop_seconds=0.4)
+    with pytest.raises(UserError, match=rf"none of 3 files sampled under {tmp_path} decodes.*silent"):
+        dm.setup("fit")
+
+
+def test_a_missing_user_folder_names_the_option_and_the_default_set(tmp_path):
+    dm = AudioFolderDataModule(str(tmp_path / "nope"))
+    with pytest.raises(UserError, match=r"--data.init_args.train .*nope does not exist.*tessera prepare audio-notes"):
+        dm.prepare_data()
+    dm = AudioFolderDataModule(str(tmp_path), val=str(tmp_path / "gone"))
+    with pytest.raises(UserError, match=r"--data.init_args.val .*gone does not exist"):
+        dm.prepare_data()
+
+
+def test_cache_paths_resolve_under_tessera_cache(tmp_path, monkeypatch):
+    from tasks.data.audio import resolve
+
+    monkeypatch.setenv("TESSERA_CACHE", str(tmp_path))
+    assert resolve("cache:audio/notes/train") == tmp_path / "audio" / "notes" / "train"
+    assert resolve("/x/y") == Path("/x/y")
 
 
 def test_teacher_fit_batches_are_a_seeded_draw_across_folders(tmp_path):

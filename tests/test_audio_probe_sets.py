@@ -142,7 +142,7 @@ def test_key_set_renders_transposed_pieces(tmp_path):
 
     sf2 = default_cache_dir() / "soundfonts" / "TimGM6mb.sf2"
     if not sf2.is_file():
-        pytest.skip("soundfont not in the cache: run scripts/render_notes.py once")
+        pytest.skip("soundfont not in the cache: run `tessera prepare audio-notes` once")
     from modalities.audio.datasets import read_keys
     from modalities.audio.render import read_key_set, render_key_set
 
@@ -160,7 +160,7 @@ def test_key_set_renders_transposed_pieces(tmp_path):
 def test_real_size_configs_use_merts_cqt_and_tiny_the_kmeans_teacher():
     import yaml
 
-    from tasks.mert import MERTPretraining  # noqa: F401  (the configs name it)
+    from tasks.audio import MERTPretraining  # noqa: F401  (the configs name it)
 
     root = __import__("pathlib").Path(__file__).resolve().parents[1] / "configs" / "audio"
     for name in ("mert_95m.yaml", "mert_330m.yaml"):

@@ -1,4 +1,5 @@
-"""MERT pretraining pieces: teachers, masks, noise, heads, a CLI fit on synthetic tones, probing."""
+"""tasks.audio (MERT pretraining, the RVQ-VAE teacher) and its pieces: teachers, masks, noise, heads,
+a CLI fit on synthetic tones, probing features."""
 
 import importlib.util
 import json
@@ -8,7 +9,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from conftest import load_script
+from audio_fixtures import tone_folder, tones
 
 from modalities.audio import create_audio_encoder
 from modalities.audio.heads import MERTHeads
@@ -20,20 +21,6 @@ from tasks.cli import main as cli_main
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "configs" / "audio" / "tiny.yaml"
-
-
-def tones(n, seconds=0.6, sr=24000):
-    t = torch.arange(int(seconds * sr)) / sr
-    return [0.3 * torch.sin(2 * torch.pi * 110 * 2 ** (i / 12) * t) for i in range(n)]
-
-
-def tone_folder(tmp_path, n, seconds):
-    """A folder of ``n`` semitone-spaced sine WAVs at 24 kHz."""
-    root = tmp_path / "music"
-    root.mkdir()
-    for i, x in enumerate(tones(n, seconds)):
-        sf.write(root / f"t{i}.wav", x.numpy(), 24000)
-    return root
 
 
 def test_cqt_teacher_has_mert_settings_and_finds_the_pitch():
@@ -102,11 +89,25 @@ def test_tiny_pretraining_through_the_cli(tmp_path):
     assert metrics["global_step"] == 4
     val = metrics["history"]["val"][-1]
     assert all(np.isfinite(val[f"val/{k}"]) for k in ("loss", "rvq_ce", "rvq_acc", "cqt_mse"))
-    from tasks.mert import MERTPretraining
+    from tasks.audio import MERTPretraining
+    from tasks.runs import load_system
 
-    system = MERTPretraining.load_from_checkpoint(log / "checkpoints" / "last.ckpt", weights_only=False)
+    system, _, _ = load_system(run)  # config.yaml + last.ckpt read with weights_only=True
+    assert isinstance(system, MERTPretraining)
     assert system.rvq_teacher.fitted  # the k-means codebooks travel with the checkpoint
     assert bool(system.heads.cqt_stats_set) and (system.heads.cqt_std != 1).all()  # so do the CQT statistics
+    encoder = json.loads((log / "encoder" / "config.json").read_text())
+    assert encoder["meta"]["modality"] == "audio" and encoder["meta"]["sample_rate"] == 24000
+    # the run's fitted k-means teacher labels a folder (read back through load_system, never unpickled)
+    assert cli_main(["prepare", "audio-codes", str(root), "--out", str(tmp_path / "codes"), "--run", str(run),
+                     "--quiet"]) == 0
+    from safetensors.torch import load_file
+
+    from tasks.prepare.audio import code_path
+
+    codes = load_file(code_path(tmp_path / "codes", root / "t0.wav"))["codes"]
+    wav = torch.from_numpy(sf.read(root / "t0.wav", dtype="float32")[0])[None]
+    assert torch.equal(codes.long(), system.rvq_teacher(wav)[0])
 
 
 def test_probe_features_and_linear_probe():
@@ -129,7 +130,7 @@ def test_rendered_notes_have_their_pitch(tmp_path):
 
     sf2 = default_cache_dir() / "soundfonts" / "TimGM6mb.sf2"
     if not sf2.is_file():
-        pytest.skip("soundfont not in the cache: run scripts/render_notes.py once")
+        pytest.skip("soundfont not in the cache: run `tessera prepare audio-notes` once")
     from modalities.audio.render import read_note_set, render_note_set
 
     notes = render_note_set(sf2, tmp_path, families=(0, 5), programs_per_family=2, pitches=(57, 59),
@@ -145,31 +146,7 @@ def test_rendered_notes_have_their_pitch(tmp_path):
         assert n.pitch - 24 in spec.topk(4).indices.tolist() or (n.pitch - 12) - 24 in spec.topk(4).indices.tolist()
 
 
-def test_code_precompute_resumes_and_counts_bad_files(tmp_path):
-    pc = load_script("precompute_codes")
-    code_path, precompute = pc.code_path, pc.precompute
-    from safetensors.torch import load_file
-
-    root = tone_folder(tmp_path, 3, 0.5)
-    (root / "broken.wav").write_bytes(b"garbage" * 20)
-    t = RVQTeacher(num_codebooks=2, codebook_size=8, num_filters=4, hidden_size=16, num_lstm_layers=1)
-    t.fit_codebooks(t.embed(torch.stack(tones(3, 0.5))).flatten(0, 1), iters=3)
-    files = sorted(root.glob("t*.wav")) + [root / "broken.wav"]
-    first = precompute(t, files[:2], tmp_path / "codes", chunk_seconds=0.2, progress=False)
-    done = code_path(tmp_path / "codes", files[1])
-    before = done.stat().st_mtime_ns
-    second = precompute(t, files, tmp_path / "codes", chunk_seconds=0.2, progress=False)  # "interrupted" run resumed
-    assert first.records == 2 and second.records == 1 and second.skipped == {"done_before": 2, "unreadable": 1}
-    assert not list((tmp_path / "codes").glob("*.partial"))
-    assert done.stat().st_mtime_ns == before
-    codes = load_file(code_path(tmp_path / "codes", root / "t0.wav"))["codes"]
-    whole = t(torch.stack(tones(1, 0.5)))[0]
-    assert codes.shape[0] == 2 and abs(codes.shape[1] - whole.shape[1]) <= 3
-    manifest = json.loads((tmp_path / "codes" / "manifest.json").read_text())
-    assert len(manifest["files"]) == 3 and list(manifest["skipped"].values()) == ["unreadable"]
-
-
-def test_rvq_vae_teacher_trains_and_loads_as_pretrained(tmp_path):
+def test_rvq_vae_teacher_trains_and_loads_as_init_from(tmp_path):
     root = tone_folder(tmp_path, 10, 0.6)
     run = tmp_path / "rvq"
     cli_main(["fit", "--config", str(ROOT / "configs" / "audio" / "rvq_tiny.yaml"), "--data.init_args.train", str(root),
@@ -179,7 +156,7 @@ def test_rvq_vae_teacher_trains_and_loads_as_pretrained(tmp_path):
     metrics = json.loads((run / "lightning_logs" / "version_0" / "metrics.json").read_text())
     val = [r["val/loss"] for r in metrics["history"]["val"]]
     assert np.isfinite(val).all() and val[-1] < val[0]  # reconstruction improves
-    teacher = RVQTeacher(num_codebooks=4, pretrained=str(run / "encodec"))
+    teacher = RVQTeacher(num_codebooks=4, init_from=str(run / "encodec"))
     assert teacher.fitted and teacher.codebook_size == 64
     codes = teacher(torch.stack(tones(2, 0.5)))
     assert codes.shape == (2, 4, 38) and codes.max() < 64
@@ -189,7 +166,7 @@ def test_unmasked_weight_adds_the_loss_on_unmasked_frames():
     """unmasked_weight (HuBERT's pred_nomask_weight): loss = masked loss + w * the same loss on the real
     unmasked frames; 0 (MERT's) leaves the masked loss alone."""
     from modalities.audio import AudioEncoder, AudioEncoderConfig
-    from tasks.mert import MERTPretraining
+    from tasks.audio import MERTPretraining
 
     def system(w):
         torch.manual_seed(0)

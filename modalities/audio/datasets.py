@@ -69,7 +69,7 @@ def _hash_split(key: str, test_fraction: float, seed: int = 0) -> bool:
 
 
 def read_notes(folder: str | Path) -> ProbeSet:
-    """The rendered GM note set (``scripts/render_notes.py``): pitch (from its lowest) and family.
+    """The rendered GM note set (``tessera prepare audio-notes``): pitch (from its lowest) and family.
     The test split holds out whole GM programs."""
     from .render import GM_FAMILIES, read_note_set
 
@@ -86,7 +86,7 @@ def read_notes(folder: str | Path) -> ProbeSet:
 
 
 def read_keys(folder: str | Path) -> ProbeSet:
-    """The rendered music21 pieces (``scripts/render_keys.py``): key, 24 classes (tonic x mode).
+    """The rendered music21 pieces (``tessera prepare audio-keys``): key, 24 classes (tonic x mode).
     The test split holds out whole pieces (every transposition of a piece sits on one side)."""
     from .render import KEY_NAMES, read_key_set
 

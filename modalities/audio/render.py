@@ -1,7 +1,7 @@
 """Labelled instrument notes rendered from a General MIDI soundfont: an NSynth-like probe set.
 
 The soundfont is TimGM6mb.sf2 (GPL-2, bundled in the ``pretty-midi`` wheel on PyPI; copied once
-into the git-ignored cache by ``scripts/render_notes.py``); rendering runs in-process with
+into the git-ignored cache by ``tessera prepare audio-notes``); rendering runs in-process with
 ``tinysoundfont``. Every note is labelled by MIDI pitch, GM program and GM instrument family
 (program // 8). Splits hold out whole *programs*: the test notes come from instruments the probe
 never saw, so the family task measures timbre generalisation, not memorised presets.
@@ -34,6 +34,21 @@ class Note:
     family: int  # program // 8
     velocity: int
     split: str  # train | test
+
+
+def write_audio(path: Path, x: np.ndarray, sample_rate: int, fmt: str) -> None:
+    """16-bit ``fmt`` (WAV / FLAC) written through ``NAME.partial``: a killed render leaves no
+    half-written file under the real name, so a rerun (which keeps existing files) redoes it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    sf.write(partial, x, sample_rate, subtype="PCM_16", format=fmt)
+    partial.replace(path)
+
+
+def write_text(path: Path, text: str) -> None:
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(text)
+    partial.replace(path)
 
 
 def render_note(synth, channel: int, pitch: int, velocity: int, seconds: float, release: float,
@@ -93,10 +108,9 @@ def render_note_set(
                 current = prog
             x = render_note(synth, 0, pitch, velocity, seconds, release, render_rate)
             x = resample(x, render_rate, sample_rate)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            sf.write(path, x, sample_rate, subtype="PCM_16")
+            write_audio(path, x, sample_rate, "WAV")
         notes.append(Note(name, pitch, prog, fam, velocity, split))
-    (out_dir / "labels.json").write_text(json.dumps([asdict(n) for n in notes]))
+    write_text(out_dir / "labels.json", json.dumps([asdict(n) for n in notes]))  # last: the set is complete
     return notes
 
 
@@ -104,7 +118,7 @@ def read_note_set(folder: str | Path) -> list[Note]:
     """The notes of a rendered set (``labels.json``)."""
     path = Path(folder) / "labels.json"
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: render the set first (python scripts/render_notes.py)")
+        raise FileNotFoundError(f"{path} not found: render the set first (tessera prepare audio-notes --out {Path(folder)})")
     return [Note(**d) for d in json.loads(path.read_text())]
 
 
@@ -234,11 +248,10 @@ def render_key_set(
             if s in todo:
                 synth.program_select(0, sfid, 0, program)
                 x = render_events(synth, [(t, k, p + s) for t, k, p in events], seconds, render_rate)
-                (out_dir / split).mkdir(parents=True, exist_ok=True)
-                sf.write(out_dir / rel, resample(x, render_rate, sample_rate), sample_rate, subtype="PCM_16")
+                write_audio(out_dir / rel, resample(x, render_rate, sample_rate), sample_rate, "FLAC")
             key = (tonic + s) % 12 + 12 * (mode == "minor")
             clips.append(KeyClip(rel, str(Path(path).relative_to(Path(path).parents[1])), key, s, program, split))
-    (out_dir / "labels.json").write_text(json.dumps({"clips": [asdict(c) for c in clips], "skipped": skipped}))
+    write_text(out_dir / "labels.json", json.dumps({"clips": [asdict(c) for c in clips], "skipped": skipped}))
     return clips
 
 
@@ -246,5 +259,5 @@ def read_key_set(folder: str | Path) -> list[KeyClip]:
     """The clips of a rendered key set (``labels.json``)."""
     path = Path(folder) / "labels.json"
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: render the set first (python scripts/render_keys.py)")
+        raise FileNotFoundError(f"{path} not found: render the set first (tessera prepare audio-keys --out {Path(folder)})")
     return [KeyClip(**d) for d in json.loads(path.read_text())["clips"]]

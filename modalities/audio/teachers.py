@@ -54,18 +54,28 @@ class CQTTeacher(nn.Module):
         return torch.log(mag + 1e-4) if self.log else mag
 
 
+def _model_type(folder: Path) -> str | None:
+    """The ``model_type`` of an HF folder's config.json (None without one)."""
+    import json
+
+    try:
+        return json.loads((folder / "config.json").read_text()).get("model_type")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 class RVQTeacher(nn.Module):
     """EnCodec's residual vector quantiser codes from transformers' ``EncodecModel``.
 
     Built from a config (trainable, or with codebooks fitted by residual k-means on the
-    user's audio: ``fit_codebooks``), or loaded from a local EnCodec folder (``pretrained``;
+    user's audio: ``fit_codebooks``), or loaded from a local EnCodec folder (``init_from``;
     ``facebook/encodec_24khz`` gives MERT's 8 x 1024 codes at 75 Hz with bandwidth 6.0).
 
     Args:
         num_codebooks: codebooks used (K); MERT: 8.
         codebook_size: entries per codebook; MERT: 1024.
         num_filters, hidden_size, num_lstm_layers: width of the small conv encoder.
-        pretrained: a local folder with an EnCodec config.json + weights; overrides the sizes.
+        init_from: a local folder with an EnCodec config.json + weights; overrides the sizes.
         sample_rate: must match the student's rate.
     """
 
@@ -76,16 +86,22 @@ class RVQTeacher(nn.Module):
         num_filters: int = 32,
         hidden_size: int = 128,
         num_lstm_layers: int = 2,
-        pretrained: str | None = None,
+        init_from: str | None = None,
         sample_rate: int = 24000,
     ):
         super().__init__()
         from transformers import EncodecConfig, EncodecModel
 
-        if pretrained is not None:
-            if not Path(pretrained).is_dir():
-                raise FileNotFoundError(f"RVQTeacher: pretrained={pretrained!r} is not a local folder")
-            self.model = EncodecModel.from_pretrained(pretrained, local_files_only=True)
+        if init_from is not None:
+            if not Path(init_from).expanduser().is_dir():
+                raise FileNotFoundError(f"RVQTeacher: init_from={init_from!r} is not a local folder; give an EnCodec "
+                                        "folder (config.json + weights), e.g. the <run>/encodec an rvq_tiny run wrote")
+            folder = Path(init_from).expanduser()
+            kind = _model_type(folder)
+            if kind != "encodec":
+                raise ValueError(f"RVQTeacher: init_from={init_from!r} holds a {kind or 'config.json-less'} model, "
+                                 "not EnCodec; give an EnCodec folder (config.json model_type 'encodec')")
+            self.model = EncodecModel.from_pretrained(str(folder), local_files_only=True)
         else:
             config = EncodecConfig(
                 sampling_rate=sample_rate, audio_channels=1, num_filters=num_filters, hidden_size=hidden_size,

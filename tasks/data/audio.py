@@ -1,15 +1,19 @@
 """Audio-folder data for MERT pretraining: random crops of every audio file under a folder.
 
 Files are probed once at setup (``soundfile.info``): unreadable headers, empty files and
-clips shorter than one frame are counted skips (``stats``), never a crash. A file that
-passes the probe but fails to decode later (truncated data, NaN, silence) is dropped from its
-batch and counted, so an epoch never dies on one bad file.
+clips shorter than one frame are counted skips (``stats``, printed), never a crash; a sample of
+the rest is decoded at setup, so a folder none of whose files decode is an error naming it. A
+file that passes the probe but fails to decode later (truncated data, NaN, silence) is dropped
+from its batch and counted, so an epoch never dies on one bad file.
+
+Paths may be ``cache:REL`` (under $TESSERA_CACHE); ``cache:audio/notes/train`` (the rendered
+note set, configs/audio/tiny.yaml's) is rendered by ``prepare_data`` on first use.
 """
 
 from __future__ import annotations
 
 import hashlib
-import logging
+import json
 from pathlib import Path
 
 import lightning as L
@@ -17,13 +21,23 @@ import soundfile as sf
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from modalities.audio.io import AudioReadError, list_audio_files, load_audio
+from modalities.audio.io import AUDIO_SUFFIXES, AudioReadError, list_audio_files, load_audio
 from modalities.stats import ReadStats
 
+from ..jobs import UserError
 from .collate import seeded_generator
+from .fetch import default_cache_dir
 from .sampler import resumable_train_loader
 
-log = logging.getLogger(__name__)
+OPTIONS = {"train": "--data.init_args.train", "val": "--data.init_args.val"}
+# files decoded at setup to catch a folder whose files all fail to decode before training starts
+CHECK_FILES = 32
+
+
+def resolve(path: str | Path) -> Path:
+    """``cache:REL`` -> $TESSERA_CACHE/REL; ``~`` expanded; else the path."""
+    text = str(path)
+    return default_cache_dir() / text.removeprefix("cache:") if text.startswith("cache:") else Path(text).expanduser()
 
 
 class AudioCrops(Dataset):
@@ -72,7 +86,8 @@ class AudioFolderDataModule(L.LightningDataModule):
     """Every audio file under ``train`` (WAV/FLAC/OGG/MP3), cropped to ``crop_seconds`` at random.
 
     Args:
-        train: a folder of audio files (searched recursively).
+        train: a folder of audio files (searched recursively); ``cache:REL`` is under $TESSERA_CACHE,
+            and ``cache:audio/notes/train`` (the rendered note set) is built on first use.
         val: a folder for validation; None holds out ``val_fraction`` of ``train`` (by file-name hash).
         sample_rate: the encoder's rate; files are downmixed to mono and resampled with soxr.
         crop_seconds: crop length (MERT: 5 s); shorter files are used whole (ragged batches).
@@ -81,9 +96,11 @@ class AudioFolderDataModule(L.LightningDataModule):
         max_files: use at most this many files (after sorting), for smoke runs.
     """
 
+    modality = "audio"  # written into the exported encoder folder's meta (tessera embed reads it)
+
     def __init__(
         self,
-        train: str,
+        train: str = "cache:audio/notes/train",
         val: str | None = None,
         val_fraction: float = 0.05,
         sample_rate: int = 24000,
@@ -98,11 +115,33 @@ class AudioFolderDataModule(L.LightningDataModule):
         self.save_hyperparameters()
         self.stats: dict[str, ReadStats] = {}
 
-    def _probe(self, root: str, split: str) -> list[tuple[Path, float]]:
+    def prepare_data(self) -> None:
+        """Render the default note set when a path names it and it is not complete yet; a user's
+        folder that does not exist is an error naming its option."""
+        from ..prepare.audio import ensure_default_set
+
+        for split in ("train", "val"):
+            raw = getattr(self.hparams, split)
+            if raw is not None and not ensure_default_set(raw):
+                self._folder(split)
+
+    def _folder(self, split: str) -> Path:
+        raw = getattr(self.hparams, split)
+        path = resolve(raw)
+        if not path.exists():
+            raise UserError(f"{OPTIONS[split]} {raw}: {path} does not exist; give a folder of WAV/FLAC/OGG/MP3 "
+                            f"files (or cache:audio/notes/train, the note set `tessera prepare audio-notes` renders)")
+        return path
+
+    def _probe(self, split: str) -> list[tuple[Path, float]]:
         hp = self.hparams
         stats = ReadStats(unit="files")
         out = []
-        files = list_audio_files(Path(root).expanduser())
+        root = self._folder(split)
+        files = list_audio_files(root)
+        if not files:
+            raise UserError(f"{OPTIONS[split]} {getattr(hp, split)}: {root} holds no audio files "
+                            f"({', '.join(AUDIO_SUFFIXES)}); give a folder of music")
         if hp.max_files is not None:
             files = files[: hp.max_files]
         for path in files:
@@ -129,20 +168,52 @@ class AudioFolderDataModule(L.LightningDataModule):
         hp = self.hparams
         if hasattr(self, "train_set"):
             return
-        found = self._probe(hp.train, "train")
+        found = self._probe("train")
         if hp.val is not None:
-            train, val = found, self._probe(hp.val, "val")
+            train, val = found, self._probe("val")
         else:
             train = [f for f in found if not self._is_val(f[0])]
             val = [f for f in found if self._is_val(f[0])]
             if not val and len(train) > 1:
                 val = [train.pop()]
         if not train:
-            raise ValueError(f"no usable audio files under {hp.train} ({self.stats['train']}); "
-                             "give a folder of WAV/FLAC/OGG/MP3 files")
-        log.info("audio data: %s", self.stats["train"])
+            raise UserError(f"{OPTIONS['train']} {hp.train}: no usable audio files under {resolve(hp.train)} "
+                            f"({self.stats['train']}); give a folder of WAV/FLAC/OGG/MP3 files")
         self.train_set = AudioCrops(train, hp.sample_rate, hp.crop_seconds, hp.seed)
         self.val_set = AudioCrops(val, hp.sample_rate, hp.crop_seconds, hp.seed, random_crop=False)
+        self._check_decodes()
+        for split, stats in self.stats.items():
+            print(f"audio data, {split}: {stats}")
+
+    def _check_decodes(self) -> None:
+        """Decode a seeded sample of the training files (the crop each would give): a folder whose
+        files pass the header probe but none of which decodes (truncated, NaN, silent) stops here."""
+        n = min(len(self.train_set), CHECK_FILES)
+        pick = torch.randperm(len(self.train_set), generator=seeded_generator(self.hparams.seed, -2, 0))[:n]
+        reasons: dict[str, int] = {}
+        for i in pick.tolist():
+            clip, reason = self.train_set[(0, i)]
+            if clip is not None:
+                return
+            reasons[reason] = reasons.get(reason, 0) + 1
+        raise UserError(f"{OPTIONS['train']} {self.hparams.train}: none of {n} files sampled under "
+                        f"{resolve(self.hparams.train)} decodes ({reasons}); re-encode them (e.g. with ffmpeg) "
+                        "or give another folder")
+
+    def write_encoder_assets(self, folder: str | Path) -> None:
+        """What a user of the exported encoder needs: the input it was trained on, in config.json's meta."""
+        path = Path(folder) / "config.json"
+        raw = json.loads(path.read_text())
+        raw.setdefault("meta", {}).update({
+            "modality": self.modality,
+            "sample_rate": self.hparams.sample_rate,  # Hz; inputs are resampled to it (soxr)
+            "channels": 1,  # stereo is downmixed (mean of the channels)
+            "normalize": "per_clip",  # zero mean, unit variance over each clip's real samples
+            "crop_seconds": self.hparams.crop_seconds,  # clip length seen in training
+        })
+        partial = path.with_name(path.name + ".partial")
+        partial.write_text(json.dumps(raw, indent=2) + "\n")
+        partial.replace(path)
 
     def train_dataloader(self) -> DataLoader:
         hp = self.hparams
@@ -162,4 +233,10 @@ class AudioFolderDataModule(L.LightningDataModule):
         pick = torch.randperm(len(self.train_set), generator=seeded_generator(self.hparams.seed, -1, 0))[:n]
         items = [self.train_set[(0, int(i))] for i in pick]
         bs = self.hparams.batch_size
-        return [b for b in (collate_audio(items[i : i + bs]) for i in range(0, n, bs)) if len(b["lengths"])]
+        batches = [b for b in (collate_audio(items[i : i + bs]) for i in range(0, n, bs)) if len(b["lengths"])]
+        if not batches:
+            reasons = {r: sum(1 for _, x in items if x == r) for r in {x for _, x in items}}
+            raise UserError(f"{OPTIONS['train']} {self.hparams.train}: none of the {n} files drawn to fit the "
+                            f"teachers under {resolve(self.hparams.train)} decodes ({reasons}); re-encode them "
+                            "or give another folder")
+        return batches
