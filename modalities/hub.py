@@ -7,6 +7,7 @@ recognised by their config's ``model_type`` and converted by a registered import
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from collections.abc import Callable
@@ -128,6 +129,26 @@ def read_state_dict(folder: Path) -> dict[str, torch.Tensor]:
     raise FileNotFoundError(f"{folder} holds neither {WEIGHTS} nor pytorch_model.bin")
 
 
+def tensor_checksum(state: dict[str, torch.Tensor]) -> str:
+    """sha256 over every tensor's name, dtype, shape and bytes, in name order: what an encoder folder's
+    config.json and a Tessera checkpoint carry, so that a flipped byte is seen at load."""
+    h = hashlib.sha256()
+    for name in sorted(state):
+        t = state[name].detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def check_finite(state: dict[str, torch.Tensor], where: str) -> None:
+    """Refuse NaN / inf weights, naming the first tensor that holds them."""
+    for name, t in state.items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            bad = int((~torch.isfinite(t)).sum())
+            raise ValueError(f"{where}: tensor {name!r} holds {bad} non-finite values (NaN or inf); the weights are "
+                             "corrupt or the run diverged: use an earlier checkpoint")
+
+
 def load_encoder(path: str | Path, attention_backend: str | None = None) -> nn.Module:
     """Load a pretrained tower: a Tessera checkpoint folder or a recognised foreign folder.
 
@@ -140,7 +161,12 @@ def load_encoder(path: str | Path, attention_backend: str | None = None) -> nn.M
     if raw.get("format") == FORMAT:
         cls, config_cls = ARCHITECTURES.get(raw["architecture"])
         encoder = cls(config_cls.from_dict(raw["config"]))
-        encoder.load_state_dict(read_state_dict(folder), strict=True)
+        state = read_state_dict(folder)
+        expected = (raw.get("checksum") or {}).get("sha256")
+        if expected is not None and tensor_checksum(state) != expected:
+            raise ValueError(f"{folder / WEIGHTS} does not match the checksum in its config.json: the file was "
+                             "changed or corrupted after it was written; export or copy it again")
+        encoder.load_state_dict(state, strict=True)
         encoder.meta = raw.get("meta", {})
     elif "model_type" in raw:
         encoder, meta = IMPORTERS.get(raw["model_type"])(folder)
@@ -150,6 +176,7 @@ def load_encoder(path: str | Path, attention_backend: str | None = None) -> nn.M
             f"{folder}/config.json is neither a Tessera checkpoint (format: {FORMAT!r}) nor an HF "
             f"config with a model_type; known model types: {IMPORTERS.names()}"
         )
+    check_finite(encoder.state_dict(), str(folder))
     if attention_backend is not None:
         encoder.set_attention_backend(attention_backend)
     return encoder.eval()
@@ -162,10 +189,15 @@ def save_encoder(encoder: nn.Module, path: str | Path, meta: dict | None = None)
     arch = encoder.architecture
     if ARCHITECTURES.get(arch)[0] is not type(encoder):
         raise ValueError(f"{type(encoder).__name__} is not registered as architecture {arch!r}")
-    raw = {"format": FORMAT, "architecture": arch, "config": encoder.config.to_dict(), "meta": meta or {}}
     state = {k: v.detach().contiguous().cpu() for k, v in encoder.state_dict().items()}
-    save_file(state, folder / WEIGHTS)
-    (folder / "config.json").write_text(json.dumps(raw, indent=2) + "\n")
+    raw = {"format": FORMAT, "architecture": arch, "config": encoder.config.to_dict(), "meta": meta or {},
+           "checksum": {"sha256": tensor_checksum(state)}}
+    # weights first, config.json last, each through a temporary name: an interrupted save never
+    # leaves a folder whose config.json promises weights that are not all there
+    save_file(state, folder / (WEIGHTS + ".partial"))
+    (folder / (WEIGHTS + ".partial")).replace(folder / WEIGHTS)
+    (folder / "config.json.partial").write_text(json.dumps(raw, indent=2) + "\n")
+    (folder / "config.json.partial").replace(folder / "config.json")
     return folder
 
 

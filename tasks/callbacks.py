@@ -242,3 +242,51 @@ class ExportEncoder(L.Callback):
             print(f"no encoder exported: {e}")
             return
         print(f"exported the trained encoder to {folder}")
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced a NaN / inf loss more often in a row than the run allows."""
+
+
+class StopOnNonFinite(L.Callback):
+    """Stops training with a clear message when the training loss is NaN or inf for more than
+    ``patience`` steps in a row (default: at the first one), instead of training on garbage and
+    exiting 0. ``tessera fit`` adds one to every run; list it in a YAML to set the patience."""
+
+    def __init__(self, patience: int = 0):
+        if patience < 0:
+            raise ValueError(f"patience must be >= 0, got {patience}")
+        self.patience = patience
+        self.bad = 0
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        if loss is None:
+            return
+        if bool(torch.isfinite(torch.as_tensor(loss).detach()).all()):
+            self.bad = 0
+            return
+        self.bad += 1
+        if self.bad > self.patience:
+            raise NonFiniteLossError(
+                f"the training loss was {float(torch.as_tensor(loss).detach().float().mean())} at step "
+                f"{trainer.global_step} ({self.bad} step(s) in a row); stopping. Lower the learning rate, raise "
+                "gradient_clip_val, use fp32, or resume from an earlier checkpoint (--ckpt_path)")
+
+
+class CheckpointIntegrity(L.Callback):
+    """Writes a checksum of the weights into every checkpoint (``tessera_checksum``) and verifies it,
+    and that every weight is finite, when a checkpoint is loaded; a flipped byte or a diverged
+    checkpoint is refused with the file's name instead of being trained on."""
+
+    KEY = "tessera_checksum"
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint):
+        from modalities.hub import tensor_checksum
+
+        checkpoint[self.KEY] = tensor_checksum(checkpoint["state_dict"])
+
+    def on_load_checkpoint(self, trainer, pl_module, checkpoint):
+        from .runs import verify_checkpoint
+
+        verify_checkpoint(checkpoint, getattr(trainer, "ckpt_path", None) or "the checkpoint")

@@ -48,38 +48,46 @@ class TesseraCLI(LightningCLI):
             run=run,
         )
 
-    def before_instantiate_classes(self) -> None:
-        # `--ckpt_path last`: Lightning looks for "last" only in the *new* version folder the
-        # default logger has just made; look across the run's versions and continue in the one found
+    def _parse_ckpt_path(self) -> None:
+        # runs before LightningCLI reads the checkpoint's hyperparameters, so every checkpoint
+        # problem is one line here. `--ckpt_path last`: Lightning looks for "last" only in the
+        # *new* version folder the default logger has just made; look across the run's versions
+        # and continue in the one found.
         sub = self.config.get("subcommand")
-        if sub is None:
-            return
-        cfg = self.config[sub]
-        if cfg.get("ckpt_path") != "last":
-            return
-        root = cfg.trainer.default_root_dir or os.getcwd()
-        last = find_last_checkpoint(root)
-        if last is None:
-            raise UserError(f"--ckpt_path last: no last.ckpt under {root} (trainer.default_root_dir); "
-                            "start without --ckpt_path, or give a checkpoint's path")
-        cfg.ckpt_path = str(last)
-        version_dir = last.parent.parent  # <root>/lightning_logs/version_N/checkpoints/last.ckpt
-        if version_dir.name.startswith("version_") and cfg.trainer.logger in (None, True):
-            cfg.trainer.logger = {"class_path": "lightning.pytorch.loggers.CSVLogger",
-                                  "init_args": {"save_dir": str(version_dir.parent.parent),
-                                                "name": version_dir.parent.name,
-                                                "version": int(version_dir.name.removeprefix("version_"))}}
-        print(f"resuming from {last}", file=sys.stderr)
+        cfg = self.config[sub] if sub else None
+        if cfg is not None and cfg.get("ckpt_path") == "last":
+            root = cfg.trainer.default_root_dir or os.getcwd()
+            last = find_last_checkpoint(root)
+            if last is None:
+                raise UserError(f"--ckpt_path last: no last.ckpt under {root} (trainer.default_root_dir); "
+                                "start without --ckpt_path, or give a checkpoint's path")
+            cfg.ckpt_path = str(last)
+            version_dir = last.parent.parent  # <root>/lightning_logs/version_N/checkpoints/last.ckpt
+            if version_dir.name.startswith("version_") and cfg.trainer.logger in (None, True):
+                cfg.trainer.logger = {"class_path": "lightning.pytorch.loggers.CSVLogger",
+                                      "init_args": {"save_dir": str(version_dir.parent.parent),
+                                                    "name": version_dir.parent.name,
+                                                    "version": int(version_dir.name.removeprefix("version_"))}}
+            print(f"resuming from {last}", file=sys.stderr)
+        if cfg is not None and cfg.get("ckpt_path") not in (None, "best"):
+            from .runs import read_state_dict
+
+            try:  # missing, truncated, corrupt (checksum) or non-finite: refused before anything starts
+                read_state_dict(cfg.ckpt_path)
+            except (OSError, ValueError) as e:
+                raise UserError(f"--ckpt_path: {e}") from None
+        super()._parse_ckpt_path()
 
     def before_fit(self) -> None:
-        from .callbacks import ExportEncoder, MetricsRecorder
+        from .callbacks import CheckpointIntegrity, ExportEncoder, MetricsRecorder, StopOnNonFinite
 
-        # every run leaves metrics.json + loss_curve.png and <log dir>/encoder, whether or not its
-        # YAML lists the callbacks
-        if not any(isinstance(c, MetricsRecorder) for c in self.trainer.callbacks):
-            self.trainer.callbacks.append(MetricsRecorder())
-        if not any(isinstance(c, ExportEncoder) for c in self.trainer.callbacks):
-            self.trainer.callbacks.append(ExportEncoder(required=False))
+        # every run leaves metrics.json + loss_curve.png and <log dir>/encoder, stops on a
+        # non-finite loss, and checksums its checkpoints, whether or not its YAML lists the callbacks
+        for cls, make in ((MetricsRecorder, MetricsRecorder), (StopOnNonFinite, StopOnNonFinite),
+                          (CheckpointIntegrity, CheckpointIntegrity),
+                          (ExportEncoder, lambda: ExportEncoder(required=False))):
+            if not any(isinstance(c, cls) for c in self.trainer.callbacks):
+                self.trainer.callbacks.append(make())
 
 
 def _job_parser(job) -> argparse.ArgumentParser:
@@ -143,12 +151,17 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if argv else 2
     head = argv[0]
     if head in LIGHTNING or head.startswith("-"):
+        from .callbacks import NonFiniteLossError
+
         try:
             # from a shell, LightningCLI reads sys.argv itself (passing args too makes it warn)
             TesseraCLI(args=None if from_shell else argv)
         except UserError as e:
             print(f"tessera {head}: error: {e}", file=sys.stderr)
             return 2
+        except NonFiniteLossError as e:
+            print(f"tessera {head}: stopped: {e}", file=sys.stderr)
+            return 1
         return 0
     if head in GROUPS:
         return _group_main(head, argv[1:])

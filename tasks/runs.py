@@ -74,7 +74,20 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
                          "it is truncated, corrupt, or holds more than tensors (never unpickled here)") from None
     if not isinstance(raw, dict):
         raise ValueError(f"{p} holds a {type(raw).__name__}, not a checkpoint dict")
+    verify_checkpoint(raw, p)
     return raw.get("state_dict", raw)
+
+
+def verify_checkpoint(checkpoint: dict, where) -> None:
+    """A loaded checkpoint dict: its weights' checksum (when it carries one) and finiteness."""
+    from modalities.hub import check_finite, tensor_checksum
+
+    state = checkpoint.get("state_dict", checkpoint)
+    expected = checkpoint.get("tessera_checksum")
+    if expected is not None and tensor_checksum(state) != expected:
+        raise ValueError(f"{where} does not match the checksum written with it: the file was changed or corrupted "
+                         "after it was saved; use another checkpoint")
+    check_finite(state, str(where))
 
 
 def read_config(log: Path) -> dict:
