@@ -4,9 +4,10 @@ import ast
 import json
 
 import pytest
-from code_fixtures import make_functions, module_source
+from code_fixtures import make_functions, module_source, write_manifest_corpus
 
 from modalities.code import HOLE, TASKS, exception_vocabulary, generate
+from tasks.cli import main as tessera
 from tasks.prepare.code import write_benchmark
 
 
@@ -144,3 +145,48 @@ def test_sites_mark_the_edit_in_buggy_and_clean_examples(functions):
             if task == "wrong_binary_operator":
                 assert src[s:e].strip() in OPERATORS
         assert {ex["label"] for ex in examples} >= {0, 1} or task == "exception_type"
+
+
+def test_prepare_code_benchmark_builds_tasks_and_refuses_other_settings(tmp_path, capsys):
+    """`tessera prepare code-benchmark`: the tasks asked for, atomically; a second task joins the same
+    folder; the same folder with other settings is refused (one line, exit 2)."""
+    corpus = write_manifest_corpus(tmp_path / "corpus")
+    out = tmp_path / "bench"
+    base = ["prepare", "code-benchmark", "--corpus", str(corpus), "--out", str(out), "--quiet"]
+    assert tessera([*base, "--tasks", "variable_misuse"]) == 0
+    assert tessera([*base, "--tasks", "swapped_operands"]) == 0
+    stats = json.loads((out / "stats.json").read_text())
+    assert set(stats["tasks"]) == {"variable_misuse", "swapped_operands"}
+    for task in stats["tasks"]:
+        for split in ("train", "valid", "test"):
+            n = sum(1 for _ in (out / task / f"{split}.jsonl").open())
+            assert n == stats["tasks"][task][split]["examples"]
+    assert not list(out.rglob("*.partial"))
+    capsys.readouterr()
+    assert tessera([*base, "--tasks", "variable_misuse", "--seed", "1"]) == 2
+    assert "other settings" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("case", ["missing corpus", "empty corpus folder", "missing extra corpus", "bad max-files",
+                                  "unknown task", "unknown option"])
+def test_prepare_code_benchmark_bad_inputs_exit_2_with_one_line(tmp_path, capsys, case):
+    corpus = write_manifest_corpus(tmp_path / "corpus")
+    args = ["--corpus", str(corpus), "--out", str(tmp_path / "bench"), "--tasks", "variable_misuse"]
+    if case == "missing corpus":
+        args[1] = named = str(tmp_path / "nowhere")
+    elif case == "empty corpus folder":
+        (tmp_path / "empty").mkdir()
+        args[1], named = str(tmp_path / "empty"), "manifest.jsonl"
+    elif case == "missing extra corpus":
+        args, named = [*args, "--extra-train", str(tmp_path / "extra")], str(tmp_path / "extra")
+    elif case == "bad max-files":
+        args, named = [*args, "--max-files", "0"], "--max-files"
+    elif case == "unknown task":
+        args, named = [*args[:-1], "no_such_task"], "no_such_task"
+    else:
+        args, named = [*args, "--bogus"], "--bogus"
+    rc = tessera(["prepare", "code-benchmark", *args, "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and named in err[-1] and "Traceback" not in "\n".join(err)
+    if case not in ("unknown option", "unknown task"):
+        assert len(err) == 1

@@ -1,9 +1,12 @@
 """The code corpus: licences, deduplication, package splits; `tessera prepare code-corpus` and its bad inputs."""
 
+import json
 
+import pytest
 from code_fixtures import module_source
 
 from modalities.code.corpus import CorpusStats, SourceFile, assign_splits, build_corpus, licence_of
+from tasks.cli import main as tessera
 
 
 class FakeDist:
@@ -51,3 +54,31 @@ def test_corpus_dedupes_skips_and_splits_by_package(tmp_path):
     assert all(len(s) == 1 for s in splits.values())  # no package in two splits
     assert {r["split"] for r in rows} == {"train", "valid", "test"}
     assert assign_splits({"a": 5, "b": 1}, seed=1) == assign_splits({"a": 5, "b": 1}, seed=1)
+
+
+def test_prepare_code_corpus_writes_a_manifest_atomically(tmp_path, capsys):
+    out = tmp_path / "corpus"
+    assert tessera(["prepare", "code-corpus", "--stdlib-only", "--max-files", "12", "--out", str(out), "--quiet"]) == 0
+    rows = [json.loads(line) for line in (out / "manifest.jsonl").open()]
+    stats = json.loads((out / "stats.json").read_text())
+    assert 0 < len(rows) <= 12 and stats["site_packages"] is False and stats["max_files"] == 12
+    assert not list(out.glob("*.partial"))  # written under .partial names, then renamed
+    assert {r["split"] for r in rows} <= {"train", "valid", "test"}
+
+
+@pytest.mark.parametrize("case", ["bad max-files", "out is a file", "unknown option"])
+def test_prepare_code_corpus_bad_inputs_exit_2_with_one_line(tmp_path, capsys, case):
+    out = tmp_path / "corpus"
+    args = ["--stdlib-only", "--out", str(out)]
+    if case == "bad max-files":
+        args, named = [*args, "--max-files", "0"], "--max-files"
+    elif case == "out is a file":
+        out.write_text("x")
+        named = str(out)
+    else:
+        args, named = [*args, "--bogus"], "--bogus"
+    rc = tessera(["prepare", "code-corpus", *args, "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and named in err[-1] and "Traceback" not in "\n".join(err)
+    if case != "unknown option":
+        assert len(err) == 1

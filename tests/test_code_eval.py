@@ -187,3 +187,58 @@ def test_code_eval_keeps_the_tested_weights_for_code_predict(benchmark_dir, tmp_
         fn = json.loads((bench / "variable_misuse" / "test.jsonl").open().readline())
         (pred,) = predict(system, tok, task, [{"source": fn["source"], "name": fn["function"]}], max_length)
         assert 0.0 <= pred["bug_probability"] <= 1.0
+
+
+def test_eval_code_starts_from_an_encoder_folder_and_takes_its_tokenizer(benchmark_dir, tmp_path):
+    """--init-from an encoder folder: its config shapes the Transformers, its tokenizer reads the
+    benchmark, and the pretrained row is fine-tuned from its weights."""
+    from modalities import TokenEncoder, TokenEncoderConfig
+    from modalities.code import load_code_tokenizer, save_code_encoder
+
+    bench, tokdir = benchmark_dir
+    folder = save_code_encoder(TokenEncoder(TokenEncoderConfig(**TINY)), load_code_tokenizer(tokdir), tmp_path / "enc")
+    assert tessera(["eval", "code", "--benchmark", str(bench), "--init-from", str(folder), "--models", "pretrained",
+                    "--steps", "2", "--batch-size", "8", "--max-length", "128", "--max-examples", "32",
+                    "--out", str(tmp_path / "ev"), "--quiet", "--no-save-models"]) == 0
+    res = json.loads((tmp_path / "ev" / "results.json").read_text())
+    assert res["settings"]["init_from"] == str(folder)
+    assert 0 <= res["tasks"]["variable_misuse"]["pretrained"]["test/accuracy"] <= 1
+
+
+@pytest.mark.parametrize("case", ["missing benchmark", "empty benchmark", "missing init_from", "another modality",
+                                  "corrupt weights", "missing weights", "missing results", "unknown option"])
+def test_eval_code_bad_inputs_exit_2_with_one_line(benchmark_dir, tmp_path, capsys, case):
+    """Each mistake: exit status 2 and one line on stderr naming the input, no traceback."""
+    from modalities import TokenEncoder, TokenEncoderConfig
+    from modalities.code import load_code_tokenizer, save_code_encoder
+
+    bench, tokdir = benchmark_dir
+    folder = save_code_encoder(TokenEncoder(TokenEncoderConfig(**TINY)), load_code_tokenizer(tokdir), tmp_path / "enc")
+    args = ["--benchmark", str(bench), "--init-from", str(folder)]
+    if case == "missing benchmark":
+        args[1] = named = str(tmp_path / "nowhere")
+    elif case == "empty benchmark":
+        (tmp_path / "empty").mkdir()
+        args[1], named = str(tmp_path / "empty"), "variable_misuse/train.jsonl"
+    elif case == "missing init_from":
+        args[3] = named = str(tmp_path / "no_encoder")
+    elif case == "another modality":  # a text encoder folder: no code tokenizer
+        from modalities.hub import save_encoder
+
+        args[3] = named = str(save_encoder(TokenEncoder(TokenEncoderConfig(**TINY)), tmp_path / "text",
+                                           meta={"modality": "text"}))
+    elif case == "corrupt weights":
+        (folder / "model.safetensors").write_bytes(b"\x00" * 16)
+        named = "model.safetensors"
+    elif case == "missing weights":
+        (folder / "model.safetensors").unlink()
+        named = str(folder)
+    elif case == "missing results":
+        args, named = ["--merge", str(tmp_path / "none.json")], str(tmp_path / "none.json")
+    else:
+        args, named = [*args, "--bogus"], "--bogus"
+    rc = tessera(["eval", "code", *args, "--steps", "1", "--out", str(tmp_path / "o"), "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and named in err[-1] and "Traceback" not in "\n".join(err), err
+    if case != "unknown option":
+        assert len(err) == 1

@@ -216,3 +216,29 @@ def test_pointer_auroc_ranks_functions_by_the_bug_probability(benchmark_dir, tmp
     assert 0 < len(pos) < len(scores)
     assert result["test/auroc"] == pytest.approx(expected, abs=1e-6)
     assert result["test/auroc"] != pytest.approx(1 - expected, abs=1e-3)  # the direction matters
+
+
+def test_init_from_a_masked_lm_run_and_the_fine_tuned_run_reloads_without_it(tmp_path):
+    """init_from a masked-LM run folder (rebuilt by tasks.runs.load_system) copies its encoder in when
+    fitting starts; the fine-tuned run reloads through load_system after that folder is gone."""
+    import shutil
+
+    from code_fixtures import TINY, write_run
+
+    from tasks.runs import load_system
+
+    enc = {"class_path": "modalities.TokenEncoder", "init_args": {"config": TINY}}
+    torch.manual_seed(1)
+    mlm = MaskedLMSystem(tiny_encoder())
+    run = write_run(tmp_path / "mlm", mlm, {"class_path": "tasks.text.MaskedLMSystem", "init_args": {"encoder": enc}})
+    fine = CodeClassifierSystem(tiny_encoder(), init_from=str(run))
+    fine.start_from_pretrained()
+    for k, v in mlm.encoder.state_dict().items():
+        assert torch.equal(v, fine.encoder.state_dict()[k]), k
+    with torch.no_grad():
+        fine.head.weight.add_(1.0)  # "fine-tuned"
+    ft = write_run(tmp_path / "fine", fine, {"class_path": "tasks.code.CodeClassifierSystem",
+                                             "init_args": {"init_from": str(run), "encoder": enc}})
+    shutil.rmtree(run)
+    again, _, _ = load_system(ft)
+    assert torch.equal(again.head.weight, fine.head.weight) and again.pretrained_info is None

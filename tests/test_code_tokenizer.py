@@ -180,3 +180,32 @@ def test_fast_scanner_agrees_with_tokenize():
     assert compared >= len(sources) * 0.8
     for bad in ('x = "abc\n', "def f():\n        x\n    y\n", "a = `b`\n", "x = (1,\n", "no_newline_at_end"):
         assert _fast_lex(bad) is None  # every bad case goes to tokenize, which flags it
+
+
+def test_prepare_code_tokenizer_trains_where_fit_looks(tmp_path, monkeypatch):
+    from code_fixtures import write_manifest_corpus
+
+    from tasks.cli import main as tessera
+    from tasks.data.code import MaskedCodeDataModule
+
+    monkeypatch.setenv("TESSERA_CACHE", str(tmp_path / "cache"))
+    corpus = write_manifest_corpus(tmp_path / "corpus")
+    assert tessera(["prepare", "code-tokenizer", "--corpus", str(corpus), "--vocab-size", "300", "--quiet"]) == 0
+    folder = MaskedCodeDataModule(corpus=str(corpus), vocab_size=300).tokenizer_file
+    assert load_code_tokenizer(folder).vocab_size <= 300 and not folder.with_name(folder.name + ".partial").exists()
+
+
+@pytest.mark.parametrize("case", ["missing corpus", "small vocabulary", "unknown option"])
+def test_prepare_code_tokenizer_bad_inputs_exit_2_with_one_line(tmp_path, capsys, case):
+    from tasks.cli import main as tessera
+
+    args = ["--corpus", str(tmp_path), "--out", str(tmp_path / "tok")]
+    if case == "missing corpus":
+        args[1] = named = str(tmp_path / "nowhere")
+    elif case == "small vocabulary":
+        args, named = [*args, "--vocab-size", "10"], "--vocab-size"
+    else:
+        args, named = [*args, "--bogus"], "--bogus"
+    rc = tessera(["prepare", "code-tokenizer", *args, "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and named in err[-1] and "Traceback" not in "\n".join(err)

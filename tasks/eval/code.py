@@ -64,6 +64,10 @@ def pretrained_setup(init_from: str | Path) -> tuple[dict, Path | None]:
         raise FileNotFoundError(f"--init-from {path} does not exist; give an encoder folder (a run's <log dir>/encoder) "
                                 "or a masked-LM run folder")
     if path.is_dir() and (path / "config.json").is_file():
+        meta = json.loads((path / "config.json").read_text()).get("meta") or {}
+        if meta.get("modality") not in (None, "code"):
+            raise UserError(f"--init-from {path} is a {meta['modality']} encoder folder; give a code encoder "
+                            "(a configs/code/mlm_*.yaml run's encoder/, or a CuBERT folder)")
         has_tok = (path / "tokenizer.json").is_file() or any(path.glob("*vocab*.txt"))
         return _config_dict(load_encoder(path).config), path if has_tok else None
     system, data, _ = load_system(path, with_data=True)
@@ -417,8 +421,9 @@ def eval_code(args: argparse.Namespace) -> int:
             print("no --init-from: the pretrained row is left out")
         enc_cfg = encoder_config(args.config)
     if tokenizer is None or not tokenizer.exists():
-        raise FileNotFoundError(f"no code tokenizer ({tokenizer}); give --tokenizer (a tokenizer or encoder folder), "
-                                "or --init-from an encoder folder, which carries its own")
+        where = f"--init-from {args.init_from} carries no code tokenizer" if args.init_from else f"no code tokenizer ({tokenizer})"
+        raise FileNotFoundError(f"{where}; give --tokenizer (a tokenizer or encoder folder), or --init-from an "
+                                "encoder folder, which carries its own")
     results = evaluate(args.tasks, benchmark, tokenizer, args.init_from, enc_cfg, out, args.steps,
                        args.batch_size, args.max_length, args.max_examples, args.lr, args.models, args.seed,
                        progress=not args.quiet, precision=args.precision, bilstm_lr=args.bilstm_lr, pooling=args.pooling,
