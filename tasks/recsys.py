@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from modalities.recsys import BERT4Rec
 
 from .data.collate import IGNORE
-from .metrics import rank_of_target, ranking_metrics
+from .metrics.ranking import check_negatives, leave_one_out_ranks, ranking_metrics
 from .optim import build_optimizer
 
 
@@ -48,6 +48,16 @@ class BERT4RecSystem(L.LightningModule):
                 f"the data has {dm.num_items} items but the model was built for {self.model.config.num_items}; "
                 f"set model.init_args.model.init_args.config.num_items: {dm.num_items}"
             )
+        if dm is not None and getattr(dm, "data", None) is not None and stage in ("fit", "validate", "test"):
+            check_negatives(dm.data.sequences, dm.num_items, self.hparams.negatives, "model.init_args.negatives")
+
+    def export_encoder(self, folder, **meta) -> Path:
+        """The whole BERT4Rec (encoder + tied output layer) as a Tessera folder (architecture
+        "bert4rec"); the data module adds item_ids.json, the map from the data's item ids."""
+        from modalities.hub import save_encoder
+
+        meta = {"modality": "recsys", "vector": "hidden state at a MASK after the history", **meta}
+        return save_encoder(self.model, folder, meta=meta)
 
     def training_step(self, batch, batch_idx):
         hidden = self.model(batch["items"], batch["mask"])  # (B, T, D)
@@ -58,38 +68,14 @@ class BERT4RecSystem(L.LightningModule):
         return loss
 
     # --- evaluation ------------------------------------------------------------------------
-    def _candidates(self, batch, popularity: torch.Tensor) -> torch.Tensor:
-        """(B, 1 + negatives) item columns: the target first, then negatives sampled by
-        popularity without replacement, never from the user's history (nor the target)."""
-        cols = []
-        for hist, target, user in zip(batch["history"], batch["target"], batch["user"], strict=True):
-            w = popularity.clone() + 1e-9  # every unseen item stays drawable
-            w[hist - 1] = 0
-            w[target - 1] = 0
-            g = torch.Generator().manual_seed(self.hparams.eval_seed * 1_000_003 + int(user))
-            neg = torch.multinomial(w, self.hparams.negatives, replacement=False, generator=g)
-            cols.append(torch.cat([(target - 1).view(1), neg]))
-        return torch.stack(cols).to(batch["items"].device)
-
     def _eval_step(self, batch):
         hidden = self.model(batch["items"], batch["mask"])
         last = hidden[torch.arange(len(hidden)), batch["last"]]  # (B, D) at the MASK position
         scores = self.model.item_scores(last).float()  # (B, num_items)
-        dm = self.trainer.datamodule
-        pop = dm.popularity.to(scores.device).float()
-        target = batch["target"].to(scores.device) - 1  # column of the true item
-        seen = torch.zeros_like(scores, dtype=torch.bool)  # (B, num_items): the history, never the target
-        for r, hist in enumerate(batch["history"]):
-            seen[r, hist.to(scores.device) - 1] = True
-        seen[torch.arange(len(target)), target] = False
-        cand = self._candidates(batch, dm.popularity.float())  # (B, 1 + negatives), target first
-        first = torch.zeros_like(target)
-        for name, s in (("model", scores), ("mostpop", pop.expand_as(scores))):
-            full = s.masked_fill(seen, float("-inf"))  # full ranking: history excluded
-            self._ranks.setdefault(f"{name}/full", []).append(rank_of_target(full, target).cpu())
-            self._ranks.setdefault(f"{name}/pop{self.hparams.negatives}", []).append(
-                rank_of_target(s.gather(1, cand), first).cpu()
-            )
+        ranks = leave_one_out_ranks(scores, self.trainer.datamodule.popularity, batch["history"], batch["target"],
+                                    batch["user"], self.hparams.negatives, self.hparams.eval_seed)
+        for key, r in ranks.items():
+            self._ranks.setdefault(key, []).append(r)
 
     def validation_step(self, batch, batch_idx):
         self._eval_step(batch)

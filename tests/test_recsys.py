@@ -186,3 +186,206 @@ def test_prefix_sequences_are_every_prefix_cut_to_max_length(tmp_path):
     assert len(dm.train_dataloader().dataset) == 10 * (12 - 2 - 1)  # prefixes of length >= 2 of 10 training items
     with pytest.raises(ValueError, match="sequences"):
         SequenceDataModule(dataset="x", sequences="windows")
+
+
+# --- reliability of the readers and the sampled protocol -------------------------------------------
+
+def test_readers_drop_exact_duplicates_and_non_finite_timestamps(tmp_path):
+    path = tmp_path / "r.dat"
+    path.write_text("1::10::5::100\n1::10::5::100\n1::10::4::100\n1::11::5::nan\n1::12::5::inf\n1::13::5::-inf\n"
+                    "1::14::5::101\n")
+    inter = read_interactions(path)
+    assert inter.items == ["10", "10", "14"]  # the re-rated row (4 stars) is not an exact duplicate
+    assert inter.stats.skipped == {"exact duplicate row": 1, "non-finite timestamp": 3}
+    (tmp_path / "r.csv").write_text("user_id,item_id,timestamp\na,b,1\na,b,1\na,c,NaN\n")
+    assert read_interactions(tmp_path / "r.csv").stats.skipped == {"exact duplicate row": 1, "non-finite timestamp": 1}
+
+
+def test_more_negatives_than_unseen_items_is_a_clear_error_naming_the_option(tmp_path):
+    from tasks.metrics.ranking import check_negatives, sample_negatives
+
+    path = write_log(tmp_path, n_users=20, n_items=30, per_user=12)  # 30 items, 12 seen: 18 unseen at most
+    num_items = build_sequences(read_interactions(path)).num_items
+    with pytest.raises(ValueError, match=r"model.init_args.negatives is 100 but a user has only \d+ items .* at most"):
+        cli_main(["fit", "--config", "configs/recsys/bert4rec_tiny.yaml", "--data.init_args.dataset", str(path),
+                  "--model.init_args.model.init_args.config.num_items", str(num_items),
+                  "--trainer.default_root_dir", str(tmp_path / "run"), "--trainer.fast_dev_run", "true"])
+    check_negatives([[1, 2, 3]], num_items=10, negatives=7, option="--negatives")  # 7 unseen: enough
+    with pytest.raises(ValueError, match="--negatives is 8 but a user has only 7"):
+        check_negatives([[1, 2, 3]], num_items=10, negatives=8, option="--negatives")
+    with pytest.raises(ValueError, match="only 2 items are left to draw 3 negatives"):
+        sample_negatives(torch.ones(4), torch.tensor([0, 1]), 3, torch.Generator().manual_seed(0))
+
+
+# --- the encoder folder: BERT4Rec as an architecture ------------------------------------------------
+
+def test_bert4rec_folder_round_trips_with_the_tied_output_layer_stored_once(tmp_path):
+    from modalities.hub import load_encoder, save_encoder
+
+    model = BERT4Rec(BERT4RecConfig(num_items=30, max_length=8, hidden_size=16, num_heads=2, intermediate_size=32)).eval()
+    assert "head.embedding.weight" not in model.state_dict()
+    save_encoder(model, tmp_path / "f")
+    back = load_encoder(tmp_path / "f")
+    assert back.head.embedding.weight is back.encoder.frontend.word_embeddings.weight  # still tied after loading
+    hist = [[1, 2, 3], [4], list(range(1, 20))]  # the last is cut to max_length - 1
+    assert torch.allclose(back.user_vectors(hist), model.user_vectors(hist), atol=1e-6)
+    assert back.recommend([1, 2, 3]) == model.recommend([1, 2, 3])
+    # a checkpoint written before the tie was stored once (both names) still loads, strictly
+    state = {**model.state_dict(), "head.embedding.weight": model.encoder.frontend.word_embeddings.weight}
+    BERT4Rec(model.config).load_state_dict(state, strict=True)
+    with pytest.raises(ValueError, match="unknown item ids \\[31\\]"):
+        model.user_vectors([[1, 31]])
+
+
+@pytest.fixture(scope="module")
+def recsys_run(tmp_path_factory):
+    """A tiny BERT4Rec fitted (then tested) on a synthetic log: its run folder, encoder folder and data."""
+    tmp = tmp_path_factory.mktemp("recsys")
+    path = write_log(tmp, n_users=60, n_items=200, per_user=15)
+    num_items = build_sequences(read_interactions(path)).num_items
+    root = tmp / "run"
+    args = ["--config", "configs/recsys/bert4rec_tiny.yaml", "--data.init_args.dataset", str(path),
+            "--model.init_args.model.init_args.config.num_items", str(num_items), "--model.init_args.negatives", "10",
+            "--trainer.default_root_dir", str(root), "--trainer.enable_progress_bar", "false"]
+    assert cli_main(["fit", *args, "--trainer.max_epochs", "3"]) in (0, None)
+    log = root / "lightning_logs" / "version_0"
+    cli_main(["test", *args, "--ckpt_path", str(log / "checkpoints" / "last.ckpt"), "--trainer.logger", "false",
+              "--trainer.default_root_dir", str(tmp / "test")])  # not into the run folder: it is the run's alone
+    return {"tmp": tmp, "data": path, "root": root, "log": log, "encoder": log / "encoder",
+            "test_report": json.loads((tmp / "test" / "test_ranking.json").read_text()), "num_items": num_items}
+
+
+def test_fit_writes_a_recsys_encoder_folder_with_its_item_map(recsys_run):
+    from modalities.hub import read_config
+
+    folder = recsys_run["encoder"]
+    raw = read_config(folder)
+    assert raw["architecture"] == "bert4rec" and raw["meta"]["modality"] == "recsys"
+    ids = json.loads((folder / "item_ids.json").read_text())
+    assert len(ids) == recsys_run["num_items"] and sorted(ids.values()) == list(range(1, recsys_run["num_items"] + 1))
+    data = build_sequences(read_interactions(recsys_run["data"]))
+    assert all(ids[item] == i for i, item in enumerate(data.items, start=1))  # the data's own id -> model index
+
+
+def test_eval_recsys_matches_the_systems_own_test_from_a_run_and_from_its_folder(recsys_run, tmp_path):
+    reports = {}
+    for name, src in (("run", recsys_run["root"]), ("folder", recsys_run["encoder"])):
+        out = tmp_path / name
+        assert cli_main(["eval", "recsys", "--run", str(src), "--data", str(recsys_run["data"]), "--negatives", "10",
+                         "--out", str(out)]) == 0
+        reports[name] = json.loads((out / "ranking.json").read_text())
+        assert (out / "ranking.png").stat().st_size > 5_000
+    a, b = reports["run"]["protocols"], reports["folder"]["protocols"]
+    assert a == b and set(a) == {"full", "pop10"}
+    own = recsys_run["test_report"]  # `tessera test` on the same weights: same ranks, same candidates
+    for proto in ("full", "pop10"):
+        for who in ("model", "mostpop"):
+            assert a[proto][who] == pytest.approx(own[f"{who}/{proto}"], abs=1e-9), (proto, who)
+    assert reports["run"]["users"] == 60 and not any(reports["run"]["skipped"].values())
+
+
+def test_eval_recsys_skips_and_counts_items_the_model_does_not_know(recsys_run, tmp_path):
+    other = tmp_path / "other.dat"
+    other.write_text(recsys_run["data"].read_text() + "".join(f"7::9{k}99::5::{99999 + k}\n" for k in range(3)))
+    assert cli_main(["eval", "recsys", "--run", str(recsys_run["encoder"]), "--data", str(other),
+                     "--negatives", "10", "--out", str(tmp_path / "o")]) == 0
+    report = json.loads((tmp_path / "o" / "ranking.json").read_text())
+    assert report["skipped"]["users whose held-out item is unknown"] == 1  # user 7's new last item
+    assert report["skipped"]["unknown items dropped from histories"] == 3 and report["users"] == 59
+
+
+def test_embed_gives_one_vector_per_user_and_counts_unknown_items(recsys_run, tmp_path):
+    from safetensors.torch import load_file
+
+    data = build_sequences(read_interactions(recsys_run["data"]))
+    u0 = [data.items[i - 1] for i in data.sequences[0]]
+    (tmp_path / "h.txt").write_text(" ".join(u0) + "\n" + "nope1, " + ", ".join(u0[:3]) + "\nnope2 nope3\n")
+    (tmp_path / "h.jsonl").write_text(json.dumps({"user": "a", "items": u0}) + "\n{\"bad\": 1}\n")
+    out = tmp_path / "emb"
+    assert cli_main(["embed", "--encoder", str(recsys_run["encoder"]), str(tmp_path / "h.txt"),
+                     str(tmp_path / "h.jsonl"), str(recsys_run["data"]), "--out", str(out), "--quiet"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["modality"] == "recsys" and summary["count"] == 2 + 1 + 60
+    assert summary["skipped"] == {"unknown item id": 3, "user with no known item": 1,
+                                  '.jsonl line without "user" and an "items" list': 1}
+    vectors = load_file(out / "embeddings.safetensors")["embeddings"]
+    index = [json.loads(line) for line in (out / "index.jsonl").read_text().splitlines()]
+    rows = {r["id"]: k for k, r in enumerate(index)}
+    # the same history from a .txt line, a .jsonl line and the log itself: the same vector
+    same = [rows[f"{tmp_path / 'h.txt'}:1"], rows["a"], rows[data.users[0]]]
+    assert torch.allclose(vectors[same[0]], vectors[same[1]], atol=1e-5)
+    assert torch.allclose(vectors[same[0]], vectors[same[2]], atol=1e-5)
+    assert index[rows[f"{tmp_path / 'h.txt'}:2"]]["known_items"] == 3
+
+
+def _bad_encoder_folders(recsys_run, tmp_path):
+    import shutil
+
+    from modalities import TokenEncoder, TokenEncoderConfig
+    from modalities.hub import save_encoder
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    text = save_encoder(TokenEncoder(TokenEncoderConfig(vocab_size=50, hidden_size=16, num_layers=1, num_heads=2,
+                                                        intermediate_size=32)), tmp_path / "text",
+                        meta={"modality": "text"})
+    corrupt, missing = tmp_path / "corrupt", tmp_path / "missing"
+    for f in (corrupt, missing):
+        shutil.copytree(recsys_run["encoder"], f)
+    (corrupt / "model.safetensors").write_bytes(b"not safetensors")
+    (missing / "model.safetensors").unlink()
+    return {"nope": (tmp_path / "nope", "does not exist"), "empty": (empty, "holds no config.yaml"),
+            "text": (text, "not BERT4Rec"), "corrupt": (corrupt, "not a readable safetensors file"),
+            "missing": (missing, "has no model.safetensors")}
+
+
+def test_eval_recsys_bad_inputs_are_one_line_and_status_2(recsys_run, tmp_path, capsys):
+    cases = list(_bad_encoder_folders(recsys_run, tmp_path).values())
+    cases += [(recsys_run["encoder"], "--data"), (recsys_run["encoder"], "--negatives is 500")]
+    extra = {str(recsys_run["encoder"]): [["--data", str(tmp_path / "none.dat")], ["--data", str(recsys_run["data"]),
+                                                                                   "--negatives", "500"]]}
+    for k, (src, expected) in enumerate(cases):
+        argv = ["eval", "recsys", "--run", str(src), "--out", str(tmp_path / "o")]
+        if k >= len(cases) - 2:
+            argv += extra[str(recsys_run["encoder"])][k - (len(cases) - 2)]
+        assert cli_main(argv) == 2, src
+        err = capsys.readouterr().err
+        assert expected in err.strip().splitlines()[-1] and "Traceback" not in err, err
+    assert cli_main(["eval", "recsys", "--run", str(recsys_run["encoder"]), "--bogus"]) == 2
+    assert "unrecognized arguments: --bogus" in capsys.readouterr().err
+
+
+def test_embed_recsys_bad_inputs_are_one_line_and_status_2(recsys_run, tmp_path, capsys):
+    folders = _bad_encoder_folders(recsys_run, tmp_path)
+    (tmp_path / "h.txt").write_text("1 2 3\n")
+    (tmp_path / "nothing").mkdir()
+    cases = [([str(folders[k][0]), str(tmp_path / "h.txt")], folders[k][1]) for k in ("nope", "corrupt", "missing")]
+    cases += [
+        ([str(folders["empty"][0]), str(tmp_path / "h.txt")], "has no config.json"),
+        ([str(folders["text"][0]), str(tmp_path / "h.txt"), "--modality", "recsys"], "has no item_ids.json"),
+        ([str(recsys_run["encoder"]), str(tmp_path / "gone.txt")], "does not exist"),
+        ([str(recsys_run["encoder"]), str(tmp_path / "nothing")], "holds no item-history files"),
+        ([str(recsys_run["encoder"]), str(tmp_path / "h.txt"), "--query", "zz"], "names no item this encoder knows"),
+    ]
+    for argv, expected in cases:
+        assert cli_main(["embed", "--encoder", *argv, "--out", str(tmp_path / "o"), "--quiet"]) == 2, argv
+        err = capsys.readouterr().err
+        assert expected in err.strip().splitlines()[-1] and "Traceback" not in err, err
+
+
+def test_prepare_ml100k_bad_inputs_are_one_line_and_status_2(tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    assert cli_main(["prepare", "ml100k", "--cache", str(tmp_path / "file")]) == 2
+    err = capsys.readouterr().err
+    assert "--cache" in err and "is a file" in err and "Traceback" not in err
+    assert cli_main(["prepare", "ml100k", "--bogus"]) == 2
+    assert "unrecognized arguments: --bogus" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_prepare_ml100k_copies_the_real_data_into_the_cache(tmp_path, capsys):
+    assert cli_main(["prepare", "ml100k", "--cache", str(tmp_path)]) == 0
+    stats = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert stats["users"] == 943 and stats["items"] == 1682 and stats["interactions"] == 100_000
+    assert stats["skipped_rows"] == {}  # no duplicate, no bad timestamp in ML-100k
+    assert not list(tmp_path.rglob("*.partial"))

@@ -1,14 +1,19 @@
 """BERT4Rec: item frontend (item embedding + learned positions) -> shared backbone -> output
-layer tied to the item embeddings, with a bias (Sun et al., 2019)."""
+layer tied to the item embeddings, with a bias (Sun et al., 2019).
+
+Registered as the architecture "bert4rec": ``save_encoder(model, folder)`` writes the whole network
+(encoder and output layer) and ``load_encoder(folder)`` reads it back, so an exported folder can
+both embed histories and rank items."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 
 import torch
 from torch import Tensor, nn
 
 from ..backbone import MaskedLMHead, TokenEncoder, TokenEncoderConfig
+from ..hub import register_architecture
 
 
 @dataclass
@@ -22,6 +27,17 @@ class BERT4RecConfig:
     dropout: float = 0.2  # paper: 0.2 on hidden states and attention
     attention_backend: str = "unpadded"  # eager | sdpa | unpadded
 
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> BERT4RecConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"BERT4RecConfig: unknown fields {unknown}; known: {sorted(known)}")
+        return cls(**d)
+
     def encoder_config(self) -> TokenEncoderConfig:
         return TokenEncoderConfig(
             vocab_size=self.num_items + 2, type_vocab_size=0, pad_token_id=0,
@@ -32,17 +48,40 @@ class BERT4RecConfig:
         )
 
 
+# the output layer's weight IS the item embedding: stored once, under the embedding's name
+TIED = {"head.embedding.weight": "encoder.frontend.word_embeddings.weight"}
+
+
+def _drop_tied(module, state_dict, prefix, local_metadata) -> None:
+    for tied in TIED:
+        state_dict.pop(prefix + tied, None)
+
+
+def _restore_tied(module, state_dict, prefix, *args) -> None:
+    for tied, source in TIED.items():
+        if prefix + source in state_dict:  # older checkpoints stored both names: the same tensor
+            state_dict[prefix + tied] = state_dict[prefix + source]
+
+
+@register_architecture(BERT4RecConfig)
 class BERT4Rec(nn.Module):
+    architecture = "bert4rec"  # name written into checkpoint folders
+
     def __init__(self, config: BERT4RecConfig):
         super().__init__()
         self.config = config
         self.encoder = TokenEncoder(config.encoder_config())
         c = self.encoder.config
         self.head = MaskedLMHead(c.hidden_size, self.encoder.embeddings, c.activation, c.layer_norm_eps)
+        self.register_state_dict_post_hook(_drop_tied)  # safetensors refuses two names for one tensor
+        self.register_load_state_dict_pre_hook(_restore_tied)
 
     @property
     def mask_id(self) -> int:
         return self.config.num_items + 1
+
+    def set_attention_backend(self, name: str) -> None:
+        self.encoder.set_attention_backend(name)
 
     def forward(self, items: Tensor, mask: Tensor) -> Tensor:
         """items (B, T) ids, mask (B, T) -> hidden states (B, T, D)."""
@@ -51,6 +90,25 @@ class BERT4Rec(nn.Module):
     def item_scores(self, hidden: Tensor) -> Tensor:
         """hidden (..., D) -> scores over real items (..., num_items); column j is item j + 1."""
         return self.head(hidden)[..., 1 : self.config.num_items + 1]
+
+    def user_vectors(self, histories: list[list[int]]) -> Tensor:
+        """Remapped-id histories -> (B, D): the hidden state at a MASK placed after each history's
+        last ``max_length - 1`` items, the vector BERT4Rec scores the next item with."""
+        if any(not h for h in histories):
+            raise ValueError("a history is empty: give at least one item per user")
+        bad = [i for h in histories for i in h if not 1 <= i <= self.config.num_items]
+        if bad:
+            raise ValueError(f"histories hold unknown item ids {bad[:5]}; valid ids are 1..{self.config.num_items}")
+        seqs = [h[-(self.config.max_length - 1) :] + [self.mask_id] for h in histories]
+        T = max(len(s) for s in seqs)
+        items = torch.zeros(len(seqs), T, dtype=torch.long)  # (B, T), PAD = 0 on the right
+        mask = torch.zeros(len(seqs), T, dtype=torch.bool)
+        for b, s in enumerate(seqs):
+            items[b, : len(s)] = torch.tensor(s)
+            mask[b, : len(s)] = True
+        hidden = self(items.to(self.head.bias.device), mask.to(self.head.bias.device))  # (B, T, D)
+        last = mask.sum(1) - 1  # (B,) the MASK position
+        return hidden[torch.arange(len(seqs)), last.to(hidden.device)]
 
     @torch.no_grad()
     def recommend(self, history: list[int], k: int = 10, exclude_seen: bool = True) -> list[int]:

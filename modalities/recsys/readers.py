@@ -1,14 +1,16 @@
 """Readers of interaction logs: MovieLens ratings.dat (``::``), ML-100k ``u.data`` (tab),
 RecBole atomic ``.inter`` files, and CSV/TSV with a column mapping.
 
-Every reader returns ``Interactions`` in file order; bad rows (wrong field count, non-numeric
-timestamp, empty ids) are skipped and counted in ``stats``, never fatal. A file with no
+Every reader returns ``Interactions`` in file order; bad rows (wrong field count, non-numeric or
+non-finite timestamp, empty ids) and exact duplicates of an earlier row are skipped and counted in
+``stats``, never fatal. A file with no
 usable row, or with missing columns, is a ``ValueError`` naming the file and what to do.
 """
 
 from __future__ import annotations
 
 import csv
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,16 +23,26 @@ class Interactions:
     items: list[str] = field(default_factory=list)
     timestamps: list[float] = field(default_factory=list)
     stats: ReadStats = field(default_factory=lambda: ReadStats(unit="interactions"))
+    _rows: set = field(default_factory=set, repr=False)  # every row read, to drop exact duplicates
 
-    def add(self, user: str, item: str, ts: str) -> None:
+    def add(self, user: str, item: str, ts: str, row: tuple | None = None) -> None:
+        """One row; ``row`` is the whole raw row (all its fields), the key for exact duplicates."""
         try:
             t = float(ts)
         except ValueError:
             self.stats.skip("non-numeric timestamp")
             return
+        if not math.isfinite(t):  # "nan", "inf": no place in a time order
+            self.stats.skip("non-finite timestamp")
+            return
         if not user or not item:
             self.stats.skip("empty user or item id")
             return
+        key = row if row is not None else (user, item, ts)
+        if key in self._rows:
+            self.stats.skip("exact duplicate row")
+            return
+        self._rows.add(key)
         self.users.append(user)
         self.items.append(item)
         self.timestamps.append(t)
@@ -49,6 +61,7 @@ def _lines(path: Path):
 
 def _finish(inter: Interactions, path: Path) -> Interactions:
     inter.stats.files = 1
+    inter._rows = set()  # only needed while reading
     if not len(inter):
         raise ValueError(f"{path} holds no usable interaction ({inter.stats}); check the file and its format")
     return inter
@@ -64,7 +77,7 @@ def read_delimited(path: str | Path, sep: str, fields: int = 4) -> Interactions:
         if len(parts) != fields:
             inter.stats.skip(f"not {fields} fields")
             continue
-        inter.add(parts[0].strip(), parts[1].strip(), parts[-1].strip())
+        inter.add(parts[0].strip(), parts[1].strip(), parts[-1].strip(), tuple(p.strip() for p in parts))
     return _finish(inter, path)
 
 
@@ -103,7 +116,7 @@ def _read_table(path, names, lines, sep, user, item, timestamp) -> Interactions:
         if len(row) != len(names):
             inter.stats.skip("wrong number of fields")
             continue
-        inter.add(row[iu].strip(), row[ii].strip(), row[it].strip())
+        inter.add(row[iu].strip(), row[ii].strip(), row[it].strip(), tuple(r.strip() for r in row))
     return _finish(inter, path)
 
 

@@ -8,6 +8,7 @@ the history, then MASK at the position to predict.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import lightning as L
@@ -101,6 +102,9 @@ class SequenceDataModule(L.LightningDataModule):
         cache_dir: where ML-100k is cached ($TESSERA_CACHE or ~/.cache/tessera).
     """
 
+    modality = "recsys"  # written into the encoder folder's meta: `tessera embed` reads item histories with it
+    ITEM_IDS = "item_ids.json"  # in the encoder folder: {the data's own item id: the model's item index}
+
     def __init__(
         self,
         dataset: str = ML100K,
@@ -135,6 +139,16 @@ class SequenceDataModule(L.LightningDataModule):
     def prepare_data(self) -> None:
         if self.dataset == ML100K:
             fetch_ml100k(self.cache)
+        elif not Path(self.dataset).is_file():
+            raise FileNotFoundError(f"data.init_args.dataset {self.dataset} does not exist; give an interaction file "
+                                    f"(.inter, .csv, .tsv, .dat, u.data) or {ML100K!r}")
+
+    def write_encoder_assets(self, folder: str | Path) -> None:
+        """item_ids.json beside the weights: the data's own item id -> the model's item index
+        (1..num_items; 0 is PAD, num_items + 1 is MASK), so the folder ranks and embeds on its own."""
+        self.setup()
+        ids = {item: i for i, item in enumerate(self.data.items, start=1)}
+        (Path(folder) / self.ITEM_IDS).write_text(json.dumps(ids))
 
     def setup(self, stage: str | None = None) -> None:
         if self.data is not None:

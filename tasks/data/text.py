@@ -70,6 +70,8 @@ class MaskedTextDataModule(L.LightningDataModule):
         cache_dir: where corpora, tokenizers and ids are cached ($TESSERA_CACHE or ~/.cache/tessera).
     """
 
+    modality = "text"  # written into the encoder folder's meta: `tessera embed` reads lines of text with it
+
     def __init__(
         self,
         corpus: str = STDLIB,

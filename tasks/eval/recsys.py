@@ -1,0 +1,171 @@
+"""``tessera eval recsys``: leave-one-out ranking of a BERT4Rec run or encoder folder, next to MostPopular.
+
+Each user's last item (``--split test``; the one before it with ``--split val``) is ranked after
+their history under both protocols in use: full ranking over every item the user has not seen,
+and the paper's ``--negatives`` (100) items sampled by popularity without replacement from those
+the user has not seen (seeded per user, the same candidates every time). MostPopular (training-split
+counts) is ranked on the same candidates. Writes ``ranking.json`` (HR@1/5/10, NDCG@5/10, MRR per
+protocol and model) and ``ranking.png`` (HR@10 and NDCG@10 per protocol) into ``--out``.
+
+The model comes from a run (``tasks.runs.load_system``: its config.yaml and checkpoint) or from an
+exported folder (config.json + model.safetensors + item_ids.json). The data's item ids are mapped
+through the model's item-id map; items the model does not know are dropped from histories and a
+user whose held-out item is unknown is skipped (both counted).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from ..jobs import UserError, job
+
+ML100K = "ml-100k"
+
+
+def load_model(src: str | Path):
+    """(BERT4Rec in eval mode, {data item id: model index}, the run's data set or None) of a run or folder."""
+    from ..embed import open_encoder_folder
+    from ..embed.recsys import load_bert4rec, read_item_ids
+
+    path = Path(src).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"--run {path} does not exist; give a recsys run folder (trainer.default_root_dir), "
+                                "its lightning_logs/version_N, or an encoder folder")
+    if path.is_dir() and (path / "config.json").is_file():  # an exported encoder folder
+        folder, _ = open_encoder_folder(path)
+        return load_bert4rec(folder), read_item_ids(folder), None
+    from ..recsys import BERT4RecSystem
+    from ..runs import load_system
+
+    system, dm, _ = load_system(path, with_data=True)
+    if not isinstance(system, BERT4RecSystem) or dm is None:
+        raise UserError(f"--run {path} is a {type(system).__name__} run, not BERT4Rec; give a run of configs/recsys/*.yaml")
+    dm.prepare_data()
+    dm.setup("test")
+    ids = {item: i for i, item in enumerate(dm.data.items, start=1)}
+    return system.model, ids, str(dm._path())
+
+
+def evaluate(model, item_ids: dict[str, int], data_path: Path, split: str = "test", negatives: int = 100,
+             seed: int = 0, min_interactions: int = 5, batch_size: int = 256) -> dict:
+    """The ranking report (see the module docstring) of ``model`` on ``data_path``'s leave-one-out ``split``."""
+    import torch
+
+    from modalities.recsys import build_sequences, read_interactions
+
+    from ..metrics.ranking import check_negatives, leave_one_out_ranks, ranking_metrics
+
+    data = build_sequences(read_interactions(data_path), min_interactions)
+    num_items = model.config.num_items
+    skipped = {"unknown items dropped from histories": 0, "users whose held-out item is unknown": 0,
+               "users with no known history item": 0}
+    cut = 1 if split == "test" else 2  # the held-out item: last (test) or second to last (val)
+    histories, targets, train_items = [], [], []  # model indices, time order
+    for seq in data.sequences:
+        mapped = [item_ids.get(data.items[i - 1]) for i in seq]
+        skipped["unknown items dropped from histories"] += mapped.count(None)
+        target, history = mapped[-cut], [m for m in mapped[: len(mapped) - cut] if m is not None]
+        if target is None:
+            skipped["users whose held-out item is unknown"] += 1
+            continue
+        if not history:
+            skipped["users with no known history item"] += 1
+            continue
+        histories.append(history)
+        targets.append(target)
+        train_items += [m for m in mapped[:-2] if m is not None]  # the training split: before the val item
+    if not histories:
+        raise UserError(f"no user of {data_path} can be ranked: the model knows none of its items "
+                        f"({skipped}); give the data the model was trained on")
+    popularity = torch.bincount(torch.tensor(train_items, dtype=torch.long), minlength=num_items + 1)[1:].double()
+    check_negatives([h + [t] for h, t in zip(histories, targets, strict=True)], num_items, negatives, "--negatives")
+    ranks: dict[str, list] = {}
+    with torch.inference_mode():
+        for b in range(0, len(histories), batch_size):
+            hist = histories[b : b + batch_size]
+            scores = model.item_scores(model.user_vectors(hist)).float()  # (B, num_items)
+            out = leave_one_out_ranks(scores, popularity, [torch.tensor(h) for h in hist],
+                                      torch.tensor(targets[b : b + batch_size]),
+                                      torch.arange(b, b + len(hist)), negatives, seed)
+            for k, r in out.items():
+                ranks.setdefault(k, []).append(r)
+    report = {k: ranking_metrics(torch.cat(v)) for k, v in ranks.items()}
+    protocols = sorted({k.split("/")[1] for k in report})
+    return {
+        "data": str(data_path), "split": split, "users": len(histories), "items": num_items,
+        "negatives": negatives, "seed": seed, "skipped": skipped,
+        "protocols": {p: {"model": report[f"model/{p}"], "mostpop": report[f"mostpop/{p}"]} for p in protocols},
+    }
+
+
+def plot(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    protocols = list(result["protocols"])
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3.2))
+    for ax, metric in zip(axes, ("hr@10", "ndcg@10"), strict=True):
+        for j, (who, label) in enumerate((("model", "BERT4Rec"), ("mostpop", "MostPopular"))):
+            vals = [result["protocols"][p][who][metric] for p in protocols]
+            ax.bar([x + 0.38 * j for x in range(len(protocols))], vals, width=0.38, label=label)
+        ax.set_xticks([x + 0.19 for x in range(len(protocols))], protocols)
+        ax.set_title(f"{metric.upper()} ({result['split']}, {result['users']} users)")
+    axes[0].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+@job("eval", "recsys", help="leave-one-out ranking of a BERT4Rec run or encoder folder vs MostPopular (JSON + plot)",
+     example="tessera eval recsys --run runs/bert4rec-ml100k --out runs/eval/recsys")
+def eval_recsys(args: argparse.Namespace) -> int:
+    """Rank every user's held-out item under full ranking and --negatives popularity-sampled
+    negatives, for the model and for MostPopular on the same candidates."""
+    t0 = time.perf_counter()
+    if args.negatives < 1:
+        raise UserError(f"--negatives must be >= 1, got {args.negatives}")
+    model, item_ids, run_data = load_model(args.run)
+    if args.data is not None:
+        data_path = Path(args.data).expanduser()
+    elif run_data is not None:
+        data_path = Path(run_data)
+    else:
+        data_path = Path(ML100K)
+    if str(data_path) == ML100K:
+        from ..data.fetch import default_cache_dir
+        from ..data.recsys import fetch_ml100k
+
+        data_path = fetch_ml100k(default_cache_dir())
+    elif not data_path.is_file():
+        raise FileNotFoundError(f"--data {data_path} does not exist; give an interaction file "
+                                f"(.inter, .csv, .tsv, .dat, u.data) or {ML100K!r}")
+    result = evaluate(model, item_ids, data_path, args.split, args.negatives, args.seed, args.min_interactions)
+    result = {"model": str(args.run), **result, "seconds": round(time.perf_counter() - t0, 1)}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "ranking.json").write_text(json.dumps(result, indent=2))
+    plot(result, out / "ranking.png")
+    print(f"{'protocol':10} {'':12} {'HR@10':>7} {'NDCG@10':>8} {'MRR':>7}")
+    for p, rows in result["protocols"].items():
+        for who, m in rows.items():
+            print(f"{p:10} {who:12} {m['hr@10']:7.4f} {m['ndcg@10']:8.4f} {m['mrr']:7.4f}")
+    print(f"wrote {out / 'ranking.json'} and {out / 'ranking.png'}")
+    return 0
+
+
+@eval_recsys.arguments
+def _(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--run", required=True, help="a recsys run folder, its lightning_logs/version_N, a .ckpt, "
+                   "or an encoder folder (config.json + model.safetensors + item_ids.json)")
+    p.add_argument("--data", default=None, help="interaction file or 'ml-100k' (default: the run's own data; "
+                   "for an encoder folder: ml-100k)")
+    p.add_argument("--split", choices=("test", "val"), default="test", help="which held-out item to rank")
+    p.add_argument("--negatives", type=int, default=100, help="popularity-sampled negatives per user (paper: 100)")
+    p.add_argument("--seed", type=int, default=0, help="seeds the negatives (the training run's eval_seed: 0)")
+    p.add_argument("--min-interactions", type=int, default=5, help="users with fewer are dropped, as in training")
+    p.add_argument("--out", default="runs/eval/recsys", help="folder for ranking.json and ranking.png")
