@@ -2,7 +2,7 @@
 
 A *code encoder folder* holds the encoder (a Tessera checkpoint: config.json + model.safetensors)
 and the code tokenizer it was trained with (tokenizer.json + code_tokenizer.json, or a CuBERT
-vocabulary file beside an HF-BERT-format CuBERT checkpoint). ``scripts/code_export.py`` writes one
+vocabulary file beside an HF-BERT-format CuBERT checkpoint). Every ``tessera fit`` of a code config writes one
 from a masked-LM pretraining checkpoint.
 
     save_code_encoder(encoder, tokenizer, "runs/code/encoder")
@@ -41,13 +41,13 @@ def load_code_encoder(folder: str | Path, attention_backend: str | None = None) 
     CuBERT folder (HF BERT format with its *vocab*.txt)."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise FileNotFoundError(f"{folder} is not a folder; give a code encoder folder (scripts/code_export.py writes one)")
+        raise FileNotFoundError(f"{folder} is not a folder; give a code encoder folder (every code `tessera fit` writes <log dir>/encoder)")
     if not ((folder / META_FILE).is_file() or (folder / "tokenizer.json").is_file()):
         try:
             find_cubert_vocab(folder)
         except FileNotFoundError as e:
             raise FileNotFoundError(f"{folder} holds no code tokenizer ({META_FILE} + tokenizer.json) and no CuBERT "
-                                    "vocabulary; export the encoder with scripts/code_export.py") from e
+                                    "vocabulary; export the encoder with `tessera export RUN OUT`") from e
         return load_cubert(folder, attention_backend=attention_backend)  # pairs and checks the vocabulary
     tokenizer = load_code_tokenizer(folder)
     encoder = load_encoder(folder, attention_backend=attention_backend)

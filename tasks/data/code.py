@@ -27,7 +27,7 @@ from tqdm import tqdm
 from modalities.code import CodeTokenizer, load_code_tokenizer
 from modalities.code.lexer import NEWLINE
 
-from ..prepare.code import corpus_key, tokenizer_folder
+from ..prepare.code import cache_path, corpus_key, tokenizer_folder
 from .collate import pad_batch
 from .fetch import default_cache_dir
 from .sampler import resumable_train_loader
@@ -57,13 +57,13 @@ def chunk_logical_lines(ids: np.ndarray, newline_id: int, max_tokens: int) -> li
     return chunks
 
 
-def resolve(path: str | Path) -> Path:
-    """``cache:REL`` -> $TESSERA_CACHE/REL (configs name cached artefacts this way); else the path."""
-    text = str(path)
-    return default_cache_dir() / text.removeprefix("cache:") if text.startswith("cache:") else Path(text).expanduser()
+def resolve(path: str | Path, cache: Path | None = None) -> Path:
+    """``cache:REL`` -> $TESSERA_CACHE/REL (or ``cache``/REL; configs name cached artefacts this way); else the path."""
+    return cache_path(path, cache)
 
 
-def ensure_tokenizer(given: str | None, path: Path, corpus: str, vocab_size: int, max_files: int | None) -> Path:
+def ensure_tokenizer(given: str | None, path: Path, corpus: str, vocab_size: int, max_files: int | None,
+                     cache: Path | None = None) -> Path:
     """The tokenizer at ``path``; trained there on ``corpus`` when none was ``given`` and it is missing."""
     if path.exists():
         return path
@@ -74,7 +74,7 @@ def ensure_tokenizer(given: str | None, path: Path, corpus: str, vocab_size: int
 
     print(f"[code] training a {vocab_size}-subword tokenizer on {corpus} (max_files={max_files}) -> {path}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    return train_tokenizer(corpus, path, vocab_size, max_files)
+    return train_tokenizer(corpus, path, vocab_size, max_files, cache=cache)
 
 
 def write_tokenizer_assets(tokenizer: Path, folder: Path) -> None:
@@ -139,7 +139,7 @@ class MaskedCodeDataModule(MaskedTextDataModule):
     @property
     def tokenizer_file(self) -> Path:
         if self.tokenizer_path:
-            return resolve(self.tokenizer_path)
+            return resolve(self.tokenizer_path, self.cache)
         return tokenizer_folder(self.cache, self.corpus, self.vocab_size, self.max_files)
 
     def write_encoder_assets(self, folder: Path) -> None:
@@ -149,7 +149,8 @@ class MaskedCodeDataModule(MaskedTextDataModule):
     def _rows(self) -> list[dict]:
         from ..prepare.code import even_sample, read_manifest
 
-        return even_sample([r for r in read_manifest(self.corpus) if r["split"] in ("train", "valid")], self.max_files)
+        rows = read_manifest(self.corpus, cache=self.cache)
+        return even_sample([r for r in rows if r["split"] in ("train", "valid")], self.max_files)
 
     def _ids_file(self) -> Path:
         tok = self.tokenizer_file
@@ -160,7 +161,7 @@ class MaskedCodeDataModule(MaskedTextDataModule):
     def prepare_data(self) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         rows = None
-        ensure_tokenizer(self.tokenizer_path, self.tokenizer_file, self.corpus, self.vocab_size, self.max_files)
+        ensure_tokenizer(self.tokenizer_path, self.tokenizer_file, self.corpus, self.vocab_size, self.max_files, self.cache)
         ids_file = self._ids_file()
         if ids_file.is_file():
             return
@@ -332,19 +333,19 @@ class CodeTaskDataModule(L.LightningDataModule):
         if task not in TASKS:
             raise ValueError(f"unknown task {task!r}; choose one of {list(TASKS)}")
         self.save_hyperparameters()
-        self.task, self.benchmark = task, resolve(benchmark)
+        self.cache = Path(cache_dir) if cache_dir else default_cache_dir()
+        self.task, self.benchmark = task, resolve(benchmark, self.cache)
         self.tokenizer_path, self.max_length, self.batch_size = tokenizer, max_length, batch_size
         self.max_examples, self.num_workers, self.seed = max_examples, num_workers, seed
         self.corpus, self.vocab_size, self.max_files = corpus, vocab_size, max_files
         self.max_functions, self.max_bench_files = max_functions, max_bench_files
-        self.cache = Path(cache_dir) if cache_dir else default_cache_dir()
         self.sets: dict[str, _Examples] = {}
         self.stats: dict = {}
 
     @property
     def tokenizer_file(self) -> Path:
         if self.tokenizer_path:
-            return resolve(self.tokenizer_path)
+            return resolve(self.tokenizer_path, self.cache)
         return tokenizer_folder(self.cache, self.corpus, self.vocab_size, self.max_files)
 
     def write_encoder_assets(self, folder: Path) -> None:
@@ -353,12 +354,12 @@ class CodeTaskDataModule(L.LightningDataModule):
     def prepare_data(self) -> None:
         from ..prepare.code import benchmark_complete, write_benchmark
 
-        ensure_tokenizer(self.tokenizer_path, self.tokenizer_file, self.corpus, self.vocab_size, self.max_files)
+        ensure_tokenizer(self.tokenizer_path, self.tokenizer_file, self.corpus, self.vocab_size, self.max_files, self.cache)
         if not benchmark_complete(self.benchmark, self.task):
             print(f"[code] building {self.task} of the benchmark {self.benchmark} from {self.corpus} "
                   f"(max_functions={self.max_functions}, max_bench_files={self.max_bench_files})")
             write_benchmark(self.corpus, self.benchmark, [self.task], seed=self.seed, max_functions=self.max_functions,
-                            max_files=self.max_bench_files)
+                            max_files=self.max_bench_files, cache=self.cache)
 
     def setup(self, stage: str | None = None) -> None:
         if self.sets:

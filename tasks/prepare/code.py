@@ -29,12 +29,14 @@ STDLIB = "stdlib"
 SPLITS = ("train", "valid", "test")
 
 
-def cache_path(path: str | Path) -> Path:
-    """``cache:REL`` -> $TESSERA_CACHE/REL (configs name cached artefacts this way); else the path."""
+def cache_path(path: str | Path, cache: Path | None = None) -> Path:
+    """``cache:REL`` -> $TESSERA_CACHE/REL (or ``cache``/REL; configs name cached artefacts this way); else the path."""
     from ..data.fetch import default_cache_dir
 
     text = str(path)
-    return default_cache_dir() / text.removeprefix("cache:") if text.startswith("cache:") else Path(text).expanduser()
+    if not text.startswith("cache:"):
+        return Path(text).expanduser()
+    return (cache or default_cache_dir()) / text.removeprefix("cache:")
 
 
 def _write_lines(path: Path, rows) -> None:
@@ -71,16 +73,19 @@ def write_corpus(out: Path, site_packages: bool = True, max_files: int | None = 
     return summary
 
 
-def corpus_manifest(corpus: str | Path, progress: bool = True) -> Path:
-    """The manifest.jsonl of a corpus: "stdlib" builds (once) $TESSERA_CACHE/code/corpus-stdlib;
-    a folder or manifest path must exist."""
-    if str(corpus) == STDLIB:
-        folder = cache_path("cache:code/corpus-stdlib")
-        if not (folder / "manifest.jsonl").is_file():
-            print(f"[code] building the standard-library corpus in {folder} (once)")
-            write_corpus(folder, site_packages=False, progress=progress)
-        return folder / "manifest.jsonl"
-    path = cache_path(corpus)
+# the corpora built on first use: name -> (folder, with site-packages)
+DEFAULT_CORPORA = {"cache:code/corpus-stdlib": False, "cache:code/corpus": True}
+
+
+def corpus_manifest(corpus: str | Path, progress: bool = True, cache: Path | None = None) -> Path:
+    """The manifest.jsonl of a corpus. "stdlib" (= cache:code/corpus-stdlib) and cache:code/corpus
+    (stdlib + permissive site-packages) are built on first use; any other folder or manifest must exist."""
+    path = cache_path("cache:code/corpus-stdlib" if str(corpus) == STDLIB else corpus, cache)
+    for name, site_packages in DEFAULT_CORPORA.items():
+        folder = cache_path(name, cache)
+        if path == folder and not (folder / "manifest.jsonl").is_file():
+            print(f"[code] building the {'full' if site_packages else 'standard-library'} corpus in {folder} (once)")
+            write_corpus(folder, site_packages=site_packages, progress=progress)
     manifest = path / "manifest.jsonl" if path.is_dir() else path
     if not manifest.is_file():
         raise FileNotFoundError(f"no corpus manifest at {manifest}; build it with `tessera prepare code-corpus --out "
@@ -88,8 +93,8 @@ def corpus_manifest(corpus: str | Path, progress: bool = True) -> Path:
     return manifest
 
 
-def read_manifest(corpus: str | Path, progress: bool = True) -> list[dict]:
-    rows = [json.loads(line) for line in corpus_manifest(corpus, progress).open() if line.strip()]
+def read_manifest(corpus: str | Path, progress: bool = True, cache: Path | None = None) -> list[dict]:
+    rows = [json.loads(line) for line in corpus_manifest(corpus, progress, cache).open() if line.strip()]
     if not rows:
         raise ValueError(f"the corpus {corpus} lists no files; rebuild it with `tessera prepare code-corpus`")
     return rows
@@ -118,12 +123,12 @@ def tokenizer_folder(cache: Path, corpus: str | Path, vocab_size: int, max_files
 
 
 def train_tokenizer(corpus: str | Path, out: Path, vocab_size: int, max_files: int | None = None,
-                    progress: bool = True) -> Path:
+                    progress: bool = True, cache: Path | None = None) -> Path:
     """A WordPiece vocabulary of ``vocab_size`` over the lexed training files of ``corpus`` (an even
     sample of ``max_files`` train + valid files, the training ones used), written to ``out``."""
     from modalities.code import CodeTokenizer
 
-    rows = even_sample([r for r in read_manifest(corpus, progress) if r["split"] in ("train", "valid")], max_files)
+    rows = even_sample([r for r in read_manifest(corpus, progress, cache) if r["split"] in ("train", "valid")], max_files)
 
     def sources():
         for r in rows:
@@ -173,7 +178,7 @@ def benchmark_complete(out: Path, task: str) -> bool:
 
 def write_benchmark(corpus: str | Path, out: Path, tasks=None, seed: int = 0, max_functions: int | None = None,
                     max_chars: int = 2000, paired: bool = False, extra_train: str | Path | None = None,
-                    max_files: int | None = None, progress: bool = True) -> dict:
+                    max_files: int | None = None, progress: bool = True, cache: Path | None = None) -> dict:
     """The CuBERT tasks from the corpus's package splits: <out>/<task>/{train,valid,test}.jsonl and
     <out>/stats.json. Deterministic for a seed. ``max_files``: an even sample of that many files per
     split (a quick benchmark); ``max_functions``: a seeded sample of that many functions per split.
@@ -189,7 +194,7 @@ def write_benchmark(corpus: str | Path, out: Path, tasks=None, seed: int = 0, ma
     unknown = [t for t in tasks if t not in TASKS]
     if unknown:
         raise ValueError(f"unknown benchmark task(s) {unknown}; choose from {list(TASKS)}")
-    rows = read_manifest(corpus, progress)
+    rows = read_manifest(corpus, progress, cache)
     functions = {}
     for split in SPLITS:
         split_rows = even_sample([r for r in rows if r["split"] == split], max_files)
