@@ -79,12 +79,18 @@ class TesseraCLI(LightningCLI):
         super()._parse_ckpt_path()
 
     def before_fit(self) -> None:
-        from .callbacks import CheckpointIntegrity, ExportEncoder, MetricsRecorder, StopOnNonFinite
+        from .callbacks import (
+            CheckpointIntegrity,
+            ExportEncoder,
+            MetricsRecorder,
+            RandomState,
+            StopOnNonFinite,
+        )
 
         # every run leaves metrics.json + loss_curve.png and <log dir>/encoder, stops on a
-        # non-finite loss, and checksums its checkpoints, whether or not its YAML lists the callbacks
+        # non-finite loss, checksums its checkpoints and restores random state on resume, whether or not its YAML lists the callbacks
         for cls, make in ((MetricsRecorder, MetricsRecorder), (StopOnNonFinite, StopOnNonFinite),
-                          (CheckpointIntegrity, CheckpointIntegrity),
+                          (CheckpointIntegrity, CheckpointIntegrity), (RandomState, RandomState),
                           (ExportEncoder, lambda: ExportEncoder(required=False))):
             if not any(isinstance(c, cls) for c in self.trainer.callbacks):
                 self.trainer.callbacks.append(make())

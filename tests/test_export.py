@@ -171,3 +171,45 @@ def test_an_export_format_that_cannot_hold_the_encoder_says_why(tmp_path, capsys
     assert tessera(["export", str(tmp_path / "alibi"), str(tmp_path / "hf"), "--format", "hf"]) == 2
     err = capsys.readouterr().err
     assert "not BERT-shaped" in err and "position='alibi'" in err
+
+
+@pytest.mark.slow
+def test_a_sigkilled_fit_resumes_with_last_to_the_uninterrupted_weights(run, tmp_path):
+    """A real `tessera fit` process, logger on, dropout on (the tiny config's 0.1), killed with SIGKILL
+    after step 4 (last checkpoint at step 3), resumed with `--ckpt_path last`: same weights as a run
+    that was never interrupted, bit for bit."""
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    cfg = yaml.safe_load(TINY.read_text())
+    assert cfg["model"]["init_args"]["encoder"]["init_args"]["config"].get("hidden_dropout", 0.1) > 0
+    cfg["trainer"]["callbacks"] = [{"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+                                    "init_args": {"every_n_train_steps": 3, "save_last": True}}]
+    cfg["trainer"]["num_sanity_val_steps"] = 2
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}  # the test's KillAt callback
+
+    def fit(root, *extra):
+        argv = fit_args(run["corpus"], run["tmp"], root, 6)
+        argv[argv.index(str(TINY))] = str(config)
+        return subprocess.run([sys.executable, "-m", "tasks.cli", *argv, "--trainer.val_check_interval", "5", *extra],
+                              capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+
+    killed = fit(tmp_path / "a", "--trainer.callbacks+", "conftest.KillAt", "--trainer.callbacks.step", "4")
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    last = tmp_path / "a" / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=True)["global_step"] == 3
+    resumed = fit(tmp_path / "a", "--ckpt_path", "last")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert not (tmp_path / "a" / "lightning_logs" / "version_1").exists()
+    straight = fit(tmp_path / "b")
+    assert straight.returncode == 0, straight.stderr[-2000:]
+    a = torch.load(last, weights_only=True)
+    b = torch.load(tmp_path / "b" / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert a["global_step"] == b["global_step"] == 6
+    differ = [k for k in b["state_dict"] if not torch.equal(a["state_dict"][k], b["state_dict"][k])]
+    assert not differ, f"{len(differ)} tensors differ after resume, e.g. {differ[:3]}"
