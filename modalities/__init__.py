@@ -14,7 +14,8 @@ from .backbone import (
     TokenEncoderConfig,
     create_encoder,
 )
-from .backbone import hf_bert as _hf_bert  # noqa: F401  (registers the "bert"/"roberta" importers)
+from .backbone import hf_bert as _hf_bert  # noqa: F401  (registers the "bert"/"roberta"/"xlm-roberta" importers)
+from .backbone import hf_modernbert as _hf_modernbert  # noqa: F401  (registers the "modernbert" importer)
 from .hub import import_checkpoint, load_encoder, save_encoder
 
 __all__ = [

@@ -9,7 +9,7 @@ from conftest import ragged_mask
 from safetensors.torch import load_file, save_file
 
 import modalities
-from modalities.backbone import ATTENTION
+from modalities.backbone import ATTENTION, TokenEncoderConfig
 from tasks.cli import main as cli_main
 
 transformers = pytest.importorskip("transformers")
@@ -209,3 +209,70 @@ def test_import_bad_inputs_are_one_line_and_status_2(tmp_path, capsys):
         assert tessera(argv) == 2
         err = capsys.readouterr().err
         assert expected in err.strip().splitlines()[-1] and "Traceback" not in err
+
+
+def tiny_modernbert(folder: Path, release_format: bool = False):
+    """A random ModernBertModel saved in transformers' layout; ``release_format`` rewrites its config
+    as answerdotai's release wrote it (global_attn_every_n_layers, global/local_rope_theta)."""
+    import json
+
+    torch.manual_seed(0)
+    cfg = transformers.ModernBertConfig(vocab_size=120, hidden_size=32, num_hidden_layers=4, num_attention_heads=4,
+                                        intermediate_size=48, local_attention=16, global_attn_every_n_layers=3,
+                                        max_position_embeddings=256, pad_token_id=0, bos_token_id=1, eos_token_id=2,
+                                        cls_token_id=1, sep_token_id=2)
+    model = transformers.ModernBertModel(cfg).eval()
+    with torch.no_grad():  # LayerNorm weights away from 1 so that a missed norm shows, and sharp
+        for name, p in model.named_parameters():  # attention so that positions (RoPE bases, the window) show
+            if "norm" in name:
+                p.add_(0.1 * torch.randn_like(p))
+            if "Wqkv" in name:
+                p.mul_(8.0)
+    model.save_pretrained(folder)
+    if release_format:
+        raw = json.loads((folder / "config.json").read_text())
+        rope = raw.pop("rope_parameters")
+        raw.pop("layer_types")
+        raw.update(global_attn_every_n_layers=3, global_rope_theta=rope["full_attention"]["rope_theta"],
+                   local_rope_theta=rope["sliding_attention"]["rope_theta"])
+        (folder / "config.json").write_text(json.dumps(raw))
+    return model
+
+
+@pytest.mark.parametrize("release_format", [False, True], ids=["transformers5-config", "release-config"])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_modernbert_parity_with_local_and_global_layers(tmp_path, backend, release_format):
+    from modalities.hub import check_parity
+
+    tiny_modernbert(tmp_path, release_format)
+    enc = modalities.load_encoder(tmp_path, attention_backend=backend)
+    assert [layer.local for layer in enc.backbone.layers] == [False, True, True, False]
+    assert enc.config.rope_theta == 160000.0 and enc.config.local_rope_theta == 10000.0
+    assert check_parity(tmp_path, enc) < 1e-5  # a ragged batch longer than the 16-token window
+
+
+def test_modernbert_parity_needs_the_window_and_the_local_rope_base(tmp_path):
+    from modalities.hub import check_parity
+
+    tiny_modernbert(tmp_path)
+    enc = modalities.load_encoder(tmp_path)
+    assert check_parity(tmp_path, enc) < 1e-5
+    wrong = TokenEncoderConfig(**{**enc.config.to_dict(), "local_attention": 0})
+    other = modalities.TokenEncoder(wrong)
+    other.load_state_dict(modalities.load_encoder(tmp_path).state_dict())
+    assert check_parity(tmp_path, other.eval()) > 1e-3
+    wrong = TokenEncoderConfig(**{**enc.config.to_dict(), "local_rope_theta": None})
+    other = modalities.TokenEncoder(wrong)
+    other.load_state_dict(modalities.load_encoder(tmp_path).state_dict())
+    assert check_parity(tmp_path, other.eval()) > 1e-4
+
+
+def test_a_modernbert_layer_pattern_the_backbone_cannot_express_is_refused(tmp_path):
+    import json
+
+    tiny_modernbert(tmp_path)
+    raw = json.loads((tmp_path / "config.json").read_text())
+    raw["layer_types"] = ["full_attention", "sliding_attention", "full_attention", "full_attention"]
+    (tmp_path / "config.json").write_text(json.dumps(raw))
+    with pytest.raises(ValueError, match="global every n-th layer"):
+        modalities.load_encoder(tmp_path)

@@ -172,6 +172,9 @@ class KMeansTeacher(nn.Module):
 
     Same interface as ``RVQTeacher``: ``fit_codebooks`` on frames from ``embed``, then
     ``forward(wav (B, S)) -> codes (B, K, T')`` at hop 320 (75 Hz at 24 kHz).
+
+    ``features="cqt"`` clusters log-CQT frames (``cqt_bins`` from 32.7 Hz at ``cqt_bins_per_octave``)
+    instead: semitone-resolved codes, where log-mel's low bands are wider than a semitone.
     """
 
     def __init__(
@@ -182,18 +185,28 @@ class KMeansTeacher(nn.Module):
         n_fft: int = 1024,
         hop_length: int = 320,
         sample_rate: int = 24000,
+        features: str = "mel",
+        cqt_bins: int = 84,
+        cqt_bins_per_octave: int = 12,
     ):
         super().__init__()
         import torchaudio
 
-        self.num_codebooks, self.codebook_size = num_codebooks, codebook_size
-        self.mel = torchaudio.transforms.MelSpectrogram(sample_rate, n_fft=n_fft, hop_length=hop_length,
-                                                        n_mels=n_mels, center=True)
-        for m in self.mel.modules():  # window and filterbank are rebuilt from the settings
-            m._non_persistent_buffers_set.update(m._buffers)
-        self.register_buffer("centers", torch.zeros(num_codebooks, codebook_size, n_mels))
-        self.register_buffer("mean", torch.zeros(n_mels))
-        self.register_buffer("std", torch.ones(n_mels))
+        if features not in ("mel", "cqt"):
+            raise ValueError(f"KMeansTeacher: features must be 'mel' or 'cqt', got {features!r}")
+        self.num_codebooks, self.codebook_size, self.features = num_codebooks, codebook_size, features
+        if features == "cqt":
+            self.cqt = CQTTeacher(sample_rate, hop_length, n_bins=cqt_bins, bins_per_octave=cqt_bins_per_octave, log=True)
+            dim = cqt_bins
+        else:
+            self.mel = torchaudio.transforms.MelSpectrogram(sample_rate, n_fft=n_fft, hop_length=hop_length,
+                                                            n_mels=n_mels, center=True)
+            for m in self.mel.modules():  # window and filterbank are rebuilt from the settings
+                m._non_persistent_buffers_set.update(m._buffers)
+            dim = n_mels
+        self.register_buffer("centers", torch.zeros(num_codebooks, codebook_size, dim))
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("std", torch.ones(dim))
 
     def train(self, mode: bool = True):  # a frozen teacher stays in eval mode
         return super().train(False)
@@ -207,7 +220,9 @@ class KMeansTeacher(nn.Module):
 
     @torch.no_grad()
     def embed(self, wav: Tensor) -> Tensor:
-        """(B, S) -> (B, T', n_mels) log-mel frames (not standardised)."""
+        """(B, S) -> (B, T', F) log-mel (or log-CQT) frames (not standardised)."""
+        if self.features == "cqt":
+            return self.cqt(wav.float())  # (B, T', cqt_bins)
         return torch.log(self.mel(wav.float()) + 1e-6).transpose(1, 2)
 
     @torch.no_grad()

@@ -38,6 +38,8 @@ class AttentionInputs:
     unpadded: Unpadded | None = None  # packing info, unpadded layout
     alibi: Tensor | None = None  # (H, Lmax, Lmax) ALiBi bias by in-sequence position, unpadded
     rope: tuple[Tensor, Tensor] | None = None  # cos, sin: (B, T, 1, hd) or (N, 1, hd)
+    window: int | None = None  # local layers: keys within this many positions either side
+    band: Tensor | None = None  # local layers: (B, 1, T, T) bool padded, (Lmax, Lmax) bool unpadded
 
 
 class AttentionBackend(nn.Module):
@@ -64,6 +66,8 @@ class EagerAttention(AttentionBackend):
         if inputs.bias is not None:
             scores = scores + inputs.bias
         key_mask = inputs.mask[:, None, None, :]  # (B, 1, 1, T)
+        if inputs.band is not None:
+            key_mask = key_mask & inputs.band  # (B, 1, T, T)
         scores = scores.masked_fill(~key_mask, torch.finfo(scores.dtype).min)
         probs = F.dropout(scores.softmax(dim=-1).to(v.dtype), self.dropout_p, self.training)
         return (probs @ v).transpose(1, 2)  # (B, T, H, hd)
@@ -76,6 +80,8 @@ class SdpaAttention(AttentionBackend):
     def forward(self, q: Tensor, k: Tensor, v: Tensor, inputs: AttentionInputs) -> Tensor:
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, H, T, hd)
         key_mask = inputs.mask[:, None, None, :]  # (B, 1, 1, T)
+        if inputs.band is not None:
+            key_mask = key_mask & inputs.band  # (B, 1, T, T)
         if inputs.bias is None:
             attn_mask = key_mask  # boolean: keeps the fused kernels eligible
         else:
@@ -101,6 +107,7 @@ class UnpaddedAttention(AttentionBackend):
             and q.is_cuda
             and q.dtype in (torch.float16, torch.bfloat16)
             and inputs.alibi is None
+            and inputs.band is None
             and self.dropout_p == 0.0
         ):
             cu = info.cu_seqlens
@@ -108,7 +115,7 @@ class UnpaddedAttention(AttentionBackend):
         if len(set(info.seqlens)) == 1:  # no padding to remove: one batched call
             B, L = len(info.seqlens), info.seqlens[0]
             qb, kb, vb = (t.view(B, L, *t.shape[1:]).transpose(1, 2) for t in (q, k, v))  # (B, H, L, hd)
-            bias = None if inputs.alibi is None else inputs.alibi.to(q.dtype)
+            bias = _mask_of(inputs, L, q.dtype)
             o = F.scaled_dot_product_attention(qb, kb, vb, attn_mask=bias, dropout_p=self.dropout_p)
             return o.transpose(1, 2).reshape(q.shape)  # (N, H, hd)
         outs = []
@@ -116,11 +123,20 @@ class UnpaddedAttention(AttentionBackend):
         for length in info.seqlens:
             end = start + length
             qs, ks, vs = (t[start:end].transpose(0, 1).unsqueeze(0) for t in (q, k, v))  # (1, H, L, hd)
-            bias = None if inputs.alibi is None else inputs.alibi[:, :length, :length].to(q.dtype)
+            bias = _mask_of(inputs, length, q.dtype)
             o = F.scaled_dot_product_attention(qs, ks, vs, attn_mask=bias, dropout_p=self.dropout_p)
             outs.append(o[0].transpose(0, 1))  # (L, H, hd)
             start = end
         return torch.cat(outs)  # (N, H, hd)
+
+
+def _mask_of(inputs: AttentionInputs, length: int, dtype: torch.dtype) -> Tensor | None:
+    """The attention mask of one packed sequence of ``length`` tokens: ALiBi bias, local band, both, or None."""
+    band = None if inputs.band is None else inputs.band[:length, :length]  # (L, L) bool
+    if inputs.alibi is None:
+        return band
+    bias = inputs.alibi[:, :length, :length].to(dtype)  # (H, L, L)
+    return bias if band is None else bias.masked_fill(~band, float("-inf"))
 
 
 class SelfAttention(nn.Module):

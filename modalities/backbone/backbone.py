@@ -8,14 +8,14 @@ padding is restored once at the exit.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor, nn
 
 from .attention import ATTENTION, AttentionInputs
 from .config import BackboneConfig
-from .layer import EncoderLayer
+from .layer import EncoderLayer, layer_norm
 from .padding import pad, token_positions, unpad
 from .positions import alibi_bias, alibi_slopes, rope_cos_sin
 
@@ -61,11 +61,9 @@ class Backbone(nn.Module):
     def __init__(self, config: BackboneConfig):
         super().__init__()
         self.config = config
-        self.layers = nn.ModuleList(EncoderLayer(config) for _ in range(config.num_layers))
+        self.layers = nn.ModuleList(EncoderLayer(config, i) for i in range(config.num_layers))
         # pre-LN leaves the residual stream un-normalised: a final LayerNorm closes it
-        self.final_norm = (
-            nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps) if config.norm == "pre" else None
-        )
+        self.final_norm = layer_norm(config) if config.norm == "pre" else None
         if config.position == "alibi":
             self.register_buffer("alibi_slopes", alibi_slopes(config.num_heads), persistent=False)
         else:
@@ -105,12 +103,24 @@ class Backbone(nn.Module):
                 inputs.bias = alibi_bias(positions, self.alibi_slopes)  # (B, H, T, T)
             keep = mask.unsqueeze(-1)  # (B, T, 1)
             restore = lambda h: h * keep.to(h.dtype)  # noqa: E731
-        if self.config.position == "rope":
-            inputs.rope = rope_cos_sin(positions, self.config.head_dim, self.config.rope_theta)
+        cfg = self.config
+        if cfg.position == "rope":
+            inputs.rope = rope_cos_sin(positions, cfg.head_dim, cfg.rope_theta)
+        local = inputs
+        if cfg.local_attention > 0:  # the local layers' inputs: a band of half-width local_attention // 2
+            half = cfg.local_attention // 2
+            local = replace(inputs, window=half)
+            if self.unpadded:
+                span = torch.arange(info.max_seqlen, device=x.device)
+                local.band = (span[:, None] - span[None, :]).abs() <= half  # (Lmax, Lmax)
+            else:
+                local.band = ((positions[:, :, None] - positions[:, None, :]).abs() <= half)[:, None]  # (B, 1, T, T)
+            if cfg.position == "rope" and cfg.local_rope_theta is not None:
+                local.rope = rope_cos_sin(positions, cfg.head_dim, cfg.local_rope_theta)
 
         states = [restore(x)] if output_hidden_states else None
         for i, layer in enumerate(self.layers):
-            x = layer(x, inputs)
+            x = layer(x, local if layer.local else inputs)
             if self.final_norm is not None and i == len(self.layers) - 1:
                 x = self.final_norm(x)
             if states is not None:

@@ -26,6 +26,12 @@ class BackboneConfig:
     attention_backend: str = "sdpa"  # eager | sdpa | unpadded (padding removed at the boundary)
     bias: bool = True  # biases in the linear layers (BERT: yes; MosaicBERT/ModernBERT: no)
     initializer_range: float = 0.02  # std of the normal init of linear and embedding weights
+    norm_bias: bool = True  # biases in the LayerNorms (ModernBERT: no)
+    first_layer_attn_norm: bool = True  # pre-LN: normalise layer 0's input (ModernBERT: no, its embeddings are)
+    local_attention: int = 0  # total window of the local layers: a token sees keys within local_attention // 2
+    #   positions either side (ModernBERT: 128); 0 = every layer global
+    global_attn_every_n_layers: int = 1  # layers 0, n, 2n, ... attend globally, the others locally (ModernBERT: 3)
+    local_rope_theta: float | None = None  # RoPE base of the local layers (ModernBERT: 10000); None: rope_theta
 
     def __post_init__(self) -> None:
         def bad(msg: str) -> ValueError:
@@ -41,7 +47,10 @@ class BackboneConfig:
             raise bad(f"norm {self.norm!r} is not one of {NORMS}")
         if self.position == "rope" and self.head_dim % 2:
             raise bad(f"rope needs an even head dim, got {self.head_dim}")
-        for name in ("num_layers", "num_heads", "intermediate_size", "max_position_embeddings"):
+        if self.local_attention < 0 or self.local_attention % 2:
+            raise bad(f"local_attention must be an even window >= 0, got {self.local_attention}")
+        for name in ("num_layers", "num_heads", "intermediate_size", "max_position_embeddings",
+                     "global_attn_every_n_layers"):
             if getattr(self, name) < 1:
                 raise bad(f"{name} must be >= 1, got {getattr(self, name)}")
         # the backend name is checked against the registry when the backbone is built
@@ -49,6 +58,10 @@ class BackboneConfig:
     @property
     def head_dim(self) -> int:
         return self.hidden_size // self.num_heads
+
+    def is_local(self, layer: int) -> bool:
+        """Whether layer ``layer`` attends within the local window only."""
+        return self.local_attention > 0 and layer % self.global_attn_every_n_layers != 0
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -27,7 +27,7 @@ class TokenFrontend(nn.Module):
         self.token_type_embeddings = (
             nn.Embedding(config.type_vocab_size, D) if config.type_vocab_size > 0 else None
         )
-        self.norm = nn.LayerNorm(D, eps=config.layer_norm_eps) if config.embedding_norm else nn.Identity()
+        self.norm = nn.LayerNorm(D, eps=config.layer_norm_eps, bias=config.norm_bias) if config.embedding_norm else nn.Identity()
         self.dropout = nn.Dropout(config.hidden_dropout)
 
     def forward(

@@ -21,7 +21,8 @@ def init_weights(module: nn.Module, std: float) -> None:
             nn.init.normal_(m.weight, std=std)
         elif isinstance(m, nn.LayerNorm):
             nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
+            if m.bias is not None:  # bias-free LayerNorms (ModernBERT)
+                nn.init.zeros_(m.bias)
 
 
 class Encoder(nn.Module):

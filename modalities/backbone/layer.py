@@ -9,14 +9,20 @@ from .config import BackboneConfig
 from .mlp import MLP
 
 
+def layer_norm(config: BackboneConfig) -> nn.LayerNorm:
+    return nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps, bias=config.norm_bias)
+
+
 class EncoderLayer(nn.Module):
-    def __init__(self, config: BackboneConfig):
+    def __init__(self, config: BackboneConfig, index: int = 0):
         super().__init__()
         self.pre_norm = config.norm == "pre"
+        self.local = config.is_local(index)  # attends within config.local_attention // 2 positions only
         self.attn = SelfAttention(config)
-        self.attn_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        skip = self.pre_norm and index == 0 and not config.first_layer_attn_norm
+        self.attn_norm = nn.Identity() if skip else layer_norm(config)
         self.mlp = MLP(config)
-        self.mlp_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.mlp_norm = layer_norm(config)
         self.dropout = nn.Dropout(config.hidden_dropout)
 
     def forward(self, x: Tensor, inputs: AttentionInputs) -> Tensor:

@@ -42,9 +42,13 @@ def mosaic_bert_base() -> TokenEncoderConfig:
 
 @PRESETS.register("modern-bert-base")
 def modern_bert_base() -> TokenEncoderConfig:
-    # ModernBERT-like: RoPE, pre-LN, GeGLU, no biases, unpadded attention
+    # answerdotai/ModernBERT-base: 22 pre-LN layers (layer 0 without its attention norm), GeGLU, no
+    # biases anywhere, RoPE 160k on the global layers (every third) and 10k on the local ones, which
+    # attend within 64 positions either side
     return TokenEncoderConfig(
-        position="rope", norm="pre", activation="geglu", intermediate_size=1152, bias=False,
-        layer_norm_eps=1e-5, hidden_dropout=0.0, attention_dropout=0.0, attention_backend="unpadded",
-        rope_theta=160000.0,
+        num_layers=22, position="rope", norm="pre", activation="geglu", intermediate_size=1152, bias=False,
+        norm_bias=False, first_layer_attn_norm=False, layer_norm_eps=1e-5, hidden_dropout=0.0,
+        attention_dropout=0.0, attention_backend="unpadded", rope_theta=160000.0, local_rope_theta=10000.0,
+        local_attention=128, global_attn_every_n_layers=3, max_position_embeddings=8192, vocab_size=50368,
+        type_vocab_size=0, pad_token_id=50283,
     )
