@@ -276,3 +276,83 @@ def test_a_modernbert_layer_pattern_the_backbone_cannot_express_is_refused(tmp_p
     (tmp_path / "config.json").write_text(json.dumps(raw))
     with pytest.raises(ValueError, match="global every n-th layer"):
         modalities.load_encoder(tmp_path)
+
+
+def mosaic_reference(sd: dict, cfg: dict, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """MosaicBERT's forward pass written out from the formulas of its bert_layers.py: embeddings
+    LayerNorm(word + token type); per layer, a fused Wqkv, softmax(q k^T / sqrt(d) + ALiBi + mask) v,
+    dense, post-LN; then GLU: gelu(x G[:I]) * (x G[I:]) (no bias), wo, post-LN."""
+    import math
+
+    import torch.nn.functional as F
+
+    H, D, I = cfg["num_attention_heads"], cfg["hidden_size"], cfg["intermediate_size"]
+    d = D // H
+    B, T = ids.shape
+
+    def ln(x, name):
+        return F.layer_norm(x, (D,), sd[f"{name}.weight"], sd[f"{name}.bias"], cfg["layer_norm_eps"])
+
+    x = ln(sd["bert.embeddings.word_embeddings.weight"][ids] + sd["bert.embeddings.token_type_embeddings.weight"][0],
+           "bert.embeddings.LayerNorm")
+
+    def slopes_of(n: int) -> list[float]:  # bert_layers.py's _get_alibi_head_slopes
+        def power_of_2(n: int) -> list[float]:
+            start = 2 ** (-(2 ** -(math.log2(n) - 3)))
+            return [start * start**i for i in range(n)]
+
+        if math.log2(n).is_integer():
+            return power_of_2(n)
+        closest = 2 ** math.floor(math.log2(n))
+        return power_of_2(closest) + slopes_of(2 * closest)[0::2][: n - closest]
+
+    slopes = torch.tensor(slopes_of(H))
+    rel = (torch.arange(T)[None, :] - torch.arange(T)[:, None]).abs()
+    bias = -slopes[:, None, None] * rel + (1.0 - mask[:, None, None, :].float()) * -10000.0  # (B, H, T, T)
+    for i in range(cfg["num_hidden_layers"]):
+        p = f"bert.encoder.layer.{i}."
+        qkv = (x @ sd[p + "attention.self.Wqkv.weight"].T + sd[p + "attention.self.Wqkv.bias"]).view(B, T, 3, H, d)
+        q, k, v = (qkv[:, :, j].transpose(1, 2) for j in range(3))  # (B, H, T, d)
+        att = ((q @ k.transpose(-1, -2)) / math.sqrt(d) + bias).softmax(-1) @ v
+        att = att.transpose(1, 2).reshape(B, T, D) @ sd[p + "attention.output.dense.weight"].T
+        x = ln(att + sd[p + "attention.output.dense.bias"] + x, p + "attention.output.LayerNorm")
+        g = x @ sd[p + "mlp.gated_layers.weight"].T
+        h = F.gelu(g[..., :I]) * g[..., I:]
+        x = ln(h @ sd[p + "mlp.wo.weight"].T + sd[p + "mlp.wo.bias"] + x, p + "mlp.layernorm")
+    return x
+
+
+@pytest.mark.parametrize("heads", [4, 6])  # 6: ALiBi's interleaved slopes for a non-power of two
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_mosaic_bert_parity_with_its_formulas(tmp_path, backend, heads):
+    cfg = {"model_type": "bert", "architectures": ["BertForMaskedLM"], "hidden_size": 8 * heads,
+           "num_hidden_layers": 2, "num_attention_heads": heads, "intermediate_size": 40, "vocab_size": 90,
+           "type_vocab_size": 2, "layer_norm_eps": 1e-12, "alibi_starting_size": 512, "hidden_act": "gelu",
+           "attention_probs_dropout_prob": 0.0, "pad_token_id": 0}
+    D, I = cfg["hidden_size"], cfg["intermediate_size"]
+    g = torch.Generator().manual_seed(0)
+
+    def r(*shape, scale=0.2):
+        return scale * torch.randn(*shape, generator=g)
+
+    sd = {"bert.embeddings.word_embeddings.weight": r(90, D, scale=1.0), "bert.embeddings.token_type_embeddings.weight": r(2, D),
+          "bert.embeddings.LayerNorm.weight": 1 + r(D), "bert.embeddings.LayerNorm.bias": r(D),
+          "cls.predictions.bias": r(90), "cls.predictions.transform.dense.weight": r(D, D)}
+    for i in range(2):
+        p = f"bert.encoder.layer.{i}."
+        sd |= {p + "attention.self.Wqkv.weight": r(3 * D, D, scale=0.5), p + "attention.self.Wqkv.bias": r(3 * D),
+               p + "attention.output.dense.weight": r(D, D), p + "attention.output.dense.bias": r(D),
+               p + "attention.output.LayerNorm.weight": 1 + r(D), p + "attention.output.LayerNorm.bias": r(D),
+               p + "mlp.gated_layers.weight": r(2 * I, D), p + "mlp.wo.weight": r(D, I), p + "mlp.wo.bias": r(D),
+               p + "mlp.layernorm.weight": 1 + r(D), p + "mlp.layernorm.bias": r(D)}
+    save_file(sd, tmp_path / "model.safetensors")
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    enc = modalities.load_encoder(tmp_path, attention_backend=backend)
+    assert enc.config.position == "alibi" and enc.config.activation == "geglu" and enc.meta["layout"] == "mosaic-bert"
+    assert set(enc.meta["dropped"]) == {"cls.predictions.bias", "cls.predictions.transform.dense.weight"}
+    mask = ragged_mask([13, 4, 9])
+    ids = torch.randint(1, 90, mask.shape, generator=g).masked_fill(~mask, 0)
+    with torch.no_grad():
+        ours = enc(input_ids=ids, attention_mask=mask).last_hidden_state
+    ref = mosaic_reference(sd, cfg, ids, mask)
+    assert (ours - ref)[mask].abs().max() < 1e-4

@@ -97,23 +97,76 @@ def convert_state_dict(state_dict: dict[str, Tensor], config: TokenEncoderConfig
 @register_importer("bert", "roberta", "xlm-roberta")
 def load_hf_bert(folder: Path) -> tuple[TokenEncoder, dict]:
     hf = read_config(folder)
-    config = config_from_hf(hf)
-    encoder = TokenEncoder(config)
     raw = read_state_dict(folder)
-    encoder.load_state_dict(convert_state_dict(raw, config), strict=True)
+    mosaic = any(_MOSAIC_QKV.search(k) for k in raw)  # MosaicBERT saves model_type "bert" too
+    config = mosaic_config_from_hf(hf) if mosaic else config_from_hf(hf)
+    encoder = TokenEncoder(config)
+    state = convert_mosaic_state_dict(raw, config) if mosaic else convert_state_dict(raw, config)
+    encoder.load_state_dict(state, strict=True)
     meta = {
         "source": str(folder),
         "model_type": hf["model_type"],
         "name": hf.get("_name_or_path", ""),
-        "dropped": dropped_keys(raw),
+        "dropped": (MOSAIC if mosaic else KEYS).dropped_keys(raw),
     }
+    if mosaic:
+        meta["layout"] = "mosaic-bert"
+        meta["filled"] = {"backbone.layers.*.mlp.fc1.bias": "zeros: MosaicBERT's gated_layers has no bias"}
     return encoder, meta
+
+
+# MosaicBERT (mosaicml/mosaic-bert-base, bert_layers.py): BERT's names for embeddings and the
+# attention output, plus a fused Wqkv, a GLU feed-forward (gated_layers, no bias: act(first half) *
+# second half; wo; layernorm) and ALiBi instead of position embeddings; post-LN throughout
+_MOSAIC_QKV = re.compile(r"attention\.self\.Wqkv\.")
+_ML = r"encoder\.layer\.(\d+)\."
+MOSAIC = KeyMap(
+    renames=[
+        (r"embeddings\.word_embeddings\.weight", "frontend.word_embeddings.weight"),
+        (r"embeddings\.token_type_embeddings\.weight", "frontend.token_type_embeddings.weight"),
+        (r"embeddings\.LayerNorm\.(weight|bias)", "frontend.norm.{0}"),
+        (_ML + r"attention\.self\.Wqkv\.(weight|bias)", "backbone.layers.{0}.attn.qkv.{1}"),  # rows [q; k; v]
+        (_ML + r"attention\.output\.dense\.(weight|bias)", "backbone.layers.{0}.attn.out.{1}"),
+        (_ML + r"attention\.output\.LayerNorm\.(weight|bias)", "backbone.layers.{0}.attn_norm.{1}"),
+        (_ML + r"mlp\.gated_layers\.weight", "backbone.layers.{0}.mlp.fc1.weight"),
+        (_ML + r"mlp\.wo\.(weight|bias)", "backbone.layers.{0}.mlp.fc2.{1}"),
+        (_ML + r"mlp\.layernorm\.(weight|bias)", "backbone.layers.{0}.mlp_norm.{1}"),
+    ],
+    dropped={**DROPPED, r"^encoder\.alibi$": "ALiBi biases are computed from the slopes, not stored"},
+    strip=_strip,
+)
+
+
+def mosaic_config_from_hf(hf: dict) -> TokenEncoderConfig:
+    act = hf.get("hidden_act", "gelu")
+    if act != "gelu":
+        raise ValueError(f"mosaic-bert checkpoint uses hidden_act={act!r}; its GLU imports with 'gelu' only")
+    return TokenEncoderConfig(
+        hidden_size=hf["hidden_size"], num_layers=hf["num_hidden_layers"], num_heads=hf["num_attention_heads"],
+        intermediate_size=hf["intermediate_size"], activation="geglu", position="alibi",
+        max_position_embeddings=hf.get("alibi_starting_size", hf.get("max_position_embeddings", 512)), norm="post",
+        layer_norm_eps=hf.get("layer_norm_eps", 1e-12), hidden_dropout=hf.get("hidden_dropout_prob", 0.1),
+        attention_dropout=hf.get("attention_probs_dropout_prob", 0.0), initializer_range=hf.get("initializer_range", 0.02),
+        vocab_size=hf["vocab_size"], type_vocab_size=hf.get("type_vocab_size", 2), pad_token_id=hf.get("pad_token_id") or 0,
+    )
+
+
+def convert_mosaic_state_dict(state_dict: dict[str, Tensor], config: TokenEncoderConfig) -> dict[str, Tensor]:
+    """MosaicBERT state dict -> TokenEncoder state dict; the GLU's missing input bias is zeros."""
+    out = MOSAIC.convert(state_dict)
+    for i in range(config.num_layers):
+        out.setdefault(f"backbone.layers.{i}.mlp.fc1.bias", torch.zeros(2 * config.intermediate_size))
+    return out
 
 
 @register_parity("bert", "roberta", "xlm-roberta")
 def bert_parity(folder: Path, encoder: TokenEncoder) -> float:
     """Every hidden state of a ragged batch (real tokens) against transformers' BertModel/RobertaModel."""
     import torch
+
+    if getattr(encoder, "meta", {}).get("layout") == "mosaic-bert":
+        raise ValueError("MosaicBERT has no implementation in transformers (its bert_layers.py is remote code, "
+                         "never run here); tests/test_import.py checks it against its re-derived formulas")
     from transformers import AutoModel
 
     ref = AutoModel.from_pretrained(folder, local_files_only=True, attn_implementation="eager").eval()
