@@ -131,7 +131,7 @@ class MaskedTextDataModule(L.LightningDataModule):
         if not self.documents_file.is_file():
             stats = CorpusStats()
             source = python_docstrings(stats=stats) if self.corpus == STDLIB else read_documents(self.corpus, stats)
-            tmp = self.documents_file.with_suffix(".tmp")
+            tmp = self.documents_file.with_name(self.documents_file.name + ".partial")
             with tmp.open("w") as f:
                 for file_id, text in source:
                     f.write(json.dumps({"file": file_id, "text": text}) + "\n")
@@ -155,7 +155,9 @@ class MaskedTextDataModule(L.LightningDataModule):
                 "offsets": torch.nn.functional.pad(lengths.cumsum(0), (1, 0)),
                 "is_val": torch.tensor([self._is_val(d["file"]) for d in docs]),
             }
-            save_file(tensors, str(ids_file))
+            partial = ids_file.with_name(ids_file.name + ".partial")
+            save_file(tensors, str(partial))
+            partial.replace(ids_file)  # atomic: a killed run leaves no half-written ids behind
 
     # --- per-process set-up --------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:

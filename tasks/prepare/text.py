@@ -31,7 +31,7 @@ def prepare_text(args: argparse.Namespace) -> int:
         if src.is_dir() and not any(src.rglob("*.txt")):
             raise ValueError(f"--corpus {src} holds no .txt files; give a folder of .txt documents")
     dm = MaskedTextDataModule(corpus=args.corpus, vocab_size=args.vocab_size, max_length=args.max_length,
-                              cache_dir=args.cache)
+                              val_fraction=args.val_fraction, cache_dir=args.cache)
     dm.prepare_data()
     dm.setup("fit")
     print(f"corpus:    {dm.documents_file}")
@@ -46,4 +46,5 @@ def _(p: argparse.ArgumentParser) -> None:
                    help="'stdlib-docstrings' (default) or a .txt file / folder of .txt files")
     p.add_argument("--vocab-size", type=int, default=8192, help="WordPiece vocabulary (configs/text/tiny.yaml: 4096)")
     p.add_argument("--max-length", type=int, default=128, help="tokens per document, as the config's data.max_length")
+    p.add_argument("--val-fraction", type=float, default=0.05, help="share of files held out, as data.val_fraction")
     p.add_argument("--cache", default=None, help="cache folder (default: $TESSERA_CACHE or ~/.cache/tessera)")
