@@ -281,12 +281,12 @@ def test_a_modernbert_layer_pattern_the_backbone_cannot_express_is_refused(tmp_p
 def mosaic_reference(sd: dict, cfg: dict, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """MosaicBERT's forward pass written out from the formulas of its bert_layers.py: embeddings
     LayerNorm(word + token type); per layer, a fused Wqkv, softmax(q k^T / sqrt(d) + ALiBi + mask) v,
-    dense, post-LN; then GLU: gelu(x G[:I]) * (x G[I:]) (no bias), wo, post-LN."""
+    dense, post-LN; then GLU: gelu(x G[:F]) * (x G[F:]) (no bias), wo, post-LN."""
     import math
 
     import torch.nn.functional as F
 
-    H, D, I = cfg["num_attention_heads"], cfg["hidden_size"], cfg["intermediate_size"]
+    H, D, F_ = cfg["num_attention_heads"], cfg["hidden_size"], cfg["intermediate_size"]
     d = D // H
     B, T = ids.shape
 
@@ -317,7 +317,7 @@ def mosaic_reference(sd: dict, cfg: dict, ids: torch.Tensor, mask: torch.Tensor)
         att = att.transpose(1, 2).reshape(B, T, D) @ sd[p + "attention.output.dense.weight"].T
         x = ln(att + sd[p + "attention.output.dense.bias"] + x, p + "attention.output.LayerNorm")
         g = x @ sd[p + "mlp.gated_layers.weight"].T
-        h = F.gelu(g[..., :I]) * g[..., I:]
+        h = F.gelu(g[..., :F_]) * g[..., F_:]
         x = ln(h @ sd[p + "mlp.wo.weight"].T + sd[p + "mlp.wo.bias"] + x, p + "mlp.layernorm")
     return x
 
@@ -329,7 +329,7 @@ def test_mosaic_bert_parity_with_its_formulas(tmp_path, backend, heads):
            "num_hidden_layers": 2, "num_attention_heads": heads, "intermediate_size": 40, "vocab_size": 90,
            "type_vocab_size": 2, "layer_norm_eps": 1e-12, "alibi_starting_size": 512, "hidden_act": "gelu",
            "attention_probs_dropout_prob": 0.0, "pad_token_id": 0}
-    D, I = cfg["hidden_size"], cfg["intermediate_size"]
+    D, F_ = cfg["hidden_size"], cfg["intermediate_size"]
     g = torch.Generator().manual_seed(0)
 
     def r(*shape, scale=0.2):
@@ -343,7 +343,7 @@ def test_mosaic_bert_parity_with_its_formulas(tmp_path, backend, heads):
         sd |= {p + "attention.self.Wqkv.weight": r(3 * D, D, scale=0.5), p + "attention.self.Wqkv.bias": r(3 * D),
                p + "attention.output.dense.weight": r(D, D), p + "attention.output.dense.bias": r(D),
                p + "attention.output.LayerNorm.weight": 1 + r(D), p + "attention.output.LayerNorm.bias": r(D),
-               p + "mlp.gated_layers.weight": r(2 * I, D), p + "mlp.wo.weight": r(D, I), p + "mlp.wo.bias": r(D),
+               p + "mlp.gated_layers.weight": r(2 * F_, D), p + "mlp.wo.weight": r(D, F_), p + "mlp.wo.bias": r(D),
                p + "mlp.layernorm.weight": 1 + r(D), p + "mlp.layernorm.bias": r(D)}
     save_file(sd, tmp_path / "model.safetensors")
     (tmp_path / "config.json").write_text(json.dumps(cfg))
