@@ -84,13 +84,16 @@ class TesseraCLI(LightningCLI):
             ExportEncoder,
             MetricsRecorder,
             RandomState,
+            ReleaseHeap,
             StopOnNonFinite,
         )
 
         # every run leaves metrics.json + loss_curve.png and <log dir>/encoder, stops on a
-        # non-finite loss, checksums its checkpoints and restores random state on resume, whether or not its YAML lists the callbacks
+        # non-finite loss, checksums its checkpoints, restores random state on resume and hands
+        # freed heap back to the OS on CPU (a no-op elsewhere), whether or not its YAML lists the callbacks
         for cls, make in ((MetricsRecorder, MetricsRecorder), (StopOnNonFinite, StopOnNonFinite),
                           (CheckpointIntegrity, CheckpointIntegrity), (RandomState, RandomState),
+                          (ReleaseHeap, ReleaseHeap),
                           (ExportEncoder, lambda: ExportEncoder(required=False))):
             if not any(isinstance(c, cls) for c in self.trainer.callbacks):
                 self.trainer.callbacks.append(make())
