@@ -110,6 +110,18 @@ def test_kmeans_teacher_codes_follow_the_spectrum():
     assert set(t.state_dict()) == {"centers", "mean", "std"}  # filterbank rebuilt, codebooks saved
 
 
+def test_kmeans_teacher_on_cqt_frames_tells_a_semitone_apart():
+    # 220 Hz and 233 Hz (one semitone) fall in one low log-mel band; the 12-per-octave CQT separates them
+    t = KMeansTeacher(num_codebooks=1, codebook_size=2, features="cqt", cqt_bins=84, cqt_bins_per_octave=12)
+    a, b = torch.from_numpy(tone(220, 1.0, 24000)), torch.from_numpy(tone(220 * 2 ** (1 / 12), 1.0, 24000))
+    t.fit_codebooks(t.embed(torch.stack([a, b]))[:, 10:60].flatten(0, 1), seed=0)  # steady-state frames
+    codes = t(torch.stack([a, b]))[:, 0, 10:60]  # (2, T) first-level codes, middle frames
+    assert codes[0].mode().values != codes[1].mode().values
+    assert set(t.state_dict()) == {"centers", "mean", "std"}  # CQT kernels rebuilt, codebooks saved
+    with pytest.raises(ValueError, match="features"):
+        KMeansTeacher(features="chroma")
+
+
 @pytest.mark.skipif(importlib.util.find_spec("music21") is None, reason="music21 not installed")
 def test_score_key_uses_signature_and_analysis():
     from music21 import key, note, stream
