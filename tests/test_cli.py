@@ -53,11 +53,12 @@ def test_fit_learns_and_writes_metrics(text_corpus, tmp_path):
     assert val[-1]["val/loss"] < first_train - 1.0  # learned something real from the corpus
     assert (log / "loss_curve.png").stat().st_size > 10_000
     assert (log / "config.yaml").is_file() and (log / "checkpoints" / "last.ckpt").is_file()
-    # the checkpoint rebuilds the system, encoder included, from its saved hyperparameters
+    # the run folder rebuilds the system, encoder included, from its config.yaml (nothing unpickled)
+    from tasks.runs import load_system
     from tasks.text import MaskedLMSystem
 
-    system = MaskedLMSystem.load_from_checkpoint(log / "checkpoints" / "last.ckpt", weights_only=False)
-    assert system.encoder.config.hidden_size == 128
+    system, _, _ = load_system(log / "checkpoints" / "last.ckpt")
+    assert isinstance(system, MaskedLMSystem) and system.encoder.config.hidden_size == 128
 
 
 def _crash_config(tmp_path) -> Path:
@@ -76,7 +77,7 @@ def _crash_config(tmp_path) -> Path:
 
 
 def _weights(ckpt: Path) -> dict:
-    return torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
+    return torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
 
 
 @pytest.mark.slow
@@ -90,12 +91,12 @@ def test_crashed_run_resumes_where_it_stopped(text_corpus, tmp_path):
                   "--trainer.callbacks+", "conftest.CrashAt", "--trainer.callbacks.step", "8"])
     ckpts = tmp_path / "a" / "checkpoints"
     last = ckpts / "last.ckpt"
-    state = torch.load(last, map_location="cpu", weights_only=False)
+    state = torch.load(last, map_location="cpu", weights_only=True)
     assert state["global_step"] == 6
     cli_main([*common, "--trainer.default_root_dir", str(tmp_path / "a"), "--ckpt_path", str(last)])
     cli_main([*common, "--trainer.default_root_dir", str(tmp_path / "b")])
     resumed, straight = _weights(last), _weights(tmp_path / "b" / "checkpoints" / "last.ckpt")
-    assert torch.load(last, map_location="cpu", weights_only=False)["global_step"] == 12
+    assert torch.load(last, map_location="cpu", weights_only=True)["global_step"] == 12
     for k in straight:
         assert torch.equal(resumed[k], straight[k]), k
 
@@ -112,4 +113,4 @@ def test_ddp_on_two_cpu_processes(text_corpus, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "MEMBER: 2/2" in proc.stderr + proc.stdout
     ckpt = tmp_path / "ddp" / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
-    assert torch.load(ckpt, map_location="cpu", weights_only=False)["global_step"] == 4
+    assert torch.load(ckpt, map_location="cpu", weights_only=True)["global_step"] == 4
