@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import time
@@ -34,7 +35,7 @@ SIZES = {
     "minilm": dict(hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536),
     "base": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072),
 }
-BACKENDS = ["eager", "sdpa", "unpadded"]
+BACKENDS = ["eager", "sdpa", "unpadded", "unpadded_loop"]  # unpadded_loop: the per-sequence reference
 
 
 def make_batches(seed: int = 0) -> dict:
@@ -148,8 +149,10 @@ def main() -> None:
     p.add_argument("--out", default="runs/bench", help="folder for backbone.json")
     a = p.parse_args()
     torch.manual_seed(0)
+    load_start = os.getloadavg()
     peaks = matmul_peak()
     peak = max(peaks.values())  # the machine's measured fp32 matmul peak: the best kernel's
+    print(f"load average at start {load_start[0]:.2f} (1 min), {load_start[1]:.2f} (5 min) on {os.cpu_count()} cores")
     batches = make_batches()
     lengths = batches["ragged"][1].sum(1)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, fp32 matmul 2048^3: "
@@ -166,10 +169,16 @@ def main() -> None:
     for r in rows:
         print(f"{r['size']:7} {r['dtype']:13} {r['batch']:6} {r['pass']:8} {r['impl']:21} {r['tokens_per_s']:9.0f} "
               f"{r['gflops']:8.1f} {100 * r['peak_fraction']:5.0f}% {r['speedup_vs_hf']:5.2f}x")
+    peaks_end = matmul_peak()
+    load_end = os.getloadavg()
+    print(f"load average at end {load_end[0]:.2f} (1 min); fp32 matmul at end: "
+          + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in peaks_end.items())
+          + (" -- the machine was busy: read ratios, not absolute figures" if max(load_start[0], load_end[0]) > 2.5 else ""))
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     meta = {"torch": torch.__version__, "threads": torch.get_num_threads(), "cpu": platform.processor(),
-            "fp32_matmul_gflops": peaks, "peak_gflops": peak, "reps": a.reps}
+            "fp32_matmul_gflops": peaks, "fp32_matmul_gflops_end": peaks_end, "peak_gflops": peak, "reps": a.reps,
+            "load_average_start": load_start, "load_average_end": load_end, "cores": os.cpu_count()}
     (out / "backbone.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
     print(f"wrote {out / 'backbone.json'}")
 

@@ -180,3 +180,33 @@ def test_unpadded_equal_lengths_take_the_batched_path(position):
     ref = model(x, mask).last_hidden_state
     model.set_attention_backend("unpadded")
     assert (model(x, mask).last_hidden_state - ref).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("position", ["absolute", "alibi", "rope"])
+def test_unpadded_attention_batches_sequences_by_length_not_one_call_each(position, monkeypatch):
+    import modalities.backbone.attention as attention
+
+    calls = []
+    sdpa = attention.F.scaled_dot_product_attention
+
+    def counting(*args, **kwargs):
+        calls.append(args[0].shape)
+        return sdpa(*args, **kwargs)
+
+    torch.manual_seed(0)
+    lengths = torch.randint(16, 257, (32,)).tolist()  # the benchmark's ragged batch
+    model = create_encoder("bert-tiny", position=position, attention_backend="unpadded",
+                                      max_position_embeddings=256, local_attention=64 if position == "rope" else 0).eval()
+    mask = ragged_mask(lengths)
+    ids = torch.randint(5, 100, mask.shape)
+    monkeypatch.setattr(attention.F, "scaled_dot_product_attention", counting)
+    with torch.no_grad():
+        out = model(input_ids=ids, attention_mask=mask).last_hidden_state
+    per_layer = len(calls) / model.config.num_layers
+    assert per_layer <= 8, f"{per_layer} attention calls per layer for 32 sequences"
+    padded_slots = sum(s[0] * s[2] for s in calls) / model.config.num_layers
+    assert padded_slots <= 1.15 * sum(lengths)  # at most 15 % padding
+    model.set_attention_backend("unpadded_loop")
+    with torch.no_grad():
+        ref = model(input_ids=ids, attention_mask=mask).last_hidden_state
+    assert (out - ref)[mask].abs().max() < 1e-5

@@ -94,8 +94,10 @@ class SdpaAttention(AttentionBackend):
 class UnpaddedAttention(AttentionBackend):
     """Attention over packed real tokens only.
 
-    CUDA, half precision, no ALiBi, no dropout: one flash varlen call. Elsewhere: one SDPA
-    call per sequence on its own slice, so no work is spent on padding and no mask is built.
+    CUDA, half precision, no ALiBi, no local window, no dropout: one flash varlen call.
+    Elsewhere: the sequences are grouped by length (``Unpadded.buckets``: at most 15 % padding per
+    group) and each group is one batched SDPA call with its key mask, ALiBi bias and local band,
+    dropout included: a handful of calls per layer, never one per sequence.
     """
 
     unpadded = True
@@ -112,19 +114,41 @@ class UnpaddedAttention(AttentionBackend):
         ):
             cu = info.cu_seqlens
             return _varlen_attn(q, k, v, cu, cu, info.max_seqlen, info.max_seqlen, scale=self.scale)
-        if len(set(info.seqlens)) == 1:  # no padding to remove: one batched call
-            B, L = len(info.seqlens), info.seqlens[0]
-            qb, kb, vb = (t.view(B, L, *t.shape[1:]).transpose(1, 2) for t in (q, k, v))  # (B, H, L, hd)
-            bias = _mask_of(inputs, L, q.dtype)
-            o = F.scaled_dot_product_attention(qb, kb, vb, attn_mask=bias, dropout_p=self.dropout_p)
-            return o.transpose(1, 2).reshape(q.shape)  # (N, H, hd)
+        rows, outs = [], []
+        for bucket in info.buckets():
+            L = bucket.valid.shape[1]
+            qb, kb, vb = (t[bucket.gather].transpose(1, 2) for t in (q, k, v))  # (b, H, L, hd)
+            mask = _mask_of(inputs, L, q.dtype)  # (L, L) band, (H, L, L) ALiBi, or None
+            if not bucket.full:
+                keys = bucket.valid[:, None, None, :]  # (b, 1, 1, L)
+                if mask is None:
+                    mask = keys
+                elif mask.dtype == torch.bool:
+                    mask = mask & keys
+                else:
+                    mask = torch.where(keys, mask, float("-inf"))  # (b, H, L, L)
+            o = F.scaled_dot_product_attention(qb, kb, vb, attn_mask=mask, dropout_p=self.dropout_p)
+            outs.append(o.transpose(1, 2)[bucket.valid])  # (n, H, hd) real slots only
+            rows.append(bucket.scatter)
+        if len(outs) == 1 and bucket.full:
+            return outs[0]  # sequences of one length: one full bucket, already in packed order
+        return q.new_empty(q.shape).index_copy(0, torch.cat(rows), torch.cat(outs))  # (N, H, hd)
+
+
+@ATTENTION.register("unpadded_loop")
+class UnpaddedLoopAttention(AttentionBackend):
+    """The reference for ``unpadded``: one SDPA call per sequence on its own slice."""
+
+    unpadded = True
+
+    def forward(self, q: Tensor, k: Tensor, v: Tensor, inputs: AttentionInputs) -> Tensor:
         outs = []
         start = 0
-        for length in info.seqlens:
+        for length in inputs.unpadded.seqlens:
             end = start + length
             qs, ks, vs = (t[start:end].transpose(0, 1).unsqueeze(0) for t in (q, k, v))  # (1, H, L, hd)
-            bias = _mask_of(inputs, length, q.dtype)
-            o = F.scaled_dot_product_attention(qs, ks, vs, attn_mask=bias, dropout_p=self.dropout_p)
+            o = F.scaled_dot_product_attention(qs, ks, vs, attn_mask=_mask_of(inputs, length, q.dtype),
+                                               dropout_p=self.dropout_p)
             outs.append(o[0].transpose(0, 1))  # (L, H, hd)
             start = end
         return torch.cat(outs)  # (N, H, hd)

@@ -9,6 +9,7 @@ other key is an error that names it.
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -97,9 +98,12 @@ def convert_state_dict(state_dict: dict[str, Tensor], config: TokenEncoderConfig
 @register_importer("bert", "roberta", "xlm-roberta")
 def load_hf_bert(folder: Path) -> tuple[TokenEncoder, dict]:
     hf = read_config(folder)
+    mosaic = is_mosaic(hf)  # MosaicBERT saves model_type "bert" too
+    config = mosaic_config_from_hf(hf) if mosaic else config_from_hf(hf)  # config errors before reading weights
     raw = read_state_dict(folder)
-    mosaic = any(_MOSAIC_QKV.search(k) for k in raw)  # MosaicBERT saves model_type "bert" too
-    config = mosaic_config_from_hf(hf) if mosaic else config_from_hf(hf)
+    if not mosaic and any(_MOSAIC_QKV.search(k) for k in raw):
+        raise ValueError(f"{folder} holds MosaicBERT weights (a fused Wqkv) but its config.json has no "
+                         "alibi_starting_size; add MosaicBERT's config.json (bert_layers.py's) beside them")
     encoder = TokenEncoder(config)
     state = convert_mosaic_state_dict(raw, config) if mosaic else convert_state_dict(raw, config)
     encoder.load_state_dict(state, strict=True)
@@ -135,6 +139,11 @@ MOSAIC = KeyMap(
     dropped={**DROPPED, r"^encoder\.alibi$": "ALiBi biases are computed from the slopes, not stored"},
     strip=_strip,
 )
+
+
+def is_mosaic(hf: dict) -> bool:
+    """MosaicBERT's config.json: BERT's keys plus alibi_starting_size (and an auto_map to bert_layers)."""
+    return "alibi_starting_size" in hf or "bert_layers" in json.dumps(hf.get("auto_map", {}))
 
 
 def mosaic_config_from_hf(hf: dict) -> TokenEncoderConfig:

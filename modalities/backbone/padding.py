@@ -15,6 +15,16 @@ from torch import Tensor
 
 
 @dataclass
+class Bucket:
+    """Sequences of similar length, laid out padded for one batched attention call."""
+
+    gather: Tensor  # (b, L) long: the packed row of each slot (0 at padding slots)
+    valid: Tensor  # (b, L) bool: real slots
+    scatter: Tensor  # (n,) long: the packed rows of the real slots, in valid.flatten() order
+    full: bool  # every slot is real (no key mask needed)
+
+
+@dataclass
 class Unpadded:
     indices: Tensor  # (N,) positions of the real tokens in the flattened (B * T) batch
     cu_seqlens: Tensor  # (B + 1,) int32 cumulative lengths
@@ -22,6 +32,39 @@ class Unpadded:
     max_seqlen: int  # longest real sequence
     batch: int  # B
     length: int  # T of the padded layout
+    _buckets: list[Bucket] | None = None
+
+    def buckets(self, waste: float = 0.15) -> list[Bucket]:
+        """The sequences grouped by length (longest first) so that padding each group to its
+        longest member adds at most ``waste`` of its real tokens: a few batched attention calls
+        per layer instead of one per sequence. Built once per forward, shared by every layer."""
+        if self._buckets is None:
+            self._buckets = length_buckets(self.seqlens, self.cu_seqlens.tolist(), waste, self.indices.device)
+        return self._buckets
+
+
+def length_buckets(seqlens: list[int], starts: list[int], waste: float, device) -> list[Bucket]:
+    order = sorted(range(len(seqlens)), key=lambda b: -seqlens[b])
+    groups: list[list[int]] = []
+    for b in order:  # greedy: join the current group while its padding stays within the budget
+        if groups:
+            g = groups[-1]
+            L = seqlens[g[0]]
+            real = sum(seqlens[i] for i in g) + seqlens[b]
+            if (len(g) + 1) * L <= (1.0 + waste) * real:
+                g.append(b)
+                continue
+        groups.append([b])
+    out = []
+    for g in groups:
+        L = seqlens[g[0]]
+        lengths = torch.tensor([seqlens[b] for b in g])
+        offsets = torch.tensor([starts[b] for b in g])
+        slots = torch.arange(L)
+        valid = slots[None, :] < lengths[:, None]  # (b, L)
+        gather = torch.where(valid, offsets[:, None] + slots[None, :], 0)  # (b, L)
+        out.append(Bucket(gather.to(device), valid.to(device), gather[valid].to(device), bool(valid.all())))
+    return out
 
 
 def unpad(x: Tensor, mask: Tensor) -> tuple[Tensor, Unpadded]:
