@@ -1,12 +1,12 @@
-"""`tessera eval cxr-retrieval | cxr-clip | cxr-towers` and `tessera prepare cxr` (tasks/eval/cxr.py,
-tasks/prepare/cxr.py): what they write, and every bad input one line on stderr with exit status 2."""
+"""`tessera eval cxr-retrieval | cxr-clip | cxr-towers` (tasks/eval/cxr.py): what they write, and
+every bad input one line on stderr with exit status 2."""
 
 import json
 import shutil
 
 import pytest
 import torch
-from cxr_fixtures import dual_tower_folder, text_tower_folder, write_reports, write_tgz
+from cxr_fixtures import dual_tower_folder, text_tower_folder, write_reports
 
 from tasks.cli import main as tessera
 
@@ -102,7 +102,7 @@ def test_retrieval_bad_input_is_one_line_and_exit_2(case, reports, tower, tmp_pa
 
 def test_unknown_options_exit_2_without_a_traceback(capsys):
     for argv in (["eval", "cxr-retrieval", "--bogus"], ["eval", "cxr-clip", "x", "--bogus"],
-                 ["eval", "cxr-towers", "--bogus"], ["prepare", "cxr", "--bogus"]):
+                 ["eval", "cxr-towers", "--bogus"]):
         assert tessera(argv) == 2
         err = capsys.readouterr().err
         assert "Traceback" not in err and "--bogus" in err.strip().splitlines()[-1]
@@ -180,19 +180,3 @@ def test_towers_sweep_trains_every_row_and_counts_head_to_head(reports, tmp_path
     assert result["runs"]["0"]["llm2vec-no-simcse"]["starts_from"].endswith("llm2vec-mntp/lightning_logs/version_0/encoder")
     assert result["head_to_head"]["llm2vec vs bert"]["all"]["f2i"]["recall@1"]["cases"] == 4
     assert (out / "retrieval.png").is_file()
-
-
-# --- prepare cxr ----------------------------------------------------------------------------
-def test_prepare_reads_the_archive_already_in_the_cache(reports, tmp_path, capsys):
-    cache = tmp_path / "cache"
-    (cache / "cxr").mkdir(parents=True)
-    write_tgz(reports, cache / "cxr" / "NLMCXR_reports.tgz")  # present: nothing is downloaded
-    assert tessera(["prepare", "cxr", "--cache", str(cache), "--no-radiograph"]) == 0
-    out = capsys.readouterr().out
-    assert "120 reports" in out and "with both 120" in out
-
-
-def test_prepare_into_a_file_is_one_line_and_exit_2(tmp_path, capsys):
-    (tmp_path / "file").write_text("x")
-    assert tessera(["prepare", "cxr", "--cache", str(tmp_path / "file")]) == 2
-    one_error_line(capsys, tmp_path / "file")

@@ -39,7 +39,10 @@ def prepare_cxr(cache: Path | None = None, radiograph: bool = True) -> dict:
 
     tgz = openi_archive(cache)
     stats = ReadStats(unit="reports")
-    reports = list(read_openi(tgz, stats))
+    try:
+        reports = list(read_openi(tgz, stats))
+    except ValueError as e:  # a cached copy that is not the archive (edited, or from elsewhere)
+        raise UserError(f"{str(e).splitlines()[0]}; delete {tgz} and run `tessera prepare cxr` again") from None
     out = {"reports": str(tgz), "read": str(stats), "kept": len(reports),
            "with_findings": sum(bool(r.findings) for r in reports),
            "with_impression": sum(bool(r.impression) for r in reports),
