@@ -6,14 +6,14 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench bench-recsys install clean
+.PHONY: demo test bench bench-recsys gpu-check install clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
-$(STAMP): pyproject.toml | $(PY)
-	$(PY) -m pip install -e '.[dev]'
-	# the note renderer (scripts/render_notes.py); --no-deps: its pyaudio dependency is for
+$(STAMP): pyproject.toml constraints.txt | $(PY)
+	$(PY) -m pip install -c constraints.txt -e '.[dev]'
+	# the note renderer (tessera prepare audio-notes); --no-deps: its pyaudio dependency is for
 	# playback only and needs PortAudio headers to build
 	$(PY) -m pip install --no-deps tinysoundfont==0.3.7
 	touch $(STAMP)
@@ -26,6 +26,10 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m ruff check modalities tasks scripts tests
 	$(PY) -m pytest -q
+
+# the day a GPU is lent: the gpu-marked tests and the benchmarks on CUDA, one JSON (runs/gpu_check.json)
+gpu-check: $(STAMP)
+	bash scripts/gpu_check.sh
 
 bench: $(STAMP)
 	$(PY) scripts/bench_backbone.py

@@ -80,8 +80,10 @@ def matmul_peak(seconds: float = 2.0) -> dict:
 
 
 def step_fn(model, ids, mask, backward: bool, bf16: bool):
+    device = ids.device.type
+
     def run():
-        ctx = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else torch.autocast("cpu", enabled=False)
+        ctx = torch.autocast(device, dtype=torch.bfloat16) if bf16 else torch.autocast(device, enabled=False)
         if backward:
             model.zero_grad(set_to_none=True)
             with ctx:
@@ -91,11 +93,13 @@ def step_fn(model, ids, mask, backward: bool, bf16: bool):
         else:
             with torch.no_grad(), ctx:
                 model(input_ids=ids, attention_mask=mask)
+        if device == "cuda":
+            torch.cuda.synchronize()
 
     return run
 
 
-def bench_size(name: str, reps: int, bf16: bool, batches: dict, peak: float) -> list[dict]:
+def bench_size(name: str, reps: int, bf16: bool, batches: dict, peak: float, device: str = "cpu") -> list[dict]:
     hcfg = dict(SIZES[name], vocab_size=30522, max_position_embeddings=512, hidden_dropout_prob=0.0,
                 attention_probs_dropout_prob=0.0)
     torch.manual_seed(0)
@@ -106,8 +110,10 @@ def bench_size(name: str, reps: int, bf16: bool, batches: dict, peak: float) -> 
     cfg = config_from_hf({"model_type": "bert", **hcfg})
     ours = TokenEncoder(cfg)
     ours.load_state_dict(convert_state_dict(hf.state_dict(), cfg), strict=True)
+    hf, ours = hf.to(device), ours.to(device)
+    batches = {k: (ids.to(device), mask.to(device)) for k, (ids, mask) in batches.items()}
     impls = {"hf-sdpa": hf, **{f"tessera-{b}": ours for b in BACKENDS}}
-    if onednn_available():  # the breakdown: unpadding alone, with torch's default (MKL) fp32 linear
+    if onednn_available() and device == "cpu":  # the breakdown: unpadding alone, with torch's default (MKL) fp32 linear
         impls["tessera-unpadded-mkl"] = ours
     rows = []
     for batch_name, (ids, mask) in batches.items():
@@ -147,6 +153,7 @@ def main() -> None:
     p.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES))
     p.add_argument("--bf16", action="store_true", help="also measure under bf16 autocast")
     p.add_argument("--out", default="runs/bench", help="folder for backbone.json")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where the models run")
     a = p.parse_args()
     torch.manual_seed(0)
     load_start = os.getloadavg()
@@ -162,7 +169,7 @@ def main() -> None:
     rows = []
     for size in a.sizes:
         for bf16 in ([False, True] if a.bf16 else [False]):
-            rows += bench_size(size, a.reps, bf16, batches, peak)
+            rows += bench_size(size, a.reps, bf16, batches, peak, a.device)
     header = f"{'size':7} {'dtype':13} {'batch':6} {'pass':8} {'impl':21} {'tok/s':>9} {'GFLOP/s':>8} {'%peak':>6} {'vs HF':>6}"
     print(header)
     print("-" * len(header))
@@ -178,7 +185,8 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     meta = {"torch": torch.__version__, "threads": torch.get_num_threads(), "cpu": platform.processor(),
             "fp32_matmul_gflops": peaks, "fp32_matmul_gflops_end": peaks_end, "peak_gflops": peak, "reps": a.reps,
-            "load_average_start": load_start, "load_average_end": load_end, "cores": os.cpu_count()}
+            "load_average_start": load_start, "load_average_end": load_end, "cores": os.cpu_count(),
+            "device": a.device if a.device == "cpu" else torch.cuda.get_device_name(0)}
     (out / "backbone.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
     print(f"wrote {out / 'backbone.json'}")
 

@@ -67,3 +67,13 @@ class KillAt(L.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if trainer.global_step >= self.step:
             os.kill(os.getpid(), 9)
+
+
+def pytest_collection_modifyitems(config, items):
+    """`gpu`-marked tests need CUDA: skipped, with the reason, where there is none."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device (run scripts/gpu_check.sh where one is)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
