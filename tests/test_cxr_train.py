@@ -204,6 +204,11 @@ def test_a_text_run_exports_a_folder_that_tessera_embed_reads(config, reports, t
                     "--query", "pneumothorax on the left", "--top-k", "1"]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["modality"] == "text" and summary["count"] == 3 and summary["dim"] == 128
+    if config == "bert_mlm_tiny.yaml":  # it keeps checkpoints: `tessera export` rebuilds the same folder
+        again = tmp_path / "exported"
+        assert tessera(["export", str(tmp_path / "run"), str(again)]) == 0
+        assert (again / "tokenizer.json").read_text() == (encoder / "tokenizer.json").read_text()
+        assert json.loads((again / "config.json").read_text())["meta"]["modality"] == "text"
 
 
 @pytest.mark.slow
@@ -258,8 +263,11 @@ def test_clip_and_siglip_fit_on_synthetic_images(reports, tmp_path, loss):
     encoder = log / "encoder"
     assert (encoder / "dual_tower" / "model.safetensors").is_file() and (encoder / "tokenizer.json").is_file()
     assert json.loads((encoder / "dual_tower" / "preprocess.json").read_text())["image_size"] == 32
+    exported = tmp_path / "exported"  # `tessera export` of the run writes the same layout
+    assert tessera(["export", str(tmp_path / loss), str(exported)]) == 0
+    assert {p.name for p in (exported / "dual_tower").iterdir()} == {"config.json", "model.safetensors", "preprocess.json"}
     results = []
-    for src in (encoder, tmp_path / loss):
+    for src in (encoder, tmp_path / loss, exported):
         assert tessera(["eval", "cxr-clip", str(src), "--reports", str(reports), "--split", "train",
                         "--out", str(tmp_path / "eval" / src.name)]) == 0
         results.append(json.loads((tmp_path / "eval" / src.name / "clip_eval.json").read_text()))
@@ -267,7 +275,7 @@ def test_clip_and_siglip_fit_on_synthetic_images(reports, tmp_path, loss):
     assert r["images_are"].startswith("SYNTHETIC") and 0 <= r["i2t_same_findings"]["recall@1"] <= 1
     assert r["image_size"] == results[1]["image_size"] == 32
     assert r["zero_shot_auroc"] == results[1]["zero_shot_auroc"]
-    assert r["i2t_same_findings"] == results[1]["i2t_same_findings"]
+    assert r["i2t_same_findings"] == results[1]["i2t_same_findings"] == results[2]["i2t_same_findings"]
     # and `tessera embed` reads the encoder folder as a text encoder
     (tmp_path / "q.txt").write_text("Cardiomegaly.\nNo pneumothorax.\n")
     assert tessera(["embed", "--encoder", str(encoder), str(tmp_path / "q.txt"), "--out", str(tmp_path / "emb"),

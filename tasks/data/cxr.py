@@ -124,6 +124,17 @@ class ReportDataModule(L.LightningDataModule):
         if not self.tokenizer_path:
             self.tokenizer(self.reports()[0])
 
+    def tokenizer_json(self) -> Path:
+        """The tokenizer.json this module trains with (the cached WordPiece is built if missing)."""
+        file = getattr(self, "tokenizer_file", None)  # set by setup()
+        return Path(file) if file else self.tokenizer(self.reports()[0])[1]
+
+    def write_encoder_assets(self, folder: Path) -> None:
+        """The tokenizer beside the exported tower (also from `tessera export`, where setup() never ran)."""
+        import shutil
+
+        shutil.copy2(self.tokenizer_json(), Path(folder) / "tokenizer.json")
+
     def reports(self) -> tuple[list[Report], dict]:
         """The source's usable reports, the first ``max_reports`` if set, and the reader's counts."""
         reports, read = load_reports(self.reports_path, self.cache_dir)
@@ -287,11 +298,12 @@ class ImageReportDataModule(L.LightningDataModule):
         """The tokenizer beside the text tower, and the image preprocessing beside the dual tower."""
         import shutil
 
-        shutil.copy2(self.tokenizer_file, Path(folder) / "tokenizer.json")
+        shutil.copy2(getattr(self, "tokenizer_file", None) or self.text.tokenizer_json(), Path(folder) / "tokenizer.json")
         dual = Path(folder) / "dual_tower"
         if dual.is_dir():
+            images = "real files" if self.image_root else "SYNTHETIC (drawn from findings)"
             (dual / "preprocess.json").write_text(json.dumps({"image_size": self.image_size, "mean": 0.5, "std": 0.25,
-                                                              "images": self.stats.get("images")}, indent=1))
+                                                              "images": images}, indent=1))
 
     def _relevance_key(self, text: str) -> str:
         """Which reports count as a match for an image in validation retrieval: the same text for
