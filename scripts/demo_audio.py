@@ -10,10 +10,12 @@ held-out GM programs, against the same architecture with random weights, log-CQT
    span masks, in-batch noise; the run writes <log dir>/encoder;
 3. `tessera eval audio-probe --encoder <log dir>/encoder` on the note set.
 
-Budget: about 1-2 minutes on a 2-core CPU. The headline is pitch (linear probe, best layer) against
-the random-weights model. At this budget, and at every length tried up to 1,500 steps
-(docs/audio.md), the tiny pretrained model stays BELOW random weights on pitch; the summary's note
-says so whenever it happens. Instrument family is reported beside it (sometimes above, by a few notes).
+Budget: about 1 minute on an idle 2-core CPU (58 s measured; 25 s of it pretraining), many times that
+on a shared one. The headline is pitch (linear probe, best layer) against the random-weights model.
+At this budget, and with every recipe tried on this CPU (up to 1,500 steps; CQT target alone; the
+losses on unmasked frames too; k-means codes on log-CQT frames: docs/audio.md), the tiny pretrained
+model stays BELOW random weights on pitch; the summary's note says so whenever it happens.
+Instrument family is reported beside it (sometimes above, by a few notes).
 """
 
 from __future__ import annotations
