@@ -39,7 +39,7 @@ def code_part(out: Path, files: int = 700, pretrain_steps: int = 250, finetune_s
     mlm_root = out / "mlm"
     rc = tessera(["fit", "--config", str(CONFIG), "--trainer.default_root_dir", str(mlm_root),
                   "--data.init_args.corpus", str(out / "corpus"), "--trainer.max_steps", str(pretrain_steps),
-                  "--trainer.enable_progress_bar", "false", "--data.init_args.cache_dir", str(out / "cache")])
+                  "--trainer.val_check_interval", str(pretrain_steps), "--trainer.enable_progress_bar", "false", "--data.init_args.cache_dir", str(out / "cache")])
     if rc:
         raise SystemExit(f"masked-LM pretraining failed (exit {rc})")
     log = max((mlm_root / "lightning_logs").glob("version_*"), key=lambda p: int(p.name.split("_")[1]))
@@ -58,7 +58,7 @@ def code_part(out: Path, files: int = 700, pretrain_steps: int = 250, finetune_s
                "pretraining and fine-tuning (docs/code.md: Wrong Binary Operator 0.700 vs 0.625 after 2,000 MLM steps)")
     return {
         "part": "code",
-        "task": f"CuBERT {TASK} ({key.split('/')[1]}, test split of a 700-file stdlib sample)",
+        "task": f"CuBERT {TASK} ({key.split('/')[1]}, test split of a {files}-file stdlib sample)",
         "model": {"name": f"code encoder, {pretrain_steps} MLM steps + {finetune_steps} fine-tuning steps",
                   "value": round(model, 4)},
         "baseline": {"name": "same Transformer from scratch", "value": round(baseline, 4)},
@@ -69,8 +69,8 @@ def code_part(out: Path, files: int = 700, pretrain_steps: int = 250, finetune_s
         "embedding": embedding,
         "corpus": dict(corpus["splits"]),
         "benchmark": bench["tasks"][TASK],
-        "pretraining": {"steps": pretrain_steps, "val_loss": round(mlm["val/loss"], 3),
-                        "val_accuracy": round(mlm["val/accuracy"], 3), "encoder": str(encoder_dir)},
+        "pretraining": {"steps": pretrain_steps, "val_loss": round(mlm.get("val/loss", float("nan")), 3),
+                        "val_accuracy": round(mlm.get("val/accuracy", float("nan")), 3), "encoder": str(encoder_dir)},
         "results": results["tasks"][TASK],
         "seconds_by_stage": {"data": round(t_data, 1), "pretrain": round(t_pre, 1)},
         "plot": str(out / "eval" / "results.png"),
