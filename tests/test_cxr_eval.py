@@ -130,7 +130,8 @@ def test_exported_dual_tower_reloads_to_the_same_features(dual):
     assert json.loads((dual / "config.json").read_text())["meta"]["modality"] == "text"
 
 
-@pytest.mark.parametrize("case", ["missing", "empty", "text-tower-only", "corrupt-dual-weights", "corrupt-text-weights"])
+@pytest.mark.parametrize("case", ["missing", "empty", "text-tower-only", "other-modality", "corrupt-dual-weights",
+                                  "corrupt-text-weights", "no-text-weights"])
 def test_clip_eval_bad_input_is_one_line_and_exit_2(case, reports, tower, dual, tmp_path, capsys):
     if case == "missing":
         path = named = tmp_path / "nowhere"
@@ -139,6 +140,12 @@ def test_clip_eval_bad_input_is_one_line_and_exit_2(case, reports, tower, dual, 
         path = named = tmp_path / "empty"
     elif case == "text-tower-only":
         path = named = tower
+    elif case == "other-modality":
+        path = named = _other_modality(tower, tmp_path)
+    elif case == "no-text-weights":
+        path = _corrupt_copy(dual, tmp_path)
+        (path / "model.safetensors").unlink()
+        named = "model.safetensors"
     elif case == "corrupt-dual-weights":
         path = _corrupt_copy(dual, tmp_path, "dual_tower/model.safetensors")
         named = "dual_tower/model.safetensors"
