@@ -92,13 +92,18 @@ class _FineTuneBase(L.LightningModule):
             raise ValueError(f"the tokenizer has {vocab} tokens but the encoder's vocab_size is {self.encoder.config.vocab_size}")
         if stage != "fit" or not self.init_from:
             return
+        from .jobs import UserError  # `tessera fit` prints it as one line (exit 2)
+
         folder = Path(self.init_from).expanduser()
         tok = getattr(dm, "tokenizer_file", None)
         if tok is not None and folder.is_dir() and (folder / "tokenizer.json").is_file():
             if _vocab_of(folder) != _vocab_of(Path(tok)):
-                raise ValueError(f"init_from {folder} carries another tokenizer than data.tokenizer ({tok}); "
-                                 f"set --data.init_args.tokenizer {folder}")
-        self.start_from_pretrained()
+                raise UserError(f"init_from {folder} carries another tokenizer than data.tokenizer ({tok}); "
+                                f"set --data.init_args.tokenizer {folder}")
+        try:
+            self.start_from_pretrained()
+        except (FileNotFoundError, ValueError) as e:
+            raise UserError(str(e).splitlines()[0]) from None
 
     def configure_optimizers(self):
         hp = self.hparams
