@@ -47,6 +47,13 @@ def audio_part(out: Path, steps: int = 150, seed: int = 0) -> dict:
     if rc:
         raise SystemExit(f"probing failed (exit {rc})")
     probe = json.loads((out / "probe" / "probe.json").read_text())
+    r = summarize(probe, steps, round(time.time() - t0, 1), out / "probe")
+    r.update(train_seconds=round(train_seconds, 1), encoder=str(log / "encoder"))
+    return r
+
+
+def summarize(probe: dict, steps: int, seconds: float, probe_dir: Path) -> dict:
+    """The demo contract's summary from probe.json: pitch (linear, best layer) vs random weights."""
     pitch = probe["sets"]["notes"]["tasks"]["pitch"]["linear"]
     family = probe["sets"]["notes"]["tasks"]["family"]["linear"]
     model, baseline = pitch["model_best"], pitch["random_best"]
@@ -55,22 +62,20 @@ def audio_part(out: Path, steps: int = 150, seed: int = 0) -> dict:
                 f"log-CQT {pitch['cqt']:.3f} stays far above (a 2 x 64 model on 864 notes)")
     else:
         note = (f"at this budget the tiny pretrained MERT does NOT beat random weights on pitch ({model - baseline:+.3f}); "
-                "no recipe tried on this CPU (up to 1,500 steps, CQT-only, unmasked-frame losses) does: see docs/audio.md")
+                "no recipe tried on this CPU (up to 1,500 steps, CQT on every frame, log-CQT codes) does: see docs/audio.md")
     return {
         "part": "audio",
         "task": "pitch of held-out-program notes, 36 classes (linear probe accuracy, best layer, test split)",
         "model": {"name": f"tiny MERT, {steps} steps", "value": round(model, 4)},
         "baseline": {"name": "same architecture, random weights (best layer)", "value": round(baseline, 4)},
         "higher_is_better": True,
-        "seconds": round(time.time() - t0, 1),
+        "seconds": seconds,
         "note": note,
-        "train_seconds": round(train_seconds, 1),
         "family": {"model": family["model_best"], "random": family["random_best"], "log_mel": family["mel"],
                    "log_cqt": family["cqt"]},
         "pitch_spectral": {"log_cqt": pitch["cqt"], "log_mel": pitch["mel"]},
-        "probe_json": str(out / "probe" / "probe.json"),
-        "probe_plot": str(out / "probe" / "probe.png"),
-        "encoder": str(log / "encoder"),
+        "probe_json": str(probe_dir / "probe.json"),
+        "probe_plot": str(probe_dir / "probe.png"),
         "probe": probe,
     }
 
