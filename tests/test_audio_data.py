@@ -155,3 +155,12 @@ def test_teacher_fit_batches_are_a_seeded_draw_across_folders(tmp_path):
     assert sum(first) < 8  # not simply the first eight files (all in a_bass/)
     again = dm.codebook_fit_loader(2)
     assert all(torch.equal(x["input_values"], y["input_values"]) for x, y in zip(batches, again, strict=True))
+
+
+def test_fit_on_a_missing_folder_exits_2_naming_the_option(tmp_path, capsys):
+    from audio_fixtures import user_error
+
+    tiny = Path(__file__).resolve().parents[1] / "configs" / "audio" / "tiny.yaml"
+    user_error(capsys, ["fit", "--config", str(tiny), "--data.init_args.train", str(tmp_path / "nope"),
+                        "--trainer.fast_dev_run=true", "--trainer.default_root_dir", str(tmp_path / "run")],
+               "--data.init_args.train", "does not exist", "tessera prepare audio-notes")
