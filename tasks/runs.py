@@ -100,12 +100,17 @@ def read_config(log: Path) -> dict:
 def instantiate(raw: dict, section: str):
     """``raw[section]`` ({class_path, init_args}) -> the object, through jsonargparse as the CLI does."""
     import lightning as L
-    from jsonargparse import ArgumentParser
+    from jsonargparse import ArgumentError, ArgumentParser
 
     base = {"model": L.LightningModule, "data": L.LightningDataModule}[section]
     p = ArgumentParser(exit_on_error=False)
     p.add_subclass_arguments(base, section, required=True)
-    cfg = p.parse_object({section: raw[section]})
+    try:
+        cfg = p.parse_object({section: raw[section]})
+    except (ArgumentError, TypeError, KeyError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+        raise ValueError(f"the run's config.yaml {section} section does not build ({first}); was it written by "
+                         "another version of Tessera? rebuild with the current configs/") from None
     return getattr(p.instantiate_classes(cfg), section)
 
 
