@@ -108,7 +108,7 @@ def instantiate(raw: dict, section: str):
     try:
         cfg = p.parse_object({section: raw[section]})
     except (ArgumentError, TypeError, KeyError) as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+        first = " ".join(str(e).split())[:300] or type(e).__name__
         raise ValueError(f"the run's config.yaml {section} section does not build ({first}); was it written by "
                          "another version of Tessera? rebuild with the current configs/") from None
     return getattr(p.instantiate_classes(cfg), section)
