@@ -7,8 +7,19 @@ import pytest
 from tasks import results
 
 
-def test_the_results_page_is_generated_from_the_json():
+def test_the_results_page_and_the_readme_table_are_generated_from_the_json():
     assert results.PAGE.read_text() == results.render(), "docs/results.md is stale: run `python -m tasks.results`"
+    readme = results.README.read_text()
+    assert results.render_readme(readme) == readme, "README.md's headline table is stale: run `python -m tasks.results`"
+
+
+def test_the_readme_block_follows_the_demo_json(tmp_path):
+    part = {"part": "text", "task": "held-out masked-token loss", "model": {"name": "MLM", "value": 2.5},
+            "baseline": {"name": "unigram", "value": 5.0}, "higher_is_better": False, "seconds": 90}
+    (tmp_path / "demo.json").write_text(json.dumps({"title": "demo", "parts": [part]}))
+    text = f"intro\n{results.BEGIN}\nold table\n{results.END}\noutro\n"
+    out = results.render_readme(text, tmp_path)
+    assert "old table" not in out and "| text | held-out masked-token loss |" in out and out.endswith("outro\n")
 
 
 def test_a_changed_result_makes_the_page_stale(tmp_path):
