@@ -52,6 +52,8 @@ class MERTPretraining(PretrainingHooks, L.LightningModule):
         seed: seeds the masks and the noise (per step, so a resumed run draws the same ones).
     """
 
+    loss_label = "masked-frame code + CQT loss"  # the y axis of loss_curve.png
+
     def __init__(
         self,
         encoder: AudioEncoder,
@@ -229,6 +231,8 @@ class RVQVAETraining(L.LightningModule):
     ema_decay: codebook EMA decay.
     fit_codebooks_batches: training batches used for the k-means initialisation.
     """
+
+    loss_label = "reconstruction + commitment loss"  # the y axis of loss_curve.png
 
     def __init__(
         self,

@@ -48,6 +48,8 @@ class MNTPSystem(_Optimised):
         lr, weight_decay, betas, eps, warmup, schedule: AdamW and its schedule (tasks/optim.py).
     """
 
+    loss_label = "masked next-token cross-entropy"  # the y axis of loss_curve.png
+
     def __init__(self, encoder: LLM2VecEncoder, lr: float = 5e-5, weight_decay: float = 0.0,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, warmup: float = 0.1,
                  schedule: str = "linear"):
@@ -103,6 +105,8 @@ class CausalLMSystem(MNTPSystem):
     Args: as ``MNTPSystem``.
     """
 
+    loss_label = "next-token cross-entropy"  # the y axis of loss_curve.png
+
     def __init__(self, encoder: LLM2VecEncoder, lr: float = 5e-4, weight_decay: float = 0.0,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, warmup: float = 0.1,
                  schedule: str = "linear"):
@@ -135,6 +139,8 @@ class ContrastiveTextSystem(_Optimised):
     queries against all of them (``tasks.contrastive.InfoNCE``): the negatives and the update are
     those of the global batch.
     """
+
+    loss_label = "contrastive (InfoNCE) loss"  # the y axis of loss_curve.png
 
     def __init__(self, tower: nn.Module, supervised: bool = False, temperature: float = 0.05, lr: float = 3e-5,
                  weight_decay: float = 0.0, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
@@ -194,6 +200,8 @@ class CLIPSystem(_Optimised):
             skips the step, which a multi-process run cannot do: keep the batch size well above
             the failure rate there.
     """
+
+    loss_label = "image-report contrastive loss"  # the y axis of loss_curve.png
 
     def __init__(self, model: DualTower, loss: str = "clip", lr: float = 1e-3, weight_decay: float = 0.1,
                  betas: tuple[float, float] = (0.9, 0.98), eps: float = 1e-6, warmup: float = 0.1,
