@@ -1,7 +1,7 @@
 """Parity of the MERT-v1 import at real size.
 
 A random-weight transformers ``HubertModel`` of each MERT-v1 layout (95M: post-LN, GroupNorm
-conv; 330M: pre-LN, LayerNorm convs) is saved as an HF folder with ``model_type`` "mert_model",
+conv; 330M: pre-LN, GroupNorm conv as released) is saved as an HF folder with ``model_type`` "mert_model",
 loaded through ``modalities.load_encoder``, and every hidden state of a ragged batch (2.0 s and
 1.25 s at 24 kHz) is compared with HF run on each clip alone (README: HF's padded-batch GroupNorm).
 
@@ -23,7 +23,7 @@ import modalities
 
 def check(stable: bool) -> tuple[int, float]:
     size = dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096) if stable else {}
-    cfg = HubertConfig(conv_bias=False, feat_extract_norm="layer" if stable else "group",
+    cfg = HubertConfig(conv_bias=False, feat_extract_norm="group",
                        do_stable_layer_norm=stable, **size)
     hf = HubertModel(cfg).eval()
     with tempfile.TemporaryDirectory() as d:

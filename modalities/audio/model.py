@@ -41,10 +41,11 @@ def mert_v1_95m() -> AudioEncoderConfig:
 
 @PRESETS.register("mert-v1-330m")
 def mert_v1_330m() -> AudioEncoderConfig:
-    # pre-LN ("stable layer norm"), LayerNorm after every conv, no dropout in the released config
+    # the released config: pre-LN ("do_stable_layer_norm"), GroupNorm on the first conv as in 95M,
+    # no dropout; its attention_relax (32) rescales logits without changing the softmax
     return AudioEncoderConfig(
         hidden_size=1024, num_layers=24, num_heads=16, intermediate_size=4096, norm="pre",
-        feat_extract_norm="layer", hidden_dropout=0.0, attention_dropout=0.0,
+        feat_extract_norm="group", hidden_dropout=0.0, attention_dropout=0.0,
     )
 
 
