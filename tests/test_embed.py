@@ -103,3 +103,13 @@ def test_a_damaged_weight_file_is_named(minilm, tmp_path, capsys, damage):
         weights.write_bytes(b"not a safetensors file at all")
     err = _error(capsys, ["embed", "--encoder", str(folder), str(reports(tmp_path / "in"))])
     assert "model.safetensors" in err
+
+
+def test_the_modality_is_guessed_from_the_folder(minilm, tmp_path):
+    from tasks.embed import guess_modality
+
+    assert guess_modality(minilm, {"model_type": "bert"}) == "text"  # a WordPiece vocab.txt is not CuBERT's
+    (tmp_path / "cubert_vocab.txt").write_text("'[PAD]_'\n'def_'\n")
+    assert guess_modality(tmp_path, {"model_type": "bert"}) == "code"
+    assert guess_modality(tmp_path, {"meta": {"modality": "audio"}}) == "audio"
+    assert guess_modality(tmp_path, {"architecture": "audio_encoder"}) == "audio"

@@ -37,6 +37,16 @@ def _load_modalities() -> None:
                 raise
 
 
+def _has_cubert_vocab(folder: Path) -> bool:
+    from modalities.code import find_cubert_vocab
+
+    try:
+        find_cubert_vocab(folder)
+        return True
+    except (FileNotFoundError, ValueError):
+        return False
+
+
 def guess_modality(folder: Path, raw: dict) -> str:
     """The folder's modality: ``meta.modality`` when the exporter wrote it, else from its files."""
     meta = raw.get("meta") or {}
@@ -45,7 +55,7 @@ def guess_modality(folder: Path, raw: dict) -> str:
     arch, model_type = raw.get("architecture"), raw.get("model_type")
     if arch == "audio_encoder" or model_type in ("mert_model", "hubert"):
         return "audio"
-    if (folder / "code_tokenizer.json").is_file() or any(folder.glob("*vocab*.txt")) and meta.get("tokenizer") == "cubert":
+    if (folder / "code_tokenizer.json").is_file() or _has_cubert_vocab(folder):
         return "code"
     if (folder / "item_ids.json").is_file():
         return "recsys"
