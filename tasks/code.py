@@ -67,6 +67,8 @@ def _vocab_of(tokenizer: Path) -> dict | None:
 
 
 class _FineTuneBase(L.LightningModule):
+    loss_label = "fine-tuning cross-entropy"  # the y axis of loss_curve.png
+
     def __init__(self, encoder: nn.Module, init_from: str | None, lr: float, weight_decay: float, warmup: float,
                  schedule: str, dropout: float):
         super().__init__()
