@@ -60,7 +60,8 @@ def main() -> None:
         "baseline": {"name": "unigram (training-set token frequencies)", "value": round(baseline, 3)},
         "higher_is_better": False,
         "seconds": round(time.time() - t0, 1),
-        "note": (f"{metrics['global_step']} steps from scratch; perplexity {math.exp(final['val/loss']):.1f} vs "
+        "note": (f"{metrics['global_step']} steps from scratch "
+                 f"{'beat' if final['val/loss'] < baseline else 'do NOT beat'} the unigram baseline; perplexity {math.exp(final['val/loss']):.1f} vs "
                  f"{math.exp(baseline):.1f}, masked-token accuracy {final['val/accuracy']:.3f}"),
         "steps": metrics["global_step"], "data": dm.stats, "val_accuracy": round(final["val/accuracy"], 3),
         "encoder": str(log / "encoder"), "loss_curve": str(log / "loss_curve.png"), "metrics": str(log / "metrics.json"),
