@@ -26,6 +26,8 @@ class BERT4RecSystem(L.LightningModule):
         eval_seed: seeds the negative sampling, so every evaluation uses the same candidates.
     """
 
+    loss_label = "masked-item cross-entropy"  # the y axis of loss_curve.png
+
     def __init__(
         self,
         model: BERT4Rec,

@@ -28,13 +28,19 @@ def log_dir_of(path: str | Path) -> Path:
                 return up
         raise FileNotFoundError(f"no {CONFIG} beside {p} or one folder up; give the run's log folder "
                                 "(the one `tessera fit` wrote config.yaml into)")
-    if (p / CONFIG).is_file():
-        return p
     versions = [v for v in p.glob("**/version_*") if (v / CONFIG).is_file()]
+    if (p / CONFIG).is_file() and (_has_weights(p) or not versions):
+        return p
     if not versions:
         raise FileNotFoundError(f"{p} holds no {CONFIG} (nor lightning_logs/version_N/{CONFIG}); "
                                 "give the folder a `tessera fit` run wrote")
-    return max(versions, key=lambda v: (v / CONFIG).stat().st_mtime)
+    # the newest version that kept weights (a `tessera test` with the logger off may leave a config.yaml
+    # in the run's root, without checkpoints)
+    return max(versions, key=lambda v: (_has_weights(v), (v / CONFIG).stat().st_mtime))
+
+
+def _has_weights(log: Path) -> bool:
+    return any((log / "checkpoints").glob("*.ckpt")) or (log / "model.safetensors").is_file()
 
 
 def checkpoint_of(path: str | Path) -> Path:

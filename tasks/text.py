@@ -29,6 +29,8 @@ class MaskedLMSystem(PretrainingHooks, L.LightningModule):
         schedule: decay after warmup: linear | cosine | constant.
     """
 
+    loss_label = "masked-token cross-entropy"  # the y axis of loss_curve.png
+
     def __init__(
         self,
         encoder: TokenEncoder,

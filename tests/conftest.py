@@ -1,21 +1,10 @@
-import importlib
 import os
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing may reach a hub from the tests
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-
-
-def load_script(name: str):
-    """scripts/<name>.py as a module (scripts/ is not a package)."""
-    scripts = str(Path(__file__).resolve().parents[1] / "scripts")
-    if scripts not in sys.path:
-        sys.path.insert(0, scripts)
-    return importlib.import_module(name)
 
 
 def ragged_mask(lengths, T=None):

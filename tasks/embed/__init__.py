@@ -98,7 +98,7 @@ def embed_units(embedder: Embedder, units: list[Unit], batch_size: int, normaliz
 
 
 @job(None, "embed", help="vectors from any encoder folder for inputs of its modality (+ nearest neighbours)",
-     example="tessera embed --encoder runs/mlm-tiny/lightning_logs/version_0/encoder notes.txt --out runs/emb")
+     example="tessera embed --encoder runs/text-tiny/lightning_logs/version_0/encoder notes.txt --out runs/emb")
 def embed(args: argparse.Namespace) -> int:
     """Embed inputs with an encoder folder: text lines (.txt files, one unit per non-empty line),
     Python files or folders (one unit per function, or per file with --unit file), audio files or
