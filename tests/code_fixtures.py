@@ -3,6 +3,8 @@ benchmark written from generated functions (imported by tests/test_code_*.py, as
 
 import json
 
+import pytest
+
 from modalities import TokenEncoder, TokenEncoderConfig
 from modalities.code import CodeTokenizer, exception_vocabulary, extract_functions, generate
 
@@ -105,3 +107,15 @@ def write_run(folder, system, model: dict, data: dict | None = None):
     (folder / "config.yaml").write_text(yaml.safe_dump(cfg))
     torch.save({"state_dict": system.state_dict()}, folder / "checkpoints" / "last.ckpt")
     return folder
+
+
+@pytest.fixture(scope="module")
+def functions():
+    """Functions of the fixture module, one benchmark's worth (module-scoped: generation takes a moment)."""
+    return make_functions()
+
+
+@pytest.fixture
+def benchmark_dir(tmp_path, functions):
+    """A benchmark folder in the generator's layout, written from ``functions``."""
+    return write_benchmark_dir(tmp_path, functions)

@@ -3,6 +3,9 @@ import os
 import pytest
 import torch
 
+# the code tests' shared fixtures (functions, benchmark_dir) live beside their helpers
+pytest_plugins = ["code_fixtures"]
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing may reach a hub from the tests
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 

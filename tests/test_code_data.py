@@ -5,20 +5,11 @@ import json
 
 import numpy as np
 import pytest
-from code_fixtures import make_functions, write_benchmark_dir, write_manifest_corpus
+from code_fixtures import write_manifest_corpus
 
 from modalities.code import load_code_tokenizer
 from tasks.data.code import CodeTaskDataModule, chunk_logical_lines, featurise
 
-
-@pytest.fixture(scope="module")
-def functions():
-    return make_functions()
-
-
-@pytest.fixture
-def benchmark_dir(tmp_path, functions):
-    return write_benchmark_dir(tmp_path, functions)
 
 def test_chunk_logical_lines():
     ids = np.array([7, 7, 1, 7, 1, 7, 7, 7, 7, 7, 1, 7])  # 1 = NEWLINE

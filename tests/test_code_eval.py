@@ -6,22 +6,13 @@ from pathlib import Path
 
 import lightning as L
 import pytest
-from code_fixtures import TINY, make_functions, write_benchmark_dir
+from code_fixtures import TINY
 
 from modalities.code import BiLSTMEncoder
 from tasks.cli import main as tessera
 from tasks.data.code import CodeTaskDataModule
 from tasks.eval import code as code_eval
 
-
-@pytest.fixture(scope="module")
-def functions():
-    return make_functions()
-
-
-@pytest.fixture
-def benchmark_dir(tmp_path, functions):
-    return write_benchmark_dir(tmp_path, functions)
 
 @pytest.mark.slow
 def test_code_eval_selects_lr_on_validation(benchmark_dir, tmp_path):

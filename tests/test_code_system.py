@@ -6,22 +6,13 @@ import json
 import lightning as L
 import pytest
 import torch
-from code_fixtures import make_functions, module_source, tiny_encoder, write_benchmark_dir
+from code_fixtures import module_source, tiny_encoder
 
 from modalities.code import BiLSTMConfig, BiLSTMEncoder
 from tasks.code import CodeClassifierSystem, VarMisusePointerSystem
 from tasks.data.code import CodeTaskDataModule, MaskedCodeDataModule
 from tasks.text import MaskedLMSystem
 
-
-@pytest.fixture(scope="module")
-def functions():
-    return make_functions()
-
-
-@pytest.fixture
-def benchmark_dir(tmp_path, functions):
-    return write_benchmark_dir(tmp_path, functions)
 
 def test_bilstm_matches_a_packed_bidirectional_lstm():
     torch.manual_seed(0)

@@ -91,7 +91,22 @@ def _read(path: str) -> bytes | None:
         return None
 
 
-class MaskedCodeDataModule(MaskedTextDataModule):
+class _CodeTokenizer:
+    """What both code data modules share: where their tokenizer lives (``tokenizer`` given, else the
+    cache folder of the corpus / vocabulary size / file cap) and how an encoder folder gets it."""
+
+    @property
+    def tokenizer_file(self) -> Path:
+        if self.tokenizer_path:
+            return resolve(self.tokenizer_path, self.cache)
+        return tokenizer_folder(self.cache, self.corpus, self.vocab_size, self.max_files)
+
+    def write_encoder_assets(self, folder: Path) -> None:
+        """The tokenizer beside the weights: what ``load_code_encoder`` and ``tessera embed`` read."""
+        write_tokenizer_assets(self.tokenizer_file, folder)
+
+
+class MaskedCodeDataModule(_CodeTokenizer, MaskedTextDataModule):
     """Masked-LM over Python source, CuBERT style.
 
     Args:
@@ -136,15 +151,6 @@ class MaskedCodeDataModule(MaskedTextDataModule):
 
     modality = "code"  # written into the encoder folder's meta: `tessera embed` reads Python with it
 
-    @property
-    def tokenizer_file(self) -> Path:
-        if self.tokenizer_path:
-            return resolve(self.tokenizer_path, self.cache)
-        return tokenizer_folder(self.cache, self.corpus, self.vocab_size, self.max_files)
-
-    def write_encoder_assets(self, folder: Path) -> None:
-        """The tokenizer beside the weights: what ``load_code_encoder`` and ``tessera embed`` read."""
-        write_tokenizer_assets(self.tokenizer_file, folder)
 
     def _rows(self) -> list[dict]:
         from ..prepare.code import even_sample, read_manifest
@@ -299,7 +305,7 @@ class _Examples(torch.utils.data.Dataset):
         return self.items[i]
 
 
-class CodeTaskDataModule(L.LightningDataModule):
+class CodeTaskDataModule(_CodeTokenizer, L.LightningDataModule):
     """One CuBERT benchmark task; ``prepare_data`` builds what is missing (the corpus, the
     tokenizer, the task's benchmark files), so a config runs on an empty cache.
 
@@ -342,14 +348,6 @@ class CodeTaskDataModule(L.LightningDataModule):
         self.sets: dict[str, _Examples] = {}
         self.stats: dict = {}
 
-    @property
-    def tokenizer_file(self) -> Path:
-        if self.tokenizer_path:
-            return resolve(self.tokenizer_path, self.cache)
-        return tokenizer_folder(self.cache, self.corpus, self.vocab_size, self.max_files)
-
-    def write_encoder_assets(self, folder: Path) -> None:
-        write_tokenizer_assets(self.tokenizer_file, folder)
 
     def prepare_data(self) -> None:
         from ..prepare.code import benchmark_complete, write_benchmark
