@@ -12,10 +12,6 @@ from pathlib import Path
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
-from torch import nn
-
-from modalities.cxr import LLM2VecEncoder, TextTower
-from modalities.hub import save_encoder
 
 
 def _malloc_trim():
@@ -200,20 +196,6 @@ class JsonLinesWriter(BasePredictionWriter):
         with self.path.open("a") as f:
             for row in prediction:
                 f.write(json.dumps(row) + "\n")
-
-
-def export_tower(module: nn.Module, folder: str | Path, **meta) -> Path:
-    """Write a text tower as a Tessera folder (LLM2Vec: LoRA merged, the adapter also saved in
-    peft's layout under ``adapter/``; TextTower: its encoder, pooling in the metadata)."""
-    folder = Path(folder)
-    if isinstance(module, LLM2VecEncoder):
-        if module.has_lora:
-            module.save_adapter(folder / "adapter")
-            module.merge_lora()  # training is over: fold the adapters in
-        return save_encoder(module, folder, meta={"pooling": module.config.pooling, **meta})
-    if isinstance(module, TextTower):
-        return save_encoder(module.encoder, folder, meta={"pooling": module.pooling, **meta})
-    return save_encoder(module, folder, meta=meta)
 
 
 class ExportEncoder(L.Callback):

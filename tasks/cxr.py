@@ -22,14 +22,29 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics import MeanMetric
 
-from modalities.cxr import LLM2VecEncoder
+from modalities.cxr import LLM2VecEncoder, TextTower
 from modalities.cxr.dual import DualTower
+from modalities.hub import save_encoder
 
-from .callbacks import ExportEncoder, export_tower  # noqa: F401  (configs name tasks.cxr.ExportEncoder)
+from .callbacks import ExportEncoder  # noqa: F401  (configs name tasks.cxr.ExportEncoder)
 from .contrastive import InfoNCE, clip_loss, equal_rows
 from .data.collate import IGNORE
 from .metrics.retrieval import retrieval_recall, retrieval_recall_any
 from .optim import build_optimizer
+
+
+def export_tower(module: nn.Module, folder: str | Path, **meta) -> Path:
+    """Write a text tower as a Tessera folder (LLM2Vec: LoRA merged, the adapter also saved in
+    peft's layout under ``adapter/``; TextTower: its encoder, pooling in the metadata)."""
+    folder = Path(folder)
+    if isinstance(module, LLM2VecEncoder):
+        if module.has_lora:
+            module.save_adapter(folder / "adapter")
+            module.merge_lora()  # training is over: fold the adapters in
+        return save_encoder(module, folder, meta={"pooling": module.config.pooling, **meta})
+    if isinstance(module, TextTower):
+        return save_encoder(module.encoder, folder, meta={"pooling": module.pooling, **meta})
+    return save_encoder(module, folder, meta=meta)
 
 
 class _Optimised(L.LightningModule):
@@ -37,6 +52,11 @@ class _Optimised(L.LightningModule):
         hp = self.hparams
         return build_optimizer(self, hp.lr, hp.weight_decay, tuple(hp.betas), hp.eps, hp.warmup,
                                int(self.trainer.estimated_stepping_batches), hp.schedule)
+
+    def export_encoder(self, folder: str | Path, **meta) -> Path:
+        """The trained text tower (a contrastive system's ``tower``, an LLM2Vec stage's ``encoder``)."""
+        module = getattr(self, "tower", None) or self.encoder
+        return export_tower(module, folder, **meta)
 
 
 class MNTPSystem(_Optimised):

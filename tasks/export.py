@@ -28,12 +28,12 @@ def export_encoder(system, folder: str | Path, datamodule=None, **meta) -> Path:
     if hasattr(system, "export_encoder"):
         out = Path(system.export_encoder(folder, **meta))
     else:
-        from .callbacks import export_tower  # the shared writer for `encoder` / `tower` modules
+        from modalities.hub import save_encoder
 
         module = getattr(system, "tower", None) or getattr(system, "encoder", None)
         if module is None:
             raise UserError(f"{type(system).__name__} has no `encoder` or `tower` to export and no export_encoder()")
-        out = export_tower(module, folder, **meta)
+        out = save_encoder(module, folder, meta=meta)
     if datamodule is not None and hasattr(datamodule, "write_encoder_assets"):
         datamodule.write_encoder_assets(out)
     else:

@@ -61,7 +61,7 @@ def text_tower_folder(folder: Path, reports: Path, vocab_size: int = 200) -> Pat
     import modalities
     from modalities.cxr import TextTower, read_openi
     from modalities.text import train_wordpiece
-    from tasks.callbacks import export_tower
+    from tasks.cxr import export_tower
 
     tok = train_wordpiece([r.text for r in read_openi(reports)], vocab_size)
     torch.manual_seed(0)
