@@ -48,7 +48,7 @@ def render_file(path: Path) -> list[str]:
     lines = [f"## {raw.get('title', path.stem)}", ""]
     lines += [f"Command: `{raw['command']}`" + (f"; machine: {raw['machine']}" if raw.get("machine") else "")] \
         if raw.get("command") else []
-    lines += [f"Protocol: {raw['protocol']}"] if raw.get("protocol") else []
+    lines += ["", f"Protocol: {raw['protocol']}"] if raw.get("protocol") else []
     lines.append("")
     if "parts" in raw:
         rows = []
