@@ -356,3 +356,15 @@ def test_mosaic_bert_parity_with_its_formulas(tmp_path, backend, heads):
         ours = enc(input_ids=ids, attention_mask=mask).last_hidden_state
     ref = mosaic_reference(sd, cfg, ids, mask)
     assert (ours - ref)[mask].abs().max() < 1e-4
+
+
+def test_xlm_roberta_imports_with_parity(tmp_path):
+    from modalities.hub import check_parity
+
+    torch.manual_seed(0)
+    cfg = transformers.XLMRobertaConfig(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                        intermediate_size=37, max_position_embeddings=64, pad_token_id=1)
+    transformers.XLMRobertaModel(cfg).eval().save_pretrained(tmp_path)
+    enc = modalities.load_encoder(tmp_path)
+    assert enc.meta["model_type"] == "xlm-roberta" and enc.config.position_offset == 2
+    assert check_parity(tmp_path, enc) < 1e-5
