@@ -98,3 +98,27 @@ def test_a_corrupt_checkpoint_is_refused_before_training(text_corpus, tmp_path, 
     ckpt.write_bytes(b"")
     assert _fit(text_corpus, tmp_path, root, "--trainer.max_steps", "4", "--ckpt_path", str(ckpt)) == 2
     assert "not a readable checkpoint" in capsys.readouterr().err
+
+
+class Payload:
+    """Unpickling this would create a file: the proof that a checkpoint ran code."""
+
+    def __reduce__(self):
+        return (Path.touch, (Path(__file__).parent / "PAYLOAD_RAN_CKPT",))
+
+
+@pytest.mark.parametrize("command", ["fit", "validate", "test"])
+def test_a_malicious_checkpoint_never_runs_in_any_lightning_command(text_corpus, tmp_path, capsys, command):
+    import pickle
+
+    flag = Path(__file__).parent / "PAYLOAD_RAN_CKPT"
+    flag.unlink(missing_ok=True)
+    ckpt = tmp_path / "evil.ckpt"
+    with open(ckpt, "wb") as f:
+        pickle.dump({"state_dict": {}, "hyper_parameters": Payload()}, f)
+    argv = ["--config", str(TINY), "--data.init_args.corpus", str(text_corpus), "--data.init_args.cache_dir",
+            str(tmp_path / "cache"), "--trainer.default_root_dir", str(tmp_path / "run"), "--ckpt_path", str(ckpt)]
+    assert tessera([command, *argv]) == 2
+    assert not flag.exists(), "the checkpoint's payload ran"
+    err = capsys.readouterr().err
+    assert "evil.ckpt is not a readable checkpoint" in err and "never unpickled" in err and "Traceback" not in err
