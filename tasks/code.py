@@ -21,6 +21,7 @@ from torchmetrics import MeanMetric
 from modalities import load_encoder
 from modalities.backbone import create_pooler
 
+from .data.spec import require_vocab, spec_of
 from .metrics import auroc
 from .optim import build_optimizer
 
@@ -88,10 +89,9 @@ class _FineTuneBase(L.LightningModule):
         return self.encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], **kw).last_hidden_state
 
     def setup(self, stage: str) -> None:
-        dm = getattr(self.trainer, "datamodule", None)
-        vocab = getattr(dm, "tokenizer_vocab_size", None)
-        if vocab is not None and vocab > self.encoder.config.vocab_size:
-            raise ValueError(f"the tokenizer has {vocab} tokens but the encoder's vocab_size is {self.encoder.config.vocab_size}")
+        require_vocab(spec_of(self.trainer), self.encoder.config.vocab_size,
+                      "model.init_args.encoder.init_args.config.vocab_size")
+        dm = getattr(self.trainer, "datamodule", None)  # its tokenizer, compared with init_from's below
         if stage != "fit" or not self.init_from:
             return
         from .jobs import UserError  # `tessera fit` prints it as one line (exit 2)

@@ -29,6 +29,7 @@ from modalities.hub import save_encoder
 from .callbacks import ExportEncoder  # noqa: F401  (configs name tasks.cxr.ExportEncoder)
 from .contrastive import InfoNCE, clip_loss, equal_rows
 from .data.collate import IGNORE
+from .data.spec import require_vocab, spec_of
 from .metrics.retrieval import retrieval_recall, retrieval_recall_any
 from .optim import build_optimizer
 
@@ -81,11 +82,8 @@ class MNTPSystem(_Optimised):
         self.eval_loss, self.eval_acc = MeanMetric(), MeanMetric()
 
     def setup(self, stage: str) -> None:
-        vocab = getattr(getattr(self.trainer, "datamodule", None), "tokenizer_vocab_size", None)
-        own = self.encoder.base().config.vocab_size
-        if vocab is not None and vocab > own:
-            raise ValueError(f"the tokenizer has {vocab} tokens but the decoder's vocab_size is {own}; "
-                             f"set model.init_args.encoder.init_args.config.decoder.vocab_size >= {vocab}")
+        require_vocab(spec_of(self.trainer), self.encoder.base().config.vocab_size,
+                      "model.init_args.encoder.init_args.config.decoder.vocab_size")
 
     def forward(self, input_ids, attention_mask, labels) -> dict:
         h = self.encoder(input_ids, attention_mask).last_hidden_state  # (B, T, D)

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from modalities.recsys import BERT4Rec
 
 from .data.collate import IGNORE
+from .data.spec import spec_of
 from .metrics.ranking import check_negatives, leave_one_out_ranks, ranking_metrics
 from .optim import build_optimizer
 
@@ -44,12 +45,13 @@ class BERT4RecSystem(L.LightningModule):
         self._ranks: dict[str, list[torch.Tensor]] = {}
 
     def setup(self, stage: str) -> None:
-        dm = getattr(self.trainer, "datamodule", None)
-        if dm is not None and getattr(dm, "data", None) is not None and dm.num_items != self.model.config.num_items:
+        spec = spec_of(self.trainer)
+        if spec is not None and spec.num_items is not None and spec.num_items != self.model.config.num_items:
             raise ValueError(
-                f"the data has {dm.num_items} items but the model was built for {self.model.config.num_items}; "
-                f"set model.init_args.model.init_args.config.num_items: {dm.num_items}"
+                f"the data has {spec.num_items} items but the model was built for {self.model.config.num_items}; "
+                f"set model.init_args.model.init_args.config.num_items: {spec.num_items}"
             )
+        dm = getattr(self.trainer, "datamodule", None)  # its sequences, for the negatives check
         if dm is not None and getattr(dm, "data", None) is not None and stage in ("fit", "validate", "test"):
             check_negatives(dm.data.sequences, dm.num_items, self.hparams.negatives, "model.init_args.negatives")
 

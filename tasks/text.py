@@ -10,6 +10,7 @@ from torchmetrics import MeanMetric
 from modalities.backbone import MaskedLMHead, TokenEncoder
 
 from .data.collate import IGNORE
+from .data.spec import require_vocab, spec_of
 from .optim import PretrainingHooks
 
 
@@ -52,13 +53,8 @@ class MaskedLMSystem(PretrainingHooks, L.LightningModule):
         self.eval_acc = MeanMetric()
 
     def setup(self, stage: str) -> None:
-        dm = getattr(self.trainer, "datamodule", None)
-        vocab = getattr(dm, "tokenizer_vocab_size", None)
-        if vocab is not None and vocab > self.encoder.config.vocab_size:
-            raise ValueError(
-                f"the tokenizer has {vocab} tokens but the encoder's vocab_size is "
-                f"{self.encoder.config.vocab_size}; set model.encoder.init_args.config.vocab_size >= {vocab}"
-            )
+        require_vocab(spec_of(self.trainer), self.encoder.config.vocab_size,
+                      "model.init_args.encoder.init_args.config.vocab_size")
 
     def forward(self, input_ids, attention_mask, labels):
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state

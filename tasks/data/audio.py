@@ -28,6 +28,7 @@ from ..jobs import UserError
 from .collate import seeded_generator
 from .fetch import default_cache_dir
 from .sampler import resumable_train_loader
+from .spec import DataSpec
 
 OPTIONS = {"train": "--data.init_args.train", "val": "--data.init_args.val"}
 # files decoded at setup to catch a folder whose files all fail to decode before training starts
@@ -97,6 +98,10 @@ class AudioFolderDataModule(L.LightningDataModule):
     """
 
     modality = "audio"  # written into the exported encoder folder's meta (tessera embed reads it)
+
+    @property
+    def spec(self) -> DataSpec:
+        return DataSpec(self.modality)
 
     def __init__(
         self,

@@ -31,6 +31,7 @@ from ..prepare.code import cache_path, corpus_key, tokenizer_folder
 from .collate import pad_batch
 from .fetch import default_cache_dir
 from .sampler import resumable_train_loader
+from .spec import TokenSpec
 from .text import MaskedTextDataModule, TokenSequences
 
 STDLIB = "stdlib"
@@ -305,7 +306,7 @@ class _Examples(torch.utils.data.Dataset):
         return self.items[i]
 
 
-class CodeTaskDataModule(_CodeTokenizer, L.LightningDataModule):
+class CodeTaskDataModule(_CodeTokenizer, TokenSpec, L.LightningDataModule):
     """One CuBERT benchmark task; ``prepare_data`` builds what is missing (the corpus, the
     tokenizer, the task's benchmark files), so a config runs on an empty cache.
 

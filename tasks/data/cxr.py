@@ -27,6 +27,7 @@ from modalities.text import SPECIAL_TOKENS, load_tokenizer, train_wordpiece
 from .collate import IGNORE, mask_tokens, pad_batch, seeded_generator
 from .fetch import default_cache_dir, fetch_from_wheel
 from .sampler import resumable_train_loader
+from .spec import TokenSpec
 
 MODES = ("masked", "causal", "plain", "pairs")
 
@@ -75,7 +76,7 @@ class _Items(Dataset):
         return (epoch, i), self.seqs[i], extra
 
 
-class ReportDataModule(L.LightningDataModule):
+class ReportDataModule(TokenSpec, L.LightningDataModule):
     """OpenI report text for text-tower training. The run's encoder folder gets the tokenizer and
     ``meta.modality`` "text", so ``tessera embed`` reads it like any text encoder.
 
@@ -253,7 +254,7 @@ class _ImageReports(Dataset):
         return self.transform(img, g), self.texts[i], self.groups[i]
 
 
-class ImageReportDataModule(L.LightningDataModule):
+class ImageReportDataModule(TokenSpec, L.LightningDataModule):
     """Image-report pairs for the dual tower.
 
     Images are SYNTHETIC by default (``modalities.cxr.synthetic``: drawn from each OpenI report's

@@ -20,6 +20,7 @@ from modalities.recsys import SequenceData, build_sequences, read_interactions
 from .collate import IGNORE, mask_tokens, pad_batch, seeded_generator
 from .fetch import default_cache_dir, fetch_from_wheel
 from .sampler import resumable_train_loader
+from .spec import DataSpec
 
 ML100K = "ml-100k"
 RECBOLE_WHEEL = "recbole==1.2.1"
@@ -157,6 +158,10 @@ class SequenceDataModule(L.LightningDataModule):
         counts = torch.bincount(torch.tensor([i for s in self.data.sequences for i in s[:-2]]),
                                 minlength=self.data.num_items + 1)
         self.popularity = counts[1:].double()  # (num_items,) training-split interaction counts
+
+    @property
+    def spec(self) -> DataSpec:
+        return DataSpec(self.modality, num_items=self.num_items if getattr(self, "data", None) is not None else None)
 
     @property
     def num_items(self) -> int:

@@ -30,6 +30,7 @@ from modalities.text import (
 from .collate import mask_tokens, pad_batch, seeded_generator
 from .fetch import default_cache_dir
 from .sampler import resumable_train_loader
+from .spec import TokenSpec
 
 STDLIB = "stdlib-docstrings"
 
@@ -50,7 +51,7 @@ class TokenSequences(Dataset):
         return (epoch, i), self.ids[self.offsets[r] : self.offsets[r + 1]].long()
 
 
-class MaskedTextDataModule(L.LightningDataModule):
+class MaskedTextDataModule(TokenSpec, L.LightningDataModule):
     """Text documents for masked-LM pretraining.
 
     Args:
