@@ -91,12 +91,11 @@ class TesseraCLI(LightningCLI):
         # every run leaves metrics.json + loss_curve.png and <log dir>/encoder, stops on a
         # non-finite loss, checksums its checkpoints, restores random state on resume and hands
         # freed heap back to the OS on CPU (a no-op elsewhere), whether or not its YAML lists the callbacks
-        for cls, make in ((MetricsRecorder, MetricsRecorder), (StopOnNonFinite, StopOnNonFinite),
-                          (CheckpointIntegrity, CheckpointIntegrity), (RandomState, RandomState),
-                          (ReleaseHeap, ReleaseHeap),
-                          (ExportEncoder, lambda: ExportEncoder(required=False))):
-            if not any(isinstance(c, cls) for c in self.trainer.callbacks):
-                self.trainer.callbacks.append(make())
+        defaults = (MetricsRecorder(), StopOnNonFinite(), CheckpointIntegrity(), RandomState(), ReleaseHeap(),
+                    ExportEncoder(required=False))
+        for callback in defaults:
+            if not any(isinstance(c, type(callback)) for c in self.trainer.callbacks):
+                self.trainer.callbacks.append(callback)
 
 
 def _job_parser(job) -> argparse.ArgumentParser:

@@ -36,21 +36,7 @@ def export_encoder(system, folder: str | Path, datamodule=None, **meta) -> Path:
         out = save_encoder(module, folder, meta=meta)
     if datamodule is not None and hasattr(datamodule, "write_encoder_assets"):
         datamodule.write_encoder_assets(out)
-    else:
-        _copy_tokenizer(getattr(datamodule, "tokenizer_file", None), out)
     return out
-
-
-def _copy_tokenizer(tok, folder: Path) -> None:
-    if tok is None:
-        return
-    tok = Path(tok)
-    if tok.is_file():  # one tokenizer.json (text)
-        shutil.copy2(tok, folder / "tokenizer.json")
-    elif tok.is_dir():  # a tokenizer folder (code: tokenizer.json + code_tokenizer.json)
-        for f in tok.iterdir():
-            if f.is_file() and not (folder / f.name).exists():
-                shutil.copy2(f, folder / f.name)
 
 
 FORMATS = ("tessera", "hf", "sentence-transformers")
@@ -143,7 +129,9 @@ def export(args: argparse.Namespace) -> int:
 
                 enc = load_encoder(folder)
                 save_encoder(enc, out, meta=getattr(enc, "meta", {}))
-                _copy_tokenizer(folder / "tokenizer.json" if (folder / "tokenizer.json").is_file() else None, out)
+                for f in folder.iterdir():  # the assets beside the weights (tokenizer, item-id map, ...)
+                    if f.is_file() and f.name not in ("config.json", "model.safetensors", "pytorch_model.bin"):
+                        shutil.copy2(f, out / f.name)
         elif args.format == "hf":
             write_hf_folder(folder, out)
         else:

@@ -135,11 +135,11 @@ def test_a_missing_user_folder_names_the_option_and_the_default_set(tmp_path):
 
 
 def test_cache_paths_resolve_under_tessera_cache(tmp_path, monkeypatch):
-    from tasks.data.audio import resolve
+    from tasks.data.fetch import cache_path
 
     monkeypatch.setenv("TESSERA_CACHE", str(tmp_path))
-    assert resolve("cache:audio/notes/train") == tmp_path / "audio" / "notes" / "train"
-    assert resolve("/x/y") == Path("/x/y")
+    assert cache_path("cache:audio/notes/train") == tmp_path / "audio" / "notes" / "train"
+    assert cache_path("/x/y") == Path("/x/y")
 
 
 def test_teacher_fit_batches_are_a_seeded_draw_across_folders(tmp_path):

@@ -26,19 +26,13 @@ from modalities.stats import ReadStats
 
 from ..jobs import UserError
 from .collate import seeded_generator
-from .fetch import default_cache_dir
+from .fetch import cache_path
 from .sampler import resumable_train_loader
 from .spec import DataSpec
 
 OPTIONS = {"train": "--data.init_args.train", "val": "--data.init_args.val"}
 # files decoded at setup to catch a folder whose files all fail to decode before training starts
 CHECK_FILES = 32
-
-
-def resolve(path: str | Path) -> Path:
-    """``cache:REL`` -> $TESSERA_CACHE/REL; ``~`` expanded; else the path."""
-    text = str(path)
-    return default_cache_dir() / text.removeprefix("cache:") if text.startswith("cache:") else Path(text).expanduser()
 
 
 class AudioCrops(Dataset):
@@ -132,7 +126,7 @@ class AudioFolderDataModule(L.LightningDataModule):
 
     def _folder(self, split: str) -> Path:
         raw = getattr(self.hparams, split)
-        path = resolve(raw)
+        path = cache_path(raw)
         if not path.exists():
             raise UserError(f"{OPTIONS[split]} {raw}: {path} does not exist; give a folder of WAV/FLAC/OGG/MP3 "
                             f"files (or cache:audio/notes/train, the note set `tessera prepare audio-notes` renders)")
@@ -182,7 +176,7 @@ class AudioFolderDataModule(L.LightningDataModule):
             if not val and len(train) > 1:
                 val = [train.pop()]
         if not train:
-            raise UserError(f"{OPTIONS['train']} {hp.train}: no usable audio files under {resolve(hp.train)} "
+            raise UserError(f"{OPTIONS['train']} {hp.train}: no usable audio files under {cache_path(hp.train)} "
                             f"({self.stats['train']}); give a folder of WAV/FLAC/OGG/MP3 files")
         self.train_set = AudioCrops(train, hp.sample_rate, hp.crop_seconds, hp.seed)
         self.val_set = AudioCrops(val, hp.sample_rate, hp.crop_seconds, hp.seed, random_crop=False)
@@ -202,7 +196,7 @@ class AudioFolderDataModule(L.LightningDataModule):
                 return
             reasons[reason] = reasons.get(reason, 0) + 1
         raise UserError(f"{OPTIONS['train']} {self.hparams.train}: none of {n} files sampled under "
-                        f"{resolve(self.hparams.train)} decodes ({reasons}); re-encode them (e.g. with ffmpeg) "
+                        f"{cache_path(self.hparams.train)} decodes ({reasons}); re-encode them (e.g. with ffmpeg) "
                         "or give another folder")
 
     def write_encoder_assets(self, folder: str | Path) -> None:
@@ -242,6 +236,6 @@ class AudioFolderDataModule(L.LightningDataModule):
         if not batches:
             reasons = {r: sum(1 for _, x in items if x == r) for r in {x for _, x in items}}
             raise UserError(f"{OPTIONS['train']} {self.hparams.train}: none of the {n} files drawn to fit the "
-                            f"teachers under {resolve(self.hparams.train)} decodes ({reasons}); re-encode them "
+                            f"teachers under {cache_path(self.hparams.train)} decodes ({reasons}); re-encode them "
                             "or give another folder")
         return batches

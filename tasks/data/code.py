@@ -27,9 +27,9 @@ from tqdm import tqdm
 from modalities.code import CodeTokenizer, load_code_tokenizer
 from modalities.code.lexer import NEWLINE
 
-from ..prepare.code import cache_path, corpus_key, tokenizer_folder
+from ..prepare.code import corpus_key, tokenizer_folder
 from .collate import pad_batch
-from .fetch import default_cache_dir
+from .fetch import cache_path, default_cache_dir
 from .sampler import resumable_train_loader
 from .spec import TokenSpec
 from .text import MaskedTextDataModule, TokenSequences
@@ -56,11 +56,6 @@ def chunk_logical_lines(ids: np.ndarray, newline_id: int, max_tokens: int) -> li
     if len(ids) > start:
         chunks.append(ids[start:])
     return chunks
-
-
-def resolve(path: str | Path, cache: Path | None = None) -> Path:
-    """``cache:REL`` -> $TESSERA_CACHE/REL (or ``cache``/REL; configs name cached artefacts this way); else the path."""
-    return cache_path(path, cache)
 
 
 def ensure_tokenizer(given: str | None, path: Path, corpus: str, vocab_size: int, max_files: int | None,
@@ -99,7 +94,7 @@ class _CodeTokenizer:
     @property
     def tokenizer_file(self) -> Path:
         if self.tokenizer_path:
-            return resolve(self.tokenizer_path, self.cache)
+            return cache_path(self.tokenizer_path, self.cache)
         return tokenizer_folder(self.cache, self.corpus, self.vocab_size, self.max_files)
 
     def write_encoder_assets(self, folder: Path) -> None:
@@ -341,7 +336,7 @@ class CodeTaskDataModule(_CodeTokenizer, TokenSpec, L.LightningDataModule):
             raise ValueError(f"unknown task {task!r}; choose one of {list(TASKS)}")
         self.save_hyperparameters()
         self.cache = Path(cache_dir) if cache_dir else default_cache_dir()
-        self.task, self.benchmark = task, resolve(benchmark, self.cache)
+        self.task, self.benchmark = task, cache_path(benchmark, self.cache)
         self.tokenizer_path, self.max_length, self.batch_size = tokenizer, max_length, batch_size
         self.max_examples, self.num_workers, self.seed = max_examples, num_workers, seed
         self.corpus, self.vocab_size, self.max_files = corpus, vocab_size, max_files

@@ -21,6 +21,15 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("TESSERA_CACHE", Path.home() / ".cache" / "tessera"))
 
 
+def cache_path(path: str | Path, cache: Path | None = None) -> Path:
+    """``cache:REL`` -> $TESSERA_CACHE/REL (or ``cache``/REL; configs name cached artefacts this way);
+    any other path with ``~`` expanded."""
+    text = str(path)
+    if not text.startswith("cache:"):
+        return Path(text).expanduser()
+    return (cache or default_cache_dir()) / text.removeprefix("cache:")
+
+
 def fetch_from_wheel(requirement: str, member: str, target: Path) -> Path:
     """Copy ``member`` (a path inside the wheel of ``requirement``, e.g. ``"recbole==1.2.1"``) to ``target``.
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import lightning as L
@@ -112,6 +113,13 @@ class MaskedTextDataModule(TokenSpec, L.LightningDataModule):
     @property
     def tokenizer_file(self) -> Path:
         return Path(self.tokenizer_path) if self.tokenizer_path else self.folder / f"wordpiece-{self.vocab_size}.json"
+
+    def write_encoder_assets(self, folder: Path) -> None:
+        """The tokenizer beside the weights (``tessera embed`` and sentence-transformers read it)."""
+        tok = self.tokenizer_file
+        tok = tok / "tokenizer.json" if tok.is_dir() else tok
+        if tok.is_file():
+            shutil.copy2(tok, Path(folder) / "tokenizer.json")
 
     def _is_val(self, file_id: str) -> bool:
         return int(_short_hash(file_id), 16) % 10_000 < self.val_fraction * 10_000

@@ -400,9 +400,9 @@ def eval_code(args: argparse.Namespace) -> int:
         return 0
     if args.benchmark is None:
         raise UserError("--benchmark is required (a folder of `tessera prepare code-benchmark`), unless --merge or --pool-seeds")
-    from ..data.code import resolve
+    from ..data.fetch import cache_path
 
-    benchmark = resolve(args.benchmark)
+    benchmark = cache_path(args.benchmark)
     if not benchmark.is_dir():
         raise FileNotFoundError(f"--benchmark {benchmark} does not exist; build it with "
                                 f"`tessera prepare code-benchmark --out {args.benchmark}`")
@@ -412,7 +412,7 @@ def eval_code(args: argparse.Namespace) -> int:
                                     f"`tessera prepare code-benchmark --out {args.benchmark} --tasks {task}`")
         if args.select_by is not None and args.select_by not in selectable(task):
             raise UserError(f"--select-by {args.select_by} is not a validation metric of {task}; choose one of {selectable(task)}")
-    tokenizer = resolve(args.tokenizer) if args.tokenizer else None
+    tokenizer = cache_path(args.tokenizer) if args.tokenizer else None
     if args.init_from:
         enc_cfg, own_tok = pretrained_setup(args.init_from)
         tokenizer = tokenizer or own_tok
@@ -478,15 +478,15 @@ def eval_code_misuse(args: argparse.Namespace) -> int:
     there against the function's other locals; thresholds are chosen on the valid split, figures
     reported on test (classification, AUROC; localisation, repair, joint for the repair task)."""
     from ..code_misuse import print_table, run
-    from ..data.code import resolve
+    from ..data.fetch import cache_path
 
-    benchmark = resolve(args.benchmark)
+    benchmark = cache_path(args.benchmark)
     if not benchmark.is_dir():
         raise FileNotFoundError(f"--benchmark {benchmark} does not exist; build it with "
                                 f"`tessera prepare code-benchmark --out {args.benchmark}`")
-    results = run(benchmark, args.tokenizer and resolve(args.tokenizer), args.mlm, Path(args.out), args.tasks,
+    results = run(benchmark, args.tokenizer and cache_path(args.tokenizer), args.mlm, Path(args.out), args.tasks,
                   args.max_length, args.max_examples, args.batch_size, args.precision, progress=not args.quiet,
-                  paired_benchmark=resolve(args.paired) if args.paired else None, max_pairs=args.max_pairs)
+                  paired_benchmark=cache_path(args.paired) if args.paired else None, max_pairs=args.max_pairs)
     print_table(results)
     if "paired" in results:
         print("within pairs:", json.dumps(results["paired"]))

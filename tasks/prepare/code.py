@@ -23,20 +23,11 @@ import shutil
 from collections import Counter
 from pathlib import Path
 
+from ..data.fetch import cache_path
 from ..jobs import UserError, job
 
 STDLIB = "stdlib"
 SPLITS = ("train", "valid", "test")
-
-
-def cache_path(path: str | Path, cache: Path | None = None) -> Path:
-    """``cache:REL`` -> $TESSERA_CACHE/REL (or ``cache``/REL; configs name cached artefacts this way); else the path."""
-    from ..data.fetch import default_cache_dir
-
-    text = str(path)
-    if not text.startswith("cache:"):
-        return Path(text).expanduser()
-    return (cache or default_cache_dir()) / text.removeprefix("cache:")
 
 
 def _write_lines(path: Path, rows) -> None:
