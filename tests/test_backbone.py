@@ -210,3 +210,32 @@ def test_unpadded_attention_batches_sequences_by_length_not_one_call_each(positi
     with torch.no_grad():
         ref = model(input_ids=ids, attention_mask=mask).last_hidden_state
     assert (out - ref)[mask].abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("position", ["absolute", "alibi", "rope"])
+@pytest.mark.parametrize("local", [0, 4])
+def test_causal_attention_agrees_across_backends_and_never_looks_ahead(position, local):
+    torch.manual_seed(0)
+    model = Backbone(tiny(position=position, causal=True, local_attention=local,
+                          global_attn_every_n_layers=2)).eval()
+    lengths = [9, 1, 12, 5]
+    x = torch.randn(4, 12, 32)
+    mask = ragged_mask(lengths)
+    x2 = x.clone()
+    x2[:, 6:] = torch.randn(4, 6, 32)  # change every token from position 6 on
+    outs = {}
+    for name in BACKENDS:
+        model.set_attention_backend(name)
+        with torch.no_grad():
+            outs[name] = model(x, mask).last_hidden_state
+            later = model(x2, mask).last_hidden_state
+        # the first six positions cannot see what changed after them
+        assert (outs[name][:, :6] - later[:, :6]).abs().max() < 1e-5, name
+        assert (outs[name][0, 6:9] - later[0, 6:9]).abs().max() > 1e-3, name
+    for name, out in outs.items():
+        assert (out - outs["eager"]).abs().max() < 1e-5, name
+    bidirectional = Backbone(tiny(position=position, local_attention=local, global_attn_every_n_layers=2)).eval()
+    bidirectional.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        full = bidirectional(x, mask).last_hidden_state
+    assert (full[0, :8] - outs["eager"][0, :8]).abs().max() > 1e-3  # causal is not a no-op

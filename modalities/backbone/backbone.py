@@ -89,6 +89,7 @@ class Backbone(nn.Module):
         mask = check_embeddings(x, mask, self.config.hidden_size)
         positions = token_positions(mask)  # (B, T)
         inputs = AttentionInputs()
+        info = None
         if self.unpadded:
             x, info = unpad(x, mask)  # (N, D)
             inputs.unpadded = info
@@ -106,15 +107,17 @@ class Backbone(nn.Module):
         cfg = self.config
         if cfg.position == "rope":
             inputs.rope = rope_cos_sin(positions, cfg.head_dim, cfg.rope_theta)
+        def band(keep):  # a boolean band over query-minus-key positions, in this forward's layout
+            return _band(None, info, keep) if self.unpadded else _band(positions, None, keep)
+
+        if cfg.causal:  # every layer: keys at or before the query's position
+            inputs.band = band(lambda d: d >= 0)
         local = inputs
         if cfg.local_attention > 0:  # the local layers' inputs: a band of half-width local_attention // 2
             half = cfg.local_attention // 2
             local = replace(inputs, window=half)
-            if self.unpadded:
-                span = torch.arange(info.max_seqlen, device=x.device)
-                local.band = (span[:, None] - span[None, :]).abs() <= half  # (Lmax, Lmax)
-            else:
-                local.band = ((positions[:, :, None] - positions[:, None, :]).abs() <= half)[:, None]  # (B, 1, T, T)
+            window = band(lambda d: d.abs() <= half)
+            local.band = window if inputs.band is None else window & inputs.band
             if cfg.position == "rope" and cfg.local_rope_theta is not None:
                 local.rope = rope_cos_sin(positions, cfg.head_dim, cfg.local_rope_theta)
 
@@ -127,3 +130,14 @@ class Backbone(nn.Module):
                 states.append(restore(x))
         last = states[-1] if states is not None else restore(x)
         return EncoderOutput(last, mask, tuple(states) if states is not None else None)
+
+
+def _band(positions: Tensor | None, info, keep) -> Tensor:
+    """A boolean attention band from query-minus-key position differences d: ``keep(d)``.
+
+    Padded layout: (B, 1, T, T) from the tokens' positions; unpadded: (Lmax, Lmax) by in-sequence
+    position, shared by every packed sequence."""
+    if positions is None:
+        span = torch.arange(info.max_seqlen, device=info.indices.device)
+        return keep(span[:, None] - span[None, :])  # (Lmax, Lmax)
+    return keep(positions[:, :, None] - positions[:, None, :])[:, None]  # (B, 1, T, T)

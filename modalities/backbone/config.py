@@ -32,6 +32,7 @@ class BackboneConfig:
     #   positions either side (ModernBERT: 128); 0 = every layer global
     global_attn_every_n_layers: int = 1  # layers 0, n, 2n, ... attend globally, the others locally (ModernBERT: 3)
     local_rope_theta: float | None = None  # RoPE base of the local layers (ModernBERT: 10000); None: rope_theta
+    causal: bool = False  # a token sees itself and earlier tokens only (SASRec, decoder-style LLM2Vec bases)
 
     def __post_init__(self) -> None:
         def bad(msg: str) -> ValueError:
