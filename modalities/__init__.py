@@ -17,6 +17,7 @@ from .backbone import (
 )
 from .backbone import hf_bert as _hf_bert  # noqa: F401  (registers the "bert"/"roberta"/"xlm-roberta" importers)
 from .backbone import hf_modernbert as _hf_modernbert  # noqa: F401  (registers the "modernbert" importer)
+from .backbone import hf_export as _hf_export  # noqa: F401  (registers the "hf" and "sentence-transformers" exporters)
 from .hub import import_checkpoint, load_encoder, save_encoder
 
 __all__ = [
