@@ -225,7 +225,10 @@ class MaskedCodeDataModule(_CodeTokenizer, MaskedTextDataModule):
 def featurise(example: dict, task: str, tok: CodeTokenizer, max_length: int) -> dict | None:
     """One benchmark example -> ids (and pointer targets); None when its edit site (``site``: the
     bug, or where a clean example's bug would have gone; the hole of exception_type) or the bug
-    of a pointer example lies beyond ``max_length`` tokens: the label would be unknowable."""
+    of a pointer example lies beyond ``max_length`` tokens: the label would be unknowable.
+    Pre-tokenised rows (CuBERT's released repair task: ``tokens``) go through ``featurise_tokens``."""
+    if "tokens" in example:
+        return featurise_tokens(example, tok, max_length)
     enc = tok.encode(example["source"])
     body = enc.ids[: max_length - 2]
     site = example.get("site")  # benchmarks written before sites existed have none
@@ -257,14 +260,116 @@ def featurise(example: dict, task: str, tok: CodeTokenizer, max_length: int) -> 
     return out
 
 
-def read_split(benchmark: Path, task: str, split: str, max_examples: int | None = None, seed: int = 0) -> list[dict]:
-    """The examples of <benchmark>/<task>/<split>.jsonl; with ``max_examples``, a seeded sample of
-    that many in file order (what fine-tuning and ``tessera eval code-misuse`` both read)."""
-    path = Path(benchmark) / task / f"{split}.jsonl"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing; build it with `tessera prepare code-benchmark --out {benchmark} "
-                                f"--tasks {task}`")
-    rows = [json.loads(line) for line in path.open()]
+def token_ids(tokens: list[str], tok: CodeTokenizer) -> tuple[list[int], dict[int, int]]:
+    """CuBERT subtokens -> (ids, {subtoken index of a word start: its first id's index}). With
+    CuBERT's own vocabulary every subtoken is its id (the release was written with it); with
+    another vocabulary the subtokens are joined into words and each word is encoded anew."""
+    from modalities.code.cubert_release import subtoken_words
+
+    vocab = tok.vocab
+    if getattr(vocab, "kind", None) == "cubert":
+        unk = vocab.special["[UNK]"]
+        return [vocab.index.get(t, unk) for t in tokens], {i: i for i in range(len(tokens))}
+    words = subtoken_words(tokens)
+    ids, wids, _ = vocab.encode_words([[w for w, _ in words]])[0]
+    first: dict[int, int] = {}
+    for k, w in enumerate(wids.tolist()):
+        first.setdefault(words[w][1], k)
+    return ids.tolist(), first
+
+
+def featurise_tokens(example: dict, tok: CodeTokenizer, max_length: int) -> dict | None:
+    """A pre-tokenised repair example (``tokens``, ``error_location`` None = bug-free,
+    ``candidates``, ``targets``: token indices) -> ids and pointer positions ([CLS] is 0, as in
+    CuBERT's pointer model). None when the error location, or every target of a buggy example,
+    is cut off by ``max_length`` (upstream's PLUR conversion drops those, too)."""
+    ids, first = token_ids(example["tokens"], tok)
+    body = ids[: max_length - 2]
+
+    def position(i: int) -> int | None:
+        k = first.get(i)
+        return None if k is None or k >= len(body) else k + 1
+
+    err = example["error_location"]
+    error_pos = 0 if err is None else position(err)
+    if error_pos is None:
+        return None
+    targets = [q for i in example["targets"] if (q := position(i)) is not None]
+    if err is not None and not targets:
+        return None
+    cands = [q for i in example["candidates"] if (q := position(i)) is not None]
+    return {"label": int(err is not None), "input_ids": torch.tensor([tok.cls_id, *body, tok.sep_id], dtype=torch.long),
+            "error_position": error_pos, "candidates": torch.tensor(cands, dtype=torch.long),
+            "targets": torch.tensor(targets, dtype=torch.long)}
+
+
+# the fields every example of our own benchmark files carries, per task ("*": every task)
+_REQUIRED = {"*": {"source": str, "label": int}, "function_docstring": {"docstring": str},
+             "variable_misuse_repair": {"candidate_spans": list, "target_spans": list}}
+
+
+def _read_jsonl(path: Path, task: str, stats) -> list[dict]:
+    """Our benchmark's <task>/<split>.jsonl; records missing a field (or of the wrong type) are skipped and counted."""
+    from modalities.code.cubert_release import BadRecord
+
+    rows = []
+    fields = {**_REQUIRED["*"], **_REQUIRED.get(task, {})}
+    stats.files += 1
+    with path.open(encoding="utf-8", errors="replace") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+                if not isinstance(rec, dict):
+                    raise BadRecord("<line>", f"expected a JSON object, got {type(rec).__name__}")
+                for name, kind in fields.items():
+                    if name not in rec:
+                        raise BadRecord(name, "missing")
+                    if not isinstance(rec[name], kind) or isinstance(rec[name], bool):
+                        raise BadRecord(name, f"expected {kind.__name__}, got {type(rec[name]).__name__}")
+                if task == "variable_misuse_repair" and "error_span" not in rec:
+                    raise BadRecord("error_span", "missing (null for a bug-free example)")
+            except json.JSONDecodeError:
+                stats.bad(f"{path}:{n}", BadRecord("<line>", "not JSON"))
+                continue
+            except BadRecord as e:
+                stats.bad(f"{path}:{n}", e)
+                continue
+            stats.records += 1
+            rows.append(rec)
+    if not rows:
+        first = stats.examples[0] if stats.examples else "the file is empty"
+        raise ValueError(f"{path} holds no usable {task} example; first: {first}")
+    return rows
+
+
+def has_split(benchmark: Path, task: str, split: str) -> bool:
+    """Whether ``benchmark`` (ours, or CuBERT's release) holds ``task``'s ``split``."""
+    from modalities.code.cubert_release import is_release, shards
+
+    if is_release(benchmark):
+        return bool(shards(benchmark, task, split))
+    return (Path(benchmark) / task / f"{split}.jsonl").is_file()
+
+
+def read_split(benchmark: Path, task: str, split: str, max_examples: int | None = None, seed: int = 0,
+               stats=None) -> list[dict]:
+    """The examples of <benchmark>/<task>/<split>.jsonl, or of CuBERT's released shards when
+    ``benchmark`` holds them (``modalities.code.cubert_release``); with ``max_examples``, a seeded
+    sample of that many in file order (what fine-tuning and ``tessera eval code-misuse`` both
+    read). Bad records are skipped and counted in ``stats`` (a ``RecordStats``)."""
+    from modalities.code.cubert_release import RecordStats, is_release, read_release_split
+
+    stats = stats if stats is not None else RecordStats(unit="examples")
+    if is_release(benchmark):
+        rows = read_release_split(benchmark, task, split, stats)
+    else:
+        path = Path(benchmark) / task / f"{split}.jsonl"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} is missing; build it with `tessera prepare code-benchmark --out {benchmark} "
+                                    f"--tasks {task}`, or give a folder of CuBERT's released {task} shards")
+        rows = _read_jsonl(path, task, stats)
     if max_examples is not None and len(rows) > max_examples:
         g = np.random.default_rng(seed)
         rows = [rows[i] for i in sorted(g.choice(len(rows), max_examples, replace=False))]
@@ -346,10 +451,12 @@ class CodeTaskDataModule(_CodeTokenizer, TokenSpec, L.LightningDataModule):
 
 
     def prepare_data(self) -> None:
+        from modalities.code.cubert_release import is_release
+
         from ..prepare.code import benchmark_complete, write_benchmark
 
         ensure_tokenizer(self.tokenizer_path, self.tokenizer_file, self.corpus, self.vocab_size, self.max_files, self.cache)
-        if not benchmark_complete(self.benchmark, self.task):
+        if not is_release(self.benchmark) and not benchmark_complete(self.benchmark, self.task):
             print(f"[code] building {self.task} of the benchmark {self.benchmark} from {self.corpus} "
                   f"(max_functions={self.max_functions}, max_bench_files={self.max_bench_files})")
             write_benchmark(self.corpus, self.benchmark, [self.task], seed=self.seed, max_functions=self.max_functions,
@@ -361,14 +468,19 @@ class CodeTaskDataModule(_CodeTokenizer, TokenSpec, L.LightningDataModule):
         tok = load_code_tokenizer(self.tokenizer_file)
         self.pad_token_id = tok.pad_id
         self.tokenizer_vocab_size = tok.vocab_size
+        from modalities.code.cubert_release import RecordStats
+
         labels_seen: set[int] = set()
         for split in ("train", "valid", "test"):
-            rows = read_split(self.benchmark, self.task, split, self.max_examples, self.seed)
+            read = RecordStats(unit="examples")
+            rows = read_split(self.benchmark, self.task, split, self.max_examples, self.seed, read)
             items = [f for r in rows if (f := featurise(r, self.task, tok, self.max_length)) is not None]
             labels_seen |= {it["label"] for it in items}
             self.sets[split] = _Examples(items)
             self.stats[split] = {"examples": len(items), "dropped_site_cut_off": len(rows) - len(items),
-                                 "labels": dict(Counter(it["label"] for it in items))}
+                                 "labels": dict(Counter(it["label"] for it in items)), "read": read.to_dict()}
+            if read.skipped:
+                print(f"[code] {self.task}/{split}: skipped bad records: {read} (first: {read.examples[0]})")
         if not self.sets["train"].items:
             raise ValueError(f"{self.benchmark / self.task}/train.jsonl gives no examples; rebuild the benchmark "
                              "with more functions (max_functions / max_bench_files)")

@@ -58,16 +58,22 @@ def eval_code(args: argparse.Namespace) -> int:
         _write_table(results, out)
         return 0
     if args.benchmark is None:
-        raise UserError("--benchmark is required (a folder of `tessera prepare code-benchmark`), unless --merge or --pool-seeds")
+        raise UserError("--benchmark is required (a folder of `tessera prepare code-benchmark` or of CuBERT's released "
+                        "files), unless --merge or --pool-seeds")
     from ..data.fetch import cache_path
 
     benchmark = cache_path(args.benchmark)
     if not benchmark.is_dir():
         raise FileNotFoundError(f"--benchmark {benchmark} does not exist; build it with "
                                 f"`tessera prepare code-benchmark --out {args.benchmark}`")
+    from modalities.code.cubert_release import RELEASE_FOLDERS
+
+    from ..data.code import has_split
+
     for task in args.tasks:
-        if not (benchmark / task / "train.jsonl").is_file():
-            raise FileNotFoundError(f"--benchmark {benchmark} has no {task}/train.jsonl; build it with "
+        if not has_split(benchmark, task, "train"):
+            raise FileNotFoundError(f"--benchmark {benchmark} has no {task}/train.jsonl and no CuBERT "
+                                    f"{RELEASE_FOLDERS[task]}/train.jsontxt-* shards; build it with "
                                     f"`tessera prepare code-benchmark --out {args.benchmark} --tasks {task}`")
         if args.select_by is not None and args.select_by not in selectable(task):
             raise UserError(f"--select-by {args.select_by} is not a validation metric of {task}; choose one of {selectable(task)}")
@@ -96,7 +102,9 @@ def eval_code(args: argparse.Namespace) -> int:
 def _(p: argparse.ArgumentParser) -> None:
     from modalities.code import TASKS
 
-    p.add_argument("--benchmark", default=None, help="a benchmark folder (cache:REL is under $TESSERA_CACHE)")
+    p.add_argument("--benchmark", default=None,
+                   help="a benchmark folder: `tessera prepare code-benchmark`'s, or CuBERT's released files "
+                        "(<name>_datasets/{train,dev,eval}.jsontxt-*); cache:REL is under $TESSERA_CACHE")
     p.add_argument("--init-from", default=None, help="the pretrained encoder: an encoder folder or a masked-LM run")
     p.add_argument("--tokenizer", default=None, help="code tokenizer (default: the one --init-from carries)")
     p.add_argument("--config", default="configs/code/varmisuse_tiny.yaml",

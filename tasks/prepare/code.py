@@ -78,6 +78,12 @@ def corpus_manifest(corpus: str | Path, progress: bool = True, cache: Path | Non
             print(f"[code] building the {'full' if site_packages else 'standard-library'} corpus in {folder} (once)")
             write_corpus(folder, site_packages=site_packages, progress=progress)
     manifest = path / "manifest.jsonl" if path.is_dir() else path
+    if not manifest.is_file() and path.is_dir():
+        from modalities.code.py150 import manifest_kind
+
+        if manifest_kind(path) is not None:
+            raise UserError(f"{path} holds Py150 manifests, not a corpus manifest; convert them with `tessera prepare "
+                            f"code-py150 --manifests {path} --root <unpacked Py150> --out cache:code/corpus-py150`")
     if not manifest.is_file():
         raise FileNotFoundError(f"no corpus manifest at {manifest}; build it with `tessera prepare code-corpus --out "
                                 f"{corpus}`, or use corpus: stdlib")
@@ -250,6 +256,47 @@ def _(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--seed", type=int, default=0, help="seeds the package split")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+@job("prepare", "code-py150", help="ETH Py150 Open's (or Py150's) file manifests -> a code corpus for pretraining and benchmarks",
+     example="tessera prepare code-py150 --manifests eth_py150_open/ --root py150_files/ --out cache:code/corpus-py150")
+def prepare_code_py150(args: argparse.Namespace) -> int:
+    """Read ETH Py150 Open's train__manifest.json / dev__manifest.json / eval__manifest.json (or
+    Py150's python100k_train.txt / python50k_eval.txt), find each listed file under --root (the
+    unpacked Py150 data archive), drop files that do not lex as Python 3 and duplicates, and write
+    OUT/manifest.jsonl + OUT/stats.json in this project's corpus format, keeping the published
+    split. Then `--corpus OUT` in `tessera prepare code-benchmark` and the masked-LM configs."""
+    from modalities.code.py150 import py150_rows
+    from modalities.stats import ReadStats
+
+    for option, value in (("--manifests", args.manifests), ("--root", args.root)):
+        if not Path(value).is_dir():
+            raise FileNotFoundError(f"{option} {value} is not a folder")
+    if args.max_files is not None and args.max_files < 1:
+        raise UserError(f"--max-files must be >= 1, got {args.max_files}")
+    out = cache_path(args.out)
+    stats = ReadStats(unit="files")
+    rows = py150_rows(args.manifests, args.root, stats, args.max_files)
+    splits = dict(Counter(r["split"] for r in rows))
+    summary = {"source": str(Path(args.manifests).resolve()), "root": str(Path(args.root).resolve()),
+               "files": stats.records, "splits": splits, "skipped": dict(sorted(stats.skipped.items())),
+               "packages": len({r["package"] for r in rows})}
+    out.mkdir(parents=True, exist_ok=True)
+    _write_json(out / "stats.json", summary)
+    _write_lines(out / "manifest.jsonl", rows)
+    print(f"[code] {stats}")
+    print(f"wrote {out / 'manifest.jsonl'} ({splits}) and {out / 'stats.json'}")
+    return 0
+
+
+@prepare_code_py150.arguments
+def _(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--manifests", required=True, help="the folder holding ETH Py150 Open's *__manifest.json "
+                   "(or Py150's python100k_train.txt and python50k_eval.txt)")
+    p.add_argument("--root", required=True, help="where Py150's data archive is unpacked (paths resolve under it "
+                   "or under its data/)")
+    p.add_argument("--out", default="cache:code/corpus-py150", help="output folder; cache:REL is under $TESSERA_CACHE")
+    p.add_argument("--max-files", type=int, default=None, help="at most this many files per split")
 
 
 @job("prepare", "code-benchmark", help="the CuBERT benchmark tasks from a corpus's package splits",
