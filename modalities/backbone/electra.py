@@ -97,7 +97,7 @@ def sample_tokens(logits: Tensor, temperature: float = 1.0, generator: torch.Gen
     """One id per row of ``logits`` (M, V) from softmax(logits / temperature), by Gumbel-max; no gradient."""
     with torch.no_grad():
         u = torch.rand(logits.shape, generator=generator, device=logits.device, dtype=torch.float32)
-        gumbel = -torch.log(-torch.log(u.clamp_min(1e-9)).clamp_min(1e-9))
+        gumbel = -torch.log((-torch.log(u.clamp_min(1e-9))).clamp_min(1e-9))  # (M, V)
         return (logits.detach().float() / temperature + gumbel).argmax(-1)  # (M,)
 
 

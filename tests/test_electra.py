@@ -1,0 +1,155 @@
+"""ELECTRA: replaced-token labels, gradient flow, shared embeddings, the exported discriminator."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from modalities import TokenEncoder, TokenEncoderConfig, load_encoder
+from modalities.backbone.electra import (
+    ElectraModel,
+    backbone_flops,
+    corrupt,
+    generator_config,
+    mlm_training_flops,
+    sample_tokens,
+)
+from tasks.electra import ElectraSystem
+
+MASK = 4
+
+
+def tiny_encoder(**kw) -> TokenEncoder:
+    cfg = dict(vocab_size=50, hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64,
+               max_position_embeddings=32, hidden_dropout=0.0, attention_dropout=0.0)
+    return TokenEncoder(TokenEncoderConfig(**{**cfg, **kw}))
+
+
+def batch(seed: int = 0, B: int = 3, T: int = 12):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(5, 50, (B, T), generator=g)
+    attention = torch.ones(B, T, dtype=torch.bool)
+    attention[0, 9:] = False  # one padded row
+    masked = (torch.rand(B, T, generator=g) < 0.4) & attention
+    masked[:, 0] = False
+    masked[:, 1] = True  # every row has a masked position
+    labels = torch.where(masked, ids, torch.full_like(ids, -100))
+    return {"input_ids": ids.masked_fill(masked, MASK), "attention_mask": attention, "labels": labels}, ids, masked
+
+
+def system(**kw) -> ElectraSystem:
+    torch.manual_seed(0)
+    return ElectraSystem(tiny_encoder(**kw), generator_fraction=0.25, mask_token_id=MASK)
+
+
+def test_a_sampled_token_equal_to_the_original_is_labelled_original():
+    original = torch.tensor([[5, 6, 7, 8]])
+    masked = torch.tensor([[False, True, True, True]])
+    corrupted, replaced = corrupt(original, masked, torch.tensor([6, 9, 8]))  # 6 == original, 9 and 8 differ
+    assert corrupted.tolist() == [[5, 6, 9, 8]]
+    assert replaced.tolist() == [[False, False, True, False]]  # position 3: sample 8 equals original 8
+
+
+def test_the_model_labels_a_generator_that_always_proposes_the_original_as_all_original():
+    s = system()
+    b, ids, masked = batch()
+    # a generator certain of token 7; make token 7 the original at half the masked positions
+    with torch.no_grad():
+        s.model.generator.head.bias.fill_(-1e4)
+        s.model.generator.head.bias[7] = 1e4
+    original = ids.clone()
+    where = masked.nonzero()
+    original[where[::2, 0], where[::2, 1]] = 7
+    b["labels"] = torch.where(masked, original, torch.full_like(original, -100))
+    out = s(b)
+    expected = masked & (original != 7)
+    assert out["replaced"].tolist() == expected.tolist()
+    assert 0 < int(expected.sum()) < int(masked.sum())
+
+
+def test_replacements_are_drawn_from_the_generators_softmax():
+    logits = torch.tensor([[0.0, torch.log(torch.tensor(3.0)), -1e4]]).expand(20000, 3)  # p = 1/4, 3/4, 0
+    drawn = sample_tokens(logits, generator=torch.Generator().manual_seed(0))
+    share = torch.bincount(drawn, minlength=3).float() / len(drawn)
+    torch.testing.assert_close(share, torch.tensor([0.25, 0.75, 0.0]), atol=0.015, rtol=0)
+
+
+def test_gradients_reach_the_generator_and_the_discriminator():
+    s = system()
+    b, _, _ = batch()
+    s(b)["loss"].backward()
+    m = s.model
+    for name, module in [("generator backbone", m.generator.backbone), ("generator head", m.generator.head.dense),
+                         ("generator projection", m.generator.project), ("discriminator", m.discriminator.backbone),
+                         ("discriminator head", m.rtd_head)]:
+        grads = [p.grad for p in module.parameters()]
+        assert all(g is not None for g in grads), name
+        assert sum(float(g.abs().sum()) for g in grads) > 0, name
+
+
+def test_no_gradient_flows_through_the_sampled_replacements():
+    s = system()
+    b, _, _ = batch()
+    s(b)["rtd_loss"].backward()  # the discriminator's loss alone
+    gen = s.model.generator
+    for p in [*gen.backbone.parameters(), *gen.project.parameters(), *gen.head.dense.parameters(), gen.head.bias]:
+        assert p.grad is None or float(p.grad.abs().sum()) == 0.0
+    assert s.model.discriminator.embeddings.weight.grad.abs().sum() > 0  # the shared table learns from it
+
+
+def test_generator_and_discriminator_share_one_embedding_parameter():
+    s = system()
+    m = s.model
+    shared = m.discriminator.embeddings.weight
+    assert m.generator.frontend.word_embeddings.weight is shared
+    assert m.generator.head.embedding.weight is shared  # the generator's decoder is tied to it too
+    assert m.generator.frontend.position_embeddings.weight is m.discriminator.frontend.position_embeddings.weight
+    assert sum(p is shared for p in s.parameters()) == 1  # the optimizer sees it once
+    assert m.generator_config.hidden_size == 8 and m.generator_config.num_layers == 2  # 1/4 of 32, same depth
+    opt = torch.optim.SGD(s.parameters(), lr=1.0)
+    b, _, _ = batch()
+    s(b)["loss"].backward()
+    opt.step()
+    assert m.generator.frontend.word_embeddings.weight is m.discriminator.embeddings.weight
+
+
+def test_the_exported_discriminator_loads_and_gives_the_hidden_states_it_gave_inside_the_system(tmp_path):
+    s = system(position="alibi", activation="geglu", norm="pre")
+    opt = torch.optim.AdamW(s.parameters(), lr=1e-2)
+    b, _, _ = batch()
+    for _ in range(2):  # move the weights off their initialisation
+        s(b)["loss"].backward()
+        opt.step()
+        opt.zero_grad()
+    s.eval()
+    folder = s.export_encoder(tmp_path / "enc", modality="code")
+    loaded = load_encoder(folder).eval()
+    ids, attention = b["input_ids"], b["attention_mask"]
+    with torch.no_grad():
+        inside = s.encoder(input_ids=ids, attention_mask=attention).last_hidden_state
+        outside = loaded(input_ids=ids, attention_mask=attention).last_hidden_state
+    torch.testing.assert_close(outside, inside)
+    assert loaded.meta["pretraining"] == "electra" and loaded.meta["modality"] == "code"
+
+
+def test_generator_width_is_the_fraction_and_flops_count_the_generator():
+    cfg = tiny_encoder().config
+    g = generator_config(cfg, 1 / 3)
+    assert (g.hidden_size, g.num_heads, g.num_layers) == (11, 1, 2)  # round(32 / 3), one head
+    lengths = torch.tensor([10, 7])
+    # one layer by hand: 4 projections + 2-matrix FFN per token, scores + weighted sum per token pair
+    one = generator_config(cfg, 1.0, num_layers=1)
+    assert backbone_flops(one, lengths) == 17 * (2 * 4 * 32 * 32 + 2 * 2 * 32 * 64) + (100 + 49) * 4 * 32
+    m = ElectraModel(tiny_encoder())
+    assert m.training_flops(lengths, 4) > mlm_training_flops(cfg, lengths, 4)
+
+
+def test_a_system_without_a_mask_id_says_which_option_to_set():
+    s = ElectraSystem(tiny_encoder())
+
+    class NoData:
+        datamodule = None
+
+    s._trainer = NoData()  # setup reads the data module through the trainer
+    with pytest.raises(ValueError, match="mask_token_id"):
+        ElectraSystem.setup(s, "fit")
