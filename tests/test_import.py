@@ -368,3 +368,113 @@ def test_xlm_roberta_imports_with_parity(tmp_path):
     enc = modalities.load_encoder(tmp_path)
     assert enc.meta["model_type"] == "xlm-roberta" and enc.config.position_offset == 2
     assert check_parity(tmp_path, enc) < 1e-5
+
+
+# --- CuBERT: the released TF checkpoint bundle, read without TensorFlow ---------------------------
+TF_FIXTURE = Path(__file__).parent / "data" / "tf_checkpoint"  # written by tensorflow 2.21's tf.compat.v1 Saver
+
+
+def test_tf_bundle_reader_reads_a_checkpoint_tensorflow_wrote():
+    from modalities.tf_bundle import TFBundle
+
+    bundle = TFBundle(TF_FIXTURE)  # the folder's `checkpoint` file names model.ckpt-7
+    assert bundle.index.name == "model.ckpt-7.index"
+    got = bundle.read()
+    assert set(got) == {"bert/embeddings/word_embeddings", "bert/encoder/layer_0/attention/self/query/kernel",
+                        "cls/predictions/output_bias", "big", "global_step"}
+    assert torch.equal(got["bert/embeddings/word_embeddings"], (torch.arange(20.0) * 0.5).reshape(5, 4))
+    assert torch.equal(got["bert/encoder/layer_0/attention/self/query/kernel"], (torch.arange(16.0) - 3).reshape(4, 4))
+    assert torch.equal(got["cls/predictions/output_bias"], torch.arange(5.0) / 7)
+    assert torch.equal(got["big"], (torch.arange(32 * 300, dtype=torch.float32) * 1e-3).reshape(32, 300))
+    assert got["global_step"].dtype == torch.int64 and got["global_step"].shape == () and int(got["global_step"]) == 7
+
+
+def test_crc32c_is_the_castagnoli_check_value_and_the_bytewise_definition():
+    from tf_bundle_fixtures import crc32c_slow
+
+    from modalities.tf_bundle import crc32c
+
+    assert crc32c(b"123456789") == 0xE3069283  # the published CRC-32C check value
+    data = torch.randint(0, 256, (20011,), generator=torch.Generator().manual_seed(0), dtype=torch.uint8).numpy().tobytes()
+    assert crc32c(data) == crc32c_slow(data)  # the chunked numpy path (64 chunks + a tail) equals byte by byte
+
+
+def tiny_cubert_release(folder: Path):
+    """A random BERT saved as google-research/bert's run_pretraining.py saves it (TF variable names,
+    (in, out) kernels, global_step, Adam slots) + a CuBERT vocabulary file; returns the HF model."""
+    from code_fixtures import cubert_vocab_file
+    from tf_bundle_fixtures import bert_tf_variables, write_tf_checkpoint
+
+    torch.manual_seed(0)
+    cfg = transformers.BertConfig(vocab_size=40, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                  intermediate_size=37, max_position_embeddings=64, hidden_act="gelu_new")
+    model = transformers.BertForPreTraining(cfg).eval()
+    write_tf_checkpoint(folder / "model.ckpt-6072", bert_tf_variables(model.state_dict()))
+    cubert_vocab_file(folder / "github_python_vocabulary.txt")
+    return model
+
+
+def test_cubert_tf_release_converts_with_parity_to_bert(tmp_path, capsys):
+    from modalities.code.cubert import convert_cubert_checkpoint, load_cubert
+
+    ref = tiny_cubert_release(tmp_path / "release")
+    mask = ragged_mask([11, 3, 7])
+    ids = torch.randint(5, 40, mask.shape).masked_fill(~mask, 0)
+    with torch.no_grad():
+        theirs = ref.bert(input_ids=ids, attention_mask=mask.long(), output_hidden_states=True).hidden_states
+    direct, tokenizer = load_cubert(tmp_path / "release", num_attention_heads=4)  # the TF folder itself
+    out = convert_cubert_checkpoint(tmp_path / "release", tmp_path / "hf", num_attention_heads=4)
+    hf_cfg = json.loads((out / "config.json").read_text())
+    assert hf_cfg["vocab_size"] == 40 and hf_cfg["max_position_embeddings"] == 64 and hf_cfg["hidden_act"] == "gelu_new"
+    assert (out / "github_python_vocabulary.txt").is_file() and tokenizer.vocab_size == 29
+    assert {"global_step", "bert/embeddings/LayerNorm/gamma/adam_m"} <= set(direct.meta["dropped"])
+    for enc in (direct, modalities.load_encoder(out)):
+        with torch.no_grad():
+            ours = enc(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
+        assert max(float((a - b)[mask].abs().max()) for a, b in zip(ours, theirs, strict=True)) <= 1e-4
+    assert cli_main(["import", str(out), str(tmp_path / "ts"), "--check"]) == 0
+    assert capsys.readouterr().out.rstrip().endswith(": ok")
+
+
+def test_cubert_config_is_the_readme_bert_large_with_sizes_from_the_shapes():
+    from modalities.code.cubert import cubert_hf_config
+
+    def meta(*shape):
+        return torch.empty(*shape, device="meta")
+
+    state = {"bert.embeddings.word_embeddings.weight": meta(50297, 1024),
+             "bert.embeddings.position_embeddings.weight": meta(1024, 1024),
+             "bert.embeddings.token_type_embeddings.weight": meta(2, 1024),
+             **{f"bert.encoder.layer.{i}.intermediate.dense.weight": meta(4096, 1024) for i in range(24)}}
+    cfg = cubert_hf_config(state)
+    assert (cfg["num_attention_heads"], cfg["num_hidden_layers"], cfg["hidden_size"]) == (16, 24, 1024)
+    assert (cfg["vocab_size"], cfg["max_position_embeddings"], cfg["intermediate_size"]) == (50297, 1024, 4096)
+    with pytest.raises(ValueError, match="num_attention_heads=24"):
+        cubert_hf_config(state, num_attention_heads=24)
+
+
+def test_a_corrupt_or_foreign_tf_checkpoint_is_refused_naming_what_is_wrong(tmp_path):
+    from tf_bundle_fixtures import write_tf_checkpoint
+
+    from modalities.code.cubert import load_cubert_tf
+    from modalities.tf_bundle import TFBundle
+
+    tiny_cubert_release(tmp_path / "r")
+    data = tmp_path / "r" / "model.ckpt-6072.data-00000-of-00001"
+    raw = bytearray(data.read_bytes())
+    entry = TFBundle(tmp_path / "r").entries["bert/encoder/layer_1/output/dense/kernel"]
+    raw[entry.offset + 5] ^= 0x40  # one flipped bit inside that tensor
+    data.write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match="layer_1/output/dense/kernel fails its crc32c"):
+        load_cubert_tf(tmp_path / "r", num_attention_heads=4)
+    data.write_bytes(bytes(raw[: entry.offset]))
+    with pytest.raises(ValueError, match="truncated"):
+        load_cubert_tf(tmp_path / "r", num_attention_heads=4)
+    (tmp_path / "r" / "model.ckpt-6072.index").write_bytes(b"not a table" * 10)
+    with pytest.raises(ValueError, match="not a TF checkpoint .index"):
+        TFBundle(tmp_path / "r")
+    with pytest.raises(FileNotFoundError, match="holds no TF checkpoint"):
+        TFBundle(tmp_path)
+    write_tf_checkpoint(tmp_path / "other" / "model.ckpt-1", {"resnet/conv1/kernel": torch.zeros(3, 3).numpy()})
+    with pytest.raises(KeyError, match="resnet/conv1/kernel"):
+        load_cubert_tf(tmp_path / "other")
