@@ -43,11 +43,7 @@ def read_dicom(path: str | Path, voi: bool = True) -> np.ndarray:
     try:
         pixels = ds.pixel_array
     except (AttributeError, ValueError, RuntimeError, NotImplementedError) as e:
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise ValueError(
-            f"{path}: cannot decode the pixel data ({msg}); compressed transfer syntaxes (JPEG 2000, "
-            "JPEG-LS) need `pip install pylibjpeg pylibjpeg-openjpeg`"
-        ) from None
+        raise ValueError(_pixel_error(path, ds, e)) from None
     if pixels.ndim == 3 and ds.get("SamplesPerPixel", 1) == 1:
         pixels = pixels[0]  # a multi-frame file: its first frame
     if pixels.ndim != 2:
@@ -58,6 +54,33 @@ def read_dicom(path: str | Path, voi: bool = True) -> np.ndarray:
     if ds.get("PhotometricInterpretation", "MONOCHROME2") == "MONOCHROME1":
         img = img.max() - img  # MONOCHROME1: low values are bright; invert to the usual look
     return _unit(img, path)
+
+
+def _pixel_error(path: Path, ds, err: Exception) -> str:
+    """Why the pixel data did not decode, in words a user can act on: a file cut short (the
+    usual cause: an interrupted copy) is named as truncated / corrupt; only a compressed transfer
+    syntax with no decoder installed gets the advice to install one."""
+    msg = str(err).splitlines()[0] if str(err) else type(err).__name__
+    if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
+        return f"{path}: holds no pixel data (the file is truncated or corrupt, or not an image); re-copy it"
+    ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    compressed = bool(ts is not None and getattr(ts, "is_compressed", False))
+    if not compressed:
+        try:
+            expected = int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel", 1)) * \
+                int(ds.get("NumberOfFrames", 1) or 1) * int(ds.BitsAllocated) // 8
+            have = len(ds.PixelData)
+        except (AttributeError, TypeError, ValueError):
+            expected = have = None
+        if expected is not None and have < expected:
+            return (f"{path}: the file is truncated or corrupt: its pixel data holds {have} of the {expected} bytes "
+                    f"{int(ds.Rows)}x{int(ds.Columns)} pixels need; re-copy or re-download it")
+        return f"{path}: the pixel data is corrupt ({msg}); re-copy or re-download the file"
+    name = getattr(ts, "name", str(ts))
+    if isinstance(err, NotImplementedError | RuntimeError) and any(w in msg.lower() for w in ("plugin", "handler", "missing")):
+        return (f"{path}: no decoder for its {name} pixel data is installed ({msg}); "
+                "`pip install pylibjpeg pylibjpeg-openjpeg pylibjpeg-libjpeg` adds JPEG, JPEG-LS and JPEG 2000")
+    return f"{path}: cannot decode its {name} pixel data ({msg}); the file is probably truncated or corrupt"
 
 
 def read_bitmap(path: str | Path) -> np.ndarray:

@@ -152,7 +152,11 @@ def split_sections(text: str) -> dict[str, str]:
 
 def read_mimic_cxr(root: str | Path, stats: ReadStats | None = None) -> Iterator[Report]:
     """MIMIC-CXR reports: ``files/pXX/pXXXXXXXX/sXXXXXXXX.txt`` (the JPG release's layout), one
-    report per study; images are the study folder's ``*.jpg`` (relative to ``root``)."""
+    report per study, sectioned as the release's ``section_parser.py`` does (``modalities.cxr.mimic``);
+    images are the study folder's ``*.jpg`` (relative to ``root``). With the official split and
+    labels: ``tasks.data.cxr_mimic.MimicCXRDataModule``."""
+    from .mimic import report_from_text
+
     root = Path(root)
     stats = stats if stats is not None else ReadStats(unit="reports")
     if not root.is_dir():
@@ -164,10 +168,9 @@ def read_mimic_cxr(root: str | Path, stats: ReadStats | None = None) -> Iterator
         except (OSError, UnicodeDecodeError):
             stats.skip("unreadable report file")
             continue
-        sec = split_sections(text)
         study = txt.with_suffix("")
         images = sorted(p.relative_to(root).as_posix() for p in study.glob("*.jpg")) if study.is_dir() else []
-        rep = Report(txt.stem, sec.get("FINDINGS", ""), sec.get("IMPRESSION", ""), images=images)
+        rep = report_from_text(txt.stem, text, images)
         if _keep(rep, stats):
             yield rep
     if stats.records == 0:
@@ -185,7 +188,8 @@ def read_chexpert_csv(path: str | Path, stats: ReadStats | None = None,
                       report_column: str | None = None) -> Iterator[Report]:
     """CheXpert's ``train.csv``/``valid.csv`` (Path + 14 label columns, 1 = positive). CheXpert has
     no report text; CheXpert Plus adds a report column (``report_column``, e.g. "section_findings").
-    Labels land in ``mesh`` as the positive observation names."""
+    Labels land in ``mesh`` as the positive observation names (uncertain -1 is NOT positive here;
+    ``modalities.cxr.chexpert.read_chexpert`` keeps it and applies an explicit uncertainty policy)."""
     path = Path(path)
     stats = stats if stats is not None else ReadStats(unit="studies")
     if not path.is_file():

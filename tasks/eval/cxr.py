@@ -494,3 +494,6 @@ def _(p) -> None:
     p.add_argument("--fit-arg", action="append", default=[], metavar="ARG",
                    help="an argument for every `tessera fit` of the sweep, e.g. --fit-arg=--data.init_args.batch_size=16")
     p.add_argument("--out", default="runs/cxr/compare")
+
+
+from . import cxr_bench  # noqa: E402, F401  (registers cxr-zeroshot and cxr-image-retrieval: real image folders)
