@@ -10,14 +10,18 @@ Three changes to the decoder, as in LLM2Vec (BehnamGhader et al., 2024) and LLM2
 
 A checkpoint is an HF decoder folder (config.json + safetensors) plus peft adapter folders,
 applied in order (MNTP first, then SimCSE / supervised), each merged on request
-(``load_llm2vec``); ``load_encoder`` on such a folder reads ``llm2vec.json`` next to it for the
-adapters and pooling. Only eager and SDPA attention are supported (flash-attention kernels
+(``load_llm2vec``), with upstream's release semantics (``llm2vec_release``: the MNTP adapter
+beside the base config, ``llm2vec_config.json``, instruction tokens attended to but not pooled,
+LLM2Vec4CXR's in-file latent-attention pooler); ``meta`` lists every adapter applied and every key
+dropped. ``load_encoder`` on such a folder reads Tessera's ``llm2vec.json`` next to it for extra
+adapters and options. Only eager and SDPA attention are supported (flash-attention kernels
 ignore a 4-D mask).
 """
 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -31,8 +35,9 @@ from ..hub import register_architecture, register_importer
 
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")  # LLM2Vec's
 ATTN_IMPLEMENTATIONS = ("eager", "sdpa")
-DECODER_TYPES = ("llama", "qwen2", "mistral")  # decoders whose folders load as LLM2Vec encoders
-SIDECAR = "llm2vec.json"  # in an HF decoder folder: {"pooling", "adapters": [...], "merge", "bidirectional"}
+DECODER_TYPES = ("llama", "qwen2", "mistral", "gemma")  # decoders whose folders load as LLM2Vec encoders
+SIDECAR = "llm2vec.json"  # Tessera's, in an HF decoder folder: {"adapters", "base_model", "pooling", "merge", ...}
+DTYPES = ("float32", "bfloat16", "float16")
 POOLER_WEIGHTS = "pooler.safetensors"  # trainable pooler (latent attention) next to the adapters
 
 
@@ -48,12 +53,16 @@ class LLM2VecConfig:
     lora_alpha: int = 32  # LoRA scaling numerator (LLM2Vec: 32)
     lora_dropout: float = 0.05  # dropout on the LoRA input (LLM2Vec: 0.05)
     lora_targets: list[str] = field(default_factory=lambda: list(LORA_TARGETS))  # module names that get LoRA
+    dtype: str = "float32"  # float32 | bfloat16 | float16: the weights' dtype (releases ship bf16)
+    skip_instruction: bool = True  # encode(..., embed_mask): pool the text's tokens only (LLM2Vec's default)
 
     def __post_init__(self) -> None:
         if "model_type" not in self.decoder:
             raise ValueError("LLM2VecConfig.decoder needs a 'model_type' (llama, qwen2, mistral, ...)")
         if self.attn_implementation not in ATTN_IMPLEMENTATIONS:
             raise ValueError(f"attn_implementation {self.attn_implementation!r} is not one of {ATTN_IMPLEMENTATIONS}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype {self.dtype!r} is not one of {DTYPES}")
         if self.lora_r < 0:
             raise ValueError(f"lora_r must be >= 0, got {self.lora_r}")
 
@@ -118,6 +127,7 @@ class LLM2VecEncoder(nn.Module):
         self.pooler = create_pooler(config.pooling, hf_cfg.hidden_size, num_latents=config.num_latents,
                                     num_heads=config.latent_heads)
         self.hidden_size = hf_cfg.hidden_size
+        self.to(getattr(torch, config.dtype))
         if init_from is not None:
             self._load_weights_of(init_from)
         if config.lora_r:
@@ -216,9 +226,18 @@ class LLM2VecEncoder(nn.Module):
         h = out.last_hidden_state * mask.unsqueeze(-1).to(out.last_hidden_state.dtype)
         return EncoderOutput(h, mask, out.hidden_states if output_hidden_states else None)
 
-    def encode(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+    def encode(self, input_ids: Tensor, attention_mask: Tensor | None = None,
+               embed_mask: Tensor | None = None) -> Tensor:
+        """(B, T) ids -> (B, D). ``embed_mask`` (B, T): LLM2Vec's mask of the text after an
+        instruction; every real token is attended to, only these are pooled (``skip_instruction``).
+        Left or right padding pool alike (the poolers read the mask)."""
         out = self(input_ids, attention_mask)
-        return self.pooler(out.last_hidden_state, out.mask)  # (B, D)
+        pool = out.mask
+        if embed_mask is not None and self.config.skip_instruction and self.config.pooling != "bos":
+            if embed_mask.shape != out.mask.shape:
+                raise ValueError(f"embed_mask {tuple(embed_mask.shape)} must have attention_mask's shape {tuple(out.mask.shape)}")
+            pool = out.mask & embed_mask.bool()  # bos pools the BOS token, which no embed_mask covers
+        return self.pooler(out.last_hidden_state, pool)  # (B, D)
 
     def lm_logits(self, h: Tensor) -> Tensor:
         """(..., D) -> (..., V) through the decoder's LM head (tied or not)."""
@@ -227,52 +246,161 @@ class LLM2VecEncoder(nn.Module):
         return nn.functional.linear(h, self.base().get_input_embeddings().weight)
 
 
-def load_llm2vec(base: str | Path, adapters: list[str | Path] = (), merge: bool = True, pooling: str = "mean",
-                 bidirectional: bool = True, attn_implementation: str = "sdpa") -> LLM2VecEncoder:
-    """An HF decoder folder + peft adapter folders applied in order (LLM2Vec's MNTP then SimCSE /
-    supervised). ``merge``: fold every adapter into the weights; otherwise all but the last are
-    merged (as LLM2Vec does) and the last stays a trainable LoRA. Weights load strictly: a missing
-    or unexpected key is an error naming it."""
+def _load_decoder(weights: Path, hf: dict, dtype: str, attn_implementation: str):
+    """(causal LM with the folder's weights, LLM2Vec4CXR pooler state, meta additions); the decoder is
+    built from config.json and loaded strictly here, so that no adapter beside the weights is
+    applied behind the caller's back (transformers' from_pretrained would apply one)."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from .llm2vec_release import read_weights, split_checkpoint
+
+    d = {k: v for k, v in hf.items() if k not in ("architectures", "auto_map", "transformers_version")}
+    cfg = AutoConfig.for_model(d.pop("model_type"), **d)
+    cfg._attn_implementation = attn_implementation
+    try:
+        from transformers.initialization import no_init_weights
+    except ImportError:  # older transformers: initialise, then overwrite
+        from contextlib import nullcontext as no_init_weights
+    with no_init_weights():
+        causal_lm = AutoModelForCausalLM.from_config(cfg, dtype=getattr(torch, dtype))
+    base, head, pooler, dropped = split_checkpoint(read_weights(weights))
+    inner = causal_lm.base_model
+    expected = set(inner.state_dict())
+    missing, unexpected = sorted(expected - set(base)), sorted(set(base) - expected)
+    if missing or unexpected:
+        raise ValueError(f"{weights}: the weights do not match its {cfg.model_type} config.json: missing {missing[:5]}, "
+                         f"unexpected {unexpected[:5]}")
+    inner.load_state_dict(base, strict=True)
+    meta: dict = {"dropped": dropped, "filled": {}}
+    out_emb = causal_lm.get_output_embeddings()
+    tied = bool(getattr(cfg, "tie_word_embeddings", False))
+    if head and not tied:
+        out_emb.load_state_dict(head, strict=True)
+    elif head:
+        meta["dropped"]["lm_head.weight"] = "tie_word_embeddings: the LM head is the input embedding"
+    elif not tied:
+        torch.nn.init.normal_(out_emb.weight, std=getattr(cfg, "initializer_range", 0.02))
+        meta["filled"]["lm_head.weight"] = ("random normal: the checkpoint is a bidirectional base model without an "
+                                            "LM head; only MNTP training uses it, embeddings never do")
+    return causal_lm, pooler, meta
+
+
+def load_llm2vec(base: str | Path, adapters: list[str | Path] = (), merge: bool = True, pooling: str | None = None,
+                 bidirectional: bool = True, attn_implementation: str = "sdpa", base_model: str | Path | None = None,
+                 dtype: str = "float32", skip_instruction: bool | None = None,
+                 latent_heads: int | None = None) -> LLM2VecEncoder:
+    """An LLM2Vec release as upstream's ``LLM2Vec.from_pretrained(base, peft_model_name_or_path=...)``
+    reads it, with every step reported in ``enc.meta``.
+
+    ``base``: an HF decoder folder (config.json + weights), or an MNTP release folder (config.json +
+    a peft adapter whose ``base_model_name_or_path`` names the weights: ``base_model``, a local
+    folder or the local HF cache); that adapter is applied and merged first. ``adapters``: further
+    peft folders in order (supervised / SimCSE); with ``merge`` every one is folded in, otherwise
+    the last stays a trainable LoRA. ``pooling`` (upstream's ``pooling_mode`` names or Tessera's):
+    default from ``llm2vec_config.json`` (the last adapter's folder, else ``base``), else
+    latent_attention when the weights carry LLM2Vec4CXR's ``latent_attn.*``, else mean.
+    ``dtype``: float32, bfloat16 or float16 (adapters merge in it). An adapter that does not fit
+    the base model is refused, naming the modules and the base it was trained on."""
     from peft import PeftModel
-    from transformers import AutoModelForCausalLM
+
+    from ..hub import read_config
+    from .llm2vec_release import (
+        ADAPTER_CONFIG,
+        LATENT_HEADS,
+        adapter_summary,
+        check_adapter_fits,
+        has_weights,
+        pooling_name,
+        read_upstream_config,
+        resolve_base,
+    )
 
     base = Path(base)
     if not (base / "config.json").is_file():
-        raise FileNotFoundError(f"{base} has no config.json; give an HF decoder folder (Llama, Qwen2, Mistral)")
-    decoder, info = AutoModelForCausalLM.from_pretrained(
-        str(base), attn_implementation=attn_implementation, output_loading_info=True, dtype=torch.float32,
+        raise FileNotFoundError(f"{base} has no config.json; give an HF decoder folder ({', '.join(DECODER_TYPES)}) "
+                                "or an LLM2Vec release folder")
+    hf = read_config(base)
+    if hf.get("model_type") not in DECODER_TYPES:
+        raise ValueError(f"{base}: model_type {hf.get('model_type')!r} is not a decoder LLM2Vec supports "
+                         f"({', '.join(DECODER_TYPES)})")
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype {dtype!r} is not one of {DTYPES}")
+    embedded = base / ADAPTER_CONFIG
+    if base_model is not None:
+        weights = Path(base_model)
+        if not has_weights(weights):
+            raise FileNotFoundError(f"base_model {weights} holds no decoder weights (model.safetensors, shards or "
+                                    "pytorch_model.bin)")
+    elif has_weights(base):
+        weights = base
+    elif embedded.is_file():
+        weights = resolve_base(base, adapter_summary(base)["base_model_name_or_path"])
+    else:
+        raise FileNotFoundError(f"{base} holds neither decoder weights nor an {ADAPTER_CONFIG}; give the decoder "
+                                "folder, or base_model")
+    causal_lm, pooler_state, meta = _load_decoder(weights, hf, dtype, attn_implementation)
+    steps = ([base] if embedded.is_file() else []) + [Path(a) for a in adapters]
+    upstream = read_upstream_config(steps[-1] if adapters else base) or {}
+    where = str((steps[-1] if adapters else base) / "llm2vec_config.json")
+    if pooling is None:
+        pooling = upstream.get("pooling_mode") or ("latent_attention" if pooler_state else "mean")
+    pooling = pooling_name(pooling, where)
+    config = LLM2VecConfig(
+        decoder=causal_lm.config.to_dict(), pooling=pooling, bidirectional=bidirectional,
+        attn_implementation=attn_implementation, dtype=dtype,
+        skip_instruction=upstream.get("skip_instruction", True) if skip_instruction is None else skip_instruction,
+        num_latents=pooler_state["latents"].shape[0] if pooler_state else 512,
+        latent_heads=latent_heads or LATENT_HEADS,
     )
-    bad = {k: v for k, v in info.items() if k in ("missing_keys", "unexpected_keys", "mismatched_keys") and v}
-    if bad:
-        raise ValueError(f"{base}: the weights do not match the config: {bad}")
-    config = LLM2VecConfig(decoder=decoder.config.to_dict(), pooling=pooling, bidirectional=bidirectional,
-                           attn_implementation=attn_implementation)
-    enc = LLM2VecEncoder(config, decoder=decoder)
-    for i, folder in enumerate(adapters):
-        folder = Path(folder)
-        if not (folder / "adapter_config.json").is_file():
-            raise FileNotFoundError(f"{folder} has no adapter_config.json; give a peft adapter folder")
-        enc.model = PeftModel.from_pretrained(enc.model, str(folder), is_trainable=not merge)
-        if merge or i < len(adapters) - 1:
-            enc.model = enc.model.merge_and_unload()
-        else:
+    enc = LLM2VecEncoder(config, decoder=causal_lm)
+    if pooler_state and pooling == "latent_attention":
+        enc.pooler.load_state_dict({k: v.to(enc.pooler.latents.dtype) for k, v in pooler_state.items()}, strict=True)
+        meta["pooler"] = f"latent_attention from {weights} (latent_attn.*: {pooler_state['latents'].shape[0]} latents, " \
+                         f"{config.latent_heads} heads)"
+    elif pooler_state:
+        meta["dropped"]["latent_attn.*"] = f"LLM2Vec4CXR's latent-attention pooler, unused: pooling is {pooling!r}"
+    applied = []
+    for i, folder in enumerate(steps):
+        if not (folder / ADAPTER_CONFIG).is_file():
+            raise FileNotFoundError(f"{folder} has no {ADAPTER_CONFIG}; give a peft adapter folder")
+        check_adapter_fits(folder, enc.model, f"{weights} + {len(applied)} adapter(s) before it")
+        last = i == len(steps) - 1
+        keep = last and not merge and folder != base
+        enc.model = PeftModel.from_pretrained(enc.model, str(folder), is_trainable=keep)
+        if keep:
             enc.config.lora_r = enc.model.peft_config["default"].r
+        else:
+            enc.model = enc.model.merge_and_unload()
+        applied.append({**adapter_summary(folder), "merged": not keep,
+                        "role": "the release's own adapter (beside its config.json: MNTP)" if folder == base
+                        else "given adapter"})
         if (folder / POOLER_WEIGHTS).is_file():
             enc.pooler.load_state_dict(load_file(str(folder / POOLER_WEIGHTS)), strict=True)
+            meta["pooler"] = f"{pooling} from {folder / POOLER_WEIGHTS}"
     enc.set_bidirectional(bidirectional)
+    enc.meta = {"source": str(base), "base_weights": str(weights), "adapters": applied, "pooling": pooling,
+                "dtype": dtype, "bidirectional": bidirectional, "llm2vec_config": upstream and {"file": where, **upstream},
+                "padding_side": "any (the poolers read the mask; upstream pads left)", **meta}
     return enc
 
 
 @register_importer(*DECODER_TYPES)
 def import_llm2vec(folder: Path) -> tuple[LLM2VecEncoder, dict]:
-    """``load_encoder`` importer for decoder folders; ``llm2vec.json`` beside config.json may name
-    adapters (paths relative to the folder), pooling, merge and bidirectional."""
+    """``load_encoder`` importer for decoder folders and LLM2Vec release folders; Tessera's
+    ``llm2vec.json`` beside config.json may name further ``adapters`` (paths relative to the
+    folder), ``base_model``, ``pooling``, ``merge``, ``bidirectional``, ``attn_implementation``,
+    ``dtype``, ``skip_instruction``."""
     sidecar = folder / SIDECAR
-    opts = json.loads(sidecar.read_text()) if sidecar.is_file() else {}
-    known = {"adapters", "merge", "pooling", "bidirectional", "attn_implementation"}
+    try:
+        opts = json.loads(sidecar.read_text()) if sidecar.is_file() else {}
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{sidecar} is not valid JSON: {e}") from None
+    known = {"adapters", "base_model", "merge", "pooling", "bidirectional", "attn_implementation", "dtype",
+             "skip_instruction", "latent_heads"}
     if set(opts) - known:
         raise ValueError(f"{sidecar}: unknown keys {sorted(set(opts) - known)}; known: {sorted(known)}")
-    adapters = [folder / a for a in opts.pop("adapters", [])]
+    adapters = [Path(os.path.normpath(folder / a)) for a in opts.pop("adapters", [])]
+    if opts.get("base_model") is not None:
+        opts["base_model"] = Path(os.path.normpath(folder / opts["base_model"]))
     enc = load_llm2vec(folder, adapters, **opts)
-    meta = {"source": str(folder), "adapters": [str(a) for a in adapters], "pooling": enc.config.pooling}
-    return enc, meta
+    return enc, enc.meta

@@ -1,0 +1,178 @@
+"""Reading LLM2Vec releases as they are published, for ``load_llm2vec`` / ``load_encoder``.
+
+What upstream does (McGill-NLP/llm2vec, ``llm2vec/llm2vec.py``, ``LLM2Vec.from_pretrained`` and
+``LLM2Vec.save``; ``llm2vec/models/bidirectional_*.py``):
+- the "MNTP" release folder (e.g. ``LLM2Vec-Meta-Llama-3-8B-Instruct-mntp``) holds the base
+  decoder's ``config.json`` and a peft LoRA adapter (``adapter_config.json`` +
+  ``adapter_model.safetensors``) whose ``base_model_name_or_path`` names the decoder weights;
+  ``from_pretrained`` loads the decoder with that adapter and merges it;
+- a second adapter (``...-mntp-supervised`` / ``...-mntp-unsup-simcse``) is applied on top
+  (``peft_model_name_or_path``), merged only with ``merge_peft=True``;
+- ``llm2vec_config.json`` (``pooling_mode``, ``max_length``, ``doc_max_length``,
+  ``skip_instruction``) is read from the second adapter's folder when one is given, else from
+  the base folder; the pooling modes are mean, weighted_mean, eos_token / last_token, bos_token;
+- tokenisation pads on the left; with ``skip_instruction`` the pooled tokens are the text's own
+  (``embed_mask``: the last len(text tokens) positions), the instruction is attended to but not pooled;
+- the bidirectional models (Llama, Mistral, Qwen2, Gemma) clear ``is_causal`` and build a padding-only
+  4-D mask.
+LLM2Vec4CXR (lukeingawesome/llm2vec4cxr, ``llm2vec/llm2vec.py`` ``LatentAttentionPooling`` and
+``llm2vec_wrapper.py``) adds ``pooling_mode`` "latent_attention" whose weights (``latent_attn.latents``,
+``latent_attn.multihead_attn.*``, ``latent_attn.mlp.{0,2}.*``; 8 heads) sit inside the base model's
+``model.safetensors`` beside ``LlamaBiModel``'s own keys (no ``model.`` prefix).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+from torch import Tensor, nn
+
+from ..hub import read_state_dict
+
+UPSTREAM_CONFIG = "llm2vec_config.json"  # upstream's own file: pooling_mode, max_length, doc_max_length, skip_instruction
+ADAPTER_CONFIG = "adapter_config.json"
+# upstream pooling_mode -> Tessera pooler name
+POOLING_MODES = {"mean": "mean", "weighted_mean": "weighted_mean", "eos_token": "eos", "last_token": "eos",
+                 "bos_token": "bos", "latent_attention": "latent_attention"}
+LATENT_HEADS = 8  # LLM2Vec4CXR's LatentAttentionPooling: num_heads=8 (not recoverable from the weights)
+_ROTARY = re.compile(r"(^|\.)rotary_emb\.inv_freq$")
+
+
+def pooling_name(mode: str, where: str) -> str:
+    """An upstream ``pooling_mode`` (or a Tessera pooler name) -> the Tessera pooler name."""
+    if mode in POOLING_MODES:
+        return POOLING_MODES[mode]
+    if mode in POOLING_MODES.values():
+        return mode
+    raise ValueError(f"{where}: pooling_mode {mode!r} is not one LLM2Vec defines; known: {sorted(POOLING_MODES)}")
+
+
+def read_upstream_config(folder: Path) -> dict | None:
+    """``llm2vec_config.json`` of ``folder`` (None when absent); unknown keys are an error naming them."""
+    path = folder / UPSTREAM_CONFIG
+    if not path.is_file():
+        return None
+    try:
+        cfg = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is not valid JSON: {e}") from None
+    known = {"pooling_mode", "max_length", "doc_max_length", "skip_instruction"}
+    if not isinstance(cfg, dict) or set(cfg) - known:
+        raise ValueError(f"{path}: expected an object with keys among {sorted(known)}, got {cfg!r:.200}")
+    return cfg
+
+
+def has_weights(folder: Path) -> bool:
+    return any((folder / n).is_file() for n in ("model.safetensors", "model.safetensors.index.json",
+                                               "pytorch_model.bin", "pytorch_model.bin.index.json"))
+
+
+def read_weights(folder: Path) -> dict[str, Tensor]:
+    """Every tensor of a decoder folder: one file or shards listed by ``*.index.json`` (safetensors,
+    or ``.bin`` read with weights_only=True)."""
+    for index in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
+        if (folder / index).is_file():
+            shards = sorted(set(json.loads((folder / index).read_text())["weight_map"].values()))
+            state: dict[str, Tensor] = {}
+            for shard in shards:
+                path = folder / shard
+                if not path.is_file():
+                    raise FileNotFoundError(f"{folder / index} lists {shard}, which is not in {folder}; download every shard")
+                state.update(load_file(path) if shard.endswith(".safetensors")
+                             else torch.load(path, map_location="cpu", weights_only=True))
+            return state
+    return read_state_dict(folder)
+
+
+def resolve_base(folder: Path, name: str | None) -> Path:
+    """The folder holding the decoder weights an adapter folder names (``base_model_name_or_path``):
+    a local folder (absolute or relative to ``folder``), else a snapshot in the local HF cache."""
+    if not name:
+        raise ValueError(f"{folder} holds no decoder weights and its {ADAPTER_CONFIG} names no base_model_name_or_path; "
+                         "give the decoder folder as base_model")
+    for candidate in (Path(name).expanduser(), folder / name):
+        if candidate.is_dir() and has_weights(candidate):
+            return candidate
+    try:
+        from huggingface_hub import snapshot_download
+
+        cached = Path(snapshot_download(repo_id=name, local_files_only=True))
+        if has_weights(cached):
+            return cached
+    except Exception:  # noqa: BLE001  (not an id, not cached, or huggingface_hub missing: all say "not here")
+        pass
+    raise FileNotFoundError(f"{folder} is an LLM2Vec adapter folder whose base model {name!r} is not on this machine "
+                            f"(neither a folder nor in the local HF cache); download it and pass its folder as base_model")
+
+
+def split_checkpoint(state: dict[str, Tensor]) -> tuple[dict, dict, dict, dict]:
+    """A decoder checkpoint (``XForCausalLM``'s ``model.*`` + ``lm_head.*``, or the bidirectional
+    base model's unprefixed keys, LLM2Vec4CXR's ``latent_attn.*`` beside them) ->
+    (base model state, lm head state, latent-attention pooler state, dropped keys with reasons)."""
+    base, head, pooler, dropped = {}, {}, {}, {}
+    for key, value in state.items():
+        if _ROTARY.search(key):
+            dropped[key] = "RoPE inverse frequencies: a buffer recomputed from the config"
+        elif key.startswith("latent_attn."):
+            name = key[len("latent_attn."):].replace("multihead_attn.", "attn.", 1)
+            pooler[name] = value
+        elif key.startswith("lm_head."):
+            head[key[len("lm_head."):]] = value
+        else:
+            base[key[len("model."):] if key.startswith("model.") else key] = value
+    return base, head, pooler, dropped
+
+
+def adapter_summary(folder: Path) -> dict:
+    cfg = json.loads((folder / ADAPTER_CONFIG).read_text())
+    return {"path": str(folder), "base_model_name_or_path": cfg.get("base_model_name_or_path"),
+            "peft_type": cfg.get("peft_type", "LORA"), "r": cfg.get("r"), "lora_alpha": cfg.get("lora_alpha"),
+            "target_modules": sorted(cfg.get("target_modules") or [])}
+
+
+def read_adapter_weights(folder: Path) -> dict[str, Tensor]:
+    if (folder / "adapter_model.safetensors").is_file():
+        return load_file(folder / "adapter_model.safetensors")
+    if (folder / "adapter_model.bin").is_file():
+        return torch.load(folder / "adapter_model.bin", map_location="cpu", weights_only=True)
+    raise FileNotFoundError(f"{folder} has {ADAPTER_CONFIG} but neither adapter_model.safetensors nor adapter_model.bin")
+
+
+def check_adapter_fits(folder: Path, model: nn.Module, base_desc: str) -> None:
+    """Refuse an adapter that does not fit ``model`` (an adapter trained on another base), naming
+    each module it cannot land on; peft itself would load such an adapter partly, with a warning."""
+    summary = adapter_summary(folder)
+    if summary["peft_type"] != "LORA":
+        raise ValueError(f"{folder}: peft_type {summary['peft_type']!r}; LLM2Vec adapters are LoRA")
+    modules = dict(model.named_modules())
+    problems = []
+    for key, t in read_adapter_weights(folder).items():
+        m = re.fullmatch(r"base_model\.model\.(.+)\.lora_([AB])(?:\.default)?\.weight", key)
+        if m is None:
+            problems.append(f"{key} is not a LoRA A/B weight")
+            continue
+        name, ab = m.groups()
+        mod = modules.get(name)
+        if not isinstance(mod, nn.Linear):
+            problems.append(f"{name} is not a linear layer of the base model")
+        elif ab == "A" and t.shape[1] != mod.in_features:
+            problems.append(f"{name}.lora_A takes {t.shape[1]} inputs, the layer {mod.in_features}")
+        elif ab == "B" and t.shape[0] != mod.out_features:
+            problems.append(f"{name}.lora_B gives {t.shape[0]} outputs, the layer {mod.out_features}")
+    if problems:
+        raise ValueError(f"{folder}: this adapter does not fit the base model it is applied to ({base_desc}); it was "
+                         f"trained on {summary['base_model_name_or_path']!r}: {'; '.join(problems[:3])}"
+                         + (f" (+{len(problems) - 3} more)" if len(problems) > 3 else ""))
+
+
+def embed_mask_from_lengths(attention_mask: Tensor, text_lengths: Tensor) -> Tensor:
+    """Upstream's ``embed_mask``: the last ``text_lengths[b]`` real tokens of each row (the text
+    after the instruction), for left- or right-padded ``attention_mask`` (B, T)."""
+    m = attention_mask.bool()
+    # rank of each real token counted from the row's end: 1 for the last real token
+    from_end = m.flip(1).int().cumsum(1).flip(1) * m  # (B, T)
+    return m & (from_end <= text_lengths.to(m.device)[:, None])
