@@ -1,14 +1,14 @@
-"""Probe sets: NSynth and GTZAN loaders on fake folders, the k-means teacher, key labels and rendering."""
+"""The rendered probe sets' contract, the k-means teacher, key labels and rendering (the public benchmarks' readers:
+test_audio_benchmarks.py)."""
 
 import importlib.util
-import json
 
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
 
-from modalities.audio.datasets import ProbeSet, load_clips, read_gtzan, read_nsynth
+from modalities.audio.datasets import ProbeSet
 from modalities.audio.masking import length_mask, masked_mean
 from modalities.audio.teachers import KMeansTeacher
 
@@ -16,69 +16,6 @@ from modalities.audio.teachers import KMeansTeacher
 def tone(freq, seconds=0.3, sr=16000):
     t = np.arange(int(seconds * sr)) / sr
     return (0.3 * np.sin(2 * np.pi * freq * t)).astype(np.float32)
-
-
-def fake_nsynth(root, split, notes):
-    (root / split / "audio").mkdir(parents=True)
-    examples = {}
-    for name, pitch, fam in notes:
-        sf.write(root / split / "audio" / f"{name}.wav", tone(440 * 2 ** ((pitch - 69) / 12)), 16000)
-        examples[name] = {"pitch": pitch, "instrument_family": fam, "instrument_family_str": ["bass", "brass"][fam],
-                          "velocity": 100}
-    (root / split / "examples.json").write_text(json.dumps(examples))
-    return root / split
-
-
-def test_nsynth_loader_reads_labels_and_resamples(tmp_path):
-    train = fake_nsynth(tmp_path, "nsynth-train", [("bass_001-060-100", 60, 0), ("brass_002-064-100", 64, 1)])
-    test = fake_nsynth(tmp_path, "nsynth-test", [("bass_003-062-100", 62, 0)])
-    ps = read_nsynth(train, test)
-    assert ps.train == [True, True, False]
-    assert ps.labels == {"pitch": [60, 64, 62], "family": [0, 1, 0]}
-    assert ps.classes["family"] == ["bass", "brass"] and len(ps.classes["pitch"]) == 128
-    clips, split, labels, stats = load_clips(ps, 24000)
-    assert [len(c) for c in clips] == [7200] * 3  # 0.3 s at 16 kHz -> 24 kHz
-    assert labels["pitch"].tolist() == [60, 64, 62] and split.tolist() == [True, True, False]
-
-
-def test_nsynth_loader_bad_input(tmp_path):
-    with pytest.raises(FileNotFoundError, match="examples.json"):
-        read_nsynth(tmp_path / "nope", tmp_path / "nope2")
-    train = fake_nsynth(tmp_path, "nsynth-train", [("a", 60, 0)])
-    (tmp_path / "nsynth-test" / "audio").mkdir(parents=True)
-    (tmp_path / "nsynth-test" / "examples.json").write_text(json.dumps({"b": {"pitch": 61, "instrument_family": 0}}))
-    with pytest.raises(FileNotFoundError, match="has its WAV"):
-        read_nsynth(train, tmp_path / "nsynth-test")
-    (tmp_path / "nsynth-test" / "examples.json").write_text("{not json")
-    with pytest.raises(ValueError, match="not valid JSON"):
-        read_nsynth(train, tmp_path / "nsynth-test")
-
-
-def test_gtzan_loader_hash_split_given_split_and_counted_bad_files(tmp_path):
-    genres = ["blues", "classical", "jazz"]
-    for g in genres:
-        (tmp_path / "genres" / g).mkdir(parents=True)
-        for i in range(10):
-            sf.write(tmp_path / "genres" / g / f"{g}.{i:05d}.wav", tone(200 + 50 * i, 0.2, 22050), 22050)
-    (tmp_path / "genres" / "jazz" / "jazz.00054.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVE junk")  # GTZAN's broken file
-    ps = read_gtzan(tmp_path / "genres")
-    assert ps.classes["genre"] == genres and len(ps.files) == 31
-    assert 0 < sum(not t for t in ps.train) < 31
-    assert all(ps.classes["genre"][y] == f.parent.name for f, y in zip(ps.files, ps.labels["genre"], strict=True))
-    assert read_gtzan(tmp_path / "genres").train == ps.train  # stable split
-    clips, split, labels, stats = load_clips(ps)
-    assert len(clips) == 30 and stats.skipped == {"unreadable": 1} and len(labels["genre"]) == 30
-    splits = tmp_path / "splits"
-    splits.mkdir()
-    (splits / "train_filtered.txt").write_text("blues/blues.00000.wav\nclassical/classical.00001.wav\n")
-    (splits / "test_filtered.txt").write_text("jazz/jazz.00002.wav\n")
-    ps = read_gtzan(tmp_path / "genres", splits)
-    assert ps.train == [True, True, False] and ps.labels["genre"] == [0, 1, 2]
-    (splits / "test_filtered.txt").write_text("rock/rock.00002.wav\n")
-    with pytest.raises(ValueError, match="rock"):
-        read_gtzan(tmp_path / "genres", splits)
-    with pytest.raises(FileNotFoundError, match="genres folder"):
-        read_gtzan(tmp_path / "missing")
 
 
 def test_probe_set_needs_both_splits():

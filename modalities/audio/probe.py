@@ -1,11 +1,17 @@
-"""MARBLE-style probing: frozen features from every layer, mean-pooled over time, a linear probe per task.
+"""MARBLE-style probing: frozen features from every layer, mean-pooled over time, a probe per task.
 
     layer_features(encoder, clips)     -> (N, L + 1, D)  per-layer mean over each clip's real frames
     spectral_features(clips, kind)     -> (N, F)         CQT or log-mel baseline, mean over time
-    linear_probe(train_x, train_y, test_x, test_y) -> test accuracy
+    linear_probe(train_x, train_y, test_x, test_y) -> test accuracy (the offline demo's quick probe)
+    probe_layers(feats, split, y, kind, score, ProbeConfig()) -> per layer: hyperparameters chosen on
+                                        valid, then test once (MARBLE's protocol)
 """
 
 from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
@@ -32,11 +38,13 @@ def layer_features(encoder, clips: list[Tensor], batch_size: int = 32, progress:
     from tqdm import tqdm
 
     encoder.eval()
+    device = next(encoder.parameters()).device
     out = []
     for wav, lengths in tqdm(list(batches(clips, batch_size)), desc="features", disable=not progress):
+        wav, lengths = wav.to(device), lengths.to(device)
         attn = length_mask(lengths, wav.shape[1])
         o = encoder(input_values=normalize(wav, lengths), attention_mask=attn, output_hidden_states=True)
-        pooled = [masked_mean(h, o.mask) for h in o.hidden_states]  # each (B, D)
+        pooled = [masked_mean(h, o.mask).float().cpu() for h in o.hidden_states]  # each (B, D)
         out.append(torch.stack(pooled, 1))  # (B, L + 1, D)
     return torch.cat(out)
 
@@ -98,3 +106,99 @@ def linear_probe(
     opt.step(closure)
     with torch.no_grad():
         return float((forward(xte).argmax(1) == test_y).float().mean())
+
+
+@dataclass
+class ProbeConfig:
+    """MARBLE's probe and its search (``benchmark/tasks/*/*_base_config.yaml``, ``benchmark/models/probers.py``)."""
+
+    lrs: tuple[float, ...] = (1e-2, 5e-3, 1e-3, 5e-4, 1e-4)  # hp_search space over Adam's lr
+    weight_decays: tuple[float, ...] = (0.0,)  # l2_weight_decay (MARBLE: 0, not searched)
+    hidden: int = 512  # hidden_layer_sizes [512]; 0: a linear probe
+    dropout: float = 0.2  # dropout_p, after the hidden Linear, before ReLU
+    epochs: int = 100  # max_epochs (NSynth: 50)
+    patience: int = 20  # earlystop_patience, in epochs without a better validation score
+    lr_patience: int = 5  # lr_scheduler_patience: ReduceLROnPlateau(factor 0.5) on the validation score
+    batch_size: int = 64  # dataloader batch_size
+    seed: int = 0  # seeds initialisation and batch order
+
+
+def _probe_net(d_in: int, d_out: int, cfg: ProbeConfig) -> torch.nn.Module:
+    nn = torch.nn
+    if not cfg.hidden:
+        return nn.Linear(d_in, d_out)
+    return nn.Sequential(nn.Linear(d_in, cfg.hidden), nn.Dropout(cfg.dropout), nn.ReLU(), nn.Linear(cfg.hidden, d_out))
+
+
+def _loss(kind: str, out: Tensor, y: Tensor) -> Tensor:
+    if kind == "multiclass":
+        return F.cross_entropy(out, y)
+    if kind == "multilabel":
+        return F.binary_cross_entropy_with_logits(out, y)
+    return F.mse_loss(out, y)
+
+
+def fit_probe(x_train: Tensor, y_train: Tensor, x_valid: Tensor, valid_score: Callable[[Tensor], float],
+              kind: str, d_out: int, lr: float, weight_decay: float, cfg: ProbeConfig) -> tuple[torch.nn.Module, float, int]:
+    """Adam on minibatches, one validation pass per epoch; the weights of the best validation epoch are
+    kept (MARBLE's checkpoint on its monitor), the lr halves after ``lr_patience`` flat epochs and
+    training stops after ``patience``. Returns (probe in eval mode, its validation score, its epoch)."""
+    g = torch.Generator().manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    net = _probe_net(x_train.shape[1], d_out, cfg)
+    opt = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=weight_decay)
+    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=0.5, patience=cfg.lr_patience)
+    best, best_state, since, best_epoch = -float("inf"), copy.deepcopy(net.state_dict()), 0, 0
+    for epoch in range(1, cfg.epochs + 1):
+        net.train()
+        for idx in torch.randperm(len(x_train), generator=g).split(cfg.batch_size):
+            opt.zero_grad()
+            _loss(kind, net(x_train[idx]), y_train[idx]).backward()
+            opt.step()
+        net.eval()
+        with torch.no_grad():
+            score = valid_score(net(x_valid))
+        score = -float("inf") if score != score else score  # NaN (e.g. no scorable tag) never wins
+        sched.step(score)
+        if score > best:
+            best, best_state, since, best_epoch = score, copy.deepcopy(net.state_dict()), 0, epoch
+        else:
+            since += 1
+            if since >= cfg.patience:
+                break
+    net.load_state_dict(best_state)
+    return net.eval(), best, best_epoch
+
+
+def probe_layers(feats: Tensor, split: list[str], y: Tensor, kind: str,
+                 score: Callable[[Tensor, str], dict[str, float]], metric: str, cfg: ProbeConfig,
+                 progress: bool = False) -> dict:
+    """MARBLE's protocol on every layer: for each layer and each (lr, weight decay) of the grid, fit on
+    train and score on valid; keep the best; run it once on test. The best layer is the one with the
+    best validation score; its test figures are the headline.
+
+    feats (N, L, D); split: "train" / "valid" / "test" per row; y: (N,) long or (N, K) float;
+    score(outputs, split_name) -> metrics of that split's rows, ``metric`` the one maximised.
+    """
+    from tqdm import tqdm
+
+    rows = {s: torch.tensor([i for i, t in enumerate(split) if t == s], dtype=torch.long) for s in ("train", "valid", "test")}
+    d_out = int(y.max()) + 1 if kind == "multiclass" else y.shape[1]
+    layers = []
+    grid = [(lr, wd) for lr in cfg.lrs for wd in cfg.weight_decays]
+    for layer in tqdm(range(feats.shape[1]), desc="probing layers", disable=not progress):
+        x = feats[:, layer]  # (N, D)
+        best = None
+        for lr, wd in grid:
+            net, valid, epochs = fit_probe(x[rows["train"]], y[rows["train"]], x[rows["valid"]],
+                                           lambda out: score(out, "valid")[metric], kind, d_out, lr, wd, cfg)
+            if best is None or valid > best[1]:
+                best = (net, valid, epochs, lr, wd)
+        net, valid, epochs, lr, wd = best
+        with torch.no_grad():
+            test = score(net(x[rows["test"]]), "test")
+        layers.append({"layer": layer, "valid": valid, "lr": lr, "weight_decay": wd, "best_epoch": epochs,
+                       "test": test})
+    top = max(range(len(layers)), key=lambda i: layers[i]["valid"])
+    return {"config": asdict(cfg), "metric": metric, "layers": layers, "best_layer": top,
+            "valid": layers[top]["valid"], "test": layers[top]["test"]}

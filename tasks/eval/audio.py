@@ -1,15 +1,21 @@
-"""``tessera eval audio-probe``: an audio encoder, every layer, probed on labelled sets against baselines.
+"""``tessera eval audio-probe``: an audio encoder, every layer, probed on a public music benchmark with
+MARBLE's protocol, or on the offline demo's rendered sets against baselines.
 
-    tessera eval audio-probe --encoder runs/audio-tiny/lightning_logs/version_0/encoder
-    tessera eval audio-probe --encoder runs/mert-v1-95m --keys          # a `tessera import`ed MERT-v1
-    tessera eval audio-probe --encoder ... --nsynth nsynth-train nsynth-test --gtzan genres [--gtzan-splits dir]
+    tessera eval audio-probe --encoder runs/mert-v1-95m --task gtzan --data data/GTZAN
+    tessera eval audio-probe --encoder runs/mert-v1-95m --task mtt --data data/MTT --max-seconds 30
+    tessera eval audio-probe --encoder runs/audio-tiny/lightning_logs/version_0/encoder   # rendered notes
+    tessera eval audio-probe --encoder runs/mert-v1-95m --keys                            # + rendered Bach keys
 
-As MARBLE: frozen features from every layer, mean-pooled over each clip's frames, a linear probe
-(softmax regression, L-BFGS) and an MLP probe (one hidden layer of ``--mlp`` units) per layer and
-task. Baselines on the same splits: log-CQT and log-mel features (mean over time), and the same
-architecture with random weights. Sets: rendered GM notes (pitch, family; test = held-out GM
-programs), rendered music21 pieces (key; test = held-out pieces), NSynth, GTZAN. The rendered sets
-are built into the cache on first use. Writes probe.json and probe.png into --out.
+``--task`` (nsynth-pitch, nsynth-instrument, gtzan, giantsteps-key, mtt, emomusic) reads the data set's
+public files (``modalities/audio/benchmarks.py``), mean-pools every layer's frozen features per clip,
+and for each layer fits MARBLE's probe (an MLP of 512, dropout 0.2, Adam, early stopping) at every
+learning rate (and weight decay) of the grid, picks the best on the validation split, and scores it
+once on test. The layer with the best validation score gives the headline.
+
+With no ``--task``: rendered GM notes (pitch, family; test = held-out GM programs) and rendered music21
+pieces (key; test = held-out pieces), built into the cache on first use; a linear probe (softmax
+regression, L-BFGS) and an MLP probe per layer against log-CQT, log-mel and the same architecture with
+random weights. Either way: probe.json and probe.png in --out.
 """
 
 from __future__ import annotations
@@ -158,19 +164,112 @@ def _rendered_set(given: Path | None, default: Path, read, option: str, prepare)
                         "render it again") from None
 
 
-@job("eval", "audio-probe", help="probe every layer of an audio encoder (pitch, family, key, genre) vs baselines",
-     example="tessera eval audio-probe --encoder runs/audio-tiny/lightning_logs/version_0/encoder --out runs/probe")
+TASKS = ("nsynth-pitch", "nsynth-instrument", "gtzan", "giantsteps-key", "mtt", "emomusic")
+
+
+def benchmark_probe(encoder, task: str, data: str | Path, out: Path, cfg, max_seconds: float | None = None,
+                    batch_size: int = 4, limit: int | None = None, progress: bool = True) -> dict:
+    """MARBLE's protocol on one public benchmark: read, decode (bad files counted), features of every
+    layer, a probe per layer with hyperparameters chosen on valid, test once. Writes probe.json / .png."""
+    import random
+
+    from modalities.audio.benchmarks import read_benchmark
+    from modalities.audio.datasets import decode_clips
+    from modalities.audio.metrics import task_metrics
+    from modalities.audio.probe import layer_features, probe_layers
+
+    t0 = time.time()
+    bm = read_benchmark(task, data)
+    picked = list(range(len(bm.files)))
+    if limit:  # a seeded sample of each split: quicker, and no longer comparable with published figures
+        rng = random.Random(cfg.seed)
+        picked = sorted(i for s in ("train", "valid", "test")
+                        for i in rng.sample([j for j, t in enumerate(bm.split) if t == s],
+                                            min(limit, bm.split.count(s))))
+    if bm.stats.skipped:
+        print(f"{task}: {bm.stats}")
+    clips, keep, audio = decode_clips([bm.files[i] for i in picked], encoder.config.sample_rate, max_seconds,
+                                      progress, f"reading {task}")
+    if audio.skipped:
+        print(f"{task} audio: {audio}")
+    keep = [picked[i] for i in keep]
+    split = [bm.split[i] for i in keep]
+    y = bm.targets[keep]
+    groups = [bm.groups[i] for i in keep] if bm.groups is not None else None
+    counts = {s: split.count(s) for s in ("train", "valid", "test")}
+    empty = [s for s, n in counts.items() if n == 0]
+    if empty:
+        raise UserError(f"--data {data}: no usable {'/'.join(empty)} clips for {task} (metadata: {bm.stats}; "
+                        f"audio: {audio}); it needs train, valid and test")
+    feats = layer_features(encoder, clips, batch_size=batch_size, progress=progress)  # (N, L + 1, D)
+    rows = {s: [i for i, t in enumerate(split) if t == s] for s in counts}
+
+    def score(outputs, which):
+        r = rows[which]
+        return task_metrics(bm.kind, outputs, y[r], [groups[i] for i in r] if groups else None,
+                            keys=task == "giantsteps-key", names=bm.classes)
+
+    probe = probe_layers(feats, split, y, bm.kind, score, bm.metric, cfg, progress=progress)
+    result = {"task": task, "data": str(data), "kind": bm.kind, "metric": bm.metric, "source": bm.source,
+              "classes": len(bm.classes), "clips": counts, "limit_per_split": limit,
+              "skipped": {"records": dict(bm.stats.skipped), "audio": dict(audio.skipped)},
+              "max_seconds": max_seconds, **probe, "seconds": round(time.time() - t0, 1)}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "probe.json").write_text(json.dumps(result, indent=2))
+    plot_benchmark(result, out / "probe.png")
+    return result
+
+
+def plot_benchmark(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    m = result["metric"]
+    layers = [r["layer"] for r in result["layers"]]
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    ax.plot(layers, [r["valid"] for r in result["layers"]], "s--", label=f"valid {m} (chooses lr and layer)")
+    ax.plot(layers, [r["test"][m] for r in result["layers"]], "o-", label=f"test {m}")
+    ax.axvline(result["best_layer"], color="0.6", ls=":", label=f"best on valid: L{result['best_layer']}")
+    ax.set(title=f"{result['task']}: MARBLE probe per layer", xlabel="layer", ylabel=m)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def print_benchmark(result: dict) -> None:
+    m = result["metric"]
+    print(f"  {result['task']} ({result['kind']}, {result['clips']['train']} train / {result['clips']['valid']} valid / "
+          f"{result['clips']['test']} test clips); hyperparameters and layer chosen on valid {m}")
+    print(f"  {'layer':>5} {'lr':>8} {'wd':>7} {'epoch':>5} {'valid':>7}  test")
+    for r in result["layers"]:
+        test = ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in r["test"].items())
+        mark = " *" if r["layer"] == result["best_layer"] else ""
+        print(f"  {r['layer']:>5} {r['lr']:>8.0e} {r['weight_decay']:>7.0e} {r['best_epoch']:>5} {r['valid']:>7.3f}  {test}{mark}")
+    skipped = {k: v for k, v in result["skipped"].items() if v}
+    if skipped:
+        print(f"  skipped: {skipped}")
+
+
+@job("eval", "audio-probe", help="probe every layer of an audio encoder on a music benchmark (MARBLE protocol) "
+     "or the rendered demo sets", example="tessera eval audio-probe --encoder runs/mert-v1-95m --task gtzan --data data/GTZAN")
 def audio_probe(args: argparse.Namespace) -> int:
-    """Frozen features from every layer, mean-pooled per clip; linear and MLP probes per layer and
-    task against log-CQT, log-mel and the same architecture with random weights. With no set named,
-    the rendered note set (built into the cache on first use). Writes probe.json and probe.png."""
-    from modalities.audio.datasets import read_gtzan, read_keys, read_notes, read_nsynth
+    """With --task: MARBLE's protocol on a public benchmark (probe per layer, hyperparameters chosen on
+    valid, test once). Without: linear and MLP probes per layer on the rendered sets against log-CQT,
+    log-mel and the same architecture with random weights. Writes probe.json and probe.png."""
+    from modalities.audio.datasets import read_keys, read_notes
 
     from ..prepare.audio import default_keys_dir, default_notes_dir, prepare_keys, prepare_notes
 
+    if args.task is not None:
+        return _benchmark_job(args)
+    if args.data is not None:
+        raise UserError(f"--data {args.data} needs --task (one of {', '.join(TASKS)})")
     encoder = load_audio_encoder(args.encoder)
     sets = []
-    if args.notes is not None or not (args.keys is not None or args.nsynth or args.gtzan):
+    if args.notes is not None or args.keys is None:
         given = None if args.notes in (None, "") else args.notes
         sets.append(_rendered_set(given, default_notes_dir(), read_notes, "--notes",
                                   lambda d: prepare_notes(d, progress=not args.quiet)))
@@ -178,14 +277,46 @@ def audio_probe(args: argparse.Namespace) -> int:
         given = None if args.keys == "" else args.keys
         sets.append(_rendered_set(given, default_keys_dir(), read_keys, "--keys",
                                   lambda d: prepare_keys(d, progress=not args.quiet)))
-    if args.nsynth:
-        sets.append(read_nsynth(*args.nsynth))
-    if args.gtzan:
-        sets.append(read_gtzan(args.gtzan, args.gtzan_splits))
     out = Path(args.out)
     result = probe(encoder, sets, out, args.cqt_bins, args.mlp, seed=args.seed, max_seconds=args.max_seconds,
                    progress=not args.quiet)
     print_table(result)
+    print(f"wrote {out / 'probe.json'} and {out / 'probe.png'}")
+    return 0
+
+
+def _floats(text: str, option: str) -> tuple[float, ...]:
+    try:
+        vals = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise UserError(f"{option} {text!r}: give comma-separated numbers, e.g. 1e-3,1e-4") from None
+    if not vals or any(v < 0 for v in vals):
+        raise UserError(f"{option} {text!r}: give one or more non-negative numbers")
+    return vals
+
+
+def _benchmark_job(args: argparse.Namespace) -> int:
+    from modalities.audio.probe import ProbeConfig
+
+    if args.notes is not None or args.keys is not None:
+        raise UserError("--task probes one benchmark; drop --notes / --keys (run them without --task)")
+    if args.data is None:
+        raise UserError(f"--task {args.task} needs --data PATH, the data set's folder (docs/audio.md lists each layout)")
+    if not Path(args.data).expanduser().is_dir():
+        raise UserError(f"--data {args.data} is not a folder: give the {args.task} data folder (docs/audio.md lists each layout)")
+    cfg = ProbeConfig(lrs=_floats(args.lr, "--lr"), weight_decays=_floats(args.weight_decay, "--weight-decay"),
+                      hidden=args.hidden, epochs=args.epochs or (50 if args.task.startswith("nsynth") else 100),
+                      patience=args.patience, seed=args.seed)
+    encoder = load_audio_encoder(args.encoder)
+    if args.device:
+        encoder = encoder.to(args.device)
+    out = Path(args.out)
+    result = benchmark_probe(encoder, args.task, args.data, out, cfg, args.max_seconds, args.batch_size,
+                             args.limit, progress=not args.quiet)
+    print_benchmark(result)
+    best = result["layers"][result["best_layer"]]
+    print(f"{args.task}: best layer on valid L{result['best_layer']} (lr {best['lr']:g}); "
+          f"test {result['metric']} {result['test'][result['metric']]:.4f}")
     print(f"wrote {out / 'probe.json'} and {out / 'probe.png'}")
     return 0
 
@@ -198,12 +329,20 @@ def _(p: argparse.ArgumentParser) -> None:
                    help="rendered note set folder (bare flag or no set named: the cache's, rendered on first use)")
     p.add_argument("--keys", nargs="?", const="", default=None,
                    help="rendered key set folder (bare flag: the cache's, rendered on first use; needs music21)")
-    p.add_argument("--nsynth", nargs=2, metavar=("TRAIN", "TEST"), help="NSynth split folders")
-    p.add_argument("--gtzan", help="GTZAN genres folder")
-    p.add_argument("--gtzan-splits", help="folder with train_filtered.txt / test_filtered.txt")
+    p.add_argument("--task", choices=TASKS, help="a public benchmark probed with MARBLE's protocol (needs --data)")
+    p.add_argument("--data", help="the benchmark's folder as downloaded (layouts: docs/audio.md)")
+    p.add_argument("--lr", default="1e-2,5e-3,1e-3,5e-4,1e-4", help="--task: learning rates searched on valid (MARBLE's)")
+    p.add_argument("--weight-decay", default="0", help="--task: weight decays searched on valid (MARBLE: 0)")
+    p.add_argument("--hidden", type=int, default=512, help="--task: probe hidden units (MARBLE: 512; 0: linear)")
+    p.add_argument("--epochs", type=int, default=None, help="--task: max epochs (MARBLE: 100, NSynth 50)")
+    p.add_argument("--patience", type=int, default=20, help="--task: early-stopping patience in epochs (MARBLE: 20)")
+    p.add_argument("--batch-size", type=int, default=4, help="--task: clips per feature-extraction batch")
+    p.add_argument("--limit", type=int, default=None,
+                   help="--task: a seeded sample of at most N clips per split (quick look; not comparable)")
+    p.add_argument("--device", default=None, help="--task: run the encoder on this torch device (e.g. cuda)")
     p.add_argument("--max-seconds", type=float, default=None, help="read at most this much of each file")
     p.add_argument("--out", default="runs/probe", help="folder for probe.json and probe.png")
     p.add_argument("--cqt-bins", type=int, default=84, help="84 (12/octave) or 336 (48/octave, MERT's; slow on CPU)")
-    p.add_argument("--mlp", type=int, default=512, help="hidden width of the MLP probe (0: linear only)")
+    p.add_argument("--mlp", type=int, default=512, help="rendered sets: hidden width of the MLP probe (0: linear only)")
     p.add_argument("--seed", type=int, default=0, help="seeds the random-weights baseline and the probes")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
