@@ -271,3 +271,48 @@ def test_llm2vec4cxr_latent_attention_pooler_loads_from_the_weights_file(tmp_pat
             ref.append(mlp(o).mean(1).squeeze(0))
         ours = enc.encode(ids, attn, embed_mask=embed)
     assert (ours - torch.stack(ref)).abs().max() < 1e-4
+
+
+# --- export: tessera export SRC OUT --format llm2vec, re-loaded by transformers + peft -------------
+def reload_with_transformers_and_peft(out, ids, attn):
+    """What LLM2Vec.from_pretrained(out, peft_model_name_or_path=out/"adapter", merge_peft=True) computes."""
+    model = transformers.AutoModel.from_pretrained(out, attn_implementation="eager").eval()
+    model = peft.PeftModel.from_pretrained(model, str(out / "adapter")).merge_and_unload()
+    for m in model.modules():
+        if hasattr(m, "is_causal"):
+            m.is_causal = False
+    pad = attn[:, None, None, :].eq(0).expand(-1, 1, ids.shape[1], -1)
+    with torch.no_grad():
+        h = model(input_ids=ids, attention_mask=torch.zeros(pad.shape).masked_fill(pad, -3.4e38)).last_hidden_state
+    mode = json.loads((out / "adapter" / "llm2vec_config.json").read_text())["pooling_mode"]
+    return upstream_pool(h, attn, attn, mode, ids)
+
+
+def test_export_llm2vec_reloads_in_transformers_and_peft(tmp_path, capsys):
+    from modalities.cxr import LLM2VecConfig, LLM2VecEncoder
+    from tasks.cxr import export_tower
+
+    torch.manual_seed(0)
+    enc = LLM2VecEncoder(LLM2VecConfig(decoder=tiny_decoder(vocab_size=64), lora_r=4, pooling="weighted_mean")).eval()
+    with torch.no_grad():
+        for n, p in enc.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.1)
+    ids, attn, _ = left_padded_batch()
+    with torch.no_grad():
+        ours = enc.encode(ids, attn)
+    modalities.save_encoder(enc, tmp_path / "unmerged")  # a LoRA still unmerged in the folder
+    export_tower(enc, tmp_path / "trained")  # a training run's export: merged weights + adapter/
+    for src in ("unmerged", "trained"):
+        out = tmp_path / f"{src}-llm2vec"
+        assert cli_main(["export", str(tmp_path / src), str(out), "--format", "llm2vec"]) == 0
+        assert (out / "adapter" / "adapter_model.safetensors").is_file()
+        assert (reload_with_transformers_and_peft(out, ids, attn) - ours).abs().max() < 1e-5, src
+        back = load_llm2vec(out, [out / "adapter"])
+        with torch.no_grad():
+            assert (back.encode(ids, attn) - ours).abs().max() < 1e-5
+    modalities.save_encoder(modalities.create_encoder("bert-tiny"), tmp_path / "bert")
+    capsys.readouterr()
+    assert cli_main(["export", str(tmp_path / "bert"), str(tmp_path / "x"), "--format", "llm2vec"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "takes LLM2Vec encoders" in err[0]

@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from ..backbone import EncoderOutput
 from ..backbone.pooling import create_pooler
 from ..hub import register_architecture, register_importer
+from . import llm2vec_release as _release  # noqa: F401  (registers the "llm2vec" export format)
 
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")  # LLM2Vec's
 ATTN_IMPLEMENTATIONS = ("eager", "sdpa")

@@ -31,6 +31,7 @@ import torch
 from safetensors.torch import load_file
 from torch import Tensor, nn
 
+from ..exporting import register_exporter
 from ..hub import read_state_dict
 
 UPSTREAM_CONFIG = "llm2vec_config.json"  # upstream's own file: pooling_mode, max_length, doc_max_length, skip_instruction
@@ -176,3 +177,84 @@ def embed_mask_from_lengths(attention_mask: Tensor, text_lengths: Tensor) -> Ten
     # rank of each real token counted from the row's end: 1 for the last real token
     from_end = m.flip(1).int().cumsum(1).flip(1) * m  # (B, T)
     return m & (from_end <= text_lengths.to(m.device)[:, None])
+
+
+# --- the way back: an LLM2Vec encoder folder -> base decoder + peft adapter + llm2vec_config.json ---
+_UPSTREAM_MODE = {"mean": "mean", "weighted_mean": "weighted_mean", "eos": "eos_token", "bos": "bos_token",
+                  "cls": "bos_token", "latent_attention": "latent_attention"}
+
+
+def _unmerge(model: nn.Module, adapter: Path) -> None:
+    """W <- W - lora_alpha / r * B A for every layer of ``adapter``: the base its LoRA was trained on,
+    from weights the adapter was merged into (Tessera's training export: merged weights + adapter/)."""
+    cfg = json.loads((adapter / ADAPTER_CONFIG).read_text())
+    if cfg.get("use_rslora") or cfg.get("use_dora"):
+        raise ValueError(f"{adapter}: rsLoRA / DoRA adapters cannot be taken back out of merged weights here")
+    ab = read_adapter_weights(adapter)
+    with torch.no_grad():
+        for key, a in ab.items():
+            if ".lora_A." in key:
+                name = re.sub(r"^base_model\.model\.", "", key.split(".lora_A.")[0])
+                b = ab[key.replace(".lora_A.", ".lora_B.")]
+                w = model.get_submodule(name).weight
+                w -= (cfg["lora_alpha"] / cfg["r"] * (b.float() @ a.float())).to(w.dtype)
+
+
+@register_exporter("llm2vec", help="base decoder + peft adapter/ + llm2vec_config.json (LLM2Vec.from_pretrained, "
+                                  "transformers + peft)")
+def write_llm2vec_folder(src: Path, out: Path, **options) -> Path:
+    """An LLM2Vec encoder folder -> what ``LLM2Vec.from_pretrained(out, peft_model_name_or_path=out/"adapter")``
+    and ``transformers`` + ``peft`` read: ``out/`` the base decoder (config.json + model.safetensors in
+    XForCausalLM's layout; a latent-attention pooler as LLM2Vec4CXR's ``latent_attn.*`` beside it),
+    ``out/adapter/`` the last LoRA stage in peft's layout, ``llm2vec_config.json`` where upstream
+    looks for it (the adapter folder, else ``out/``), and the tokenizer files. An encoder with no
+    adapter left (all merged, none saved beside it) is written as the base alone."""
+    from safetensors.torch import save_file
+
+    from ..hub import TOKENIZER_FILES, load_encoder
+    from .llm2vec import LLM2VecEncoder
+
+    enc = load_encoder(src)
+    if not isinstance(enc, LLM2VecEncoder):
+        raise ValueError(f"{src} holds a {type(enc).__name__}; --format llm2vec takes LLM2Vec encoders (decoder + pooler)")
+    out.mkdir(parents=True, exist_ok=True)
+    adapter = None
+    if enc.has_lora:  # an unmerged LoRA: save it, keep the weights under it
+        enc.model.save_pretrained(str(out / "adapter"))
+        enc.model = enc.model.unload()
+        adapter = out / "adapter"
+    elif (src / "adapter" / ADAPTER_CONFIG).is_file():  # merged weights + the adapter that was merged into them
+        _unmerge(enc.model, src / "adapter")
+        import shutil
+
+        shutil.copytree(src / "adapter", out / "adapter", dirs_exist_ok=True)
+        adapter = out / "adapter"
+    if adapter is not None:
+        cfg = json.loads((adapter / ADAPTER_CONFIG).read_text())
+        cfg["base_model_name_or_path"] = str(out.resolve())  # the base written beside it
+        (adapter / ADAPTER_CONFIG).write_text(json.dumps(cfg, indent=2) + "\n")
+        for stray in ("README.md", "pooler.safetensors"):
+            (adapter / stray).unlink(missing_ok=True)
+    state = {f"model.{k}": v.detach().contiguous() for k, v in enc.model.state_dict().items()}
+    if enc.lm_head is not None:
+        state["lm_head.weight"] = enc.lm_head.weight.detach().contiguous()
+    if enc.config.pooling == "latent_attention":
+        state.update({f"latent_attn.{k.replace('attn.', 'multihead_attn.', 1)}": v.detach().contiguous()
+                      for k, v in enc.pooler.state_dict().items()})
+    save_file(state, out / "model.safetensors", metadata={"format": "pt"})
+    hf_cfg = enc.config.hf_config()
+    hf_cfg.architectures = [type(enc.model).__name__.replace("Model", "ForCausalLM")]
+    hf_cfg.save_pretrained(str(out))
+    mode = _UPSTREAM_MODE.get(enc.config.pooling)
+    if mode is None:
+        raise ValueError(f"{src} pools by {enc.config.pooling!r}, which LLM2Vec has no pooling_mode for "
+                         f"(it has {sorted(set(_UPSTREAM_MODE.values()))})")
+    (adapter or out).joinpath(UPSTREAM_CONFIG).write_text(json.dumps(
+        {"pooling_mode": mode, "max_length": 512, "doc_max_length": 400,
+         "skip_instruction": enc.config.skip_instruction}, indent=4) + "\n")
+    for name in TOKENIZER_FILES:
+        if (src / name).is_file():
+            import shutil
+
+            shutil.copy2(src / name, out / name)
+    return out
