@@ -342,3 +342,13 @@ def test_task_probe_bad_inputs_are_one_line_errors(tmp_path, capsys):
     user_error(capsys, [*base, "--data", str(data)], "--data", "--task")
     user_error(capsys, [*base, "--task", "gtzan", "--data", str(data), "--lr", "fast"], "--lr")
     user_error(capsys, [*base, "--task", "polka", "--data", str(data)], "--task")
+
+
+def test_limit_samples_each_split_and_is_recorded(tmp_path):
+    enc = audio_encoder_folder(tmp_path)
+    data = gtzan_folder(tmp_path / "data")
+    out = tmp_path / "probe"
+    assert cli_main(["eval", "audio-probe", "--encoder", str(enc), "--task", "gtzan", "--data", str(data),
+                     "--out", str(out), "--limit", "2", *QUICK]) == 0
+    r = json.loads((out / "probe.json").read_text())
+    assert r["clips"] == {"train": 2, "valid": 2, "test": 2} and r["limit_per_split"] == 2

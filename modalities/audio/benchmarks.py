@@ -265,7 +265,7 @@ def _read_tsv(path: Path) -> list[list[str]]:
 
 def read_mtt(root: str | Path, top_k: int = 50) -> Benchmark:
     """MagnaTagATune, the top-50 tags: ``root/annotations_final.csv`` (tab-separated, every field
-    quoted: ``clip_id``, 188 tag columns of 0/1, ``mp3_path``) and the audio under ``root/mp3``
+    quoted, CRLF line ends: ``clip_id``, 188 tag columns of 0/1, ``mp3_path``) and the audio under ``root/mp3``
     (``<hex digit>/<name>.mp3``). As ``benchmark/tasks/MTT/preprocess.py``: the 50 tags with the most
     positive clips over the whole file (ties: the earlier column), and the split by the first hex
     digit of ``mp3_path``: 0-b train, c valid, d-f test (12:1:3). Clips with no tag are kept, as there.
