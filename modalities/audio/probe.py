@@ -145,7 +145,7 @@ def fit_probe(x_train: Tensor, y_train: Tensor, x_valid: Tensor, valid_score: Ca
     training stops after ``patience``. Returns (probe in eval mode, its validation score, its epoch)."""
     g = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)
-    net = _probe_net(x_train.shape[1], d_out, cfg)
+    net = _probe_net(x_train.shape[1], d_out, cfg).to(x_train.device)
     opt = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=0.5, patience=cfg.lr_patience)
     best, best_state, since, best_epoch = -float("inf"), copy.deepcopy(net.state_dict()), 0, 0
@@ -172,33 +172,40 @@ def fit_probe(x_train: Tensor, y_train: Tensor, x_valid: Tensor, valid_score: Ca
 
 def probe_layers(feats: Tensor, split: list[str], y: Tensor, kind: str,
                  score: Callable[[Tensor, str], dict[str, float]], metric: str, cfg: ProbeConfig,
+                 layers: list[int] | None = None, device: str | torch.device | None = None,
                  progress: bool = False) -> dict:
     """MARBLE's protocol on every layer: for each layer and each (lr, weight decay) of the grid, fit on
     train and score on valid; keep the best; run it once on test. The best layer is the one with the
     best validation score; its test figures are the headline.
 
     feats (N, L, D); split: "train" / "valid" / "test" per row; y: (N,) long or (N, K) float;
-    score(outputs, split_name) -> metrics of that split's rows, ``metric`` the one maximised.
+    score(outputs, split_name) -> metrics of that split's rows, ``metric`` the one maximised (outputs
+    on the CPU); ``layers``: probe only these (default all); ``device``: where the probes train.
     """
     from tqdm import tqdm
 
     rows = {s: torch.tensor([i for i, t in enumerate(split) if t == s], dtype=torch.long) for s in ("train", "valid", "test")}
     d_out = int(y.max()) + 1 if kind == "multiclass" else y.shape[1]
-    layers = []
+    n_layers = feats.shape[1]
+    todo = list(range(n_layers)) if layers is None else sorted(set(layers))
+    if not todo or any(not 0 <= i < n_layers for i in todo):
+        raise ValueError(f"layers {layers}: the encoder has layers 0..{n_layers - 1} (0: the frontend)")
+    dev = torch.device(device or "cpu")
+    y_train = y[rows["train"]].to(dev)
+    out = []
     grid = [(lr, wd) for lr in cfg.lrs for wd in cfg.weight_decays]
-    for layer in tqdm(range(feats.shape[1]), desc="probing layers", disable=not progress):
-        x = feats[:, layer]  # (N, D)
+    for layer in tqdm(todo, desc="probing layers", disable=not progress):
+        x = feats[:, layer].to(dev)  # (N, D)
         best = None
         for lr, wd in grid:
-            net, valid, epochs = fit_probe(x[rows["train"]], y[rows["train"]], x[rows["valid"]],
-                                           lambda out: score(out, "valid")[metric], kind, d_out, lr, wd, cfg)
+            net, valid, epochs = fit_probe(x[rows["train"]], y_train, x[rows["valid"]],
+                                           lambda o: score(o.cpu(), "valid")[metric], kind, d_out, lr, wd, cfg)
             if best is None or valid > best[1]:
                 best = (net, valid, epochs, lr, wd)
         net, valid, epochs, lr, wd = best
         with torch.no_grad():
-            test = score(net(x[rows["test"]]), "test")
-        layers.append({"layer": layer, "valid": valid, "lr": lr, "weight_decay": wd, "best_epoch": epochs,
-                       "test": test})
-    top = max(range(len(layers)), key=lambda i: layers[i]["valid"])
-    return {"config": asdict(cfg), "metric": metric, "layers": layers, "best_layer": top,
-            "valid": layers[top]["valid"], "test": layers[top]["test"]}
+            test = score(net(x[rows["test"]]).cpu(), "test")
+        out.append({"layer": layer, "valid": valid, "lr": lr, "weight_decay": wd, "best_epoch": epochs, "test": test})
+    top = max(out, key=lambda r: r["valid"])
+    return {"config": asdict(cfg), "metric": metric, "layers": out, "best_layer": top["layer"],
+            "valid": top["valid"], "test": top["test"]}

@@ -168,7 +168,8 @@ TASKS = ("nsynth-pitch", "nsynth-instrument", "gtzan", "giantsteps-key", "mtt", 
 
 
 def benchmark_probe(encoder, task: str, data: str | Path, out: Path, cfg, max_seconds: float | None = None,
-                    batch_size: int = 4, limit: int | None = None, progress: bool = True) -> dict:
+                    batch_size: int = 4, limit: int | None = None, layers: list[int] | None = None,
+                    progress: bool = True) -> dict:
     """MARBLE's protocol on one public benchmark: read, decode (bad files counted), features of every
     layer, a probe per layer with hyperparameters chosen on valid, test once. Writes probe.json / .png."""
     import random
@@ -209,7 +210,11 @@ def benchmark_probe(encoder, task: str, data: str | Path, out: Path, cfg, max_se
         return task_metrics(bm.kind, outputs, y[r], [groups[i] for i in r] if groups else None,
                             keys=task == "giantsteps-key", names=bm.classes)
 
-    probe = probe_layers(feats, split, y, bm.kind, score, bm.metric, cfg, progress=progress)
+    if layers is not None and any(not 0 <= i < feats.shape[1] for i in layers):
+        raise UserError(f"--probe-layers {','.join(map(str, layers))}: this encoder has layers 0..{feats.shape[1] - 1} "
+                        "(0: the frontend)")
+    device = next(encoder.parameters()).device
+    probe = probe_layers(feats, split, y, bm.kind, score, bm.metric, cfg, layers, device, progress=progress)
     result = {"task": task, "data": str(data), "kind": bm.kind, "metric": bm.metric, "source": bm.source,
               "classes": len(bm.classes), "clips": counts, "limit_per_split": limit,
               "skipped": {"records": dict(bm.stats.skipped), "audio": dict(audio.skipped)},
@@ -296,6 +301,8 @@ def _floats(text: str, option: str) -> tuple[float, ...]:
 
 
 def _benchmark_job(args: argparse.Namespace) -> int:
+    import torch
+
     from modalities.audio.probe import ProbeConfig
 
     if args.notes is not None or args.keys is not None:
@@ -309,12 +316,23 @@ def _benchmark_job(args: argparse.Namespace) -> int:
                       patience=args.patience, seed=args.seed)
     encoder = load_audio_encoder(args.encoder)
     if args.device:
-        encoder = encoder.to(args.device)
+        try:
+            encoder = encoder.to(torch.device(args.device))
+        except (RuntimeError, AssertionError, ValueError) as e:
+            raise UserError(f"--device {args.device}: {str(e).splitlines()[0]}") from None
     out = Path(args.out)
+    layers = None
+    if args.probe_layers is not None:
+        try:
+            layers = sorted({int(v) for v in args.probe_layers.split(",") if v.strip()})
+        except ValueError:
+            raise UserError(f"--probe-layers {args.probe_layers!r}: give layer numbers, e.g. 6,7,8") from None
+        if not layers:
+            raise UserError(f"--probe-layers {args.probe_layers!r}: give layer numbers, e.g. 6,7,8")
     result = benchmark_probe(encoder, args.task, args.data, out, cfg, args.max_seconds, args.batch_size,
-                             args.limit, progress=not args.quiet)
+                             args.limit, layers, progress=not args.quiet)
     print_benchmark(result)
-    best = result["layers"][result["best_layer"]]
+    best = next(r for r in result["layers"] if r["layer"] == result["best_layer"])
     print(f"{args.task}: best layer on valid L{result['best_layer']} (lr {best['lr']:g}); "
           f"test {result['metric']} {result['test'][result['metric']]:.4f}")
     print(f"wrote {out / 'probe.json'} and {out / 'probe.png'}")
@@ -339,7 +357,9 @@ def _(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=4, help="--task: clips per feature-extraction batch")
     p.add_argument("--limit", type=int, default=None,
                    help="--task: a seeded sample of at most N clips per split (quick look; not comparable)")
-    p.add_argument("--device", default=None, help="--task: run the encoder on this torch device (e.g. cuda)")
+    p.add_argument("--probe-layers", default=None,
+                   help="--task: probe only these layers, e.g. 7 or 6,7,8 (default: every layer; 0 is the frontend)")
+    p.add_argument("--device", default=None, help="--task: run the encoder and the probes on this torch device (e.g. cuda)")
     p.add_argument("--max-seconds", type=float, default=None, help="read at most this much of each file")
     p.add_argument("--out", default="runs/probe", help="folder for probe.json and probe.png")
     p.add_argument("--cqt-bins", type=int, default=84, help="84 (12/octave) or 336 (48/octave, MERT's; slow on CPU)")
