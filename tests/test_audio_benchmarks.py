@@ -349,10 +349,12 @@ def test_limit_samples_each_split_and_probe_layers_restricts_the_search(tmp_path
     data = gtzan_folder(tmp_path / "data")
     out = tmp_path / "probe"
     assert cli_main(["eval", "audio-probe", "--encoder", str(enc), "--task", "gtzan", "--data", str(data),
-                     "--out", str(out), "--limit", "2", "--probe-layers", "2,1", *QUICK]) == 0
+                     "--out", str(out), "--limit", "2", "--probe-layers", "2,1", "--baselines", *QUICK]) == 0
     r = json.loads((out / "probe.json").read_text())
     assert r["clips"] == {"train": 2, "valid": 2, "test": 2} and r["limit_per_split"] == 2
     assert [x["layer"] for x in r["layers"]] == [1, 2] and r["best_layer"] in (1, 2)
+    assert r["baselines"]["random_weights"]["best_layer"] in (0, 1, 2) and r["baselines"]["log_mel"]["best_layer"] == 0
+    assert "accuracy" in r["baselines"]["log_mel"]["test"] and "baseline log mel" in capsys.readouterr().out
     base = ["eval", "audio-probe", "--encoder", str(enc), "--task", "gtzan", "--data", str(data), "--limit", "1"]
     user_error(capsys, [*base, "--probe-layers", "3", *QUICK], "--probe-layers 3", "0..2")
     user_error(capsys, [*base, "--probe-layers", "top", *QUICK], "--probe-layers")

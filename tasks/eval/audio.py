@@ -169,9 +169,11 @@ TASKS = ("nsynth-pitch", "nsynth-instrument", "gtzan", "giantsteps-key", "mtt", 
 
 def benchmark_probe(encoder, task: str, data: str | Path, out: Path, cfg, max_seconds: float | None = None,
                     batch_size: int = 4, limit: int | None = None, layers: list[int] | None = None,
-                    progress: bool = True) -> dict:
+                    baselines: bool = False, progress: bool = True) -> dict:
     """MARBLE's protocol on one public benchmark: read, decode (bad files counted), features of every
-    layer, a probe per layer with hyperparameters chosen on valid, test once. Writes probe.json / .png."""
+    layer, a probe per layer with hyperparameters chosen on valid, test once. With ``baselines``, the
+    same protocol on the same architecture with random weights (every layer) and on log-mel features.
+    Writes probe.json / .png."""
     import random
 
     from modalities.audio.benchmarks import read_benchmark
@@ -215,6 +217,20 @@ def benchmark_probe(encoder, task: str, data: str | Path, out: Path, cfg, max_se
                         "(0: the frontend)")
     device = next(encoder.parameters()).device
     probe = probe_layers(feats, split, y, bm.kind, score, bm.metric, cfg, layers, device, progress=progress)
+    if baselines:
+        import torch
+
+        from modalities.audio import AudioEncoder
+        from modalities.audio.probe import spectral_features
+
+        torch.manual_seed(cfg.seed)
+        rand = AudioEncoder(encoder.config).to(device).eval()  # same architecture, random weights
+        others = {"random_weights": layer_features(rand, clips, batch_size=batch_size, progress=progress),
+                  "log_mel": spectral_features(clips, "mel", encoder.config.sample_rate)[:, None]}  # (N, 1, 128)
+        probe["baselines"] = {}
+        for name, f in others.items():
+            b = probe_layers(f, split, y, bm.kind, score, bm.metric, cfg, None, device, progress=progress)
+            probe["baselines"][name] = {k: b[k] for k in ("best_layer", "valid", "test")}
     result = {"task": task, "data": str(data), "kind": bm.kind, "metric": bm.metric, "source": bm.source,
               "classes": len(bm.classes), "clips": counts, "limit_per_split": limit,
               "skipped": {"records": dict(bm.stats.skipped), "audio": dict(audio.skipped)},
@@ -237,6 +253,8 @@ def plot_benchmark(result: dict, path: Path) -> None:
     ax.plot(layers, [r["valid"] for r in result["layers"]], "s--", label=f"valid {m} (chooses lr and layer)")
     ax.plot(layers, [r["test"][m] for r in result["layers"]], "o-", label=f"test {m}")
     ax.axvline(result["best_layer"], color="0.6", ls=":", label=f"best on valid: L{result['best_layer']}")
+    for k, (name, b) in enumerate(result.get("baselines", {}).items()):
+        ax.axhline(b["test"][m], color=f"C{k + 2}", ls="-.", label=f"{name.replace('_', ' ')} (test)")
     ax.set(title=f"{result['task']}: MARBLE probe per layer", xlabel="layer", ylabel=m)
     ax.legend(fontsize=7)
     fig.tight_layout()
@@ -253,6 +271,8 @@ def print_benchmark(result: dict) -> None:
         test = ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in r["test"].items())
         mark = " *" if r["layer"] == result["best_layer"] else ""
         print(f"  {r['layer']:>5} {r['lr']:>8.0e} {r['weight_decay']:>7.0e} {r['best_epoch']:>5} {r['valid']:>7.3f}  {test}{mark}")
+    for name, b in result.get("baselines", {}).items():
+        print(f"  baseline {name.replace('_', ' ')}: valid {b['valid']:.3f}, test {m} {b['test'][m]:.3f} (layer {b['best_layer']})")
     skipped = {k: v for k, v in result["skipped"].items() if v}
     if skipped:
         print(f"  skipped: {skipped}")
@@ -330,7 +350,7 @@ def _benchmark_job(args: argparse.Namespace) -> int:
         if not layers:
             raise UserError(f"--probe-layers {args.probe_layers!r}: give layer numbers, e.g. 6,7,8")
     result = benchmark_probe(encoder, args.task, args.data, out, cfg, args.max_seconds, args.batch_size,
-                             args.limit, layers, progress=not args.quiet)
+                             args.limit, layers, args.baselines, progress=not args.quiet)
     print_benchmark(result)
     best = next(r for r in result["layers"] if r["layer"] == result["best_layer"])
     print(f"{args.task}: best layer on valid L{result['best_layer']} (lr {best['lr']:g}); "
@@ -357,6 +377,8 @@ def _(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=4, help="--task: clips per feature-extraction batch")
     p.add_argument("--limit", type=int, default=None,
                    help="--task: a seeded sample of at most N clips per split (quick look; not comparable)")
+    p.add_argument("--baselines", action="store_true",
+                   help="--task: also probe the same architecture with random weights and log-mel features")
     p.add_argument("--probe-layers", default=None,
                    help="--task: probe only these layers, e.g. 7 or 6,7,8 (default: every layer; 0 is the frontend)")
     p.add_argument("--device", default=None, help="--task: run the encoder and the probes on this torch device (e.g. cuda)")
