@@ -173,6 +173,46 @@ def test_an_export_format_that_cannot_hold_the_encoder_says_why(tmp_path, capsys
     assert "not BERT-shaped" in err and "position='alibi'" in err
 
 
+
+@pytest.mark.parametrize(("layout", "convs"), [("mert-v1-95m", {}), ("mert-v1-330m", {}),
+                                              ("mert-v1-330m", {"feat_extract_norm": "layer", "conv_bias": True})],
+                         ids=["95m-post-ln", "330m-pre-ln", "layernorm-convs"])
+def test_mert_export_reloads_in_transformers_hubert_with_our_hidden_states(tmp_path, layout, convs):
+    import transformers
+
+    import modalities
+    from modalities.hub import check_parity
+
+    torch.manual_seed(0)
+    enc = modalities.create_encoder(layout, hidden_size=32, num_layers=2, num_heads=2, intermediate_size=48,
+                                    conv_dim=[16] * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4, **convs)
+    with torch.no_grad():  # norms away from their init so that a misplaced one shows
+        for name, p in enc.named_parameters():
+            if "norm" in name:
+                p.add_(0.1 * torch.randn_like(p))
+    modalities.save_encoder(enc.eval(), tmp_path / "ours")
+    assert tessera(["export", str(tmp_path / "ours"), str(tmp_path / "mert"), "--format", "mert"]) == 0
+    back = transformers.AutoModel.from_pretrained(tmp_path / "mert")
+    assert type(back).__name__ == "HubertModel"
+    processor = transformers.AutoFeatureExtractor.from_pretrained(tmp_path / "mert")
+    assert processor.sampling_rate == 24000 and processor.do_normalize
+    assert check_parity(tmp_path / "mert", enc.eval()) < 1e-5  # every hidden state, two clips, HubertModel
+    # and back through our importer: the same encoder
+    again = modalities.load_encoder(tmp_path / "mert")
+    assert again.config.sample_rate == 24000 and again.config.norm == enc.config.norm
+    wav = torch.randn(1, 4000)
+    with torch.no_grad():
+        assert torch.allclose(again(input_values=wav).last_hidden_state, enc(input_values=wav).last_hidden_state, atol=1e-5)
+
+
+def test_mert_export_of_a_token_encoder_says_which_formats_fit(tmp_path, capsys):
+    import modalities
+
+    modalities.save_encoder(modalities.create_encoder("bert-tiny"), tmp_path / "bert")
+    assert tessera(["export", str(tmp_path / "bert"), str(tmp_path / "out"), "--format", "mert"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "holds a TokenEncoder" in err[0] and "--format hf" in err[0]
+
 @pytest.mark.slow
 def test_a_sigkilled_fit_resumes_with_last_to_the_uninterrupted_weights(run, tmp_path):
     """A real `tessera fit` process, logger on, dropout on (the tiny config's 0.1), killed with SIGKILL

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from torch import Tensor
 
+from ..exporting import register_exporter
 from ..hub import read_config, read_state_dict, register_importer, register_parity
 from ..importing import KeyMap
 from .config import AudioEncoderConfig
@@ -167,3 +168,86 @@ def mert_parity(folder: Path, encoder: AudioEncoder) -> float:
         worst = max(worst, max(float((a[i, :T] - b[0]).abs().max()) for a, b in zip(ours, theirs, strict=True)))
     return worst
 
+
+
+# --- the reverse: an AudioEncoder -> an HF Hubert / MERT folder -----------------------------------
+def _fill(pattern: str, groups: tuple[str, ...]) -> str:
+    """``encoder\\.layers\\.(\\d+)\\.x\\.(weight|bias)`` + ("3", "bias") -> ``encoder.layers.3.x.bias``."""
+    it = iter(groups)
+    return re.sub(r"\((?!\?:)[^)]*\)", lambda _: next(it), re.sub(r"\(\?:([^|)]*)[^)]*\)", r"\1", pattern)).replace("\\.", ".")
+
+
+def to_hf(encoder: AudioEncoder) -> tuple[dict, dict[str, Tensor]]:
+    """(HF config dict, HF state dict) of a MERT-shaped AudioEncoder: the importer read backwards, so that
+    transformers' ``HubertModel`` (MERT-v1's layout; ``model_type`` "hubert") rebuilds the same function.
+    Refuses what HubertModel cannot express (RoPE/ALiBi, GLU or non-gelu activations, bias-free layers,
+    local or causal attention)."""
+    cfg = encoder.config
+    problems = [f"{k}={getattr(cfg, k)!r}" for k, ok in (
+        ("position", cfg.position == "none"), ("activation", cfg.activation == "gelu"), ("bias", cfg.bias),
+        ("norm_bias", cfg.norm_bias), ("local_attention", not cfg.local_attention), ("causal", not cfg.causal),
+        ("norm", cfg.norm in ("post", "pre")),
+    ) if not ok]
+    if problems:
+        raise ValueError(f"this audio encoder is not MERT/HuBERT-shaped ({', '.join(problems)}); transformers' "
+                         "HubertModel cannot hold it: export it as a Tessera folder instead")
+    hf = {
+        "model_type": "hubert", "architectures": ["HubertModel"],
+        "hidden_size": cfg.hidden_size, "num_hidden_layers": cfg.num_layers, "num_attention_heads": cfg.num_heads,
+        "intermediate_size": cfg.intermediate_size, "hidden_act": "gelu", "feat_extract_activation": "gelu",
+        "layer_norm_eps": cfg.layer_norm_eps, "hidden_dropout": cfg.hidden_dropout,
+        "attention_dropout": cfg.attention_dropout, "activation_dropout": 0.0, "feat_proj_dropout": cfg.feat_proj_dropout,
+        "initializer_range": cfg.initializer_range, "conv_dim": list(cfg.conv_dim), "conv_kernel": list(cfg.conv_kernel),
+        "conv_stride": list(cfg.conv_stride), "conv_bias": cfg.conv_bias, "feat_extract_norm": cfg.feat_extract_norm,
+        "feat_proj_layer_norm": cfg.feat_proj_layer_norm, "num_conv_pos_embeddings": cfg.num_conv_pos_embeddings,
+        "num_conv_pos_embedding_groups": cfg.num_conv_pos_embedding_groups,
+        "do_stable_layer_norm": cfg.norm == "pre",
+        "sample_rate": cfg.sample_rate,  # MERT-v1's config key; our importer reads it back (HuBERT's would be 16 kHz)
+    }
+    targets = [(re.escape(t).replace(r"\{0\}", "(.+?)").replace(r"\{1\}", "(.+?)"), p) for p, t in RENAMES]
+    state: dict[str, Tensor] = {}
+    for name, value in encoder.state_dict().items():
+        if m := re.fullmatch(r"backbone\.layers\.(\d+)\.attn\.qkv\.(weight|bias)", name):
+            layer, kind = m.groups()
+            for part, chunk in zip("qkv", value.chunk(3, dim=0), strict=True):
+                state[f"encoder.layers.{layer}.attention.{part}_proj.{kind}"] = chunk.clone()
+        elif m := re.fullmatch(r"(?:frontend\.layer_norm|backbone\.final_norm)\.(weight|bias)", name):
+            state[f"encoder.layer_norm.{m.group(1)}"] = value.clone()
+        else:
+            for target_re, pattern in targets:
+                if mm := re.fullmatch(target_re, name):
+                    state[_fill(pattern, mm.groups())] = value.clone()
+                    break
+            else:
+                raise KeyError(f"{name} has no place in a HubertModel")
+    return hf, state
+
+
+def feature_extractor_config(sample_rate: int) -> dict:
+    """transformers' ``Wav2Vec2FeatureExtractor`` settings MERT-v1 ships (preprocessor_config.json):
+    mono float input, zero mean / unit variance per clip, as `tessera embed` feeds the encoder."""
+    return {"feature_extractor_type": "Wav2Vec2FeatureExtractor", "feature_size": 1, "sampling_rate": sample_rate,
+            "padding_value": 0.0, "padding_side": "right", "do_normalize": True, "return_attention_mask": True}
+
+
+@register_exporter("mert", help="a transformers HubertModel folder (MERT-v1's layout) + its feature-extractor config")
+def write_mert_folder(encoder_folder: Path, out: Path, **options) -> Path:
+    """An audio encoder folder (ours or an imported MERT/HuBERT) -> config.json + model.safetensors +
+    preprocessor_config.json, which ``HubertModel.from_pretrained`` / ``AutoModel`` and
+    ``AutoFeatureExtractor`` load (MARBLE-style code: processor(wav) -> model(...).hidden_states)."""
+    import json
+
+    from safetensors.torch import save_file
+
+    from ..hub import load_encoder
+
+    encoder = load_encoder(encoder_folder)
+    if not isinstance(encoder, AudioEncoder):
+        raise ValueError(f"{encoder_folder} holds a {type(encoder).__name__}; --format mert covers audio encoders "
+                         "(MERT / HuBERT layout); use --format hf or sentence-transformers for token encoders")
+    hf, state = to_hf(encoder)
+    out.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in state.items()}, out / "model.safetensors")
+    (out / "config.json").write_text(json.dumps(hf, indent=2) + "\n")
+    (out / "preprocessor_config.json").write_text(json.dumps(feature_extractor_config(hf["sample_rate"]), indent=2) + "\n")
+    return out
