@@ -359,3 +359,17 @@ def test_limit_samples_each_split_and_probe_layers_restricts_the_search(tmp_path
     user_error(capsys, [*base, "--probe-layers", "3", *QUICK], "--probe-layers 3", "0..2")
     user_error(capsys, [*base, "--probe-layers", "top", *QUICK], "--probe-layers")
     user_error(capsys, [*base, "--device", "warp-drive", *QUICK], "--device warp-drive")
+
+
+def test_stream_features_keeps_each_files_features_beside_its_index_across_chunks(tmp_path):
+    from modalities.audio.datasets import stream_features
+
+    files = []
+    for i in range(5):
+        files.append(tmp_path / f"t{i}.wav")
+        sf.write(files[-1], tone(i, seconds=0.05 * (i + 1)), 16000)
+    files[2].write_bytes(b"not audio")
+    feats, keep, stats = stream_features(files, {"n": lambda clips: torch.tensor([len(c) for c in clips])},
+                                         sample_rate=16000, chunk=2)
+    assert keep == [0, 1, 3, 4] and feats["n"].tolist() == [800, 1600, 3200, 4000]
+    assert stats.files == 5 and stats.records == 4 and stats.skipped == {"unreadable": 1}

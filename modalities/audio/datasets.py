@@ -13,6 +13,7 @@ splits) are read by ``benchmarks.py`` and decoded by ``decode_clips``.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,6 +57,31 @@ def decode_clips(files: list[Path], sample_rate: int = 24000, max_seconds: float
         keep.append(i)
         stats.records += 1
     return clips, keep, stats
+
+
+def stream_features(files: list[Path], extract: dict[str, Callable[[list[torch.Tensor]], torch.Tensor]],
+                    sample_rate: int = 24000, max_seconds: float | None = None, chunk: int = 32,
+                    progress: bool = False, desc: str = "features") -> tuple[dict[str, torch.Tensor], list[int], ReadStats]:
+    """Decode ``chunk`` files at a time and keep only their features, never the whole set's audio
+    (MagnaTagATune's 25,863 29-s clips would be 72 GB of samples at 24 kHz). ``extract``: name ->
+    fn(clips) -> (n, ...) features. Returns (name -> features of the kept files, their indices, stats)."""
+    from tqdm import tqdm
+
+    stats = ReadStats(unit="clips")
+    parts: dict[str, list[torch.Tensor]] = {k: [] for k in extract}
+    keep: list[int] = []
+    for start in tqdm(range(0, len(files), chunk), desc=desc, disable=not progress):
+        clips, kept, st = decode_clips(files[start : start + chunk], sample_rate, max_seconds)
+        stats.files += st.files
+        stats.records += st.records
+        for reason, n in st.skipped.items():
+            stats.skipped[reason] = stats.skipped.get(reason, 0) + n
+        keep += [start + k for k in kept]
+        if clips:
+            for name, fn in extract.items():
+                parts[name].append(fn(clips))
+    feats = {k: torch.cat(v) if v else torch.zeros(0) for k, v in parts.items()}
+    return feats, keep, stats
 
 
 def load_clips(ps: ProbeSet, sample_rate: int = 24000, max_seconds: float | None = None,

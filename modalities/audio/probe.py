@@ -173,19 +173,20 @@ def fit_probe(x_train: Tensor, y_train: Tensor, x_valid: Tensor, valid_score: Ca
 def probe_layers(feats: Tensor, split: list[str], y: Tensor, kind: str,
                  score: Callable[[Tensor, str], dict[str, float]], metric: str, cfg: ProbeConfig,
                  layers: list[int] | None = None, device: str | torch.device | None = None,
-                 progress: bool = False) -> dict:
+                 n_out: int | None = None, progress: bool = False) -> dict:
     """MARBLE's protocol on every layer: for each layer and each (lr, weight decay) of the grid, fit on
     train and score on valid; keep the best; run it once on test. The best layer is the one with the
     best validation score; its test figures are the headline.
 
     feats (N, L, D); split: "train" / "valid" / "test" per row; y: (N,) long or (N, K) float;
     score(outputs, split_name) -> metrics of that split's rows, ``metric`` the one maximised (outputs
-    on the CPU); ``layers``: probe only these (default all); ``device``: where the probes train.
+    on the CPU); ``layers``: probe only these (default all); ``device``: where the probes train;
+    ``n_out``: output units (default: classes seen, or the targets' width).
     """
     from tqdm import tqdm
 
     rows = {s: torch.tensor([i for i, t in enumerate(split) if t == s], dtype=torch.long) for s in ("train", "valid", "test")}
-    d_out = int(y.max()) + 1 if kind == "multiclass" else y.shape[1]
+    d_out = n_out or (int(y.max()) + 1 if kind == "multiclass" else y.shape[1])
     n_layers = feats.shape[1]
     todo = list(range(n_layers)) if layers is None else sorted(set(layers))
     if not todo or any(not 0 <= i < n_layers for i in todo):

@@ -177,9 +177,9 @@ def benchmark_probe(encoder, task: str, data: str | Path, out: Path, cfg, max_se
     import random
 
     from modalities.audio.benchmarks import read_benchmark
-    from modalities.audio.datasets import decode_clips
+    from modalities.audio.datasets import stream_features
     from modalities.audio.metrics import task_metrics
-    from modalities.audio.probe import layer_features, probe_layers
+    from modalities.audio.probe import layer_features, probe_layers, spectral_features
 
     t0 = time.time()
     bm = read_benchmark(task, data)
@@ -191,8 +191,19 @@ def benchmark_probe(encoder, task: str, data: str | Path, out: Path, cfg, max_se
                                             min(limit, bm.split.count(s))))
     if bm.stats.skipped:
         print(f"{task}: {bm.stats}")
-    clips, keep, audio = decode_clips([bm.files[i] for i in picked], encoder.config.sample_rate, max_seconds,
-                                      progress, f"reading {task}")
+    sr = encoder.config.sample_rate
+    extract = {"model": lambda clips: layer_features(encoder, clips, batch_size=batch_size)}  # (n, L + 1, D)
+    if baselines:
+        import torch
+
+        from modalities.audio import AudioEncoder
+
+        torch.manual_seed(cfg.seed)
+        rand = AudioEncoder(encoder.config).to(next(encoder.parameters()).device).eval()  # random weights
+        extract["random_weights"] = lambda clips: layer_features(rand, clips, batch_size=batch_size)
+        extract["log_mel"] = lambda clips: spectral_features(clips, "mel", sr)[:, None]  # (n, 1, 128)
+    feats, keep, audio = stream_features([bm.files[i] for i in picked], extract, sr, max_seconds,
+                                         chunk=max(batch_size, 32), progress=progress, desc=f"features of {task}")
     if audio.skipped:
         print(f"{task} audio: {audio}")
     keep = [picked[i] for i in keep]
@@ -204,7 +215,10 @@ def benchmark_probe(encoder, task: str, data: str | Path, out: Path, cfg, max_se
     if empty:
         raise UserError(f"--data {data}: no usable {'/'.join(empty)} clips for {task} (metadata: {bm.stats}; "
                         f"audio: {audio}); it needs train, valid and test")
-    feats = layer_features(encoder, clips, batch_size=batch_size, progress=progress)  # (N, L + 1, D)
+    n_layers = feats["model"].shape[1]
+    if layers is not None and any(not 0 <= i < n_layers for i in layers):
+        raise UserError(f"--probe-layers {','.join(map(str, layers))}: this encoder has layers 0..{n_layers - 1} "
+                        "(0: the frontend)")
     rows = {s: [i for i, t in enumerate(split) if t == s] for s in counts}
 
     def score(outputs, which):
@@ -212,24 +226,13 @@ def benchmark_probe(encoder, task: str, data: str | Path, out: Path, cfg, max_se
         return task_metrics(bm.kind, outputs, y[r], [groups[i] for i in r] if groups else None,
                             keys=task == "giantsteps-key", names=bm.classes)
 
-    if layers is not None and any(not 0 <= i < feats.shape[1] for i in layers):
-        raise UserError(f"--probe-layers {','.join(map(str, layers))}: this encoder has layers 0..{feats.shape[1] - 1} "
-                        "(0: the frontend)")
     device = next(encoder.parameters()).device
-    probe = probe_layers(feats, split, y, bm.kind, score, bm.metric, cfg, layers, device, progress=progress)
+    n_out = len(bm.classes)
+    probe = probe_layers(feats["model"], split, y, bm.kind, score, bm.metric, cfg, layers, device, n_out, progress)
     if baselines:
-        import torch
-
-        from modalities.audio import AudioEncoder
-        from modalities.audio.probe import spectral_features
-
-        torch.manual_seed(cfg.seed)
-        rand = AudioEncoder(encoder.config).to(device).eval()  # same architecture, random weights
-        others = {"random_weights": layer_features(rand, clips, batch_size=batch_size, progress=progress),
-                  "log_mel": spectral_features(clips, "mel", encoder.config.sample_rate)[:, None]}  # (N, 1, 128)
         probe["baselines"] = {}
-        for name, f in others.items():
-            b = probe_layers(f, split, y, bm.kind, score, bm.metric, cfg, None, device, progress=progress)
+        for name in ("random_weights", "log_mel"):
+            b = probe_layers(feats[name], split, y, bm.kind, score, bm.metric, cfg, None, device, n_out, progress)
             probe["baselines"][name] = {k: b[k] for k in ("best_layer", "valid", "test")}
     result = {"task": task, "data": str(data), "kind": bm.kind, "metric": bm.metric, "source": bm.source,
               "classes": len(bm.classes), "clips": counts, "limit_per_split": limit,
