@@ -213,6 +213,80 @@ def test_mert_export_of_a_token_encoder_says_which_formats_fit(tmp_path, capsys)
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "holds a TokenEncoder" in err[0] and "--format hf" in err[0]
 
+
+def tiny_dual(folder: Path, image_tower, adapter_layers: int = 0, logit_bias: float | None = -10.0):
+    """A dual tower (bert-tiny text tower, mean pooled) saved as a CLIPSystem run's encoder folder."""
+    import modalities
+    from modalities.cxr.dual import DualTower, save_dual_tower
+    from modalities.cxr.towers import TextTower
+
+    torch.manual_seed(0)
+    text = TextTower(modalities.create_encoder("bert-tiny", max_position_embeddings=64), pooling="mean")
+    dual = DualTower(image_tower, text, embed_dim=8, freeze_text=False, adapter_layers=adapter_layers,
+                     init_logit_bias=logit_bias).eval()
+    modalities.save_encoder(text.encoder, folder, meta={"pooling": "mean"})
+    save_dual_tower(dual, folder)
+    return dual
+
+
+def open_clip_inputs(size: int):
+    g = torch.Generator().manual_seed(3)
+    pixels = torch.rand(2, 1, size, size, generator=g)  # grey images in [0, 1]
+    mask = torch.arange(10)[None] < torch.tensor([10, 6])[:, None]
+    ids = torch.randint(5, 1000, mask.shape, generator=g).masked_fill(~mask, 0)  # bert-tiny pads with 0
+    return pixels, ids, mask
+
+
+def test_open_clip_export_of_a_timm_dual_tower_reloads_in_open_clip(tmp_path):
+    import open_clip
+
+    from modalities.cxr.towers import ImageTower
+
+    dual = tiny_dual(tmp_path / "enc", ImageTower("test_resnet", image_size=32))
+    assert tessera(["export", str(tmp_path / "enc"), str(tmp_path / "oc"), "--format", "open_clip"]) == 0
+    clip = open_clip.create_model(f"local-dir:{tmp_path / 'oc'}").eval()
+    pre = json.loads((tmp_path / "oc" / "open_clip_config.json").read_text())["preprocess_cfg"]
+    assert pre["mean"] == [0.5] * 3 and pre["std"] == [0.25] * 3
+    pixels, ids, mask = open_clip_inputs(32)
+    normalised = (pixels - 0.5) / 0.25
+    with torch.no_grad():  # open_clip sees the grey image repeated over RGB, normalised per channel
+        assert (clip.encode_image(normalised.expand(-1, 3, -1, -1), normalize=True) - dual.encode_image(normalised)).abs().max() < 1e-5
+        assert (clip.encode_text(ids, normalize=True) - dual.encode_text(ids, mask)).abs().max() < 1e-5
+    assert float(clip.logit_scale) == float(dual.logit_scale) and float(clip.logit_bias) == -10.0
+
+
+def test_open_clip_export_folds_our_projection_into_a_pretrained_open_clip_tower(tmp_path, monkeypatch):
+    import huggingface_hub.constants
+    import open_clip
+    from hub_cache_fixtures import CLIP_MEAN, CLIP_STD, open_clip_cache
+
+    from modalities.cxr.towers import ImageTower
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    open_clip_cache(tmp_path / "hub")
+    tower = ImageTower(pretrained="hf-hub:org/tiny-clip", source="open_clip", cache_dir=str(tmp_path / "hub"))
+    dual = tiny_dual(tmp_path / "enc", tower, logit_bias=None)
+    assert tessera(["export", str(tmp_path / "enc"), str(tmp_path / "oc"), "--format", "open_clip"]) == 0
+    clip = open_clip.create_model(f"local-dir:{tmp_path / 'oc'}").eval()
+    assert json.loads((tmp_path / "oc" / "open_clip_config.json").read_text())["preprocess_cfg"]["mean"] == CLIP_MEAN
+    pixels, ids, mask = open_clip_inputs(32)
+    rgb = (pixels.expand(-1, 3, -1, -1) - torch.tensor(CLIP_MEAN).view(3, 1, 1)) / torch.tensor(CLIP_STD).view(3, 1, 1)
+    with torch.no_grad():
+        assert (clip.encode_image(rgb, normalize=True) - dual.encode_image((pixels - 0.5) / 0.25)).abs().max() < 1e-5
+        assert (clip.encode_text(ids, normalize=True) - dual.encode_text(ids, mask)).abs().max() < 1e-5
+
+
+def test_open_clip_export_refuses_what_open_clip_cannot_hold_in_one_line(tmp_path, capsys):
+    import modalities
+    from modalities.cxr.towers import ImageTower
+
+    tiny_dual(tmp_path / "adapter", ImageTower("test_resnet", image_size=32), adapter_layers=1)
+    modalities.save_encoder(modalities.create_encoder("bert-tiny"), tmp_path / "plain")
+    for src, expected in (("adapter", "adapter_layers: 0"), ("plain", "has no dual_tower/config.json")):
+        assert tessera(["export", str(tmp_path / src), str(tmp_path / "out"), "--format", "open_clip"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and expected in err[0] and "Traceback" not in err[0]
+
 @pytest.mark.slow
 def test_a_sigkilled_fit_resumes_with_last_to_the_uninterrupted_weights(run, tmp_path):
     """A real `tessera fit` process, logger on, dropout on (the tiny config's 0.1), killed with SIGKILL
