@@ -373,3 +373,61 @@ def test_stream_features_keeps_each_files_features_beside_its_index_across_chunk
                                          sample_rate=16000, chunk=2)
     assert keep == [0, 1, 3, 4] and feats["n"].tolist() == [800, 1600, 3200, 4000]
     assert stats.files == 5 and stats.records == 4 and stats.skipped == {"unreadable": 1}
+    windows, _, _ = stream_features(files[3:], {"n": lambda clips: torch.tensor([len(c) for c in clips])},
+                                    sample_rate=16000, max_seconds=0.1, offsets=[0.15, 0.0])
+    assert windows["n"].tolist() == [800, 1600]  # 0.2 s file from 0.15 s: 0.05 s left; the other cut at 0.1 s
+
+
+def giantsteps_raw_folder(root):
+    """MARBLE's data/GS after download_gs.sh + unzip: both annotation repositories and audio/<id>.LOFI.mp3."""
+    import hashlib
+
+    def side(name):  # MARBLE's artist hash: 100 of 116 buckets train, 16 valid
+        return "valid" if int(hashlib.sha1(name.lower().encode()).hexdigest(), 16) % 116 >= 100 else "train"
+
+    names = [f"DJ {k}" for k in range(400)]
+    t, v = [n for n in names if side(n) == "train"], [n for n in names if side(n) == "valid"]
+    mtg = root / "giantsteps-mtg-key-dataset-fd7b8c584f7bd6d720d170c325a6d42c9bf75a6b"
+    (mtg / "annotations").mkdir(parents=True)
+    (mtg / "md5").mkdir()
+    rows = [(101, "D# minor", 2, t[0]), (102, "A major", 2, f"{t[1]}, {v[0]}"), (103, "C minor", 1, t[2]),
+            (104, "C minor / F# minor", 2, t[3]), (105, "F minor", 2, t[4]), (106, "G major", 2, t[1])]
+    (mtg / "annotations" / "annotations.txt").write_text(
+        "ID\tMANUAL KEY\tC\n" + "".join(f"{i}\t{k}\t{c}\n" for i, k, c, _ in rows))
+    (mtg / "annotations" / "beatport_metadata.txt").write_text(
+        "ID\tARTIST\tTITLE\tMIX\n" + "".join(f"{i}\t{a}\tTrack {i}\tOriginal Mix\n" for i, _, _, a in rows))
+    key = root / "giantsteps-key-dataset-c8cb8aad2cb53f165be51ea099d0dc75c64a844f"
+    (key / "annotations" / "key").mkdir(parents=True)
+    (key / "md5").mkdir()
+    for i, k in ((201, "Eb minor"), (202, "A major")):
+        (key / "annotations" / "key" / f"{i}.LOFI.key").write_text(k)
+    for i in [r[0] for r in rows] + [201, 202]:
+        (mtg if i < 200 else key).joinpath("md5", f"{i}.LOFI.md5").write_text("0" * 32)
+        if i != 105:  # listed, annotated, its audio never downloaded
+            (root / "audio").mkdir(exist_ok=True)
+            sf.write(root / "audio" / f"{i}.LOFI.mp3", tone(i % 7, seconds=1.0), 16000, format="MP3")
+    return root
+
+
+def test_giantsteps_raw_downloads_are_split_by_artist_and_cut_into_clips(tmp_path, monkeypatch):
+    from modalities.audio import benchmarks
+    from modalities.audio.benchmarks import read_giantsteps
+
+    root = giantsteps_raw_folder(tmp_path)
+    bm = read_giantsteps(root, clip_seconds=0.4)  # 1 s tracks: two whole 0.4 s clips each, the tail dropped
+    assert bm.stats.skipped == {"low_confidence": 1, "several_keys": 1, "missing_audio": 1}
+    song = {g: (s, KEY_CLASSES[int(k)]) for g, s, k in zip(bm.groups, bm.split, bm.targets, strict=True)}
+    assert song == {"101": ("train", "Eb minor"), "102": ("valid", "A major"),  # 102 has a valid co-artist
+                    "106": ("valid", "G major"),  # its artist shares 102 with a valid one: valid too
+                    "201": ("test", "Eb minor"), "202": ("test", "A major")}
+    assert bm.offsets[:2] == [0.0, 0.4] and bm.groups[:2] == ["101", "101"] and bm.clip_seconds == 0.4
+    monkeypatch.setitem(benchmarks.READERS, "giantsteps-key", lambda r: read_giantsteps(r, clip_seconds=0.4))
+    enc, out = audio_encoder_folder(tmp_path), tmp_path / "probe"
+    assert cli_main(["eval", "audio-probe", "--encoder", str(enc), "--task", "giantsteps-key", "--data", str(root),
+                     "--out", str(out), *QUICK]) == 0
+    r = json.loads((out / "probe.json").read_text())
+    assert r["clips"] == {"train": 2, "valid": 4, "test": 4} and r["skipped"]["records"]["several_keys"] == 1
+    ann = next(root.glob("giantsteps-mtg-key-dataset*")) / "annotations" / "annotations.txt"
+    ann.write_text(ann.read_text().replace("A major", "A lydian"))
+    with pytest.raises(ValueError, match=r"annotations.txt, line 3: field 'MANUAL KEY' is 'A lydian'"):
+        read_giantsteps(root, clip_seconds=0.4)

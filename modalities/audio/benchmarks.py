@@ -3,7 +3,8 @@
     read_benchmark("nsynth-pitch", root)       root/nsynth-{train,valid,test}/examples.json + audio/*.wav
     read_benchmark("nsynth-instrument", root)  the same folders, instrument family (11 classes)
     read_benchmark("gtzan", root)              root/{train,valid,test}_filtered.txt + root/genres/<genre>/*.wav
-    read_benchmark("giantsteps-key", root)     MARBLE's giantsteps_clips: root/meta.json + root/wav/<clip>.wav
+    read_benchmark("giantsteps-key", root)     MARBLE's giantsteps_clips: root/meta.json + root/wav/<clip>.wav,
+                                               or the raw downloads: annotation repositories + audio/*.mp3
     read_benchmark("mtt", root)                root/annotations_final.csv + root/mp3/<d>/<clip>.mp3
     read_benchmark("emomusic", root)           root/songs_info.csv + root/static_annotations.csv
                                                + root/clips_45seconds/<song_id>.mp3
@@ -57,11 +58,14 @@ class Benchmark:
     metric: str  # the validation metric that picks hyperparameters and the layer
     source: str  # the upstream files this reader follows
     groups: list[str] | None = None  # song id per clip: GiantSteps' song-level (ensemble) score
+    offsets: list[float] | None = None  # where each clip starts in its file (s); None: at 0
+    clip_seconds: float | None = None  # each clip's length when clips are windows of longer files
     stats: ReadStats = field(default_factory=lambda: ReadStats(unit="records"))
 
     def __post_init__(self) -> None:
         n = len(self.files)
-        if len(self.split) != n or len(self.targets) != n or (self.groups is not None and len(self.groups) != n):
+        if len(self.split) != n or len(self.targets) != n or any(v is not None and len(v) != n
+                                                                 for v in (self.groups, self.offsets)):
             raise ValueError(f"{self.task}: files, splits and targets differ in length")
         bad = set(self.split) - set(SPLITS)
         if bad:
@@ -217,7 +221,136 @@ def parse_key(text: str) -> int | None:
     return KEY_CLASSES.index(name) if name in KEY_CLASSES else None
 
 
-def read_giantsteps(root: str | Path) -> Benchmark:
+def read_giantsteps(root: str | Path, clip_seconds: float = 30.0) -> Benchmark:
+    """GiantSteps key from MARBLE's prepared clips (``root/meta.json`` + ``wav/``) or, when there is no
+    meta.json, from the raw downloads MARBLE's ``download_gs.sh`` leaves (``read_giantsteps_raw``)."""
+    root = Path(root)
+    if (root / "meta.json").exists() or not any(root.glob("giantsteps-*key-dataset*")):
+        return read_giantsteps_clips(root)
+    return read_giantsteps_raw(root, clip_seconds)
+
+
+def _find(root: Path, pattern: str, what: str) -> Path:
+    hits = sorted(p for p in root.glob(pattern) if p.is_dir())
+    if not hits:
+        raise FileNotFoundError(f"{root / pattern} not found: {what}")
+    return hits[0]
+
+
+def _tsv_rows(path: Path, need: tuple[str, ...]) -> list[tuple[int, dict]]:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: the GiantSteps MTG key annotations are incomplete")
+    with path.open(newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f, delimiter="\t")
+        fields = [h.strip() for h in reader.fieldnames or []]
+        missing = [n for n in need if n not in fields]
+        if missing:
+            raise ValueError(f"{path}: no column {missing[0]!r} (tab-separated; has {', '.join(fields) or 'no header'})")
+        return [(i, {(k or "").strip(): (v or "").strip() for k, v in r.items()}) for i, r in enumerate(reader, 2)]
+
+
+def _track_id(path: Path, line: int, text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"{path}, line {line}: field 'ID' is {text!r}, not a track number") from None
+
+
+def read_giantsteps_raw(root: str | Path, clip_seconds: float = 30.0) -> Benchmark:
+    """GiantSteps key from the raw downloads, split and clipped as MARBLE's ``benchmark/tasks/GS/preprocess.py``
+    (from jukemir) does, without its ffmpeg step:
+
+    - ``root/giantsteps-mtg-key-dataset-<commit>/`` (train / valid): ``md5/<id>.LOFI.md5`` lists the
+      tracks; ``annotations/annotations.txt`` (tab-separated ``ID``, ``MANUAL KEY``, ``C``) gives the
+      key, and tracks with confidence ``C`` other than 2 or several keys (a ``/``) are dropped;
+      ``annotations/beatport_metadata.txt`` (``ID``, ``ARTIST``, comma-separated artists) gives the
+      artist split: SHA-1 of each lower-cased artist modulo 116, 100 train : 16 valid, then every
+      artist sharing a track with a valid artist made valid (two passes).
+    - ``root/giantsteps-key-dataset-<commit>/`` (test): ``md5/`` and ``annotations/key/<id>.LOFI.key``.
+    - ``root/audio/<id>.LOFI.mp3`` (both sets; MARBLE's ``download.py`` puts them there).
+
+    Each track becomes its whole ``clip_seconds`` windows from the start (a shorter tail is dropped);
+    the clips of a track share its song id for the song-level score.
+    """
+    root = Path(root)
+    mtg = _find(root, "giantsteps-mtg-key-dataset*", "unzip MARBLE's mtg-key-annotations.zip here")
+    test = _find(root, "giantsteps-key-dataset*", "unzip MARBLE's key-annotations.zip here")
+    audio = root / "audio"
+    stats = ReadStats(unit="tracks")
+    meta_path = mtg / "annotations" / "beatport_metadata.txt"
+    ann_path = mtg / "annotations" / "annotations.txt"
+    artists = {_track_id(meta_path, i, r["ID"]): [a.strip() for a in r["ARTIST"].split(",")]
+               for i, r in _tsv_rows(meta_path, ("ID", "ARTIST"))}
+    ratios = ["train"] * 100 + ["valid"] * 16
+    artist_split = {a: ratios[int(hashlib.sha1(a.lower().encode()).hexdigest(), 16) % len(ratios)]
+                    for names in artists.values() for a in names}
+    for _ in range(2):  # collaborators of valid artists are valid (two hops)
+        for names in artists.values():
+            if any(artist_split[a] == "valid" for a in names):
+                for a in names:
+                    artist_split[a] = "valid"
+    keys = {_track_id(ann_path, i, r["ID"]): (i, r) for i, r in _tsv_rows(ann_path, ("ID", "MANUAL KEY", "C"))}
+    tracks = []  # (id, split, key)
+    for md5 in sorted((mtg / "md5").glob("*.md5")):
+        did = int(md5.name.split(".")[0])
+        stats.files += 1
+        if did not in keys or did not in artists:
+            stats.skip("no_annotation")
+            continue
+        line, r = keys[did]
+        if r["C"] != "2":
+            stats.skip("low_confidence")
+            continue
+        if "/" in r["MANUAL KEY"]:
+            stats.skip("several_keys")
+            continue
+        key = parse_key(r["MANUAL KEY"])
+        if key is None:
+            raise ValueError(f"{ann_path}, line {line}: field 'MANUAL KEY' is {r['MANUAL KEY']!r}, not a key such as 'D# minor'")
+        tracks.append((did, "valid" if any(artist_split[a] == "valid" for a in artists[did]) else "train", key))
+    for md5 in sorted((test / "md5").glob("*.md5")):
+        did = int(md5.name.split(".")[0])
+        stats.files += 1
+        kf = test / "annotations" / "key" / f"{did}.LOFI.key"
+        if not kf.is_file():
+            stats.skip("no_annotation")
+            continue
+        key = parse_key(kf.read_text(encoding="utf-8").strip())
+        if key is None:
+            raise ValueError(f"{kf}: {kf.read_text(encoding='utf-8').strip()!r} is not a key such as 'Eb minor'")
+        tracks.append((did, "test", key))
+    import soundfile as sf
+
+    files, split, y, groups, offsets = [], [], [], [], []
+    for did, s, key in tracks:
+        mp3 = audio / f"{did}.LOFI.mp3"
+        if not mp3.is_file():
+            stats.skip("missing_audio")
+            continue
+        try:
+            seconds = sf.info(str(mp3)).duration
+        except (sf.LibsndfileError, RuntimeError, OSError):
+            stats.skip("unreadable")
+            continue
+        n = int(seconds // clip_seconds)
+        if n == 0:
+            stats.skip("shorter_than_a_clip")
+            continue
+        stats.records += 1
+        for c in range(n):
+            files.append(mp3)
+            split.append(s)
+            y.append(key)
+            groups.append(str(did))
+            offsets.append(c * clip_seconds)
+    return Benchmark("giantsteps-key", files, split, torch.tensor(y, dtype=torch.long), "multiclass",
+                     list(KEY_CLASSES), "key_score_song",
+                     "MARBLE benchmark/tasks/GS/{preprocess,download,GS_dataset,utils}.py; GiantSteps key and MTG key "
+                     "annotation repositories; mir_eval/key.py", groups=groups, stats=stats, offsets=offsets,
+                     clip_seconds=clip_seconds)
+
+
+def read_giantsteps_clips(root: str | Path) -> Benchmark:
     """GiantSteps key as MARBLE prepares it (``benchmark/tasks/GS/preprocess.py``): ``root/meta.json``
     maps a clip id to ``{"split": train|valid|test, "y": "<tonic> <mode>", "clip": {"audio_uid": song, ...}}``
     and ``root/wav/<clip id>.wav`` is its 30 s clip. The train / valid split is MARBLE's (jukemir's)
@@ -228,7 +361,8 @@ def read_giantsteps(root: str | Path) -> Benchmark:
     root = Path(root)
     meta = root / "meta.json"
     entries = _load_json(meta, "give MARBLE's giantsteps_clips folder (meta.json + wav/), written by its "
-                               "benchmark/tasks/GS/preprocess.py")
+                               "benchmark/tasks/GS/preprocess.py, or the raw data/GS folder (annotation "
+                               "repositories + audio/)")
     if not isinstance(entries, dict):
         raise ValueError(f"{meta} holds a {type(entries).__name__}; MARBLE's meta.json maps clip ids to records")
     stats = ReadStats(files=1, unit="clips")

@@ -41,8 +41,10 @@ class ProbeSet:
 
 
 def decode_clips(files: list[Path], sample_rate: int = 24000, max_seconds: float | None = None,
-                 progress: bool = False, desc: str = "reading") -> tuple[list[torch.Tensor], list[int], ReadStats]:
-    """Decode every file: (clips (S,) float32 each, indices of the files kept, stats); bad files are skipped."""
+                 progress: bool = False, desc: str = "reading",
+                 offsets: list[float] | None = None) -> tuple[list[torch.Tensor], list[int], ReadStats]:
+    """Decode every file (from ``offsets[i]`` seconds, for at most ``max_seconds``): (clips (S,) float32
+    each, indices of the files kept, stats); bad files are skipped."""
     from tqdm import tqdm
 
     stats = ReadStats(unit="clips")
@@ -50,7 +52,8 @@ def decode_clips(files: list[Path], sample_rate: int = 24000, max_seconds: float
     for i, path in enumerate(tqdm(files, desc=desc, disable=not progress)):
         stats.files += 1
         try:
-            clips.append(torch.from_numpy(load_audio(path, sample_rate, max_seconds=max_seconds)))
+            clips.append(torch.from_numpy(load_audio(path, sample_rate, max_seconds=max_seconds,
+                                                     offset_seconds=offsets[i] if offsets else None)))
         except AudioReadError as e:
             stats.skip(e.reason)
             continue
@@ -61,7 +64,8 @@ def decode_clips(files: list[Path], sample_rate: int = 24000, max_seconds: float
 
 def stream_features(files: list[Path], extract: dict[str, Callable[[list[torch.Tensor]], torch.Tensor]],
                     sample_rate: int = 24000, max_seconds: float | None = None, chunk: int = 32,
-                    progress: bool = False, desc: str = "features") -> tuple[dict[str, torch.Tensor], list[int], ReadStats]:
+                    progress: bool = False, desc: str = "features",
+                    offsets: list[float] | None = None) -> tuple[dict[str, torch.Tensor], list[int], ReadStats]:
     """Decode ``chunk`` files at a time and keep only their features, never the whole set's audio
     (MagnaTagATune's 25,863 29-s clips would be 72 GB of samples at 24 kHz). ``extract``: name ->
     fn(clips) -> (n, ...) features. Returns (name -> features of the kept files, their indices, stats)."""
@@ -71,7 +75,8 @@ def stream_features(files: list[Path], extract: dict[str, Callable[[list[torch.T
     parts: dict[str, list[torch.Tensor]] = {k: [] for k in extract}
     keep: list[int] = []
     for start in tqdm(range(0, len(files), chunk), desc=desc, disable=not progress):
-        clips, kept, st = decode_clips(files[start : start + chunk], sample_rate, max_seconds)
+        clips, kept, st = decode_clips(files[start : start + chunk], sample_rate, max_seconds,
+                                       offsets=offsets[start : start + chunk] if offsets else None)
         stats.files += st.files
         stats.records += st.records
         for reason, n in st.skipped.items():

@@ -202,8 +202,10 @@ def benchmark_probe(encoder, task: str, data: str | Path, out: Path, cfg, max_se
         rand = AudioEncoder(encoder.config).to(next(encoder.parameters()).device).eval()  # random weights
         extract["random_weights"] = lambda clips: layer_features(rand, clips, batch_size=batch_size)
         extract["log_mel"] = lambda clips: spectral_features(clips, "mel", sr)[:, None]  # (n, 1, 128)
-    feats, keep, audio = stream_features([bm.files[i] for i in picked], extract, sr, max_seconds,
-                                         chunk=max(batch_size, 32), progress=progress, desc=f"features of {task}")
+    seconds = bm.clip_seconds if max_seconds is None else min(max_seconds, bm.clip_seconds or max_seconds)
+    feats, keep, audio = stream_features([bm.files[i] for i in picked], extract, sr, seconds,
+                                         chunk=max(batch_size, 32), progress=progress, desc=f"features of {task}",
+                                         offsets=[bm.offsets[i] for i in picked] if bm.offsets else None)
     if audio.skipped:
         print(f"{task} audio: {audio}")
     keep = [picked[i] for i in keep]
