@@ -159,17 +159,30 @@ def load_encoder(path: str | Path, attention_backend: str | None = None) -> nn.M
         raise FileNotFoundError(f"{folder} is not a folder; load_encoder expects a checkpoint folder")
     raw = read_config(folder)
     if raw.get("format") == FORMAT:
-        cls, config_cls = ARCHITECTURES.get(raw["architecture"])
-        encoder = cls(config_cls.from_dict(raw["config"]))
+        encoder = _build_tessera(folder, raw)
         state = read_state_dict(folder)
         expected = (raw.get("checksum") or {}).get("sha256")
         if expected is not None and tensor_checksum(state) != expected:
             raise ValueError(f"{folder / WEIGHTS} does not match the checksum in its config.json: the file was "
                              "changed or corrupted after it was written; export or copy it again")
-        encoder.load_state_dict(state, strict=True)
+        try:
+            encoder.load_state_dict(state, strict=True)
+        except RuntimeError as e:  # missing / unexpected keys, shapes that differ from config.json's
+            raise ValueError(f"{folder / WEIGHTS} does not fit the {raw['architecture']} its config.json describes "
+                             f"({_first_problem(e)}); the two files come from different models: export it again") from None
         encoder.meta = raw.get("meta", {})
     elif "model_type" in raw:
-        encoder, meta = IMPORTERS.get(raw["model_type"])(folder)
+        if raw["model_type"] not in IMPORTERS:
+            raise ValueError(f"{folder / 'config.json'}: no importer for model_type {raw['model_type']!r}; "
+                             f"known model types: {', '.join(IMPORTERS.names())}")
+        try:
+            encoder, meta = IMPORTERS.get(raw["model_type"])(folder)
+        except KeyError as e:  # a field the importer needs, or a tensor it maps, is not there
+            raise ValueError(f"{folder}: the {raw['model_type']} importer needs {e} (a config.json field or a "
+                             "weight name) that is not there; is the folder complete?") from None
+        except (ValueError, TypeError, RuntimeError) as e:
+            msg = " ".join(str(e).split())[:300] or type(e).__name__
+            raise ValueError(msg if str(folder) in msg else f"{folder}: {msg}") from None
         encoder.meta = meta
     else:
         raise ValueError(
@@ -180,6 +193,29 @@ def load_encoder(path: str | Path, attention_backend: str | None = None) -> nn.M
     if attention_backend is not None:
         encoder.set_attention_backend(attention_backend)
     return encoder.eval()
+
+
+def _build_tessera(folder: Path, raw: dict) -> nn.Module:
+    """The (untrained) encoder a Tessera config.json describes; a clear error naming the file otherwise."""
+    cfg_path = folder / "config.json"
+    arch = raw.get("architecture")
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"{cfg_path}: unknown architecture {arch!r}; known: {', '.join(ARCHITECTURES.names())} "
+                         "(is the module that defines it imported?)")
+    if not isinstance(raw.get("config"), dict):
+        raise ValueError(f"{cfg_path} has no \"config\" object for its {arch}; the file is incomplete: export it again")
+    cls, config_cls = ARCHITECTURES.get(arch)
+    try:
+        return cls(config_cls.from_dict(raw["config"]))
+    except (TypeError, ValueError, KeyError, RuntimeError) as e:
+        msg = " ".join(str(e).split())[:300] or type(e).__name__
+        raise ValueError(f"{cfg_path}: its {arch} config does not build ({msg}); export it again") from None
+
+
+def _first_problem(e: RuntimeError) -> str:
+    """The first concrete line of a load_state_dict error (which lists every key over many lines)."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    return (lines[1] if len(lines) > 1 else lines[0] if lines else type(e).__name__)[:200]
 
 
 def save_encoder(encoder: nn.Module, path: str | Path, meta: dict | None = None) -> Path:

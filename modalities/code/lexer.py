@@ -5,7 +5,8 @@
 Each ``Lexeme`` keeps its source span as character offsets ``[start, end)`` into the decoded
 source, so any subword built from it maps back to the code (localization needs it).
 NEWLINE, NL and DEDENT become the type tokens ``___NEWLINE___``, ``___NL___``, ``___DEDENT___``
-(zero-width DEDENT spans sit where the dedent happens); INDENT keeps its whitespace spelling;
+(zero-width DEDENT spans sit where the dedent happens; the NEWLINE that ends a source without a
+trailing newline is the empty span at its end, so every span lies inside the source); INDENT keeps its whitespace spelling;
 strings stay whole; ENDMARKER is dropped (the model's [SEP] ends a sequence).
 
 Sources that ``tokenize`` rejects never raise: null bytes and undecodable bytes give an empty
@@ -110,6 +111,7 @@ def _lex(source: str, keep_indent: bool, fast: bool) -> Lexed:
                 tokens = [t for t in tokens if t.kind != "indent"]
             return Lexed(tokens=tokens, source=source)
     out = Lexed(source=source)
+    n = len(source)
     line_starts = [0]  # char offset of each physical line, as tokenize reads them
     reader = io.StringIO(source, newline="")  # split on \n, \r\n, \r without translating them
 
@@ -127,8 +129,10 @@ def _lex(source: str, keep_indent: bool, fast: bool) -> Lexed:
             if t in _DROP:
                 continue
             (r0, c0), (r1, c1) = tok.start, tok.end
-            start = line_starts[r0 - 1] + c0
-            end = line_starts[r1 - 1] + c1
+            # clamped: the NEWLINE tokenize adds to a source without a trailing newline sits one
+            # past its end; here it is the empty span at the end (every span indexes the source)
+            start = min(line_starts[r0 - 1] + c0, n)
+            end = min(line_starts[r1 - 1] + c1, n)
             if t == tokenize.INDENT:
                 if keep_indent:
                     # INDENT's spelling is the whole new indentation; its span is that whitespace
