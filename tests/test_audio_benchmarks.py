@@ -102,7 +102,7 @@ def mtt_folder(root, n_tags=60, clips=None):
     """annotations_final.csv: tab-separated, every field quoted (clip_id, tags..., mp3_path); mp3/<hex>/<name>.mp3."""
     root.mkdir(parents=True, exist_ok=True)
     tags = [f"tag{k}" for k in range(n_tags)]
-    clips = clips or [(i, "0123456789abcdef"[i % 16]) for i in range(16)]
+    clips = clips or [(i, "0123456789abcdef"[i % 16]) for i in range(16)] + [(17, "c")]  # valid: 2 clips
     with (root / "annotations_final.csv").open("w", newline="") as f:
         w = csv.writer(f, delimiter="\t", quoting=csv.QUOTE_ALL)
         w.writerow(["clip_id", *tags, "mp3_path"])
@@ -263,9 +263,11 @@ def test_mtt_takes_the_50_most_tagged_columns_and_splits_by_directory(tmp_path):
     root = mtt_folder(tmp_path)
     (root / "mp3" / "f" / "artist-album-15-song-0-29.mp3").unlink()
     bm = read_benchmark("mtt", root)
-    assert bm.classes == [f"tag{k}" for k in range(50)]  # tags 50-59 are on for one clip only
-    assert bm.counts() == {"train": 12, "valid": 1, "test": 2} and bm.stats.skipped == {"missing_audio": 1}
-    assert bm.targets.shape == (15, 50) and bm.targets[0, :4].tolist() == [1, 0, 1, 0]
+    # tags 50-59 are on for one clip only; odd tags on 9 clips, even ones on 8: by count, ties by column
+    assert bm.classes == [f"tag{k}" for k in range(1, 50, 2)] + [f"tag{k}" for k in range(0, 50, 2)]
+    assert bm.counts() == {"train": 12, "valid": 2, "test": 2} and bm.stats.skipped == {"missing_audio": 1}
+    first = dict(zip(bm.classes, bm.targets[0].tolist(), strict=True))  # clip 0: even tags on
+    assert bm.targets.shape == (16, 50) and (first["tag0"], first["tag1"], first["tag48"]) == (1, 0, 1)
     text = (root / "annotations_final.csv").read_text()
     (root / "annotations_final.csv").write_text(text.replace('"3"\t"0"\t"1"', '"3"\t"0"\t"yes"', 1))
     with pytest.raises(ValueError, match=r"annotations_final.csv, line 5: tag field 'tag1' is 'yes', not 0 or 1"):
@@ -359,6 +361,9 @@ def test_limit_samples_each_split_and_probe_layers_restricts_the_search(tmp_path
     user_error(capsys, [*base, "--probe-layers", "3", *QUICK], "--probe-layers 3", "0..2")
     user_error(capsys, [*base, "--probe-layers", "top", *QUICK], "--probe-layers")
     user_error(capsys, [*base, "--device", "warp-drive", *QUICK], "--device warp-drive")
+    tags = mtt_folder(tmp_path / "mtt", clips=[(0, "0"), (1, "1"), (2, "c"), (3, "d")])  # one valid clip
+    user_error(capsys, ["eval", "audio-probe", "--encoder", str(enc), "--task", "mtt", "--data", str(tags), *QUICK],
+               "validation split (1 clips) gives no roc_auc")
 
 
 def test_stream_features_keeps_each_files_features_beside_its_index_across_chunks(tmp_path):

@@ -204,6 +204,9 @@ def probe_layers(feats: Tensor, split: list[str], y: Tensor, kind: str,
             if best is None or valid > best[1]:
                 best = (net, valid, epochs, lr, wd)
         net, valid, epochs, lr, wd = best
+        if valid == -float("inf"):
+            raise ValueError(f"the validation split ({len(rows['valid'])} clips) gives no {metric} at any setting "
+                             "(e.g. no tag with both a positive and a negative clip); it needs more clips")
         with torch.no_grad():
             test = score(net(x[rows["test"]]).cpu(), "test")
         out.append({"layer": layer, "valid": valid, "lr": lr, "weight_decay": wd, "best_epoch": epochs, "test": test})
