@@ -187,3 +187,11 @@ def test_an_empty_release_shard_is_an_error_naming_it(tmp_path, records):
     write_shards(tmp_path, "swapped_operands_datasets", "train", records)
     with pytest.raises(ValueError, match="train.jsontxt-00000-of-00001: no records"):
         read_release_split(tmp_path, "swapped_operands", "train")
+
+
+def test_code_misuse_refuses_the_pre_tokenised_release_repair_task_with_one_line(tmp_path, capsys):
+    write_shards(tmp_path / "rel", "variable_misuse_repair_datasets", "train", [repair_record()])
+    assert tessera(["eval", "code-misuse", "--mlm", str(tmp_path / "none"), "--benchmark", str(tmp_path / "rel"),
+                    "--tasks", "variable_misuse_repair"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "pre-tokenised" in err

@@ -256,3 +256,30 @@ def test_a_truncated_dicom_is_called_truncated_not_a_missing_codec(tmp_path):
     msg = str(e.value)
     assert "cut.dcm" in msg and "truncated or corrupt" in msg and "pylibjpeg" not in msg and "JPEG" not in msg
     assert torch.as_tensor(read_image(path)).shape == (64, 64)
+
+
+def test_eval_cxr_zeroshot_on_the_mimic_test_split_leaves_uncertain_labels_out(tmp_path, dual):
+    root = mimic_root(tmp_path)
+    out = tmp_path / "zs"
+    assert tessera(["eval", "cxr-zeroshot", str(dual), "--mimic", str(root), "--split", "test", "--out", str(out)]) == 0
+    res = json.loads((out / "zeroshot.json").read_text())
+    assert res["data"]["dataset"] == "MIMIC-CXR-JPG" and res["data"]["skipped_study_without_labels"] == 1
+    assert res["data"]["images_scored"] == 3 and res["counts"]["Edema"]["left_out_uncertain"] == 3
+    assert res["counts"]["Cardiomegaly"] == {"positive": 2, "negative": 1, "left_out_uncertain": 0}  # studies 7, 8, 9
+    assert set(res["auroc"]) == {"Cardiomegaly"} and res["uncertainty"] == "ignore"
+
+
+def test_chexpert_data_module_batches_labels_with_the_policy_mask_and_a_patient_disjoint_val(tmp_path):
+    from tasks.data.cxr_mimic import CheXpertDataModule
+
+    root = chexpert_root(tmp_path)
+    dm = CheXpertDataModule(str(root), uncertainty="ignore", image_size=16, batch_size=8, val_fraction=0.3)
+    dm.setup("fit")
+    assert len(dm.sets["train"]) + len(dm.sets["val"]) == 13 and len(dm.sets["val"]) > 0 and len(dm.sets["test"]) == 6
+    train_patients = {p.parts[-3] for p in dm.sets["train"].paths}
+    assert train_patients.isdisjoint(p.parts[-3] for p in dm.sets["val"].paths)
+    batch = next(iter(dm.test_dataloader()))
+    edema = OBSERVATIONS.index("Edema")
+    assert batch["images"].shape == (6, 1, 16, 16) and batch["labels"].shape == (6, 14)
+    assert batch["label_mask"][:, edema].tolist() == [True, True, False, True, True, False]
+    assert dm.stats["test"]["skipped"] == {"Frontal/Lateral: 'Side' is neither Frontal nor Lateral": 1}

@@ -174,8 +174,9 @@ def read_release_split(root: str | Path, task: str, split: str, stats: RecordSta
     files = shards(root, task, split)
     if not files:
         folder = task_folder(root, task)
-        raise FileNotFoundError(f"{folder} has no {RELEASE_SPLITS[split]}.jsontxt-* shards ({task}, split {split}); "
-                                f"download gs://cubert/20200621_Python/{RELEASE_FOLDERS[task]} into it")
+        where = folder if folder != Path(root) or any(folder.glob("*.jsontxt-*")) else folder / RELEASE_FOLDERS[task]
+        raise FileNotFoundError(f"{where} has no {RELEASE_SPLITS[split]}.jsontxt-* shards ({task}, split {split}); "
+                                f"download gs://cubert/20200621_Python/{RELEASE_FOLDERS[task]} there")
     out = []
     for path in files:
         stats.files += 1

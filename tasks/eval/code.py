@@ -151,6 +151,11 @@ def eval_code_misuse(args: argparse.Namespace) -> int:
     if not benchmark.is_dir():
         raise FileNotFoundError(f"--benchmark {benchmark} does not exist; build it with "
                                 f"`tessera prepare code-benchmark --out {args.benchmark}`")
+    from modalities.code.cubert_release import is_release
+
+    if is_release(benchmark) and "variable_misuse_repair" in args.tasks:
+        raise UserError(f"--benchmark {benchmark} is CuBERT's release, whose variable_misuse_repair is pre-tokenised; "
+                        "code-misuse scores source text: give --tasks variable_misuse (CuBERT's classification files)")
     results = run(benchmark, args.tokenizer and cache_path(args.tokenizer), args.mlm, Path(args.out), args.tasks,
                   args.max_length, args.max_examples, args.batch_size, args.precision, progress=not args.quiet,
                   paired_benchmark=cache_path(args.paired) if args.paired else None, max_pairs=args.max_pairs)

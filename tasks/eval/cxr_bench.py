@@ -201,28 +201,24 @@ def eval_zeroshot(args) -> int:
         if args.five_by_200:
             data["five_by_200"] = {"per_class": args.per_class, "seed": args.seed, "paths": [im.path for im in picked]}
     else:
-        from modalities.cxr.mimic import image_path
+        from types import SimpleNamespace
 
-        from ..data.cxr_mimic import MimicCXRDataModule
+        from modalities.cxr.mimic import image_path, read_split_csv, read_study_labels
 
-        dm = MimicCXRDataModule(args.mimic, reports=args.reports, uncertainty=args.uncertainty, max_images=args.max_images)
-        if not dm.labels_csv.is_file():
-            raise FileNotFoundError(f"{dm.labels_csv} does not exist; zero-shot AUROC needs mimic-cxr-2.0.0-chexpert.csv")
-        from modalities.cxr.mimic import read_split_csv, read_study_labels
-
+        root = Path(args.mimic).expanduser()
+        if not root.is_dir():
+            raise FileNotFoundError(f"--mimic {root} is not a folder; give the MIMIC-CXR-JPG folder (holding files/)")
         split_stats, label_stats = LabelStats(unit="images"), LabelStats(unit="studies")
-        labels = read_study_labels(dm.labels_csv, label_stats)
-        rows = [r for r in read_split_csv(dm.split_csv, split_stats) if r.split == args.split and r.study_id in labels]
+        labels = read_study_labels(root / "mimic-cxr-2.0.0-chexpert.csv", label_stats)
+        rows = [r for r in read_split_csv(root / "mimic-cxr-2.0.0-split.csv", split_stats) if r.split == args.split]
+        unlabelled = sum(r.study_id not in labels for r in rows)
+        rows = [r for r in rows if r.study_id in labels]
         rows = rows[: args.max_images] if args.max_images else rows
-        paths = [dm.root / image_path(r.subject_id, r.study_id, r.dicom_id) for r in rows]
-
-        class _Im:  # the shape read_chexpert's records have, for the code below
-            def __init__(self, lab):
-                self.labels = lab
-
-        picked, truth = [_Im(labels[r.study_id]) for r in rows], None
-        data = {"dataset": "MIMIC-CXR-JPG", "split": args.split, "read": {"split_csv": split_stats.to_dict(),
-                                                                          "labels_csv": label_stats.to_dict()}}
+        paths = [root / image_path(r.subject_id, r.study_id, r.dicom_id) for r in rows]
+        picked, truth = [SimpleNamespace(labels=labels[r.study_id]) for r in rows], None
+        data = {"dataset": "MIMIC-CXR-JPG", "split": args.split,
+                "read": {"split_csv": split_stats.to_dict(), "labels_csv": label_stats.to_dict()},
+                "skipped_study_without_labels": unlabelled}
     present = [i for i, p in enumerate(paths) if p.is_file()]
     data["skipped_missing_image"] = len(paths) - len(present)
     if not present:
@@ -257,7 +253,6 @@ def _(p) -> None:
     p.add_argument("run", help="the encoder/ folder of a clip run (text tower + dual_tower/), or the run folder")
     p.add_argument("--chexpert", help="the folder holding the CheXpert release (train.csv, valid.csv, train/, valid/)")
     p.add_argument("--mimic", help="the MIMIC-CXR-JPG folder (files/, mimic-cxr-2.0.0-split.csv, -chexpert.csv)")
-    p.add_argument("--reports", help="MIMIC: the reports' folder or mimic_cxr_sectioned.csv (default: the --mimic folder)")
     p.add_argument("--csv", help="CheXpert: the CSV to score (default valid.csv; with --five-by-200 train.csv)")
     p.add_argument("--split", default="test", choices=("train", "val", "test"), help="MIMIC: the official split")
     p.add_argument("--five-by-200", action="store_true", help="GLoRIA's CheXpert 5x200: accuracy over the 5 classes")
