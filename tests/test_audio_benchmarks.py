@@ -343,6 +343,7 @@ def test_task_probe_bad_inputs_are_one_line_errors(tmp_path, capsys):
     user_error(capsys, [*base, "--task", "gtzan", "--data", str(data)], "train_filtered.txt, line 1")
     user_error(capsys, [*base, "--data", str(data)], "--data", "--task")
     user_error(capsys, [*base, "--task", "gtzan", "--data", str(data), "--lr", "fast"], "--lr")
+    user_error(capsys, [*base, "--task", "gtzan", "--data", str(data), "--batch-size", "0"], "--batch-size 0")
     user_error(capsys, [*base, "--task", "polka", "--data", str(data)], "--task")
 
 

@@ -336,6 +336,10 @@ def _benchmark_job(args: argparse.Namespace) -> int:
         raise UserError(f"--task {args.task} needs --data PATH, the data set's folder (docs/audio.md lists each layout)")
     if not Path(args.data).expanduser().is_dir():
         raise UserError(f"--data {args.data} is not a folder: give the {args.task} data folder (docs/audio.md lists each layout)")
+    for option, value, low in (("--hidden", args.hidden, 0), ("--epochs", args.epochs, 1), ("--patience", args.patience, 1),
+                               ("--batch-size", args.batch_size, 1), ("--limit", args.limit, 1)):
+        if value is not None and value < low:
+            raise UserError(f"{option} {value}: give a whole number of at least {low}")
     cfg = ProbeConfig(lrs=_floats(args.lr, "--lr"), weight_decays=_floats(args.weight_decay, "--weight-decay"),
                       hidden=args.hidden, epochs=args.epochs or (50 if args.task.startswith("nsynth") else 100),
                       patience=args.patience, seed=args.seed)
@@ -389,7 +393,7 @@ def _(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None, help="--task: run the encoder and the probes on this torch device (e.g. cuda)")
     p.add_argument("--max-seconds", type=float, default=None, help="read at most this much of each file")
     p.add_argument("--out", default="runs/probe", help="folder for probe.json and probe.png")
-    p.add_argument("--cqt-bins", type=int, default=84, help="84 (12/octave) or 336 (48/octave, MERT's; slow on CPU)")
+    p.add_argument("--cqt-bins", type=int, default=84, help="rendered sets: 84 (12/octave) or 336 (48/octave, MERT's; slow on CPU)")
     p.add_argument("--mlp", type=int, default=512, help="rendered sets: hidden width of the MLP probe (0: linear only)")
     p.add_argument("--seed", type=int, default=0, help="seeds the random-weights baseline and the probes")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
