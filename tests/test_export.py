@@ -252,7 +252,7 @@ def test_open_clip_export_of_a_timm_dual_tower_reloads_in_open_clip(tmp_path):
     with torch.no_grad():  # open_clip sees the grey image repeated over RGB, normalised per channel
         assert (clip.encode_image(normalised.expand(-1, 3, -1, -1), normalize=True) - dual.encode_image(normalised)).abs().max() < 1e-5
         assert (clip.encode_text(ids, normalize=True) - dual.encode_text(ids, mask)).abs().max() < 1e-5
-    assert float(clip.logit_scale) == float(dual.logit_scale.detach()) and float(clip.logit_bias) == -10.0
+    assert clip.logit_scale.item() == dual.logit_scale.item() and clip.logit_bias.item() == -10.0
 
 
 def test_open_clip_export_folds_our_projection_into_a_pretrained_open_clip_tower(tmp_path, monkeypatch):

@@ -93,3 +93,111 @@ def test_a_name_missing_from_the_cache_says_what_to_download(tmp_path, offline):
     write_hub_repo(tmp_path, "org/broken", {"open_clip_config.json": b"{not json"})
     with pytest.raises(ValueError, match="open_clip_config.json is not valid JSON"):
         ImageTower(pretrained="hf-hub:org/broken", source="open_clip", cache_dir=str(tmp_path))
+
+
+# --- LLM2CLIP's released checkpoint (EVA-CLIP format): EVA02 vision tower, text adaptor, projections
+TINY_EVA = {"embed_dim": 16, "vision_cfg": {"image_size": 28, "layers": 2, "width": 32, "head_width": 16,
+                                             "mlp_ratio": 2.6667, "patch_size": 14, "eva_model_name": "eva-clip-l-14-336",
+                                             "xattn": True, "fusedLN": True, "rope": True, "pt_hw_seq_len": 1,
+                                             "intp_freq": True, "naiveswiglu": True, "subln": True}}
+TIMM_TO_EVA = [("mlp.fc1_g.", "mlp.w1."), ("mlp.fc1_x.", "mlp.w2."), ("mlp.norm.", "mlp.ffn_ln."),
+               ("mlp.fc2.", "mlp.w3."), ("attn.norm.", "attn.inner_attn_ln.")]
+
+
+def llm2clip_checkpoint(path, d_txt: int):
+    """An LLM2CLIP checkpoint as eva_clip's CustomCLIP saves it: visual.* in EVAVisionTransformer's names
+    (with its RoPE buffers), text.text_adaptor.* (4 LinearBlocks, LayerNorm, Linear), logit_scale."""
+    from modalities.cxr.llm2clip import timm_kwargs
+
+    name, kwargs = timm_kwargs(TINY_EVA["vision_cfg"])
+    torch.manual_seed(0)
+    eva = timm.create_model(name, num_classes=TINY_EVA["embed_dim"], **kwargs).eval()
+    with torch.no_grad():
+        for p_name, p in eva.named_parameters():  # norms away from their init so that a misplaced one shows
+            if "norm" in p_name:
+                p.add_(0.05 * torch.randn_like(p))
+    state = {}
+    for k, v in eva.state_dict().items():
+        for a, b in TIMM_TO_EVA:
+            k = k.replace(a, b)
+        state[f"visual.{k}"] = v
+    state["visual.rope.freqs_cos"] = state["visual.rope.freqs_sin"] = torch.ones(4, 8)
+    state["visual.blocks.0.attn.rope.freqs_cos"] = torch.ones(4, 8)  # each Attention holds the shared RoPE module
+    g = torch.Generator().manual_seed(1)
+    for i in range(4):
+        p = f"text.text_adaptor.{i}."
+        state |= {p + "ln.weight": 1 + 0.1 * torch.randn(d_txt, generator=g), p + "ln.bias": 0.1 * torch.randn(d_txt, generator=g),
+                  p + "fn.0.weight": 0.1 * torch.randn(2 * d_txt, d_txt, generator=g), p + "fn.0.bias": 0.1 * torch.randn(2 * d_txt, generator=g),
+                  p + "fn.3.weight": 0.1 * torch.randn(d_txt, 2 * d_txt, generator=g), p + "fn.3.bias": 0.1 * torch.randn(d_txt, generator=g)}
+    state |= {"text.text_adaptor.4.weight": 1 + 0.1 * torch.randn(d_txt, generator=g),
+              "text.text_adaptor.4.bias": 0.1 * torch.randn(d_txt, generator=g),
+              "text.text_adaptor.5.weight": 0.1 * torch.randn(16, d_txt, generator=g),
+              "text.text_adaptor.5.bias": 0.1 * torch.randn(16, generator=g), "logit_scale": torch.tensor(4.2)}
+    torch.save(state, path)
+    return state
+
+
+def text_proj_reference(state: dict, f: torch.Tensor) -> torch.Tensor:
+    """eva_clip's TextProj, from its formulas: 4 x (x + fn(ln(x))), LayerNorm, Linear; then L2-normalised."""
+    import torch.nn.functional as F
+
+    def p(name):
+        return state["text.text_adaptor." + name]
+
+    x = f
+    for i in range(4):
+        h = F.layer_norm(x, x.shape[-1:], p(f"{i}.ln.weight"), p(f"{i}.ln.bias"))
+        x = x + F.linear(F.gelu(F.linear(h, p(f"{i}.fn.0.weight"), p(f"{i}.fn.0.bias"))), p(f"{i}.fn.3.weight"), p(f"{i}.fn.3.bias"))
+    x = F.layer_norm(x, x.shape[-1:], p("4.weight"), p("4.bias"))
+    return F.normalize(F.linear(x, p("5.weight"), p("5.bias")), dim=-1)
+
+
+def test_llm2clip_checkpoint_imports_its_eva_tower_adapter_and_projections(tmp_path):
+    from timm.models.eva import checkpoint_filter_fn
+
+    import modalities
+    from modalities.cxr.llm2clip import load_llm2clip, timm_kwargs
+
+    text = TextTower(modalities.create_encoder("bert-tiny"))
+    state = llm2clip_checkpoint(tmp_path / "llm2clip.pt", d_txt=text.output_dim)
+    dual = load_llm2clip(tmp_path / "llm2clip.pt", text, TINY_EVA)
+    assert dual.meta["adapter_layers"] == 4 and "visual.rope.freqs_cos" in dual.meta["dropped"]
+    assert float(dual.logit_scale.detach()) == pytest.approx(4.2)
+    # the vision side against timm's own EVA-CLIP conversion of the same checkpoint
+    name, kwargs = timm_kwargs(TINY_EVA["vision_cfg"])
+    ref = timm.create_model(name, num_classes=16, **kwargs).eval()
+    ref.load_state_dict(checkpoint_filter_fn(state, ref), strict=True)
+    g = torch.rand(2, 1, 28, 28, generator=torch.Generator().manual_seed(2))
+    mean, std = torch.tensor([0.48145466, 0.4578275, 0.40821073]), torch.tensor([0.26862954, 0.26130258, 0.27577711])
+    rgb = (g.expand(-1, 3, -1, -1) - mean.view(3, 1, 1)) / std.view(3, 1, 1)
+    f = torch.randn(3, text.output_dim, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        theirs = torch.nn.functional.normalize(ref(rgb), dim=-1)
+        assert (dual.encode_image((g - 0.5) / 0.25) - theirs).abs().max() < 1e-5
+        assert (dual.encode_text(features=f) - text_proj_reference(state, f)).abs().max() < 1e-5
+    # saved as a CLIPSystem run saves it, rebuilt without the checkpoint
+    modalities.save_encoder(text.encoder, tmp_path / "enc", meta={"pooling": "mean"})
+    save_dual_tower(dual, tmp_path / "enc")
+    back = load_dual_tower(tmp_path / "enc")
+    with torch.no_grad():
+        assert torch.allclose(back.encode_image((g - 0.5) / 0.25), theirs, atol=1e-5)
+        assert torch.allclose(back.encode_text(features=f), dual.encode_text(features=f), atol=1e-6)
+
+
+def test_a_llm2clip_checkpoint_that_does_not_fit_says_why(tmp_path):
+    import modalities
+    from modalities.cxr.llm2clip import load_llm2clip
+
+    text = TextTower(modalities.create_encoder("bert-tiny"))
+    state = llm2clip_checkpoint(tmp_path / "ok.pt", d_txt=text.output_dim)
+    narrow = TextTower(modalities.create_encoder("bert-tiny", hidden_size=64))
+    with pytest.raises(ValueError, match="takes 128-wide features, the text tower gives 64"):
+        load_llm2clip(tmp_path / "ok.pt", narrow, TINY_EVA)
+    torch.save({**state, "visual.blocks.0.attn.relative_position_bias_table": torch.zeros(3)}, tmp_path / "rel.pt")
+    with pytest.raises(KeyError, match="relative_position_bias_table"):
+        load_llm2clip(tmp_path / "rel.pt", text, TINY_EVA)
+    with pytest.raises(ValueError, match="eva_model_name 'eva-clip-g-14'"):
+        load_llm2clip(tmp_path / "ok.pt", text, {**TINY_EVA, "vision_cfg": {**TINY_EVA["vision_cfg"], "eva_model_name": "eva-clip-g-14"}})
+    torch.save({k: v for k, v in state.items() if k.startswith("visual.")}, tmp_path / "visual_only.pt")
+    with pytest.raises(ValueError, match="not an LLM2CLIP checkpoint"):
+        load_llm2clip(tmp_path / "visual_only.pt", text, TINY_EVA)

@@ -51,21 +51,27 @@ class DualTower(nn.Module):
         adapter_layers: residual MLP blocks on the text features (0: projection only).
         init_logit_scale: log of the initial temperature inverse (CLIP: log(1/0.07); SigLIP: log(10)).
         init_logit_bias: SigLIP's learnable bias (-10); None for CLIP.
+        text_proj_norm: a LayerNorm between the adapter and the text projection (LLM2CLIP's
+            ``TextProj`` ends adapter -> LayerNorm -> Linear).
+        proj_bias: biases in both projections (LLM2CLIP: the text Linear and EVA's image head have one).
     """
 
     def __init__(self, image_tower: nn.Module, text_tower: nn.Module, embed_dim: int = 256,
                  freeze_text: bool = True, adapter_layers: int = 1, init_logit_scale: float = math.log(1 / 0.07),
-                 init_logit_bias: float | None = None):
+                 init_logit_bias: float | None = None, text_proj_norm: bool = False, proj_bias: bool = False):
         super().__init__()
         self.spec = {"embed_dim": embed_dim, "freeze_text": freeze_text, "adapter_layers": adapter_layers,
                      "init_logit_scale": float(init_logit_scale), "init_logit_bias": init_logit_bias}
+        if text_proj_norm or proj_bias:  # recorded only when set: folders written before load unchanged
+            self.spec.update(text_proj_norm=text_proj_norm, proj_bias=proj_bias)
         self.image_tower = image_tower
         self.text_tower = freeze(text_tower) if freeze_text else text_tower
         self.freeze_text = freeze_text
         d_txt = getattr(text_tower, "output_dim", None) or text_tower.hidden_size
         self.text_adapter = TextAdapter(d_txt, adapter_layers) if adapter_layers else nn.Identity()
-        self.text_proj = nn.Linear(d_txt, embed_dim, bias=False)
-        self.image_proj = nn.Linear(image_tower.output_dim, embed_dim, bias=False)
+        self.text_norm = nn.LayerNorm(d_txt) if text_proj_norm else nn.Identity()
+        self.text_proj = nn.Linear(d_txt, embed_dim, bias=proj_bias)
+        self.image_proj = nn.Linear(image_tower.output_dim, embed_dim, bias=proj_bias)
         self.logit_scale = nn.Parameter(torch.tensor(float(init_logit_scale)))
         self.logit_bias = nn.Parameter(torch.tensor(float(init_logit_bias))) if init_logit_bias is not None else None
 
@@ -85,7 +91,7 @@ class DualTower(nn.Module):
     def encode_text(self, input_ids: Tensor | None = None, attention_mask: Tensor | None = None,
                     features: Tensor | None = None) -> Tensor:
         f = features if features is not None else self.text_features(input_ids, attention_mask)
-        return F.normalize(self.text_proj(self.text_adapter(f)), dim=-1)  # (B, E)
+        return F.normalize(self.text_proj(self.text_norm(self.text_adapter(f))), dim=-1)  # (B, E)
 
     def encode_image(self, images: Tensor) -> Tensor:
         return F.normalize(self.image_proj(self.image_tower(images)), dim=-1)  # (B, E)

@@ -37,7 +37,7 @@ def _text_side(dual, folder: Path) -> tuple[dict, dict[str, Tensor], dict]:
     """(text_cfg, text.* state, HF config) of the dual tower's text side."""
     from ..backbone.hf_bert import to_hf
 
-    if not isinstance(dual.text_adapter, nn.Identity):
+    if not isinstance(dual.text_adapter, nn.Identity) or not isinstance(dual.text_norm, nn.Identity):
         raise ValueError(f"{folder}: the dual tower has a text adapter (LLM2CLIP's residual MLP), which open_clip's "
                          "text encoder cannot hold; train with adapter_layers: 0 to export to open_clip")
     tower = dual.text_tower
@@ -50,6 +50,8 @@ def _text_side(dual, folder: Path) -> tuple[dict, dict[str, Tensor], dict]:
                 "hf_pooler_type": OPEN_CLIP_POOLERS[pooling], "hf_model_pretrained": False,
                 "context_length": encoder.config.max_position_embeddings - encoder.config.position_offset}
     out = {f"text.transformer.{k}": v for k, v in state.items()}
+    if dual.text_proj.bias is not None:
+        raise ValueError(f"{folder}: the text projection has a bias; open_clip's linear text projection has none")
     out["text.proj.weight"] = dual.text_proj.weight.detach().clone()
     return text_cfg, out, hf
 
@@ -118,6 +120,9 @@ def write_open_clip_folder(encoder_folder: Path, out: Path, **options) -> Path:
         raise ValueError(f"{encoder_folder} has no {DUAL_DIR}/config.json; --format open_clip exports a dual tower "
                          "(the encoder folder of a CLIPSystem run)")
     dual = load_dual_tower(encoder_folder)
+    if dual.image_proj.bias is not None:
+        raise ValueError(f"{encoder_folder}: the image projection has a bias (an imported LLM2CLIP head); "
+                         "open_clip's vision projections here take none")
     out = Path(out).resolve()
     text_cfg, text_state, hf = _text_side(dual, encoder_folder)
     tower = dual.image_tower
