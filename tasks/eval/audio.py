@@ -254,14 +254,14 @@ def plot_benchmark(result: dict, path: Path) -> None:
 
     m = result["metric"]
     layers = [r["layer"] for r in result["layers"]]
-    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    fig, ax = plt.subplots(figsize=(7.5, 3.6))
     ax.plot(layers, [r["valid"] for r in result["layers"]], "s--", label=f"valid {m} (chooses lr and layer)")
     ax.plot(layers, [r["test"][m] for r in result["layers"]], "o-", label=f"test {m}")
     ax.axvline(result["best_layer"], color="0.6", ls=":", label=f"best on valid: L{result['best_layer']}")
     for k, (name, b) in enumerate(result.get("baselines", {}).items()):
         ax.axhline(b["test"][m], color=f"C{k + 2}", ls="-.", label=f"{name.replace('_', ' ')} (test)")
-    ax.set(title=f"{result['task']}: MARBLE probe per layer", xlabel="layer", ylabel=m)
-    ax.legend(fontsize=7)
+    ax.set(title=f"{result['task']}: MARBLE probe per layer", xlabel="layer", ylabel=m, xticks=layers)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
