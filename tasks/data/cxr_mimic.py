@@ -22,6 +22,20 @@ from .cxr import ImageReportDataModule, _ImageReports, text_key
 from .fetch import cache_path
 
 
+def write_stats(dm, stats: dict) -> Path | None:
+    """What the data module read and skipped, as data_stats.json in the run's log folder (when it has one)."""
+    import json
+
+    trainer = getattr(dm, "_trainer", None) or getattr(dm, "trainer", None)
+    folder = getattr(trainer, "log_dir", None) or getattr(trainer, "default_root_dir", None) if trainer else None
+    if not folder:
+        return None
+    path = Path(folder) / "data_stats.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(stats, indent=1, default=str) + "\n")
+    return path
+
+
 def _require(path: Path, option: str, what: str) -> Path:
     if not path.exists():
         raise FileNotFoundError(f"{option} {path} does not exist; give {what}")
@@ -166,6 +180,10 @@ class MimicCXRDataModule(ImageReportDataModule):
               f"skipped {self.read['skipped_no_report']} image(s) without a report and "
               f"{self.read['skipped_missing_image']} listed image(s) missing under {self.root}")
 
+    def teardown(self, stage: str) -> None:
+        super().teardown(stage)  # counts the images that did not decode, prints them
+        write_stats(self, self.stats)
+
     def collate(self, items, split: str = "train") -> dict:
         good = [it for it in items if it is not None]
         batch = super().collate([None if it is None else it[0] for it in items], split)
@@ -302,6 +320,10 @@ class CheXpertDataModule(L.LightningDataModule):
                 self.sets[name] = _CheXpertImages([ds.paths[i] for i in idx], ds.targets[idx], ds.masks[idx],
                                                   self.image_size, train=name == "train")
         self.stats["uncertainty"] = self.uncertainty
+        for split, st in self.stats.items():
+            if isinstance(st, dict) and (st.get("skipped") or st.get("skipped_missing_image")):
+                print(f"CheXpert {split}: skipped rows {st['skipped']}, {st['skipped_missing_image']} listed image(s) missing")
+        write_stats(self, self.stats)
 
     def _loader(self, split: str, shuffle: bool = False) -> DataLoader:
         return DataLoader(self.sets[split], batch_size=self.batch_size, shuffle=shuffle, collate_fn=collate_chexpert,
