@@ -283,3 +283,19 @@ def test_chexpert_data_module_batches_labels_with_the_policy_mask_and_a_patient_
     assert batch["images"].shape == (6, 1, 16, 16) and batch["labels"].shape == (6, 14)
     assert batch["label_mask"][:, edema].tolist() == [True, True, False, True, True, False]
     assert dm.stats["test"]["skipped"] == {"Frontal/Lateral: 'Side' is neither Frontal nor Lateral": 1}
+
+
+def _cached_radiograph():
+    from tasks.data.fetch import default_cache_dir
+
+    return default_cache_dir() / "cxr" / "RG1_UNCR.dcm"
+
+
+@pytest.mark.skipif(not _cached_radiograph().is_file(), reason="RG1_UNCR.dcm not in the cache; run tessera prepare cxr")
+def test_the_real_radiograph_cut_short_is_called_truncated(tmp_path):
+    from modalities.cxr import read_image
+
+    cut = tmp_path / "RG1_cut.dcm"
+    cut.write_bytes(_cached_radiograph().read_bytes()[:300_000])
+    with pytest.raises(ValueError, match=r"truncated or corrupt: its pixel data holds \d+ of the 7198310 bytes"):
+        read_image(cut)
