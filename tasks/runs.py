@@ -84,6 +84,29 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return raw.get("state_dict", raw)
 
 
+def check_resumable(path: str | Path, system=None) -> None:
+    """Refuse, with one line naming ``path``, a checkpoint that ``--ckpt_path`` cannot restore: what
+    ``read_state_dict`` refuses, a file that is not a Lightning checkpoint (a bare state dict: Lightning
+    fails on its missing ``pytorch-lightning_version``), and weights whose names differ from ``system``'s."""
+    p = Path(path)
+    state = read_state_dict(p)
+    if "pytorch-lightning_version" not in _raw_keys(p):
+        raise ValueError(f"{p} is not a Lightning checkpoint (no pytorch-lightning_version: a bare state dict?); "
+                         "--ckpt_path takes a .ckpt that `tessera fit` wrote; use init_from for weights alone")
+    if system is not None:
+        want = set(system.state_dict())
+        missing, unexpected = sorted(want - set(state)), sorted(set(state) - want)
+        if missing or unexpected:
+            raise ValueError(f"{p} does not fit {type(system).__name__}: missing {missing[:3]}"
+                             f"{' ...' if len(missing) > 3 else ''}, unexpected {unexpected[:3]}"
+                             f"{' ...' if len(unexpected) > 3 else ''}; give a checkpoint of this config's model")
+
+
+def _raw_keys(p: Path) -> set:
+    raw = torch.load(p, map_location="cpu", weights_only=True)  # read_state_dict has already vetted the file
+    return set(raw) if isinstance(raw, dict) else set()
+
+
 def verify_checkpoint(checkpoint: dict, where) -> None:
     """A loaded checkpoint dict: its weights' checksum (when it carries one) and finiteness."""
     from modalities.hub import check_finite, tensor_checksum
@@ -124,8 +147,8 @@ def load_system(path: str | Path, with_data: bool = False):
     """(system in eval mode, its datamodule or None, the config dict) from a run, log folder or checkpoint."""
     log = log_dir_of(path)
     raw = read_config(log)
+    state = read_state_dict(checkpoint_of(path))  # first: a damaged weight file is named before anything is built
     system = instantiate(raw, "model")
-    state = read_state_dict(checkpoint_of(path))
     missing, unexpected = system.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise ValueError(f"{checkpoint_of(path)} does not fit the system in {log / CONFIG}: "

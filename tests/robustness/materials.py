@@ -105,6 +105,10 @@ def text_run(root: Path) -> Path:
 
     log = root / "lightning_logs" / "version_0"
     (log / "checkpoints").mkdir(parents=True)
+    (root / "corpus").mkdir()
+    words = "the model reads tokens and predicts masked ones from context while loss falls".split()
+    for k in range(2):
+        (root / "corpus" / f"part{k}.txt").write_text("\n\n".join(" ".join(words[i:] + words[:i]) for i in range(12)))
     config = {
         "seed_everything": 0,
         "trainer": {"default_root_dir": str(root), "max_steps": 1, "enable_progress_bar": False},
@@ -113,11 +117,15 @@ def text_run(root: Path) -> Path:
                                             "init_args": {"config": TEXT_TINY}}}},
         "data": {"class_path": "tasks.data.MaskedTextDataModule",
                  "init_args": {"corpus": str(root / "corpus"), "vocab_size": TEXT_TINY["vocab_size"],
-                               "max_length": 16, "batch_size": 2, "cache_dir": str(root / "cache")}},
+                               "max_length": 16, "batch_size": 2, "val_fraction": 0.5,
+                               "cache_dir": str(root / "cache")}},
     }
     (log / "config.yaml").write_text(yaml.safe_dump(config))
     system = instantiate(config, "model")
-    torch.save({"state_dict": system.state_dict(), "global_step": 0}, log / "checkpoints" / "last.ckpt")
+    import lightning as L
+
+    torch.save({"state_dict": system.state_dict(), "global_step": 0, "epoch": 0,
+                "pytorch-lightning_version": L.__version__}, log / "checkpoints" / "last.ckpt")
     return root
 
 
@@ -226,7 +234,14 @@ def _nan_ckpt(path: Path) -> None:
 
 
 def _wrong_keys_ckpt(path: Path) -> None:
-    torch.save({"state_dict": {"not.a.weight": torch.zeros(2)}}, path)
+    ckpt = torch.load(path, weights_only=True)
+    ckpt["state_dict"] = {"not.a.weight": torch.zeros(2)}
+    torch.save(ckpt, path)
+
+
+def _bare_state_dict_ckpt(path: Path) -> None:
+    """The system's weights alone, as a plain torch.save of a state dict (not a Lightning checkpoint)."""
+    torch.save(torch.load(path, weights_only=True)["state_dict"], path)
 
 
 CKPT_DAMAGE = {
@@ -238,6 +253,7 @@ CKPT_DAMAGE = {
     "ckpt-nan": _nan_ckpt,
     "ckpt-a-list": lambda p: torch.save([torch.zeros(1)], p),
     "ckpt-wrong-keys": _wrong_keys_ckpt,
+    "ckpt-bare-state-dict": _bare_state_dict_ckpt,
 }
 
 

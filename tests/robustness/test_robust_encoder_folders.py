@@ -7,7 +7,13 @@ from __future__ import annotations
 import shutil
 
 import pytest
-from materials import ENCODER_DAMAGE, openi_folder, recsys_encoder_folder, text_encoder_folder, wav_bytes
+from materials import (
+    ENCODER_DAMAGE,
+    openi_folder,
+    recsys_encoder_folder,
+    text_encoder_folder,
+    wav_bytes,
+)
 from verdict import assert_user_error, call_library, run
 
 import modalities
