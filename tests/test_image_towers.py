@@ -199,5 +199,30 @@ def test_a_llm2clip_checkpoint_that_does_not_fit_says_why(tmp_path):
     with pytest.raises(ValueError, match="eva_model_name 'eva-clip-g-14'"):
         load_llm2clip(tmp_path / "ok.pt", text, {**TINY_EVA, "vision_cfg": {**TINY_EVA["vision_cfg"], "eva_model_name": "eva-clip-g-14"}})
     torch.save({k: v for k, v in state.items() if k.startswith("visual.")}, tmp_path / "visual_only.pt")
-    with pytest.raises(ValueError, match="not an LLM2CLIP checkpoint"):
+    with pytest.raises(ValueError, match="it is not an LLM2CLIP"):
         load_llm2clip(tmp_path / "visual_only.pt", text, TINY_EVA)
+
+
+def test_llm2clip4cxr_checkpoint_loads_its_projection_and_names_the_lora_deltas_it_leaves(tmp_path):
+    import torch.nn.functional as F
+
+    import modalities
+    from modalities.cxr.llm2clip import load_llm2clip
+
+    text = TextTower(modalities.create_encoder("bert-tiny"))
+    d = text.output_dim
+    state = {k: v for k, v in llm2clip_checkpoint(tmp_path / "x.pt", d_txt=d).items() if not k.startswith("text.")}
+    g = torch.Generator().manual_seed(4)
+    state |= {"text.projection.0.weight": 1 + 0.1 * torch.randn(d, generator=g), "text.projection.0.bias": 0.1 * torch.randn(d, generator=g),
+              "text.projection.1.weight": 0.1 * torch.randn(16, d, generator=g), "text.projection.1.bias": 0.1 * torch.randn(16, generator=g),
+              "text.model.layers.0.self_attn.q_proj.lora_A.llm2clip.weight": torch.zeros(2, 8),
+              "text.model.layers.0.self_attn.q_proj.base_layer.weight": torch.zeros(8, 8)}
+    torch.save(state, tmp_path / "llm2clip4cxr.bin")
+    dual = load_llm2clip(tmp_path / "llm2clip4cxr.bin", text, TINY_EVA)
+    assert dual.meta["layout"] == "llm2clip4cxr" and dual.meta["adapter_layers"] == 0
+    assert dual.meta["text_lora_not_applied"] == 1 and "not applied" in " ".join(dual.meta["dropped"].values())
+    f = torch.randn(3, d, generator=g)
+    ref = F.linear(F.layer_norm(f, (d,), state["text.projection.0.weight"], state["text.projection.0.bias"]),
+                   state["text.projection.1.weight"], state["text.projection.1.bias"])
+    with torch.no_grad():
+        assert (dual.encode_text(features=f) - F.normalize(ref, dim=-1)).abs().max() < 1e-5

@@ -1,6 +1,8 @@
 """LLM2CLIP's image side from its released PyTorch checkpoint: the EVA02 vision tower, the text
 adapter and the text projection, as a ``DualTower`` around a text tower you bring (the LLM2Vec
-encoder, imported by ``modalities.cxr.llm2vec``).
+encoder, imported by ``modalities.cxr.llm2vec``). LLM2CLIP4CXR's checkpoint (lukeingawesome/llm2clip4cxr
+``retrieval.py``: ``visual.*``, ``text.projection`` = LayerNorm + Linear, ``logit_scale``, and the text
+tower's LoRA deltas under ``text.model.*``) loads too; the LoRA deltas are named in ``meta`` as not applied.
 
 Layout read from upstream microsoft/LLM2CLIP ``llm2clip/eva_clip/``: ``model.py`` (``CustomCLIP``:
 ``visual`` = ``EVAVisionTransformer``, ``text`` = ``TextProj``, ``logit_scale``; ``TextProj.text_adaptor``
@@ -52,6 +54,9 @@ VISION = KeyMap(
 )
 # TextProj's LinearBlock parts -> TextAdapter's Sequential(LayerNorm, Linear, GELU, Linear) indices
 _BLOCK_PARTS = {"ln": 0, "fn.0": 1, "fn.3": 3}
+# LLM2CLIP4CXR (lukeingawesome/llm2clip4cxr retrieval.py: text.projection = Sequential(LayerNorm, Linear)) ->
+# TextProj's names for the same two modules after zero adaptor blocks
+_CXR_TEXT = {f"text.projection.{i}.{kind}": f"text.text_adaptor.{i}.{kind}" for i in (0, 1) for kind in ("weight", "bias")}
 _ADAPTOR = re.compile(r"text\.text_adaptor\.(\d+)\.(ln|fn\.0|fn\.3|weight|bias)\.?(weight|bias)?")
 
 
@@ -95,19 +100,25 @@ def load_llm2clip(checkpoint: str | Path, text_tower: nn.Module, config: str | P
     raw = read_weights(Path(checkpoint))
     visual = {k[len("visual."):]: v for k, v in raw.items() if k.startswith("visual.")}
     others = {k: v for k, v in raw.items() if not k.startswith("visual.")}
-    if not visual or not any(_ADAPTOR.fullmatch(k) for k in others):
-        raise ValueError(f"{checkpoint} lacks visual.* or text.text_adaptor.* keys; it is not an LLM2CLIP checkpoint")
+    cxr = "text.projection.1.weight" in others  # LLM2CLIP4CXR: no adaptor blocks, projection = LayerNorm + Linear
+    if not visual or not (cxr or any(_ADAPTOR.fullmatch(k) for k in others)):
+        raise ValueError(f"{checkpoint} lacks visual.* or text.text_adaptor.* / text.projection.* keys; it is not an "
+                         "LLM2CLIP (or LLM2CLIP4CXR) checkpoint")
     name, kwargs = timm_kwargs(cfg["vision_cfg"])
     preprocess = {"image_size": kwargs["img_size"], "mean": list(OPENAI_MEAN), "std": list(OPENAI_STD),
                   "interpolation": "bicubic", "crop_pct": 1.0, "classifier": "head"}
     tower = ImageTower(name, "timm", image_size=kwargs["img_size"], preprocess=preprocess, **kwargs)
     tower.model.load_state_dict(VISION.convert(visual), strict=True)
 
-    blocks = sorted({int(m.group(1)) for k in others if (m := _ADAPTOR.fullmatch(k)) and m.group(2) == "ln"})
-    d_txt = others["text.text_adaptor.0.ln.weight"].shape[0]
-    expansion = others["text.text_adaptor.0.fn.0.weight"].shape[0] / d_txt
-    if expansion != 2:
-        raise ValueError(f"{checkpoint}: the text adaptor widens by {expansion:g}; the adapter here widens by 2")
+    if cxr:
+        others = {_CXR_TEXT.get(k, k): v for k, v in others.items()}  # the same modules under TextProj's names
+        blocks, d_txt = [], others["text.text_adaptor.0.weight"].shape[0]
+    else:
+        blocks = sorted({int(m.group(1)) for k in others if (m := _ADAPTOR.fullmatch(k)) and m.group(2) == "ln"})
+        d_txt = others["text.text_adaptor.0.ln.weight"].shape[0]
+        expansion = others["text.text_adaptor.0.fn.0.weight"].shape[0] / d_txt
+        if expansion != 2:
+            raise ValueError(f"{checkpoint}: the text adaptor widens by {expansion:g}; the adapter here widens by 2")
     width = getattr(text_tower, "output_dim", None) or text_tower.hidden_size
     if width != d_txt:
         raise ValueError(f"{checkpoint}: the text adaptor takes {d_txt}-wide features, the text tower gives {width}; "
@@ -120,9 +131,13 @@ def load_llm2clip(checkpoint: str | Path, text_tower: nn.Module, config: str | P
     state.update({f"text_tower.{k}": v for k, v in text_tower.state_dict().items()})
     state["image_proj.weight"], state["image_proj.bias"] = visual["head.weight"], visual["head.bias"]
     n = len(blocks)
-    unknown = []
+    unknown, text_dropped = [], {}
     for k, v in others.items():
-        if k == "logit_scale":
+        if k.startswith(("text.model.", "text.core.")):  # LLM2CLIP4CXR keeps the text tower's state here too
+            text_dropped[k] = ("a LoRA delta of the LLM2Vec text tower (CLIP-stage fine-tuning): not applied here; "
+                               "merge it into the text tower with the LLM2Vec importer" if "lora_" in k else
+                               "the text tower's own weight: the text tower comes from its LLM2Vec folder")
+        elif k == "logit_scale":
             state["logit_scale"] = v.reshape(())
         elif m := _ADAPTOR.fullmatch(k):
             i, part, kind = int(m.group(1)), m.group(2), m.group(3)
@@ -139,6 +154,9 @@ def load_llm2clip(checkpoint: str | Path, text_tower: nn.Module, config: str | P
     if unknown:
         raise KeyError(f"{len(unknown)} LLM2CLIP checkpoint keys are neither mapped nor dropped: {sorted(unknown)[:10]}")
     dual.load_state_dict(state, strict=True)
-    dual.meta = {"source": str(checkpoint), "image_tower": name, "adapter_layers": n,
-                 "dropped": {f"visual.{k}": why for k, why in VISION.dropped_keys(visual).items() if "head" not in k}}
+    dual.meta = {"source": str(checkpoint), "layout": "llm2clip4cxr" if cxr else "llm2clip", "image_tower": name,
+                 "adapter_layers": n, "dropped": {**{f"visual.{k}": why for k, why in VISION.dropped_keys(visual).items()
+                                                      if "head" not in k}, **text_dropped}}
+    if any("lora_" in k for k in text_dropped):
+        dual.meta["text_lora_not_applied"] = sum("lora_" in k for k in text_dropped)
     return dual.eval()
