@@ -37,7 +37,8 @@ class ElectraSystem(PretrainingHooks, L.LightningModule):
         rtd_weight: lambda, the replaced-token loss weight (paper: 50).
         temperature: of the generator's softmax when sampling replacements.
         mask_token_id: the [MASK] id the generator reads; None: the data module's.
-        lr, weight_decay, betas, eps, warmup, schedule: AdamW and its schedule (as MaskedLMSystem).
+        lr, weight_decay, betas, eps, warmup, schedule: AdamW and its schedule (MaskedLMSystem's defaults, so
+            that the two objectives compare with one optimiser).
     """
 
     loss_label = "MLM + 50 x replaced-token loss"  # the y axis of loss_curve.png
@@ -51,8 +52,8 @@ class ElectraSystem(PretrainingHooks, L.LightningModule):
         temperature: float = 1.0,
         mask_token_id: int | None = None,
         lr: float = 5e-4,
-        weight_decay: float = 0.01,
-        betas: tuple[float, float] = (0.9, 0.999),
+        weight_decay: float = 1e-5,
+        betas: tuple[float, float] = (0.9, 0.98),
         eps: float = 1e-6,
         warmup: float = 0.06,
         schedule: str = "linear",

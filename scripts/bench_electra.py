@@ -1,0 +1,370 @@
+"""MLM vs ELECTRA pretraining of the same code encoder at the same analytic FLOP budget, then the
+same fine-tuning (``tessera eval code``) and Variable Misuse zero-shot from the discriminator.
+
+    python scripts/bench_electra.py --out runs/electra-code              # every stage in turn
+    python scripts/bench_electra.py --out runs/electra-code --stage report
+
+Stages (each writes into --out and is skipped when its output exists):
+  plan      the FLOP budget: ``--budget-steps`` MLM steps on the training loader's actual batch
+            sequence (both systems read the same batches in the same order), counted analytically
+            (``modalities.backbone.electra``: 2 FLOPs per multiply-add, training = 3 x forward,
+            generator included), and the ELECTRA step count that spends no more.
+  pretrain  ``tessera fit`` of configs/code/mlm_small.yaml and electra_small.yaml with the overrides
+            below (same discriminator / encoder, data, masking, optimiser), side by side, one thread each.
+  finetune  ``tessera eval code --models pretrained`` on each exported encoder (and the same
+            Transformer from scratch), per task and seed, with the validation-selected protocol.
+  zeroshot  Variable Misuse with no fine-tuning: each function's bug score is the highest
+            replaced-probability the discriminator gives a use of a local variable; threshold on valid.
+  report    results/electra_code.json, results/electra_code.png and the table in docs/electra.md.
+Wall time here is shared with other jobs; the budget is FLOPs, and process CPU seconds are reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+TESSERA = str(Path(sys.executable).with_name("tessera"))
+BENCHMARK = "cache:code/benchmark-stdlib"
+ENCODER = {"hidden_size": 128, "num_layers": 4, "num_heads": 4, "intermediate_size": 256}  # both systems'
+DATA = {"corpus": "cache:code/corpus-stdlib", "vocab_size": 8192, "max_length": 128, "batch_size": 32,
+        "mask_ratio": 0.15}
+LR = 2e-3
+SYSTEMS = {"mlm": "configs/code/mlm_small.yaml", "electra": "configs/code/electra_small.yaml"}
+TASKS = {"variable_misuse": "max", "exception_type": "cls"}  # task -> pooling (the same for every encoder)
+FINETUNE = ["--steps", "300", "--val-every", "150", "--lr", "1e-3", "--max-examples", "2000", "--batch-size", "16",
+            "--max-length", "128", "--precision", "bf16-mixed", "--no-save-models", "--quiet"]
+
+
+def one_thread_env() -> dict:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+def data_module():
+    from tasks.data.code import MaskedCodeDataModule
+
+    dm = MaskedCodeDataModule(**DATA)
+    dm.prepare_data()
+    dm.setup("fit")
+    return dm
+
+
+def encoder_config():
+    import yaml
+
+    from modalities import TokenEncoderConfig
+
+    raw = yaml.safe_load((ROOT / SYSTEMS["electra"]).read_text())["model"]["init_args"]["encoder"]["init_args"]["config"]
+    return TokenEncoderConfig(**{**raw, **ENCODER})
+
+
+def plan(out: Path, budget_steps: int) -> dict:
+    """Per-step analytic FLOPs of both systems on the loader's batches; the ELECTRA steps within budget."""
+    import torch
+
+    from modalities import TokenEncoder
+    from modalities.backbone.electra import ElectraModel, mlm_training_flops
+
+    torch.set_num_threads(1)
+    cfg = encoder_config()
+    electra = ElectraModel(TokenEncoder(cfg), generator_fraction=0.25)
+    dm = data_module()
+    mlm_cum, el_cum, tokens = [0.0], [0.0], 0
+    for i, batch in enumerate(dm.train_dataloader()):
+        if i >= 2 * budget_steps:
+            break
+        lengths, masked = batch["attention_mask"].sum(1), int((batch["labels"] != -100).sum())
+        mlm_cum.append(mlm_cum[-1] + mlm_training_flops(cfg, lengths, masked))
+        el_cum.append(el_cum[-1] + electra.training_flops(lengths, masked))
+        tokens += int(lengths.sum()) if i < budget_steps else 0
+    budget = mlm_cum[budget_steps]
+    electra_steps = max(s for s, f in enumerate(el_cum) if f <= budget)
+    g = electra.generator_config
+    result = {"budget_flops": budget, "mlm_steps": budget_steps, "electra_steps": electra_steps,
+              "electra_flops": el_cum[electra_steps], "tokens_in_budget_mlm": tokens,
+              "flops_per_step_ratio": (el_cum[electra_steps] / electra_steps) / (budget / budget_steps),
+              "encoder": {**ENCODER, "activation": cfg.activation, "position": cfg.position, "vocab_size": cfg.vocab_size,
+                          "parameters": sum(p.numel() for p in TokenEncoder(cfg).parameters())},
+              "generator": {"hidden_size": g.hidden_size, "num_layers": g.num_layers, "num_heads": g.num_heads,
+                            "intermediate_size": g.intermediate_size},
+              "data": {**DATA, **dm.stats}, "lr": LR}
+    (out / "plan.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+    return result
+
+
+def fit_command(system: str, steps: int, folder: Path) -> list[str]:
+    enc = "--model.init_args.encoder.init_args.config."
+    return [TESSERA, "fit", "--config", SYSTEMS[system], "--trainer.default_root_dir", str(folder),
+            "--trainer.max_steps", str(steps), "--trainer.val_check_interval", str(steps),
+            "--trainer.enable_progress_bar", "false", "--model.init_args.lr", str(LR),
+            *[a for k, v in ENCODER.items() for a in (enc + k, str(v))],
+            *[a for k, v in DATA.items() for a in (f"--data.init_args.{k}", str(v))]]
+
+
+def run_parallel(commands: list[tuple[str, list[str], Path]], workers: int = 2) -> dict:
+    """Run (name, argv, log file) jobs, ``workers`` at a time, one thread each; name -> seconds."""
+    pending, running, times = list(commands), {}, {}
+    while pending or running:
+        while pending and len(running) < workers:
+            name, argv, log = pending.pop(0)
+            log.parent.mkdir(parents=True, exist_ok=True)
+            proc = subprocess.Popen(argv, cwd=ROOT, env=one_thread_env(), stdout=log.open("w"), stderr=subprocess.STDOUT)
+            running[proc.pid] = (name, proc, time.time())
+            print(f"started {name}: {' '.join(argv[1:])}", flush=True)
+        pid, status, usage = os.wait4(-1, 0)
+        if pid not in running:
+            continue
+        name, proc, t0 = running.pop(pid)
+        rc = os.waitstatus_to_exitcode(status)
+        times[name] = {"wall_seconds": round(time.time() - t0, 1), "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 1),
+                       "returncode": rc, "load_average": os.getloadavg()}
+        print(f"finished {name}: {times[name]}", flush=True)
+    return times
+
+
+def encoder_folder(run: Path) -> Path:
+    found = sorted(run.glob("**/encoder/config.json"))
+    if not found:
+        raise FileNotFoundError(f"{run} has no exported encoder; did its tessera fit finish?")
+    return found[-1].parent
+
+
+def pretrain(out: Path, p: dict) -> None:
+    jobs = [(name, fit_command(name, p[f"{name}_steps"], out / name), out / f"{name}.log") for name in SYSTEMS]
+    times = run_parallel(jobs)
+    for name in SYSTEMS:
+        metrics = sorted((out / name).glob("**/metrics.json"))
+        times[name]["val"] = json.loads(metrics[-1].read_text()) if metrics else None
+        times[name]["encoder"] = str(encoder_folder(out / name))
+    (out / "pretrain.json").write_text(json.dumps(times, indent=2) + "\n")
+
+
+def finetune(out: Path, seeds: list[int], scratch_seeds: list[int], encoders: list[str]) -> None:
+    jobs = []
+    for seed in seeds:  # seed by seed, so a cut-short run still has whole seeds
+        for task, pooling in TASKS.items():
+            for name in encoders:
+                models = ["pretrained", "scratch"] if name == "mlm" and seed in scratch_seeds else ["pretrained"]
+                folder = out / "finetune" / name / task / f"seed{seed}"
+                if (folder / "results.json").is_file():
+                    continue
+                argv = [TESSERA, "eval", "code", "--benchmark", BENCHMARK, "--init-from", str(encoder_folder(out / name)),
+                        "--tasks", task, "--models", *models, "--pooling", pooling, "--seed", str(seed), *FINETUNE,
+                        "--out", str(folder)]
+                jobs.append((f"{name}/{task}/seed{seed}", argv, folder / "log.txt"))
+    times = run_parallel(jobs)
+    path = out / "finetune_times.json"
+    old = json.loads(path.read_text()) if path.is_file() else {}
+    path.write_text(json.dumps({**old, **times}, indent=2) + "\n")
+
+
+def zeroshot(out: Path, max_examples: int | None = None) -> dict:
+    """Variable Misuse from the discriminator's per-token replaced-probabilities, no fine-tuning."""
+    import numpy as np
+    import torch
+
+    from modalities.code import load_code_tokenizer, local_variables
+    from tasks.data.code import read_split
+    from tasks.metrics import auroc
+    from tasks.runs import load_system
+
+    torch.set_num_threads(1)
+    system, _, _ = load_system(out / "electra")
+    tok = load_code_tokenizer(encoder_folder(out / "electra"))
+    bench = Path(os.path.expanduser("~/.cache/tessera")) if not os.environ.get("TESSERA_CACHE") else Path(os.environ["TESSERA_CACHE"])
+    bench = bench / "code" / "benchmark-stdlib"
+    splits = {}
+    for split in ("valid", "test"):
+        rows = read_split(bench, "variable_misuse", split, max_examples)
+        items = []
+        for r in rows:
+            enc = tok.encode(r["source"])
+            n = min(len(enc.ids), DATA["max_length"] - 2)
+            try:
+                occ = local_variables(r["source"])
+            except (SyntaxError, ValueError):
+                continue
+            uses = [(s, e) for spans in occ.values() for s, e, is_use in spans if is_use]
+            starts = enc.spans[:n, 0]
+            pos = [np.nonzero((starts >= s) & (starts < e))[0] + 1 for s, e in uses]  # +1: [CLS]
+            keep = [(u, q) for u, q in zip(uses, pos, strict=True) if len(q)]
+            ids = torch.tensor([tok.cls_id, *enc.ids[:n].tolist(), tok.sep_id])
+            items.append({"ids": ids, "uses": keep, "label": int(r["label"]), "site": r.get("site")})
+        scores = []
+        for i in range(0, len(items), 32):
+            chunk = items[i : i + 32]
+            T = max(len(it["ids"]) for it in chunk)
+            ids = torch.zeros(len(chunk), T, dtype=torch.long)
+            mask = torch.zeros(len(chunk), T, dtype=torch.bool)
+            for b, it in enumerate(chunk):
+                ids[b, : len(it["ids"])], mask[b, : len(it["ids"])] = it["ids"], True
+            with torch.no_grad():
+                prob = torch.sigmoid(system.model.replaced_logits(ids, mask))  # (B, T)
+            for b, it in enumerate(chunk):
+                real = prob[b, 1 : len(it["ids"]) - 1]
+                per_use = [float(prob[b, q].max()) for _, q in it["uses"]]
+                top = int(np.argmax(per_use)) if per_use else -1
+                scores.append({"label": it["label"], "use_score": max(per_use, default=0.0),
+                               "any_token_score": float(real.max()) if len(real) else 0.0,
+                               "located": bool(top >= 0 and it["site"] is not None and it["uses"][top][0][0] == it["site"][0])})
+        splits[split] = scores
+    result = {"functions": {s: len(v) for s, v in splits.items()}}
+    for key in ("use_score", "any_token_score"):
+        val = [(x[key], x["label"]) for x in splits["valid"]]
+        cands = sorted({v for v, _ in val})
+        best = max(cands, key=lambda t: sum((v >= t) == bool(y) for v, y in val))
+        test = splits["test"]
+        result[key] = {"threshold_from_valid": best,
+                       "test/accuracy": sum((x[key] >= best) == bool(x["label"]) for x in test) / len(test),
+                       "test/auroc": auroc([x[key] for x in test], [x["label"] for x in test]),
+                       "valid/auroc": auroc([v for v, _ in val], [y for _, y in val])}
+    buggy = [x for x in splits["test"] if x["label"] == 1]
+    result["test/localization_of_buggy"] = sum(x["located"] for x in buggy) / max(1, len(buggy))
+    result["majority_accuracy"] = max(sum(x["label"] for x in splits["test"]), sum(1 - x["label"] for x in splits["test"])) / len(splits["test"])
+    (out / "zeroshot.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+    return result
+
+
+def headline(row: dict) -> float:
+    return row.get("test/accuracy", row.get("test/joint"))
+
+
+def report(out: Path) -> dict:
+    p = json.loads((out / "plan.json").read_text())
+    pre = json.loads((out / "pretrain.json").read_text())
+    zero = json.loads((out / "zeroshot.json").read_text()) if (out / "zeroshot.json").is_file() else None
+    finetuned: dict = {}
+    for path in sorted((out / "finetune").glob("*/*/seed*/results.json")):
+        name, task, seed = path.parts[-4], path.parts[-3], int(path.parts[-2][4:])
+        r = json.loads(path.read_text())["tasks"][task]
+        for model in ("pretrained", "scratch"):
+            if model in r:
+                who = name if model == "pretrained" else "scratch"
+                finetuned.setdefault(task, {}).setdefault(who, {})[seed] = {
+                    "test": headline(r[model]), "best_step": r[model].get("best_step")}
+        finetuned[task]["majority"] = r["majority_class"]["test/accuracy"]
+    table = {}
+    for task, row in finetuned.items():
+        table[task] = {"majority": row.pop("majority")}
+        for who, per_seed in row.items():
+            vals = [v["test"] for _, v in sorted(per_seed.items())]
+            table[task][who] = {"mean": round(statistics.fmean(vals), 4),
+                                "std": round(statistics.stdev(vals), 4) if len(vals) > 1 else None,
+                                "per_seed": {s: v["test"] for s, v in sorted(per_seed.items())}}
+    result = {"question": "ELECTRA vs MLM pretraining of the same code encoder at the same analytic FLOP budget",
+              "plan": p, "pretraining": pre, "finetuning": {"protocol": " ".join(["tessera eval code", *FINETUNE]),
+                                                            "pooling": TASKS, "benchmark": BENCHMARK, "tasks": table},
+              "zero_shot_variable_misuse": zero, "commands": "python scripts/bench_electra.py --out " + str(out)}
+    dest = ROOT / "results" / "electra_code.json"
+    dest.parent.mkdir(exist_ok=True)
+    dest.write_text(json.dumps(result, indent=2) + "\n")
+    plot(result, ROOT / "results" / "electra_code.png")
+    write_doc_table(result)
+    return result
+
+
+def plot(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = result["finetuning"]["tasks"]
+    budget = result["plan"]["budget_flops"] / 1e12
+    fig, axes = plt.subplots(1, len(tasks) + 1, figsize=(3.6 * (len(tasks) + 1), 3.2))
+    for ax, (task, row) in zip(axes, tasks.items(), strict=False):
+        for who, x, color in (("scratch", 0.0, "grey"), ("mlm", budget, "tab:blue"), ("electra", budget, "tab:orange")):
+            if who in row:
+                ys = list(row[who]["per_seed"].values())
+                ax.scatter([x] * len(ys), ys, color=color, alpha=0.5, s=14)
+                ax.errorbar([x], [row[who]["mean"]], yerr=[row[who]["std"] or 0], fmt="o", color=color, label=who, capsize=3)
+        ax.axhline(row["majority"], color="k", ls=":", lw=0.8, label="majority")
+        ax.set_title(f"{task} (fine-tuned)", fontsize=9)
+        ax.set_xlabel("pretraining TFLOPs (analytic)")
+        ax.set_ylabel("test accuracy")
+        ax.legend(fontsize=7)
+    zero = result.get("zero_shot_variable_misuse")
+    ax = axes[-1]
+    if zero:
+        ax.bar(["electra\nuse score", "electra\nany token"], [zero["use_score"]["test/auroc"], zero["any_token_score"]["test/auroc"]],
+               color="tab:orange")
+        ax.axhline(0.5, color="k", ls=":", lw=0.8)
+        ax.set_ylim(0.4, max(0.7, zero["use_score"]["test/auroc"] + 0.05))
+    ax.set_title("Variable Misuse zero-shot (test AUROC)", fontsize=9)
+    fig.suptitle(f"equal budget {budget:.1f} TFLOPs: MLM {result['plan']['mlm_steps']} steps, "
+                 f"ELECTRA {result['plan']['electra_steps']} steps", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def fmt(cell: dict | None) -> str:
+    if not cell:
+        return "-"
+    n = len(cell["per_seed"])
+    return f"{cell['mean']:.3f}" + (f" ± {cell['std']:.3f}" if cell["std"] is not None else "") + f" ({n})"
+
+
+def write_doc_table(result: dict) -> None:
+    """The results table of docs/electra.md, between its markers, generated from the JSON."""
+    doc = ROOT / "docs" / "electra.md"
+    p, pre = result["plan"], result["pretraining"]
+    lines = ["| | MLM | ELECTRA | same Transformer from scratch | majority |", "|---|---:|---:|---:|---:|",
+             f"| pretraining steps (32 x <=256 tokens) | {p['mlm_steps']} | {p['electra_steps']} | 0 | |",
+             f"| analytic training TFLOPs | {p['budget_flops'] / 1e12:.2f} | {p['electra_flops'] / 1e12:.2f} | 0 | |",
+             f"| pretraining CPU seconds (one thread) | {pre['mlm']['cpu_seconds']:.0f} | {pre['electra']['cpu_seconds']:.0f} | | |"]
+    for task, row in result["finetuning"]["tasks"].items():
+        lines.append(f"| {task}, test accuracy (seeds) | {fmt(row.get('mlm'))} | {fmt(row.get('electra'))} | "
+                     f"{fmt(row.get('scratch'))} | {row['majority']:.3f} |")
+    zero = result.get("zero_shot_variable_misuse")
+    if zero:
+        u = zero["use_score"]
+        lines.append(f"| variable_misuse zero-shot, test AUROC / accuracy (threshold on valid) | - | "
+                     f"{u['test/auroc']:.3f} / {u['test/accuracy']:.3f} | - | {zero['majority_accuracy']:.3f} |")
+    table = "\n".join(lines)
+    text = doc.read_text()
+    start, end = "<!-- results:begin -->", "<!-- results:end -->"
+    head, rest = text.split(start)
+    _, tail = rest.split(end)
+    doc.write_text(f"{head}{start}\n{table}\n{end}{tail}")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default="runs/electra-code")
+    ap.add_argument("--stage", choices=("all", "plan", "pretrain", "finetune", "zeroshot", "report"), default="all")
+    ap.add_argument("--budget-steps", type=int, default=500, help="the FLOP budget, in MLM steps of the loader's batches")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--scratch-seeds", type=int, nargs="*", default=[0])
+    ap.add_argument("--encoders", nargs="+", default=list(SYSTEMS), choices=list(SYSTEMS), help="finetune: whose encoders")
+    ap.add_argument("--zeroshot-max-examples", type=int, default=None)
+    args = ap.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stages = ["plan", "pretrain", "finetune", "zeroshot", "report"] if args.stage == "all" else [args.stage]
+    for stage in stages:
+        print(f"== {stage} ({time.strftime('%H:%M:%S')}, load {os.getloadavg()})", flush=True)
+        if stage == "plan":
+            plan(out, args.budget_steps)
+        elif stage == "pretrain":
+            pretrain(out, json.loads((out / "plan.json").read_text()))
+        elif stage == "finetune":
+            finetune(out, args.seeds, args.scratch_seeds, args.encoders)
+        elif stage == "zeroshot":
+            zeroshot(out, args.zeroshot_max_examples)
+        else:
+            report(out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
