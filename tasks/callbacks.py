@@ -7,6 +7,7 @@ import ctypes
 import ctypes.util
 import json
 import math
+import time
 from pathlib import Path
 
 import lightning as L
@@ -47,6 +48,58 @@ class ReleaseHeap(L.Callback):
         if trainer.global_step % self.every_n_steps == 0:
             self._trim(0)
             self.trims += 1
+
+
+class TrainingLevers(L.Callback):
+    """Run-time speed levers applied to every shared ``Backbone`` in the system at setup (the weights
+    and the saved config never change, so any run can switch them on or off):
+
+    - ``checkpointing``: activation checkpointing; each layer keeps only its input and recomputes
+      the rest in backward (measured on the MiniLM size, 32 ragged sequences: 7 % of the bytes kept
+      for backward, 1.27x the CPU time of a step);
+    - ``compile``: ``torch.compile`` of each layer with a dynamic token count
+      (``Backbone.compile_layers``; ``compile_mode`` is torch.compile's ``mode``). The first
+      training step carries the compile time; it is kept in ``first_step_seconds`` and printed.
+
+    In a config::
+
+        trainer:
+          callbacks:
+            - class_path: tasks.callbacks.TrainingLevers
+              init_args: {checkpointing: true}
+    """
+
+    def __init__(self, compile: bool = False, checkpointing: bool = False, compile_mode: str | None = None):
+        self.compile, self.checkpointing, self.compile_mode = compile, checkpointing, compile_mode
+        self.first_step_seconds: float | None = None
+        self.backbones = 0
+        self._t0: float | None = None
+
+    def setup(self, trainer, pl_module, stage):
+        from modalities.backbone import Backbone
+
+        backbones = [m for m in pl_module.modules() if isinstance(m, Backbone)]
+        if not backbones:
+            raise ValueError(f"TrainingLevers: {type(pl_module).__name__} has no shared Backbone to apply them to; "
+                             "remove the callback from the config")
+        for backbone in backbones:
+            backbone.checkpointing = self.checkpointing
+            if self.compile and self.backbones == 0:
+                backbone.compile_layers(**({"mode": self.compile_mode} if self.compile_mode else {}))
+        self.backbones = len(backbones)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if self.first_step_seconds is None and self._t0 is None:
+            self._t0 = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if self.first_step_seconds is None and self._t0 is not None:
+            self.first_step_seconds = time.perf_counter() - self._t0
+            if self.compile:
+                from lightning.pytorch.utilities import rank_zero_info
+
+                rank_zero_info(f"TrainingLevers: first training step {self.first_step_seconds:.1f} s "
+                               "(torch.compile included)")
 
 
 class KeepBest(L.Callback):

@@ -36,6 +36,31 @@ def warmup_decay(warmup_steps: int, total_steps: int, schedule: str = "linear", 
     return fn
 
 
+IMPLEMENTATIONS = ("fused", "foreach", "for-loop")
+
+
+def adamw(groups: list[dict], lr: float, betas: tuple[float, float], eps: float,
+          implementation: str = "fused") -> torch.optim.AdamW:
+    """AdamW with one of torch's three update kernels (the same arithmetic):
+
+    - ``fused``: one fused kernel over all parameters (CPU and CUDA);
+    - ``foreach``: the multi-tensor ops, a handful of calls per step;
+    - ``for-loop``: one small op sequence per parameter tensor (torch's default on CPU).
+
+    ``fused`` falls back to ``foreach`` where a parameter lives on a device or in a dtype the fused
+    kernel does not take.
+    """
+    if implementation not in IMPLEMENTATIONS:
+        raise ValueError(f"AdamW implementation {implementation!r} is not one of {', '.join(IMPLEMENTATIONS)}")
+    params = [p for g in groups for p in g["params"]]
+    if implementation == "fused" and not all(
+        p.device.type in ("cpu", "cuda") and p.dtype in (torch.float32, torch.float16, torch.bfloat16) for p in params
+    ):
+        implementation = "foreach"
+    kernel = {"fused": dict(fused=True), "foreach": dict(foreach=True), "for-loop": dict(foreach=False)}
+    return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, **kernel[implementation])
+
+
 def build_optimizer(
     module: nn.Module,
     lr: float,
@@ -45,9 +70,11 @@ def build_optimizer(
     warmup: float,
     total_steps: int,
     schedule: str,
+    implementation: str = "fused",
 ) -> dict:
-    """Lightning's configure_optimizers dict; ``warmup`` < 1 is a fraction of the total steps."""
-    opt = torch.optim.AdamW(param_groups(module, weight_decay), lr=lr, betas=betas, eps=eps)
+    """Lightning's configure_optimizers dict; ``warmup`` < 1 is a fraction of the total steps.
+    ``implementation``: AdamW's update kernel (see ``adamw``; fused measured fastest here)."""
+    opt = adamw(param_groups(module, weight_decay), lr, betas, eps, implementation)
     warmup_steps = int(warmup * total_steps) if warmup < 1 else int(warmup)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_decay(warmup_steps, total_steps, schedule))
     return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

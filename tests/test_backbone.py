@@ -239,3 +239,81 @@ def test_causal_attention_agrees_across_backends_and_never_looks_ahead(position,
     with torch.no_grad():
         full = bidirectional(x, mask).last_hidden_state
     assert (full[0, :8] - outs["eager"][0, :8]).abs().max() > 1e-3  # causal is not a no-op
+
+
+# --- run-time levers: torch.compile and activation checkpointing ---------------------------
+def _counting_sdpa(monkeypatch):
+    import modalities.backbone.attention as attention
+
+    calls = []
+    sdpa = attention.F.scaled_dot_product_attention
+
+    def counting(*args, **kwargs):
+        calls.append(args[0].shape)
+        return sdpa(*args, **kwargs)
+
+    monkeypatch.setattr(attention.F, "scaled_dot_product_attention", counting)
+    return calls
+
+
+def test_a_compiled_unpadded_model_runs_the_same_batched_attention_calls_and_compiles_once(monkeypatch):
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    graphs = []
+
+    def recording_backend(gm, example_inputs):  # dynamo's graphs, run as traced (no inductor: fast)
+        graphs.append(gm)
+        return gm.forward
+
+    torch.manual_seed(0)
+    model = Backbone(tiny(position="alibi", attention_backend="unpadded", attention_dropout=0.1,
+                          local_attention=4, global_attn_every_n_layers=2))  # ALiBi, a local band, dropout
+    compiled = Backbone(model.config)
+    compiled.load_state_dict(model.state_dict())
+    compiled.compile_layers(backend=recording_backend)
+    model.eval(), compiled.eval()
+    calls = _counting_sdpa(monkeypatch)
+    lengths = torch.randint(2, 40, (24,), generator=torch.Generator().manual_seed(0)).tolist()
+    for batch in (lengths, lengths[:17]):  # a second batch of another shape: no recompilation
+        mask = ragged_mask(batch)
+        x = torch.randn(*mask.shape, 32)
+        with torch.no_grad():
+            ref = model(x, mask).last_hidden_state
+            eager_calls = len(calls)
+            out = compiled(x, mask).last_hidden_state
+        compiled_calls = len(calls) - eager_calls
+        assert (out - ref)[mask].abs().max() < 1e-5
+        assert compiled_calls == eager_calls <= 8 * 2  # the same bucketed calls, never one per sequence
+        calls.clear()
+        if batch is lengths:
+            first = len(graphs)
+    assert first > 0 and len(graphs) == first  # compiled graphs exist and the new shape reused them
+    assert not any("scaled_dot_product_attention" in str(g.graph) for g in graphs)  # the core stays eager
+
+
+def test_activation_checkpointing_gives_the_same_gradients_and_keeps_less_for_backward():
+    torch.manual_seed(0)
+    model = Backbone(tiny(attention_backend="unpadded", hidden_dropout=0.1, attention_dropout=0.1)).train()
+    mask = ragged_mask([9, 3, 12])
+    x = torch.randn(3, 12, 32)
+    grads, kept = {}, {}
+    for on in (False, True):
+        model.checkpointing = on
+        model.zero_grad()
+        total = 0
+
+        def pack(t):
+            nonlocal total
+            total += t.numel()
+            return t
+
+        torch.manual_seed(1)  # the same dropout masks: checkpointing replays the RNG state
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            out = model(x, mask).last_hidden_state
+        out.pow(2).sum().backward()
+        grads[on] = [p.grad.clone() for p in model.parameters()]
+        kept[on] = total
+    for g_on, g_off in zip(grads[True], grads[False], strict=True):
+        assert torch.allclose(g_on, g_off, atol=1e-6)
+    assert kept[True] < 0.5 * kept[False]

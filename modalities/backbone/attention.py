@@ -102,6 +102,11 @@ class UnpaddedAttention(AttentionBackend):
 
     unpadded = True
 
+    # Kept out of torch.compile graphs: the bucket list changes with every batch (how many groups,
+    # their lengths), so a traced loop would recompile per batch and, past dynamo's recompile limit,
+    # silently run uncompiled; left eager it is the same few batched SDPA calls, and the per-token
+    # work around it (norms, projections, MLP) compiles once with a dynamic token count.
+    @torch.compiler.disable
     def forward(self, q: Tensor, k: Tensor, v: Tensor, inputs: AttentionInputs) -> Tensor:
         info = inputs.unpadded
         if (

@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from .attention import ATTENTION, AttentionInputs
 from .config import BackboneConfig
@@ -58,6 +59,12 @@ def check_embeddings(x: Tensor, mask: Tensor | None, hidden_size: int) -> Tensor
 
 
 class Backbone(nn.Module):
+    """The layer stack. Two run-time levers, not part of the config (the weights never change):
+    ``checkpointing = True`` recomputes each layer in the backward pass instead of keeping its
+    activations (training only); ``compile_layers()`` hands every layer to ``torch.compile``."""
+
+    checkpointing = False
+
     def __init__(self, config: BackboneConfig):
         super().__init__()
         self.config = config
@@ -81,6 +88,14 @@ class Backbone(nn.Module):
             old = layer.attn.core
             layer.attn.core = backend(self.config)
             layer.attn.core.train(old.training)
+
+    def compile_layers(self, **options) -> None:
+        """``torch.compile`` each layer, with a dynamic token count (``options`` go to torch.compile:
+        backend, mode, ...). The unpadded attention core stays eager inside the compiled layers (see
+        ``UnpaddedAttention``), so a compiled model runs the same batched attention calls."""
+        options.setdefault("dynamic", True)
+        for layer in self.layers:
+            layer.compile(**options)
 
     def forward(
         self, x: Tensor, mask: Tensor | None = None, output_hidden_states: bool = False
@@ -122,8 +137,13 @@ class Backbone(nn.Module):
                 local.rope = rope_cos_sin(positions, cfg.head_dim, cfg.local_rope_theta)
 
         states = [restore(x)] if output_hidden_states else None
+        recompute = self.checkpointing and self.training and torch.is_grad_enabled()
         for i, layer in enumerate(self.layers):
-            x = layer(x, local if layer.local else inputs)
+            layer_inputs = local if layer.local else inputs
+            if recompute:  # keep only the layer's input; its activations are recomputed in backward
+                x = checkpoint(layer, x, layer_inputs, use_reentrant=False)
+            else:
+                x = layer(x, layer_inputs)
             if self.final_norm is not None and i == len(self.layers) - 1:
                 x = self.final_norm(x)
             if states is not None:

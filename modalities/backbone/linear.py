@@ -74,6 +74,7 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """``F.linear`` with the oneDNN fp32 CPU kernel where it applies."""
     if (
         _enabled
+        and not torch.compiler.is_compiling()  # compiled graphs see a plain F.linear (inductor picks the GEMM)
         and x.dtype == torch.float32
         and weight.dtype == torch.float32
         and x.device.type == "cpu"
