@@ -205,6 +205,19 @@ def test_mert_export_reloads_in_transformers_hubert_with_our_hidden_states(tmp_p
         assert torch.allclose(again(input_values=wav).last_hidden_state, enc(input_values=wav).last_hidden_state, atol=1e-5)
 
 
+def test_mert_export_takes_a_foreign_hubert_folder_as_it_is(tmp_path):
+    import transformers
+
+    import modalities
+    from modalities.hub import check_parity
+
+    cfg = transformers.HubertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                                    conv_dim=[32] * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4)
+    transformers.HubertModel(cfg).eval().save_pretrained(tmp_path / "hubert")
+    assert tessera(["export", str(tmp_path / "hubert"), str(tmp_path / "mert"), "--format", "mert"]) == 0
+    assert json.loads((tmp_path / "mert" / "preprocessor_config.json").read_text())["sampling_rate"] == 16000
+    assert check_parity(tmp_path / "mert", modalities.load_encoder(tmp_path / "hubert")) < 1e-5
+
 def test_mert_export_of_a_token_encoder_says_which_formats_fit(tmp_path, capsys):
     import modalities
 
