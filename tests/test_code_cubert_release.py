@@ -195,3 +195,23 @@ def test_code_misuse_refuses_the_pre_tokenised_release_repair_task_with_one_line
                     "--tasks", "variable_misuse_repair"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "pre-tokenised" in err
+
+
+def test_py150_original_lists_resolve_under_the_archive_root_with_a_stable_valid_slice(tmp_path):
+    from modalities.code.py150 import manifest_kind, py150_rows
+    from modalities.stats import ReadStats
+
+    root = tmp_path / "py150"
+    train = [f"data/user{i}/repo{i}/m{i}.py" for i in range(30)]
+    for i, rel in enumerate([*train, "data/zed/lib/t.py"]):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(f"def f{i}(a):\n    return a + {i}\n")
+    (tmp_path / "python100k_train.txt").write_text("\n".join(train) + "\n")
+    (tmp_path / "python50k_eval.txt").write_text("data/zed/lib/t.py\ndata/gone/x/y.py\n")
+    assert manifest_kind(tmp_path) == "py150"
+    stats = ReadStats()
+    rows = py150_rows(tmp_path, root, stats)
+    assert stats.skipped == {"listed file not under the root": 1}
+    by = {r["package"]: r["split"] for r in rows}
+    assert by["zed/lib"] == "test" and set(by.values()) == {"train", "valid", "test"}
+    assert [r["split"] for r in py150_rows(tmp_path, root)] == [r["split"] for r in rows]  # stable
