@@ -400,7 +400,9 @@ PY_BAD = {
     "py-binary-garbage.py": garbage(),
     "py-null-bytes.py": b"def f():\n    return '\x00'\n",
     "py-latin1-undeclared.py": "def f():\n    return 'caf\xe9'\n".encode("latin-1"),
-    "py-huge-line.py": b"x = " + b"1 + " * 250_000 + b"1\n",
+    "py-huge-line.py": b"x = '" + b"a" * 200_000 + b"'\n",  # a 200 kB string on one line
+    "py-huge-identifier.py": b"x" * 200_000 + b" = 1\n",
+    "py-long-expression.py": b"x = " + b"1 + " * 25_000 + b"1\n",  # 50 k tokens on one line
     "py-deep-brackets.py": b"x = " + b"(" * 5000 + b"1" + b")" * 5000 + b"\n",
     "py-unterminated-string.py": b"def f():\n    s = '''never closed\n    return s\n",
     "py-bad-dedent.py": b"def f():\n        x = 1\n    return x\n",
