@@ -28,6 +28,7 @@ from modalities.code import CodeTokenizer, load_code_tokenizer
 from modalities.code.lexer import NEWLINE
 
 from ..prepare.code import corpus_key, tokenizer_folder
+from .code_files import has_split, read_split  # noqa: F401  (re-exported)
 from .collate import pad_batch
 from .fetch import cache_path, default_cache_dir
 from .sampler import resumable_train_loader
@@ -303,79 +304,6 @@ def featurise_tokens(example: dict, tok: CodeTokenizer, max_length: int) -> dict
             "targets": torch.tensor(targets, dtype=torch.long)}
 
 
-# the fields every example of our own benchmark files carries, per task ("*": every task)
-_REQUIRED = {"*": {"source": str, "label": int}, "function_docstring": {"docstring": str},
-             "variable_misuse_repair": {"candidate_spans": list, "target_spans": list}}
-
-
-def _read_jsonl(path: Path, task: str, stats) -> list[dict]:
-    """Our benchmark's <task>/<split>.jsonl; records missing a field (or of the wrong type) are skipped and counted."""
-    from modalities.code.cubert_release import BadRecord
-
-    rows = []
-    fields = {**_REQUIRED["*"], **_REQUIRED.get(task, {})}
-    stats.files += 1
-    with path.open(encoding="utf-8", errors="replace") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-                if not isinstance(rec, dict):
-                    raise BadRecord("<line>", f"expected a JSON object, got {type(rec).__name__}")
-                for name, kind in fields.items():
-                    if name not in rec:
-                        raise BadRecord(name, "missing")
-                    if not isinstance(rec[name], kind) or isinstance(rec[name], bool):
-                        raise BadRecord(name, f"expected {kind.__name__}, got {type(rec[name]).__name__}")
-                if task == "variable_misuse_repair" and "error_span" not in rec:
-                    raise BadRecord("error_span", "missing (null for a bug-free example)")
-            except json.JSONDecodeError:
-                stats.bad(f"{path}:{n}", BadRecord("<line>", "not JSON"))
-                continue
-            except BadRecord as e:
-                stats.bad(f"{path}:{n}", e)
-                continue
-            stats.records += 1
-            rows.append(rec)
-    if not rows:
-        first = stats.examples[0] if stats.examples else "the file is empty"
-        raise ValueError(f"{path} holds no usable {task} example; first: {first}")
-    return rows
-
-
-def has_split(benchmark: Path, task: str, split: str) -> bool:
-    """Whether ``benchmark`` (ours, or CuBERT's release) holds ``task``'s ``split``."""
-    from modalities.code.cubert_release import is_release, shards
-
-    if is_release(benchmark):
-        return bool(shards(benchmark, task, split))
-    return (Path(benchmark) / task / f"{split}.jsonl").is_file()
-
-
-def read_split(benchmark: Path, task: str, split: str, max_examples: int | None = None, seed: int = 0,
-               stats=None) -> list[dict]:
-    """The examples of <benchmark>/<task>/<split>.jsonl, or of CuBERT's released shards when
-    ``benchmark`` holds them (``modalities.code.cubert_release``); with ``max_examples``, a seeded
-    sample of that many in file order (what fine-tuning and ``tessera eval code-misuse`` both
-    read). Bad records are skipped and counted in ``stats`` (a ``RecordStats``)."""
-    from modalities.code.cubert_release import RecordStats, is_release, read_release_split
-
-    stats = stats if stats is not None else RecordStats(unit="examples")
-    if is_release(benchmark):
-        rows = read_release_split(benchmark, task, split, stats)
-    else:
-        path = Path(benchmark) / task / f"{split}.jsonl"
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} is missing; build it with `tessera prepare code-benchmark --out {benchmark} "
-                                    f"--tasks {task}`, or give a folder of CuBERT's released {task} shards")
-        rows = _read_jsonl(path, task, stats)
-    if max_examples is not None and len(rows) > max_examples:
-        g = np.random.default_rng(seed)
-        rows = [rows[i] for i in sorted(g.choice(len(rows), max_examples, replace=False))]
-    return rows
-
-
 def collate_examples(items: list[dict], pad_id: int) -> dict:
     """Featurised examples (``featurise``) -> a padded batch; pointer examples add candidate / target masks."""
     ids, mask = pad_batch([it["input_ids"] for it in items], pad_id)
@@ -413,7 +341,9 @@ class CodeTaskDataModule(_CodeTokenizer, TokenSpec, L.LightningDataModule):
     Args:
         task: a task name of ``modalities.code.TASKS``.
         benchmark: the benchmark folder (holds <task>/{train,valid,test}.jsonl; ``cache:REL`` is
-            under $TESSERA_CACHE); built from ``corpus`` when the task's files are missing.
+            under $TESSERA_CACHE); built from ``corpus`` when the task's files are missing. A folder
+            of CuBERT's released files (<name>_datasets/{train,dev,eval}.jsontxt-*) is read as it is
+            (``modalities.code.cubert_release``; never built).
         tokenizer: the encoder's code tokenizer: an encoder folder (the one ``init_from`` names), a
             tokenizer folder / tokenizer.json or a CuBERT vocabulary; None: the tokenizer a masked-LM
             run on ``corpus`` with ``vocab_size`` and ``max_files`` trains (trained here if missing).
