@@ -58,11 +58,15 @@ class _Images(torch.utils.data.Dataset):
             return str(e).splitlines()[0][:300], i
 
 
+def _as_list(items):
+    return items
+
+
 @torch.no_grad()
 def embed_images(dual, paths: list[Path], size: int, batch_size: int = 32, workers: int = 0) -> tuple[torch.Tensor, list[int], list[str]]:
     """(embeddings (N_ok, E), indices of the images that decoded, the first errors of those that did not)."""
     loader = torch.utils.data.DataLoader(_Images(paths, size), batch_size=batch_size, num_workers=workers,
-                                         collate_fn=lambda items: items)
+                                         collate_fn=_as_list)
     zs, ok, errors = [], [], []
     for items in loader:
         good = [(x, i) for x, i in items if isinstance(x, torch.Tensor)]
@@ -224,7 +228,7 @@ def eval_zeroshot(args) -> int:
     if not present:
         raise FileNotFoundError(f"none of the {len(paths)} listed images is on disk (first: {paths[0] if paths else '-'}); "
                                 "check the root folder")
-    zi, ok, errors = embed_images(dual, [paths[i] for i in present], size, args.batch_size)
+    zi, ok, errors = embed_images(dual, [paths[i] for i in present], size, args.batch_size, args.workers)
     kept = [present[i] for i in ok]
     data.update(images_scored=len(kept), skipped_unreadable_image=len(errors), first_image_errors=errors[:3])
     class_z = embed_prompts(dual, tok, prompts, names)
@@ -266,6 +270,7 @@ def _(p) -> None:
     p.add_argument("--image-size", type=int, help="default: the one the run trained at")
     p.add_argument("--max-images", type=int, help="score only the first N images (quick runs)")
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--workers", type=int, default=0, help="image-decoding worker processes")
     p.add_argument("--seed", type=int, default=0, help="5x200: the sampling seed")
     p.add_argument("--out", default="runs/cxr/zeroshot")
 
@@ -317,7 +322,7 @@ def eval_image_retrieval(args) -> int:
     if len(pairs) < 2:
         raise ValueError(f"{len(pairs)} image-report pair(s) under {images} ({data}); check --images (file names "
                          + ("<image id>.png" if args.layout == "openi" else "files/p../p<subject>/s<study>/<dicom_id>.jpg") + ")")
-    zi, ok, errors = embed_images(dual, [p for p, _ in pairs], size, args.batch_size)
+    zi, ok, errors = embed_images(dual, [p for p, _ in pairs], size, args.batch_size, args.workers)
     texts = [pairs[i][1] for i in ok]
     zt_all = embed_texts(_TextTower(dual), tok, texts)
     reps, target = dedup_gallery(texts, text_key)  # image -> report: one gallery entry per distinct text
@@ -357,4 +362,5 @@ def _(p) -> None:
     p.add_argument("--image-size", type=int, help="default: the one the run trained at")
     p.add_argument("--max-images", type=int, help="only the first N pairs (quick runs)")
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--workers", type=int, default=0, help="image-decoding worker processes")
     p.add_argument("--out", default="runs/cxr/image-retrieval")
