@@ -317,3 +317,22 @@ def test_activation_checkpointing_gives_the_same_gradients_and_keeps_less_for_ba
     for g_on, g_off in zip(grads[True], grads[False], strict=True):
         assert torch.allclose(g_on, g_off, atol=1e-6)
     assert kept[True] < 0.5 * kept[False]
+
+
+def test_flex_attention_over_packed_tokens_agrees_with_the_per_sequence_reference():
+    # the CUDA path for ALiBi and bands; run here by torch's uncompiled FlexAttention (forward only on CPU)
+    from modalities.backbone.attention import flex_unpadded
+
+    torch.manual_seed(0)
+    model = Backbone(tiny(position="alibi", causal=True, local_attention=4, global_attn_every_n_layers=2,
+                          attention_backend="unpadded_loop")).eval()  # ALiBi, a causal and a local band
+    captured = []
+    core = model.layers[-1].attn.core  # layer 1 of 2: local
+    core.register_forward_hook(lambda m, args, out: captured.append((args, out)))
+    mask = ragged_mask([7, 1, 12, 4])
+    with torch.no_grad():
+        model(torch.randn(4, 12, 32), mask)
+        (q, k, v, inputs), ref = captured[0]
+        out = flex_unpadded(q, k, v, inputs, core.scale)
+    assert inputs.alibi is not None and inputs.window == 2
+    assert (out - ref).abs().max() < 1e-5

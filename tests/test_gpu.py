@@ -52,3 +52,30 @@ def test_ddp_with_nccl_on_two_gpus(tmp_path):
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=900,
                           env={**os.environ, "NCCL_DEBUG": "WARN"})
     assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+@pytest.mark.parametrize("causal, window", [(False, 0), (True, 0), (False, 64)])
+def test_flex_attention_takes_alibi_and_bands_on_cuda_with_gradients(causal, window, monkeypatch):
+    import modalities.backbone.attention as attention
+
+    calls = []
+    flex = attention.flex_unpadded
+    monkeypatch.setattr(attention, "flex_unpadded", lambda *a, **k: calls.append(1) or flex(*a, **k))
+    torch.manual_seed(0)
+    model = create_encoder("bert-tiny", position="alibi", causal=causal, local_attention=window,
+                           global_attn_every_n_layers=2, hidden_dropout=0.0, attention_dropout=0.0).cuda().train()
+    lengths = torch.randint(16, 257, (16,)).tolist()
+    mask = (torch.arange(max(lengths))[None] < torch.tensor(lengths)[:, None]).cuda()
+    ids = torch.randint(5, 100, mask.shape, device="cuda")
+    grads = {}
+    for backend in ("eager", "unpadded"):
+        model.set_attention_backend(backend)
+        model.zero_grad()
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            out = model(input_ids=ids, attention_mask=mask).last_hidden_state.float()
+        (out.pow(2) * mask[..., None]).sum().backward()
+        grads[backend] = (out.detach(), model.backbone.layers[0].attn.qkv.weight.grad.clone())
+    assert calls, "the unpadded backend did not take the FlexAttention path"
+    assert (grads["unpadded"][0] - grads["eager"][0])[mask].abs().max() < 5e-2
+    g, g_ref = grads["unpadded"][1], grads["eager"][1]
+    assert (g - g_ref).norm() / g_ref.norm() < 2e-2

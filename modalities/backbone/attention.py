@@ -27,6 +27,7 @@ except ImportError:  # pragma: no cover - older torch
     _varlen_attn = None
 
 ATTENTION: Registry[type[AttentionBackend]] = Registry("attention backend")
+_compiled_flex = None  # torch.compile(flex_attention), built on first CUDA use
 
 
 @dataclass
@@ -95,6 +96,8 @@ class UnpaddedAttention(AttentionBackend):
     """Attention over packed real tokens only.
 
     CUDA, half precision, no ALiBi, no local window, no dropout: one flash varlen call.
+    CUDA with ALiBi or a band (local / causal), no dropout: one compiled FlexAttention call over
+    the packed tokens (``flex_unpadded``: a document mask, the band and ALiBi as modifications).
     Elsewhere: the sequences are grouped by length (``Unpadded.buckets``: at most 15 % padding per
     group) and each group is one batched SDPA call with its key mask, ALiBi bias and local band,
     dropout included: a handful of calls per layer, never one per sequence.
@@ -119,6 +122,13 @@ class UnpaddedAttention(AttentionBackend):
         ):
             cu = info.cu_seqlens
             return _varlen_attn(q, k, v, cu, cu, info.max_seqlen, info.max_seqlen, scale=self.scale)
+        if q.is_cuda and self.dropout_p == 0.0 and _flex_available():
+            global _compiled_flex
+            if _compiled_flex is None:
+                from torch.nn.attention.flex_attention import flex_attention
+
+                _compiled_flex = torch.compile(flex_attention, dynamic=True)
+            return flex_unpadded(q, k, v, inputs, self.scale, _compiled_flex)
         rows, outs = [], []
         for bucket in info.buckets():
             L = bucket.valid.shape[1]
@@ -157,6 +167,48 @@ class UnpaddedLoopAttention(AttentionBackend):
             outs.append(o[0].transpose(0, 1))  # (L, H, hd)
             start = end
         return torch.cat(outs)  # (N, H, hd)
+
+
+def _flex_available() -> bool:
+    try:
+        import torch.nn.attention.flex_attention  # noqa: F401
+    except ImportError:  # pragma: no cover - older torch
+        return False
+    return True
+
+
+def flex_unpadded(q: Tensor, k: Tensor, v: Tensor, inputs: AttentionInputs, scale: float, kernel=None) -> Tensor:
+    """FlexAttention over the packed (N, H, hd) tokens: one call for the whole batch.
+
+    The block mask keeps a key when it is in the query's sequence (and inside the band, local or
+    causal, when there is one); ALiBi is a score modification read from the (H, Lmax, Lmax) table by
+    in-sequence positions. The block mask is built once per forward and band, shared by the layers.
+    ``kernel``: a compiled ``flex_attention`` (CUDA); None runs torch's uncompiled reference, which
+    is how the CPU tests check the masks (FlexAttention has no CPU backward in torch 2.14).
+    """
+    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+
+    info = inputs.unpadded
+    doc, pos = info.documents()
+    band, alibi = inputs.band, inputs.alibi
+    key = ("flex", inputs.window, band is not None)
+    if key not in info.cache:
+        if band is None:
+            def keep(b, h, qi, ki):
+                return doc[qi] == doc[ki]
+        else:
+            def keep(b, h, qi, ki):
+                return (doc[qi] == doc[ki]) & band[pos[qi], pos[ki]]
+        N = q.shape[0]
+        info.cache[key] = create_block_mask(keep, None, None, N, N, device=q.device)
+    score_mod = None
+    if alibi is not None:
+        def score_mod(score, b, h, qi, ki):
+            return score + alibi[h, pos[qi], pos[ki]]
+    run = kernel if kernel is not None else flex_attention
+    q, k, v = (t.transpose(0, 1).unsqueeze(0) for t in (q, k, v))  # (1, H, N, hd)
+    out = run(q, k, v, score_mod=score_mod, block_mask=info.cache[key], scale=scale)
+    return out[0].transpose(0, 1)  # (N, H, hd)
 
 
 def _mask_of(inputs: AttentionInputs, length: int, dtype: torch.dtype) -> Tensor | None:

@@ -8,7 +8,7 @@ Real tokens keep their order; sequence b owns rows cu_seqlens[b]:cu_seqlens[b + 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
@@ -33,6 +33,7 @@ class Unpadded:
     batch: int  # B
     length: int  # T of the padded layout
     _buckets: list[Bucket] | None = None
+    cache: dict = field(default_factory=dict)  # per-forward attention structures shared by the layers
 
     def buckets(self, waste: float = 0.15) -> list[Bucket]:
         """The sequences grouped by length (longest first) so that padding each group to its
@@ -41,6 +42,16 @@ class Unpadded:
         if self._buckets is None:
             self._buckets = length_buckets(self.seqlens, self.cu_seqlens.tolist(), waste, self.indices.device)
         return self._buckets
+
+
+    def documents(self) -> tuple[Tensor, Tensor]:
+        """(N,) long each: the sequence every packed token belongs to and its position inside it."""
+        if "documents" not in self.cache:
+            lengths = torch.diff(self.cu_seqlens).long()  # (B,)
+            doc = torch.repeat_interleave(torch.arange(self.batch, device=lengths.device), lengths)  # (N,)
+            pos = torch.arange(doc.numel(), device=doc.device) - self.cu_seqlens.long()[doc]  # (N,)
+            self.cache["documents"] = (doc, pos)
+        return self.cache["documents"]
 
 
 def length_buckets(seqlens: list[int], starts: list[int], waste: float, device) -> list[Bucket]:
