@@ -48,6 +48,7 @@ def test_classification_records_map_upstream_labels_onto_ours_and_bad_ones_are_c
     clean = {**good, "label": "Correct", "info": "... original"}
     write_shards(tmp_path, "variable_misuse_datasets", "train",
                  [good, clean, {"label": "Correct", "info": ""}, {**good, "label": "Buggy"}, "not json {", [1, 2]], shards=2)
+    (tmp_path / "variable_misuse_datasets" / "train.jsontxt-00000-of-00001.githubcommits").write_text("[1]\n")
     stats = RecordStats(unit="examples")
     rows = read_release_split(tmp_path, "variable_misuse", "train", stats)
     assert [(r["label"], r["label_name"]) for r in rows] == [(1, "Variable misuse"), (0, "Correct")]

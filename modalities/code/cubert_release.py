@@ -95,10 +95,11 @@ def task_folder(root: str | Path, task: str) -> Path:
 
 
 def shards(root: str | Path, task: str, split: str) -> list[Path]:
-    """The split's shard files, sorted (``<split>.jsontxt-*``; any prefix before it is allowed)."""
+    """The split's shard files, sorted (``<split>.jsontxt-*``; any prefix before it is allowed).
+    Files with "githubcommits" in their name are not benchmark shards (PLUR's reader leaves them out too)."""
     folder = task_folder(root, task)
     prefix = RELEASE_SPLITS[split]
-    return sorted(p for p in folder.glob(f"*{prefix}.jsontxt-*") if p.is_file())
+    return sorted(p for p in folder.glob(f"*{prefix}.jsontxt-*") if p.is_file() and "githubcommits" not in p.name)
 
 
 def is_release(root: str | Path) -> bool:
