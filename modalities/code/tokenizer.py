@@ -374,8 +374,23 @@ class CodeTokenizer:
 
 def load_code_tokenizer(path: str | Path) -> CodeTokenizer:
     """A folder written by ``CodeTokenizer.save``, a trained ``tokenizer.json``, or a CuBERT
-    vocabulary file (one quoted subtoken per line)."""
+    vocabulary file (one quoted subtoken per line). A file that is none of them (binary, not JSON, a
+    JSON of another shape) is a ValueError naming it."""
     path = Path(path)
+    try:
+        return _load_code_tokenizer(path)
+    except (FileNotFoundError, ValueError) as e:
+        if isinstance(e, UnicodeDecodeError | json.JSONDecodeError):
+            raise ValueError(f"{path} is not a code tokenizer (not UTF-8 JSON or a CuBERT vocabulary: {e}); give a "
+                             "tokenizer folder, a tokenizer.json or a CuBERT vocab.txt") from None
+        raise
+    except Exception as e:  # noqa: BLE001  (tokenizers raises a bare Exception for a malformed tokenizer.json)
+        msg = " ".join(str(e).split())[:200] or type(e).__name__
+        raise ValueError(f"{path} is not a readable code tokenizer ({msg}); give a tokenizer folder, a tokenizer.json "
+                         "or a CuBERT vocab.txt") from None
+
+
+def _load_code_tokenizer(path: Path) -> CodeTokenizer:
     if path.is_dir():
         meta_file = path / META_FILE
         meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
