@@ -153,6 +153,8 @@ def test_release_with_mntp_and_supervised_adapters_matches_llm2vec(release, mode
     assert all(a["merged"] for a in meta["adapters"]) and meta["base_weights"] == str(root / "base")
     assert meta["adapters"][1]["base_model_name_or_path"] == f"McGill-NLP/LLM2Vec-tiny-{model_type}-mntp"
     assert meta["pooling"] == "mean" and meta["llm2vec_config"]["file"].endswith("sup/llm2vec_config.json")
+    # tessera import --check runs the same re-derivation from the folder's own files
+    assert modalities.hub.check_parity(root / "mntp", enc) < 1e-4
 
 
 def test_every_pooling_mode_and_instruction_skipping_match_llm2vec(release):
@@ -271,6 +273,7 @@ def test_llm2vec4cxr_latent_attention_pooler_loads_from_the_weights_file(tmp_pat
             ref.append(mlp(o).mean(1).squeeze(0))
         ours = enc.encode(ids, attn, embed_mask=embed)
     assert (ours - torch.stack(ref)).abs().max() < 1e-4
+    assert modalities.hub.check_parity(folder, enc) < 1e-4
 
 
 # --- export: tessera export SRC OUT --format llm2vec, re-loaded by transformers + peft -------------

@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from ..backbone import EncoderOutput
 from ..backbone.pooling import create_pooler
-from ..hub import register_architecture, register_importer
+from ..hub import register_architecture, register_importer, register_parity
 from . import llm2vec_release as _release  # noqa: F401  (registers the "llm2vec" export format)
 
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")  # LLM2Vec's
@@ -405,3 +405,72 @@ def import_llm2vec(folder: Path) -> tuple[LLM2VecEncoder, dict]:
         opts["base_model"] = Path(os.path.normpath(folder / opts["base_model"]))
     enc = load_llm2vec(folder, adapters, **opts)
     return enc, enc.meta
+
+
+@register_parity(*DECODER_TYPES)
+def llm2vec_parity(folder: Path, encoder: LLM2VecEncoder) -> float:
+    """``tessera import --check``: the llm2vec package's computation re-derived on transformers' own
+    decoder (from ``meta.base_weights``), every adapter of ``meta.adapters`` merged by LoRA's formula
+    (W + alpha / r * B A), ``is_causal`` cleared with LlamaBiModel's padding-only mask, and
+    ``LLM2Vec.get_pooling`` on a left-padded batch; max |difference| over the real tokens' last
+    hidden states and the pooled vectors (fp32)."""
+    from transformers import AutoConfig, AutoModel
+
+    from .llm2vec_release import read_adapter_weights, read_weights, split_checkpoint
+
+    meta = getattr(encoder, "meta", {})
+    if "base_weights" not in meta:
+        raise ValueError(f"{folder}: the encoder's meta has no base_weights (imported before adapters were reported); "
+                         "import it again")
+    hf = json.loads((Path(folder) / "config.json").read_text())
+    d = {k: v for k, v in hf.items() if k not in ("architectures", "auto_map", "transformers_version")}
+    cfg = AutoConfig.for_model(d.pop("model_type"), **d)
+    cfg._attn_implementation = "eager"
+    ref = AutoModel.from_config(cfg, dtype=torch.float32).eval()
+    base, _, latent, _ = split_checkpoint(read_weights(Path(meta["base_weights"])))
+    ref.load_state_dict({k: v.float() for k, v in base.items()}, strict=True)
+    with torch.no_grad():
+        for a in meta.get("adapters", []):
+            acfg = json.loads((Path(a["path"]) / "adapter_config.json").read_text())
+            ab = read_adapter_weights(Path(a["path"]))
+            for key, A in ab.items():
+                if ".lora_A." in key:
+                    name = key.removeprefix("base_model.model.").split(".lora_A.")[0]
+                    B = ab[key.replace(".lora_A.", ".lora_B.")]
+                    ref.get_submodule(name).weight += acfg["lora_alpha"] / acfg["r"] * (B.float() @ A.float())
+    for m in ref.modules():
+        if hasattr(m, "is_causal"):
+            m.is_causal = False
+    g = torch.Generator().manual_seed(0)
+    lengths = torch.tensor([11, 4, 7])
+    T, vocab = int(lengths.max()), cfg.vocab_size
+    attn = (torch.arange(T)[None] >= (T - lengths)[:, None]).long()  # left padding, as LLM2Vec pads
+    ids = torch.randint(min(5, vocab - 1), vocab, (3, T), generator=g).masked_fill(attn == 0, 0)
+    pad = attn[:, None, None, :].eq(0).expand(-1, 1, T, -1)
+    h = ref(input_ids=ids, attention_mask=torch.zeros(pad.shape).masked_fill(pad, torch.finfo(torch.float32).min))
+    h = h.last_hidden_state
+    pooling = encoder.config.pooling
+    rows = [h[i, -int(n):] for i, n in enumerate(lengths)]  # each row's real tokens
+    if pooling == "mean":
+        want = torch.stack([r.mean(0) for r in rows])
+    elif pooling == "weighted_mean":
+        want = torch.stack([(r * (w := torch.arange(1, len(r) + 1.0))[:, None]).sum(0) / w.sum() for r in rows])
+    elif pooling == "eos":
+        want = h[:, -1]
+    elif pooling in ("bos", "cls"):
+        want = torch.stack([r[0] for r in rows])
+    elif pooling == "latent_attention" and latent:  # LLM2Vec4CXR's LatentAttentionPooling, one sample at a time
+        D = cfg.hidden_size
+        mha = nn.MultiheadAttention(D, encoder.config.latent_heads, batch_first=True)
+        mha.load_state_dict({k[len("attn."):]: v.float() for k, v in latent.items() if k.startswith("attn.")})
+        mlp = nn.Sequential(nn.Linear(D, D), nn.GELU(), nn.Linear(D, D))
+        mlp.load_state_dict({k[len("mlp."):]: v.float() for k, v in latent.items() if k.startswith("mlp.")})
+        lat = latent["latents"].float()[None]
+        want = torch.stack([mlp(mha(r[None], lat, lat, need_weights=False)[0]).mean(1)[0] for r in rows])
+    else:
+        raise ValueError(f"{folder}: no reference formula for pooling {pooling!r} without its weights in the checkpoint")
+    enc = encoder.float()
+    out = enc(ids, attn)
+    got = enc.encode(ids, attn)
+    real = attn.bool()
+    return max(float((out.last_hidden_state - h)[real].abs().max()), float((got - want).abs().max()))
