@@ -39,7 +39,10 @@ def encoder_config(config_yaml: str | Path) -> dict:
     path = Path(config_yaml)
     if not path.is_file():
         raise FileNotFoundError(f"--config {path} does not exist; give a configs/code/*.yaml")
-    raw = yaml.safe_load(path.read_text())
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, yaml.YAMLError) as e:
+        raise ValueError(f"--config {path} is not a YAML file ({type(e).__name__}); give a configs/code/*.yaml") from None
     try:
         return dict(raw["model"]["init_args"]["encoder"]["init_args"]["config"])
     except (KeyError, TypeError):

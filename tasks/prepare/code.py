@@ -91,7 +91,22 @@ def corpus_manifest(corpus: str | Path, progress: bool = True, cache: Path | Non
 
 
 def read_manifest(corpus: str | Path, progress: bool = True, cache: Path | None = None) -> list[dict]:
-    rows = [json.loads(line) for line in corpus_manifest(corpus, progress, cache).open() if line.strip()]
+    """The rows of a corpus manifest (JSON lines with at least "path", "package", "split")."""
+    manifest = corpus_manifest(corpus, progress, cache)
+    rows = []
+    try:
+        with manifest.open(encoding="utf-8") as f:
+            for n, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                row = json.loads(line)
+                if not isinstance(row, dict) or not all(k in row for k in ("path", "package", "split")):
+                    raise ValueError(f"{manifest}:{n} is not a corpus row (needs path, package and split); rebuild it "
+                                     "with `tessera prepare code-corpus`")
+                rows.append(row)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{manifest} is not a corpus manifest ({type(e).__name__}); give the manifest.jsonl of "
+                         "`tessera prepare code-corpus` (or its folder)") from None
     if not rows:
         raise ValueError(f"the corpus {corpus} lists no files; rebuild it with `tessera prepare code-corpus`")
     return rows
