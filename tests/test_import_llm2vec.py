@@ -319,3 +319,35 @@ def test_export_llm2vec_reloads_in_transformers_and_peft(tmp_path, capsys):
     assert cli_main(["export", str(tmp_path / "bert"), str(tmp_path / "x"), "--format", "llm2vec"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "takes LLM2Vec encoders" in err[0]
+
+
+# --- text in: upstream's instruction / embed_mask preparation -----------------------------------
+def tiny_tokenizer():
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+
+    words = ["<pad>", "<s>", "</s>", "<unk>", "retrieve", "similar", "reports:", "small", "left", "effusion", "no",
+             "pneumothorax"]
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+    return transformers.PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>",
+                                                unk_token="<unk>")
+
+
+def test_instruction_inputs_pool_only_the_text_left_padded(release):
+    from modalities.cxr.llm2vec_release import llm2vec_inputs
+
+    tok = tiny_tokenizer()
+    batch = llm2vec_inputs(tok, ["small left effusion", "no pneumothorax"], instruction="retrieve similar reports:")
+    # <s> + 3 instruction words + the text; the shorter row padded on the left with EOS (LLM2Vec's pad)
+    assert batch["input_ids"].tolist() == [[1, 4, 5, 6, 7, 8, 9], [2, 1, 4, 5, 6, 10, 11]]
+    assert batch["attention_mask"].tolist() == [[1] * 7, [0] + [1] * 6]
+    assert batch["embed_mask"].tolist() == [[0, 0, 0, 0, 1, 1, 1], [0, 0, 0, 0, 0, 1, 1]]
+    eos = llm2vec_inputs(tok, ["no pneumothorax"], pooling="eos_token")  # " </s>" joins the text
+    assert eos["input_ids"].tolist() == [[1, 10, 11, 2]] and eos["embed_mask"].tolist() == [[0, 1, 1, 1]]
+    assert tok.padding_side == "right"  # the caller's tokenizer is left as it was
+    enc = load_llm2vec(release() / "mntp", [release() / "sup"])
+    with torch.no_grad():
+        got = enc.encode(batch["input_ids"], batch["attention_mask"], embed_mask=batch["embed_mask"])
+    h = upstream_hidden(release(), batch["input_ids"], batch["attention_mask"])
+    assert (got - upstream_pool(h, batch["attention_mask"], batch["embed_mask"], "mean")).abs().max() < 1e-4

@@ -258,3 +258,52 @@ def write_llm2vec_folder(src: Path, out: Path, **options) -> Path:
 
             shutil.copy2(src / name, out / name)
     return out
+
+
+# --- upstream's text preparation: instruction + separator, embed_mask, left padding ---------------
+SEPARATOR = "!@#$%^&*()"  # upstream's marker between an instruction and its text
+# model_type -> what upstream appends to the text for eos_token pooling (prepare_for_tokenization)
+EOS_SUFFIX = {"llama": " </s>", "mistral": " </s>", "gemma": "<eos>", "qwen2": "<|endoftext|>"}
+EOS_SUFFIX_BY_NAME = {"meta-llama/Meta-Llama-3-8B": "<|end_of_text|>"}
+# _name_or_path -> (prefix, suffix) of the chat turn upstream wraps every input in
+CHAT_TURN = {
+    "meta-llama/Meta-Llama-3-8B-Instruct": ("<|start_header_id|>user<|end_header_id|>\n\n", "<|eot_id|>"),
+    "mistralai/Mistral-7B-Instruct-v0.2": ("[INST] ", " [/INST]"),
+    "meta-llama/Llama-2-7b-chat-hf": ("[INST] ", " [/INST]"),
+    "google/gemma-2-9b-it": ("<bos><start_of_turn>user\n", "<end_of_turn>"),
+    "Qwen/Qwen2-1.5B-Instruct": ("<|im_start|>user\n", "<|im_end|>"),
+    "Qwen/Qwen2-7B-Instruct": ("<|im_start|>user\n", "<|im_end|>"),
+}
+
+
+def llm2vec_inputs(tokenizer, texts: list[str], instruction: str = "", pooling: str = "mean",
+                   model_type: str = "llama", name_or_path: str = "", max_length: int = 512) -> dict[str, Tensor]:
+    """Texts (+ one instruction for all) -> {input_ids, attention_mask, embed_mask} (B, T), left-padded,
+    as ``LLM2Vec.encode`` prepares them: the instruction and the text are tokenised together, the
+    text's own tokens (counted without special tokens, at the end of the row) form ``embed_mask``;
+    the model's chat turn wraps the whole input (Llama-3 / Mistral / Llama-2 / Gemma-2 / Qwen2
+    instruct models, by ``name_or_path``) and eos_token pooling appends the end-of-text token.
+    ``tokenizer``: the release's transformers tokenizer (its pad token set to EOS if it has none)."""
+    prepared = []
+    for text in texts:
+        s = f"{instruction.strip()} {SEPARATOR}{text}" if instruction else f"{SEPARATOR}{text}"
+        if name_or_path in CHAT_TURN:
+            before, after = CHAT_TURN[name_or_path]
+            s = before + s.strip() + after
+        if pooling in ("eos", "eos_token") and name_or_path != "meta-llama/Meta-Llama-3-8B-Instruct":
+            s = s.strip() + EOS_SUFFIX_BY_NAME.get(name_or_path, EOS_SUFFIX.get(model_type, ""))
+        prepared.append(s)
+    parts = [s.split(SEPARATOR) for s in prepared]
+    side, pad = tokenizer.padding_side, tokenizer.pad_token
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    try:
+        batch = tokenizer(["".join(p) for p in parts], return_tensors="pt", padding=True, truncation=True,
+                          max_length=max_length)
+        n_text = [len(tokenizer(p[1] if len(p) > 1 else "", add_special_tokens=False, truncation=True,
+                                max_length=max_length)["input_ids"]) for p in parts]
+    finally:
+        tokenizer.padding_side, tokenizer.pad_token = side, pad
+    batch["embed_mask"] = embed_mask_from_lengths(batch["attention_mask"], torch.tensor(n_text)).long()
+    return dict(batch)
