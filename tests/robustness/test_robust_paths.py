@@ -105,19 +105,12 @@ ROWS = {
 NOT_A_MISTAKE = {("prepare cxr --cache", "missing"), ("prepare cxr --cache", "empty-folder"),
                  ("prepare ml100k --cache", "missing"), ("prepare ml100k --cache", "empty-folder"),
                  ("prepare audio-codes AUDIO", "garbage-file")}
-MANIFEST = ("tasks/prepare/code.py:94 read_manifest json.loads a binary --corpus file: a UnicodeDecodeError "
-            "that does not name the file")
 XFAIL = {
-    ("eval code --config", "garbage-file"): "tasks/eval/code_sweep.py:42 encoder_config reads a binary --config "
-    "with read_text: a UnicodeDecodeError that does not name the file",
     ("eval code --tokenizer", "missing"): "tasks/eval/code.py:88 eval_code: a --tokenizer that does not exist is "
     "reported as '--init-from FOLDER carries no code tokenizer', naming the encoder folder, not the tokenizer given",
     ("eval cxr-retrieval --tokenizer", "garbage-file"): "modalities/text/tokenizer.py:52 load_tokenizer lets "
     "tokenizers' bare Exception ('stream did not contain valid UTF-8') escape as a traceback (called from "
     "tasks/eval/cxr.py:137 tokenizer_of)",
-    ("prepare code-benchmark --corpus", "garbage-file"): MANIFEST,
-    ("prepare code-benchmark --extra-train", "garbage-file"): MANIFEST,
-    ("prepare code-tokenizer --corpus", "garbage-file"): MANIFEST,
 }
 
 
