@@ -97,6 +97,8 @@ def read_bitmap(path: str | Path) -> np.ndarray:
                 arr = np.asarray(im.convert("L"), dtype=np.float32)
     except FileNotFoundError:
         raise FileNotFoundError(f"image {path} does not exist") from None
+    except Image.DecompressionBombError as e:  # neither an OSError nor a ValueError
+        raise ValueError(f"{path}: refused, the image claims more pixels than PIL allows ({e})") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise ValueError(f"{path}: not a readable PNG/JPEG image ({e})") from None
     return _unit(arr, path)

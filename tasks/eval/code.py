@@ -78,6 +78,9 @@ def eval_code(args: argparse.Namespace) -> int:
         if args.select_by is not None and args.select_by not in selectable(task):
             raise UserError(f"--select-by {args.select_by} is not a validation metric of {task}; choose one of {selectable(task)}")
     tokenizer = cache_path(args.tokenizer) if args.tokenizer else None
+    if tokenizer is not None and not tokenizer.exists():
+        raise FileNotFoundError(f"--tokenizer {tokenizer} does not exist; give a code tokenizer (a tokenizer or encoder "
+                                "folder, a tokenizer.json or a CuBERT vocabulary)")
     if args.init_from:
         enc_cfg, own_tok = pretrained_setup(args.init_from)
         tokenizer = tokenizer or own_tok

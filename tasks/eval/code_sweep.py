@@ -61,7 +61,9 @@ def pretrained_setup(init_from: str | Path) -> tuple[dict, Path | None]:
         raise FileNotFoundError(f"--init-from {path} does not exist; give an encoder folder (a run's <log dir>/encoder) "
                                 "or a masked-LM run folder")
     if path.is_dir() and (path / "config.json").is_file():
-        meta = json.loads((path / "config.json").read_text()).get("meta") or {}
+        from modalities.hub import read_config
+
+        meta = read_config(path).get("meta") or {}  # a damaged config.json is one error naming it
         if meta.get("modality") not in (None, "code"):
             raise UserError(f"--init-from {path} is a {meta['modality']} encoder folder; give a code encoder "
                             "(a configs/code/mlm_*.yaml run's encoder/, or a CuBERT folder)")
