@@ -1,6 +1,7 @@
-"""BERT4Rec as a Lightning system: cloze training, leave-one-out evaluation under both
-protocols in use (full ranking, and the paper's 100 popularity-sampled negatives), with a
-MostPopular floor computed on the same candidates."""
+"""BERT4Rec and SASRec as Lightning systems: cloze (BERT4Rec) or next-item (SASRec) training,
+leave-one-out evaluation under every protocol in use (tasks/metrics/ranking.py: full ranking with
+and without the history, 100 popularity-sampled and 100 uniform negatives), with MostPopular
+ranked by the same code on the same candidates."""
 
 from __future__ import annotations
 
@@ -11,11 +12,11 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
-from modalities.recsys import BERT4Rec
+from modalities.recsys import BERT4Rec, SASRec
 
 from .data.collate import IGNORE
 from .data.spec import spec_of
-from .metrics.ranking import check_negatives, leave_one_out_ranks, ranking_metrics
+from .metrics.ranking import RankingEvaluator
 from .optim import build_optimizer
 
 
@@ -23,11 +24,15 @@ class BERT4RecSystem(L.LightningModule):
     """Args:
         model: the BERT4Rec network (injected; ``num_items`` must match the data).
         lr, weight_decay, warmup, schedule: AdamW and its schedule (paper: 1e-4, 0.01, 100 steps, linear).
-        negatives: popularity-sampled negatives per user for the sampled protocol (paper: 100).
+        negatives: negatives per user for the sampled protocols (popularity: BERT4Rec's paper; uniform:
+            SASRec's), 100.
         eval_seed: seeds the negative sampling, so every evaluation uses the same candidates.
+        init_from: an encoder folder (``tessera export`` / a run's encoder/) whose weights start
+            training; its architecture and size must equal ``model``'s.
     """
 
     loss_label = "masked-item cross-entropy"  # the y axis of loss_curve.png
+    objective = "cloze"  # the data module's objective this system trains with
 
     def __init__(
         self,
@@ -38,11 +43,27 @@ class BERT4RecSystem(L.LightningModule):
         schedule: str = "linear",
         negatives: int = 100,
         eval_seed: int = 0,
+        init_from: str | None = None,
     ):
         super().__init__()
         self.save_hyperparameters()
         self.model = model
-        self._ranks: dict[str, list[torch.Tensor]] = {}
+        self._evaluator: RankingEvaluator | None = None
+        if init_from:
+            self._init_from(init_from)
+
+    def _init_from(self, folder: str) -> None:
+        from modalities.hub import load_encoder
+
+        path = Path(folder).expanduser()
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(f"model.init_args.init_from {path} is not an encoder folder (no config.json); "
+                                    "give a recsys run's encoder/ folder or a `tessera export` output")
+        source = load_encoder(path)
+        if type(source) is not type(self.model) or source.config != self.model.config:
+            raise ValueError(f"model.init_args.init_from {path} holds a {type(source).__name__} {source.config}, "
+                             f"not this {type(self.model).__name__} {self.model.config}; build the model alike")
+        self.model.load_state_dict(source.state_dict(), strict=True)
 
     def setup(self, stage: str) -> None:
         spec = spec_of(self.trainer)
@@ -51,16 +72,19 @@ class BERT4RecSystem(L.LightningModule):
                 f"the data has {spec.num_items} items but the model was built for {self.model.config.num_items}; "
                 f"set model.init_args.model.init_args.config.num_items: {spec.num_items}"
             )
-        dm = getattr(self.trainer, "datamodule", None)  # its sequences, for the negatives check
-        if dm is not None and getattr(dm, "data", None) is not None and stage in ("fit", "validate", "test"):
-            check_negatives(dm.data.sequences, dm.num_items, self.hparams.negatives, "model.init_args.negatives")
+        dm = getattr(self.trainer, "datamodule", None)
+        if dm is not None and getattr(dm, "objective", self.objective) != self.objective:
+            raise ValueError(f"{type(self).__name__} trains with data.init_args.objective: {self.objective}, "
+                             f"got {dm.objective!r}; set it in the data section")
 
     def export_encoder(self, folder, **meta) -> Path:
-        """The whole BERT4Rec (encoder + tied output layer) as a Tessera folder (architecture
-        "bert4rec"); the data module adds item_ids.json, the map from the data's item ids."""
+        """The whole network (encoder + tied output layer) as a Tessera folder (architecture
+        "bert4rec" / "sasrec"); the data module adds item_ids.json, the map from the data's item ids."""
         from modalities.hub import save_encoder
 
-        meta = {"modality": "recsys", "vector": "hidden state at a MASK after the history", **meta}
+        vector = ("hidden state at the history's last item" if self.model.config.causal
+                  else "hidden state at a MASK after the history")
+        meta = {"modality": "recsys", "vector": vector, **meta}
         return save_encoder(self.model, folder, meta=meta)
 
     def training_step(self, batch, batch_idx):
@@ -74,12 +98,12 @@ class BERT4RecSystem(L.LightningModule):
     # --- evaluation ------------------------------------------------------------------------
     def _eval_step(self, batch):
         hidden = self.model(batch["items"], batch["mask"])
-        last = hidden[torch.arange(len(hidden)), batch["last"]]  # (B, D) at the MASK position
+        last = hidden[torch.arange(len(hidden)), batch["last"]]  # (B, D) at the scoring position
         scores = self.model.item_scores(last).float()  # (B, num_items)
-        ranks = leave_one_out_ranks(scores, self.trainer.datamodule.popularity, batch["history"], batch["target"],
-                                    batch["user"], self.hparams.negatives, self.hparams.eval_seed)
-        for key, r in ranks.items():
-            self._ranks.setdefault(key, []).append(r)
+        if self._evaluator is None:
+            self._evaluator = RankingEvaluator(self.trainer.datamodule.popularity, self.hparams.negatives,
+                                               self.hparams.eval_seed)
+        self._evaluator.update(scores, batch["history"], batch["target"], batch["user"])
 
     def validation_step(self, batch, batch_idx):
         self._eval_step(batch)
@@ -88,23 +112,22 @@ class BERT4RecSystem(L.LightningModule):
         self._eval_step(batch)
 
     def _eval_end(self, split: str) -> dict:
-        report = {}
-        for key, ranks in self._ranks.items():
-            report[key] = ranking_metrics(torch.cat(ranks))
-        self._ranks = {}
-        logs = {f"{split}/{proto}_{m}": v for key, metrics in report.items() for m, v in metrics.items()
-                for who, proto in [key.split("/")] if who == "model"}
-        logs.update({f"{split}/mostpop_{proto}_{m}": v for key, metrics in report.items() for m, v in metrics.items()
-                     for who, proto in [key.split("/")] if who == "mostpop"})
+        report = self._evaluator.compute()
+        self._evaluator = None
+        logs = {}
+        for proto, rows in report["protocols"].items():
+            for who, metrics in rows.items():
+                prefix = f"{split}/{proto}_" if who == "model" else f"{split}/{who}_{proto}_"
+                logs.update({prefix + m: v for m, v in metrics.items()})
         self.log_dict(logs, prog_bar=False)
-        self.log(f"{split}/ndcg@10", report["model/full"]["ndcg@10"], prog_bar=True)
+        self.log(f"{split}/ndcg@10", report["protocols"]["full"]["model"]["ndcg@10"], prog_bar=True)
         return report
 
     def on_validation_epoch_end(self):
         if not self.trainer.sanity_checking:
             self._eval_end("val")
         else:
-            self._ranks = {}
+            self._evaluator = None
 
     def on_test_epoch_end(self):
         report = self._eval_end("test")
@@ -130,3 +153,53 @@ class BERT4RecSystem(L.LightningModule):
         hp = self.hparams
         return build_optimizer(self, hp.lr, hp.weight_decay, (0.9, 0.999), 1e-8, hp.warmup,
                                int(self.trainer.estimated_stepping_batches), hp.schedule)
+
+
+class SASRecSystem(BERT4RecSystem):
+    """SASRec: the next item predicted at every position of every training sequence (the data module's
+    ``objective: next``), with full-softmax cross-entropy over all items (Klenitskiy & Vasilev,
+    RecSys 2023, "SASRec+CE"), or, with ``loss_negatives: N``, a softmax over the true item and N
+    uniformly drawn items per position (shared across the batch). Evaluation as BERT4RecSystem.
+
+    Args: as BERT4RecSystem, and
+        loss_negatives: 0 = full softmax (default); N > 0 = sampled softmax over 1 + N items.
+    """
+
+    loss_label = "next-item cross-entropy"
+    objective = "next"
+
+    def __init__(
+        self,
+        model: SASRec,
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        warmup: float = 0,
+        schedule: str = "constant",
+        negatives: int = 100,
+        eval_seed: int = 0,
+        init_from: str | None = None,
+        loss_negatives: int = 0,
+    ):
+        if not model.config.causal:
+            raise ValueError("SASRecSystem needs a causal model: model.class_path modalities.recsys.SASRec")
+        if loss_negatives < 0:
+            raise ValueError(f"model.init_args.loss_negatives must be >= 0, got {loss_negatives}")
+        super().__init__(model, lr, weight_decay, warmup, schedule, negatives, eval_seed, init_from)
+        self.save_hyperparameters()
+
+    def training_step(self, batch, batch_idx):
+        hidden = self.model(batch["items"], batch["mask"])  # (B, T, D)
+        chosen = batch["labels"] != IGNORE
+        h, target = hidden[chosen], batch["labels"][chosen] - 1  # (M, D), (M,) columns
+        n = self.hparams.loss_negatives
+        if n == 0:
+            loss = F.cross_entropy(self.model.item_scores(h).float(), target)
+        else:  # sampled softmax: the true column first, then n uniform columns shared by the batch
+            neg = torch.randint(0, self.model.config.num_items, (n,), device=h.device)
+            cols = torch.cat([target[:, None], neg[None, :].expand(len(target), n)], 1)  # (M, 1 + n)
+            logits = self.model.candidate_scores(h, cols)  # (M, 1 + n)
+            hit = torch.cat([torch.zeros_like(cols[:, :1], dtype=torch.bool), cols[:, 1:] == target[:, None]], 1)
+            logits = logits.masked_fill(hit, float("-inf"))  # a drawn negative that is the true item
+            loss = F.cross_entropy(logits.float(), torch.zeros_like(target))
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch["items"].shape[0])
+        return loss

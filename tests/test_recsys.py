@@ -116,7 +116,7 @@ def test_fit_and_test_through_the_cli(tmp_path):
     assert len(best) == 1  # the monitored (best val/ndcg@10) checkpoint
     cli_main(["test", *args, "--ckpt_path", str(best[0])])
     report = json.loads(next(root.rglob("test_ranking.json")).read_text())
-    assert set(report) == {"model/full", "model/pop10", "mostpop/full", "mostpop/pop10"}
+    assert set(report["protocols"]) == {"full", "full_history", "pop10", "uni10"}
     out = tmp_path / "top10.jsonl"
     cli_main(["predict", *args, "--ckpt_path", str(best[0]), "--trainer.callbacks+", "tasks.callbacks.JsonLinesWriter",
               "--trainer.callbacks.path", str(out)])
@@ -128,7 +128,8 @@ def test_fit_and_test_through_the_cli(tmp_path):
         seen.setdefault(u, set()).add(i)
     assert all(not set(r["items"]) & seen[r["user"]] for r in rows)  # seen items excluded
     # the sequences follow a fixed order through the catalogue: far above the popularity floor
-    assert report["model/full"]["hr@10"] > report["mostpop/full"]["hr@10"] + 0.3, report  # random: ~0.17
+    full = report["protocols"]["full"]
+    assert full["model"]["hr@10"] > full["mostpop"]["hr@10"] + 0.3, report  # random: ~0.17
 
 
 def test_mismatched_item_count_is_a_clear_error(tmp_path):
@@ -201,20 +202,20 @@ def test_readers_drop_exact_duplicates_and_non_finite_timestamps(tmp_path):
     assert read_interactions(tmp_path / "r.csv").stats.skipped == {"exact duplicate row": 1, "non-finite timestamp": 1}
 
 
-def test_more_negatives_than_unseen_items_is_a_clear_error_naming_the_option(tmp_path):
-    from tasks.metrics.ranking import check_negatives, sample_negatives
-
+def test_more_negatives_than_unseen_items_uses_them_all_and_counts_the_users(tmp_path):
     path = write_log(tmp_path, n_users=20, n_items=30, per_user=12)  # 30 items, 12 seen: 18 unseen at most
-    num_items = build_sequences(read_interactions(path)).num_items
-    with pytest.raises(ValueError, match=r"model.init_args.negatives is 100 but a user has only \d+ items .* at most"):
-        cli_main(["fit", "--config", "configs/recsys/bert4rec_tiny.yaml", "--data.init_args.dataset", str(path),
-                  "--model.init_args.model.init_args.config.num_items", str(num_items),
-                  "--trainer.default_root_dir", str(tmp_path / "run"), "--trainer.fast_dev_run", "true"])
-    check_negatives([[1, 2, 3]], num_items=10, negatives=7, option="--negatives")  # 7 unseen: enough
-    with pytest.raises(ValueError, match="--negatives is 8 but a user has only 7"):
-        check_negatives([[1, 2, 3]], num_items=10, negatives=8, option="--negatives")
-    with pytest.raises(ValueError, match="only 2 items are left to draw 3 negatives"):
-        sample_negatives(torch.ones(4), torch.tensor([0, 1]), 3, torch.Generator().manual_seed(0))
+    folder = tmp_path / "f"
+    data = build_sequences(read_interactions(path))
+    from modalities.hub import save_encoder
+
+    save_encoder(BERT4Rec(BERT4RecConfig(num_items=data.num_items, max_length=8, hidden_size=16, num_heads=2,
+                                         intermediate_size=32)), folder)
+    (folder / "item_ids.json").write_text(json.dumps({item: i for i, item in enumerate(data.items, start=1)}))
+    assert cli_main(["eval", "recsys", "--run", str(folder), "--data", str(path), "--out", str(tmp_path / "o")]) == 0
+    report = json.loads((tmp_path / "o" / "ranking.json").read_text())
+    for proto in ("pop100", "uni100"):
+        c = report["candidates"][proto]
+        assert c["requested"] == 100 and c["users_with_fewer"] == 20 and c["fewest"] == data.num_items - 12
 
 
 # --- the encoder folder: BERT4Rec as an architecture ------------------------------------------------
@@ -276,11 +277,11 @@ def test_eval_recsys_matches_the_systems_own_test_from_a_run_and_from_its_folder
         reports[name] = json.loads((out / "ranking.json").read_text())
         assert (out / "ranking.png").stat().st_size > 5_000
     a, b = reports["run"]["protocols"], reports["folder"]["protocols"]
-    assert a == b and set(a) == {"full", "pop10"}
-    own = recsys_run["test_report"]  # `tessera test` on the same weights: same ranks, same candidates
-    for proto in ("full", "pop10"):
+    assert a == b and set(a) == {"full", "full_history", "pop10", "uni10"}
+    own = recsys_run["test_report"]["protocols"]  # `tessera test` on the same weights: same ranks, same candidates
+    for proto in a:
         for who in ("model", "mostpop"):
-            assert a[proto][who] == pytest.approx(own[f"{who}/{proto}"], abs=1e-9), (proto, who)
+            assert a[proto][who] == pytest.approx(own[proto][who], abs=1e-9), (proto, who)
     assert reports["run"]["users"] == 60 and not any(reports["run"]["skipped"].values())
 
 
@@ -341,9 +342,9 @@ def _bad_encoder_folders(recsys_run, tmp_path):
 
 def test_eval_recsys_bad_inputs_are_one_line_and_status_2(recsys_run, tmp_path, capsys):
     cases = list(_bad_encoder_folders(recsys_run, tmp_path).values())
-    cases += [(recsys_run["encoder"], "--data"), (recsys_run["encoder"], "--negatives is 500")]
+    cases += [(recsys_run["encoder"], "--data"), (recsys_run["encoder"], "--negatives must be >= 0")]
     extra = {str(recsys_run["encoder"]): [["--data", str(tmp_path / "none.dat")], ["--data", str(recsys_run["data"]),
-                                                                                   "--negatives", "500"]]}
+                                                                                   "--negatives", "-1"]]}
     for k, (src, expected) in enumerate(cases):
         argv = ["eval", "recsys", "--run", str(src), "--out", str(tmp_path / "o")]
         if k >= len(cases) - 2:

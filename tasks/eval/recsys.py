@@ -1,11 +1,13 @@
-"""``tessera eval recsys``: leave-one-out ranking of a BERT4Rec run or encoder folder, next to MostPopular.
+"""``tessera eval recsys``: leave-one-out ranking of a BERT4Rec / SASRec run or encoder folder, next to MostPopular.
 
 Each user's last item (``--split test``; the one before it with ``--split val``) is ranked after
-their history under both protocols in use: full ranking over every item the user has not seen,
-and the paper's ``--negatives`` (100) items sampled by popularity without replacement from those
-the user has not seen (seeded per user, the same candidates every time). MostPopular (training-split
-counts) is ranked on the same candidates. Writes ``ranking.json`` (HR@1/5/10, NDCG@5/10, MRR per
-protocol and model) and ``ranking.png`` (HR@10 and NDCG@10 per protocol) into ``--out``.
+their history under every protocol of tasks/metrics/ranking.py: full ranking without the history
+(``full``), full ranking with it (``full_history``, RecBole's protocol for sequential models), and
+``--negatives`` (100) negatives drawn by popularity (``pop100``, BERT4Rec's paper) and uniformly
+(``uni100``, SASRec's paper) from the items the user has not seen (fixed per user: the same
+candidates every time). MostPopular (training-split counts) is scored by the same code on the same
+candidates. Writes ``ranking.json`` (HR and NDCG at 1/5/10/20 and MRR per protocol and model) and
+``ranking.png`` (HR@10 and NDCG@10 per protocol) into ``--out``.
 
 The model comes from a run (``tasks.runs.load_system``: its config.yaml and checkpoint) or from an
 exported folder (config.json + model.safetensors + item_ids.json). The data's item ids are mapped
@@ -26,7 +28,7 @@ ML100K = "ml-100k"
 
 
 def load_model(src: str | Path):
-    """(BERT4Rec in eval mode, {data item id: model index}, the run's data set or None) of a run or folder."""
+    """(BERT4Rec/SASRec in eval mode, {data item id: model index}, the run's data set or None) of a run or folder."""
     from ..embed import open_encoder_folder
     from ..embed.recsys import load_bert4rec, read_item_ids
 
@@ -42,7 +44,7 @@ def load_model(src: str | Path):
 
     system, dm, _ = load_system(path, with_data=True)
     if not isinstance(system, BERT4RecSystem) or dm is None:
-        raise UserError(f"--run {path} is a {type(system).__name__} run, not BERT4Rec; give a run of configs/recsys/*.yaml")
+        raise UserError(f"--run {path} is a {type(system).__name__} run, not BERT4Rec/SASRec; give a run of configs/recsys/*.yaml")
     dm.prepare_data()
     dm.setup("test")
     ids = {item: i for i, item in enumerate(dm.data.items, start=1)}
@@ -56,18 +58,19 @@ def evaluate(model, item_ids: dict[str, int], data_path: Path, split: str = "tes
 
     from modalities.recsys import build_sequences, read_interactions
 
-    from ..metrics.ranking import check_negatives, leave_one_out_ranks, ranking_metrics
+    from ..metrics.ranking import RankingEvaluator
 
     data = build_sequences(read_interactions(data_path), min_interactions)
     num_items = model.config.num_items
     skipped = {"unknown items dropped from histories": 0, "users whose held-out item is unknown": 0,
                "users with no known history item": 0}
     cut = 1 if split == "test" else 2  # the held-out item: last (test) or second to last (val)
-    histories, targets, train_items = [], [], []  # model indices, time order
-    for seq in data.sequences:
+    histories, targets, users, train_items = [], [], [], []  # model indices, time order
+    for u, seq in enumerate(data.sequences):
         mapped = [item_ids.get(data.items[i - 1]) for i in seq]
         skipped["unknown items dropped from histories"] += mapped.count(None)
         target, history = mapped[-cut], [m for m in mapped[: len(mapped) - cut] if m is not None]
+        train_items += [m for m in mapped[:-2] if m is not None]  # the training split: before the val item
         if target is None:
             skipped["users whose held-out item is unknown"] += 1
             continue
@@ -76,28 +79,23 @@ def evaluate(model, item_ids: dict[str, int], data_path: Path, split: str = "tes
             continue
         histories.append(history)
         targets.append(target)
-        train_items += [m for m in mapped[:-2] if m is not None]  # the training split: before the val item
+        users.append(u)
     if not histories:
         raise UserError(f"no user of {data_path} can be ranked: the model knows none of its items "
                         f"({skipped}); give the data the model was trained on")
     popularity = torch.bincount(torch.tensor(train_items, dtype=torch.long), minlength=num_items + 1)[1:].double()
-    check_negatives([h + [t] for h, t in zip(histories, targets, strict=True)], num_items, negatives, "--negatives")
-    ranks: dict[str, list] = {}
+    evaluator = RankingEvaluator(popularity, negatives, seed)
     with torch.inference_mode():
         for b in range(0, len(histories), batch_size):
             hist = histories[b : b + batch_size]
             scores = model.item_scores(model.user_vectors(hist)).float()  # (B, num_items)
-            out = leave_one_out_ranks(scores, popularity, [torch.tensor(h) for h in hist],
-                                      torch.tensor(targets[b : b + batch_size]),
-                                      torch.arange(b, b + len(hist)), negatives, seed)
-            for k, r in out.items():
-                ranks.setdefault(k, []).append(r)
-    report = {k: ranking_metrics(torch.cat(v)) for k, v in ranks.items()}
-    protocols = sorted({k.split("/")[1] for k in report})
+            evaluator.update(scores, [torch.tensor(h) for h in hist], torch.tensor(targets[b : b + batch_size]),
+                             torch.tensor(users[b : b + batch_size]))
+    report = evaluator.compute()
     return {
         "data": str(data_path), "split": split, "users": len(histories), "items": num_items,
-        "negatives": negatives, "seed": seed, "skipped": skipped,
-        "protocols": {p: {"model": report[f"model/{p}"], "mostpop": report[f"mostpop/{p}"]} for p in protocols},
+        "negatives": negatives, "seed": seed, "skipped": skipped, "candidates": report["candidates"],
+        "protocols": report["protocols"],
     }
 
 
@@ -110,7 +108,7 @@ def plot(result: dict, path: Path) -> None:
     protocols = list(result["protocols"])
     fig, axes = plt.subplots(1, 2, figsize=(8, 3.2))
     for ax, metric in zip(axes, ("hr@10", "ndcg@10"), strict=True):
-        for j, (who, label) in enumerate((("model", "BERT4Rec"), ("mostpop", "MostPopular"))):
+        for j, (who, label) in enumerate((("model", result.get("architecture", "model")), ("mostpop", "MostPopular"))):
             vals = [result["protocols"][p][who][metric] for p in protocols]
             ax.bar([x + 0.38 * j for x in range(len(protocols))], vals, width=0.38, label=label)
         ax.set_xticks([x + 0.19 for x in range(len(protocols))], protocols)
@@ -121,14 +119,14 @@ def plot(result: dict, path: Path) -> None:
     plt.close(fig)
 
 
-@job("eval", "recsys", help="leave-one-out ranking of a BERT4Rec run or encoder folder vs MostPopular (JSON + plot)",
+@job("eval", "recsys", help="leave-one-out ranking of a BERT4Rec/SASRec run or encoder folder vs MostPopular, every protocol (JSON + plot)",
      example="tessera eval recsys --run runs/bert4rec-ml100k --out runs/eval/recsys")
 def eval_recsys(args: argparse.Namespace) -> int:
-    """Rank every user's held-out item under full ranking and --negatives popularity-sampled
-    negatives, for the model and for MostPopular on the same candidates."""
+    """Rank every user's held-out item under every protocol, for the model and for MostPopular on
+    the same candidates."""
     t0 = time.perf_counter()
-    if args.negatives < 1:
-        raise UserError(f"--negatives must be >= 1, got {args.negatives}")
+    if args.negatives < 0:
+        raise UserError(f"--negatives must be >= 0 (0: full ranking only), got {args.negatives}")
     model, item_ids, run_data = load_model(args.run)
     if args.data is not None:
         data_path = Path(args.data).expanduser()
@@ -145,15 +143,16 @@ def eval_recsys(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"--data {data_path} does not exist; give an interaction file "
                                 f"(.inter, .csv, .tsv, .dat, u.data) or {ML100K!r}")
     result = evaluate(model, item_ids, data_path, args.split, args.negatives, args.seed, args.min_interactions)
-    result = {"model": str(args.run), **result, "seconds": round(time.perf_counter() - t0, 1)}
+    arch = type(model).__name__
+    result = {"model": str(args.run), "architecture": arch, **result, "seconds": round(time.perf_counter() - t0, 1)}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "ranking.json").write_text(json.dumps(result, indent=2))
     plot(result, out / "ranking.png")
-    print(f"{'protocol':10} {'':12} {'HR@10':>7} {'NDCG@10':>8} {'MRR':>7}")
+    print(f"{'protocol':13} {'':10} {'HR@10':>7} {'NDCG@10':>8} {'NDCG@20':>8} {'MRR':>7}")
     for p, rows in result["protocols"].items():
         for who, m in rows.items():
-            print(f"{p:10} {who:12} {m['hr@10']:7.4f} {m['ndcg@10']:8.4f} {m['mrr']:7.4f}")
+            print(f"{p:13} {who:10} {m['hr@10']:7.4f} {m['ndcg@10']:8.4f} {m['ndcg@20']:8.4f} {m['mrr']:7.4f}")
     print(f"wrote {out / 'ranking.json'} and {out / 'ranking.png'}")
     return 0
 
@@ -165,7 +164,8 @@ def _(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default=None, help="interaction file or 'ml-100k' (default: the run's own data; "
                    "for an encoder folder: ml-100k)")
     p.add_argument("--split", choices=("test", "val"), default="test", help="which held-out item to rank")
-    p.add_argument("--negatives", type=int, default=100, help="popularity-sampled negatives per user (paper: 100)")
+    p.add_argument("--negatives", type=int, default=100, help="negatives per user for the popularity-sampled and "
+                   "uniform protocols (100; a user with fewer unseen items gets them all, counted)")
     p.add_argument("--seed", type=int, default=0, help="seeds the negatives (the training run's eval_seed: 0)")
     p.add_argument("--min-interactions", type=int, default=5, help="users with fewer are dropped, as in training")
     p.add_argument("--out", default="runs/eval/recsys", help="folder for ranking.json and ranking.png")
