@@ -362,3 +362,33 @@ def test_sharded_base_weights_load_like_one_file(release, tmp_path):
     one, sharded = load_llm2vec(root / "base"), load_llm2vec(tmp_path / "sharded")
     with torch.no_grad():
         assert torch.equal(one.encode(ids, attn, embed_mask=embed), sharded.encode(ids, attn, embed_mask=embed))
+
+
+def test_llm2clip_text_lora_deltas_merge_into_the_text_tower():
+    """LLM2CLIP4CXR's CLIP stage: peft adapter "llm2clip" added beside the idle "default" on the
+    LLM2Vec core, saved as text.model.model.base_model.model.*.lora_{A,B}.<adapter>.weight."""
+    from modalities.cxr import LLM2VecConfig, LLM2VecEncoder
+    from modalities.cxr.llm2vec_release import merge_lora_deltas
+
+    torch.manual_seed(0)
+    enc = LLM2VecEncoder(LLM2VecConfig(decoder=tiny_decoder(vocab_size=64))).eval()
+    fresh = LLM2VecEncoder(LLM2VecConfig(decoder=tiny_decoder(vocab_size=64))).eval()
+    fresh.load_state_dict(enc.state_dict())
+    cfg = peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
+    enc.model = peft.get_peft_model(enc.model, cfg)
+    enc.model.add_adapter("llm2clip", cfg)
+    enc.model.set_adapter("llm2clip")
+    with torch.no_grad():
+        for n, p in enc.model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.1)
+    ids, attn, _ = left_padded_batch()
+    with torch.no_grad():
+        want = enc.encode(ids, attn)
+    ckpt = {f"text.model.model.{k}": v for k, v in enc.model.state_dict().items() if "lora_" in k}
+    summary = merge_lora_deltas(fresh, ckpt, lora_alpha=8)
+    assert summary["merged_modules"] == 8 and summary["other_adapters_not_merged"] == {"default": 16}
+    with torch.no_grad():
+        assert (fresh.encode(ids, attn) - want).abs().max() < 1e-5
+    with pytest.raises(ValueError, match="no LoRA pairs of adapter 'clip'"):
+        merge_lora_deltas(fresh, ckpt, adapter_name="clip")

@@ -307,3 +307,47 @@ def llm2vec_inputs(tokenizer, texts: list[str], instruction: str = "", pooling: 
         tokenizer.padding_side, tokenizer.pad_token = side, pad
     batch["embed_mask"] = embed_mask_from_lengths(batch["attention_mask"], torch.tensor(n_text)).long()
     return dict(batch)
+
+
+# --- LLM2CLIP's text side: the CLIP-stage LoRA inside a CLIP checkpoint --------------------------
+def merge_lora_deltas(encoder: nn.Module, state: dict[str, Tensor], adapter_name: str = "llm2clip",
+                      lora_alpha: float = 32.0) -> dict:
+    """Fold the LoRA deltas an LLM2CLIP(4CXR) checkpoint carries for its LLM2Vec text tower into
+    ``encoder`` (an LLM2VecEncoder): keys ``text.model.model.base_model.model.<module>.lora_{A,B}.<adapter>.weight``
+    (lukeingawesome/llm2clip4cxr ``training/llm2vec_wrapper.py`` ``add_lora_adapters``: adapter
+    "llm2clip", r 16, lora_alpha 32, q/k/v/o; ``retrieval.py`` loads them from ``text.model.*`` /
+    ``text.core.*``). Only ``adapter_name``'s pairs are merged (W + lora_alpha / r * B A; r read
+    from A); the others (peft's idle "default") are counted in the summary. ``lora_alpha`` is not in
+    the checkpoint: give the training run's. Every pair must land on a linear layer of the right shape."""
+    pat = re.compile(r"(?:^|\.)base_model\.model\.(.+)\.lora_([AB])\.([^.]+)\.weight$")
+    pairs: dict[str, dict[str, Tensor]] = {}
+    others: dict[str, int] = {}
+    for key, t in state.items():
+        m = pat.search(key)
+        if m is None or not key.startswith(("text.model.", "text.core.", "base_model.")):
+            continue
+        name, ab, adapter = m.groups()
+        name = re.sub(r"^model\.base_model\.model\.", "", name)
+        if adapter != adapter_name:
+            others[adapter] = others.get(adapter, 0) + 1
+            continue
+        pairs.setdefault(name, {})[ab] = t
+    if not pairs:
+        raise ValueError(f"no LoRA pairs of adapter {adapter_name!r} in the checkpoint (adapters seen: "
+                         f"{sorted(others) or 'none'})")
+    base = encoder.base()
+    modules = dict(base.named_modules())
+    rs = set()
+    with torch.no_grad():
+        for name, ab in sorted(pairs.items()):
+            mod = modules.get(name)
+            if set(ab) != {"A", "B"}:
+                raise ValueError(f"LoRA pair {name} lacks lora_{'B' if 'A' in ab else 'A'}")
+            if not isinstance(mod, nn.Linear) or ab["A"].shape[1] != mod.in_features or ab["B"].shape[0] != mod.out_features:
+                raise ValueError(f"LoRA pair {name} ({tuple(ab['B'].shape)} x {tuple(ab['A'].shape)}) does not fit this "
+                                 "text tower: it was trained on another base")
+            r = ab["A"].shape[0]
+            rs.add(r)
+            mod.weight += (lora_alpha / r * (ab["B"].float() @ ab["A"].float())).to(mod.weight.dtype)
+    return {"adapter_name": adapter_name, "merged_modules": len(pairs), "r": sorted(rs), "lora_alpha": lora_alpha,
+            "other_adapters_not_merged": others}
