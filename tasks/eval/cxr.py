@@ -128,13 +128,25 @@ def tfidf_encoder(reports: list[Report]):
     return model.encode
 
 
+def read_tokenizer(path: str | Path, what: str = "--tokenizer"):
+    """``load_tokenizer`` with its failures as one error naming the file (the tokenizers library
+    raises a bare Exception for a file that is not a tokenizer.json)."""
+    try:
+        return load_tokenizer(path)
+    except (FileNotFoundError, ValueError):
+        raise
+    except Exception as e:  # noqa: BLE001  (tokenizers' own errors are plain Exceptions)
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ValueError(f"{what} {path} is not a readable tokenizer.json ({msg})") from None
+
+
 def tokenizer_of(folder: str | Path, fallback: str | Path | None = None):
     folder = Path(folder)
     if (folder / "tokenizer.json").is_file():
-        return load_tokenizer(folder)
+        return read_tokenizer(folder, "the tokenizer of")
     if fallback is None:
         raise FileNotFoundError(f"{folder} has no tokenizer.json; give --tokenizer")
-    return load_tokenizer(fallback)
+    return read_tokenizer(fallback)
 
 
 def head_to_head(per_seed: dict, a: str, b: str, metrics=("recall@1", "recall@10")) -> dict:
@@ -411,9 +423,9 @@ def load_dual(path: str | Path, tokenizer: str | None = None) -> tuple[nn.Module
         info = {"source": str(p), "image_size": data.get("image_size", 64),
                 "images": "real files" if data.get("image_root") else "SYNTHETIC (drawn from findings)"}
     if tokenizer is not None:
-        tok = load_tokenizer(Path(tokenizer).expanduser())
+        tok = read_tokenizer(Path(tokenizer).expanduser())
     elif (tok_dir / "tokenizer.json").is_file():
-        tok = load_tokenizer(tok_dir)
+        tok = read_tokenizer(tok_dir, "the tokenizer of")
     else:
         raise FileNotFoundError(f"no tokenizer.json in {tok_dir}; give --tokenizer (the run's report WordPiece)")
     return dual.eval(), tok, info
