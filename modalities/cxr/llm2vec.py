@@ -379,7 +379,8 @@ def load_llm2vec(base: str | Path, adapters: list[str | Path] = (), merge: bool 
             enc.pooler.load_state_dict(load_file(str(folder / POOLER_WEIGHTS)), strict=True)
             meta["pooler"] = f"{pooling} from {folder / POOLER_WEIGHTS}"
     enc.set_bidirectional(bidirectional)
-    enc.meta = {"source": str(base), "base_weights": str(weights), "adapters": applied, "pooling": pooling,
+    enc.meta = {"source": str(base), "name_or_path": hf.get("_name_or_path", ""),  # llm2vec_inputs' chat turn
+                "base_weights": str(weights), "adapters": applied, "pooling": pooling,
                 "dtype": dtype, "bidirectional": bidirectional, "llm2vec_config": upstream and {"file": where, **upstream},
                 "padding_side": "any (the poolers read the mask; upstream pads left)", **meta}
     return enc
