@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -43,6 +44,8 @@ def main(argv=None) -> dict:
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--out", type=Path, default=Path("runs/bench/audio.json"))
     a = p.parse_args(argv)
+    load_start = os.getloadavg()
+    print(f"load average at start {load_start[0]:.2f} (1 min) on {os.cpu_count()} cores, {torch.get_num_threads()} threads")
     torch.manual_seed(0)
     hf = HubertModel(hf_config(a.size)).eval()
     with tempfile.TemporaryDirectory() as tmp:  # through the importer, as a user would load MERT-v1
@@ -94,8 +97,11 @@ def main(argv=None) -> dict:
                         "speedup": med["hf"] / med["ours"], "seconds": times}
         print(f"{job:14} ours {audio_seconds / med['ours']:7.2f} audio-s/s   HF {audio_seconds / med['hf']:7.2f} "
               f"audio-s/s   speed-up {med['hf'] / med['ours']:.2f}x")
+    load_end = os.getloadavg()
+    print(f"load average at end {load_end[0]:.2f} (1 min)"
+          + (" -- the machine was busy: read ratios, not absolute figures" if max(load_start[0], load_end[0]) > 2.5 else ""))
     report = {"size": a.size, "batch_seconds": lengths.div(sr).tolist(), "threads": torch.get_num_threads(),
-              "reps": a.reps, "results": results}
+              "reps": a.reps, "load_average_start": load_start, "load_average_end": load_end, "results": results}
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(report, indent=2))
     return report

@@ -9,8 +9,12 @@ default fp32 linear kernel (MKL) instead of oneDNN: the share of the gain due to
 alone. Throughput counts real tokens. GFLOP/s counts the useful FLOPs of the
 real tokens only (linear layers 2*N*params-ish, attention 4*L*D per token and layer; backward
 = 2x forward) against this machine's measured fp32 matmul peak (the faster of MKL and oneDNN).
+``onnxruntime-fp32`` (forward cells, CPU): HF's model exported to ONNX and run by ONNX Runtime's CPU
+execution provider with all graph optimisations; a benchmark-only extra (``pip install onnxruntime
+onnxscript``): without it the column is skipped with a note.
 
-    python scripts/bench_backbone.py [--reps 3] [--sizes minilm base] [--bf16] [--out runs/bench]
+    python scripts/bench_backbone.py [--reps 3] [--sizes minilm base] [--bf16] [--forward-only]
+        [--no-onnxruntime] [--out runs/bench]
 """
 
 from __future__ import annotations
@@ -79,6 +83,50 @@ def matmul_peak(seconds: float = 2.0) -> dict:
     return peaks
 
 
+def onnx_runtime(hf, folder: Path):
+    """An ONNX Runtime CPU session over HF's model exported by torch's dynamo exporter (dynamic batch
+    and length), all graph optimisations on: ``run(ids, mask)``; or None and why when the extra is missing.
+    ONNX Runtime is a benchmark-only extra: ``pip install onnxruntime onnxscript``."""
+    try:
+        import onnxruntime as ort
+        import onnxscript  # noqa: F401  (torch's ONNX exporter needs it)
+    except ImportError as e:
+        return None, f"onnxruntime column skipped ({e.name} is not installed: pip install onnxruntime onnxscript)"
+
+    class Hidden(torch.nn.Module):
+        def __init__(self, model):
+            super().__init__()
+            self.model = model
+
+        def forward(self, input_ids, attention_mask):
+            return self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "hf_bert.onnx"
+    ids = torch.randint(1000, 3000, (3, 16))
+    mask = torch.ones_like(ids)
+    mask[1, 9:] = 0
+    dim = torch.export.Dim
+    shapes = {"input_ids": {0: dim("batch"), 1: dim("length")}, "attention_mask": {0: dim("batch"), 1: dim("length")}}
+    t0 = time.perf_counter()
+    torch.onnx.export(Hidden(hf.eval()), (ids, mask), str(path), input_names=["input_ids", "attention_mask"],
+                      output_names=["last_hidden_state"], dynamic_shapes=shapes, dynamo=True)
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = torch.get_num_threads()
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    def run(ids, mask):
+        return session.run(None, {"input_ids": ids.numpy(), "attention_mask": mask.numpy()})[0]
+
+    with torch.no_grad():
+        ref = hf(input_ids=ids, attention_mask=mask).last_hidden_state
+    err = (torch.from_numpy(run(ids, mask)) - ref)[mask.bool()].abs().max().item()
+    if err > 1e-3:
+        raise RuntimeError(f"the ONNX export disagrees with HF by {err:.2e}")
+    return run, f"onnxruntime {ort.__version__}: exported in {time.perf_counter() - t0:.0f} s, max |ORT - HF| {err:.1e}"
+
+
 def step_fn(model, ids, mask, backward: bool, bf16: bool):
     device = ids.device.type
 
@@ -99,14 +147,25 @@ def step_fn(model, ids, mask, backward: bool, bf16: bool):
     return run
 
 
-def bench_size(name: str, reps: int, bf16: bool, batches: dict, peak: float, device: str = "cpu") -> list[dict]:
-    hcfg = dict(SIZES[name], vocab_size=30522, max_position_embeddings=512, hidden_dropout_prob=0.0,
+def hf_config_of(name: str) -> dict:
+    return dict(SIZES[name], vocab_size=30522, max_position_embeddings=512, hidden_dropout_prob=0.0,
                 attention_probs_dropout_prob=0.0)
+
+
+def hf_model(name: str) -> BertModel:
+    """transformers' BertModel (sdpa) of this size, seeded: every call gives the same weights."""
     torch.manual_seed(0)
-    hf_config = BertConfig(**hcfg)
+    hf_config = BertConfig(**hf_config_of(name))
     hf_config._attn_implementation = "sdpa"
     hf = BertModel(hf_config, add_pooling_layer=False)
     assert hf.config._attn_implementation == "sdpa"
+    return hf
+
+
+def bench_size(name: str, reps: int, bf16: bool, batches: dict, peak: float, device: str = "cpu",
+               ort_run=None, passes: tuple[bool, ...] = (False, True)) -> list[dict]:
+    hcfg = hf_config_of(name)
+    hf = hf_model(name)
     cfg = config_from_hf({"model_type": "bert", **hcfg})
     ours = TokenEncoder(cfg)
     ours.load_state_dict(convert_state_dict(hf.state_dict(), cfg), strict=True)
@@ -115,19 +174,25 @@ def bench_size(name: str, reps: int, bf16: bool, batches: dict, peak: float, dev
     impls = {"hf-sdpa": hf, **{f"tessera-{b}": ours for b in BACKENDS}}
     if onednn_available() and device == "cpu":  # the breakdown: unpadding alone, with torch's default (MKL) fp32 linear
         impls["tessera-unpadded-mkl"] = ours
+    if ort_run is not None:  # forward only, always fp32 (what a CPU user would deploy instead)
+        impls["onnxruntime-fp32"] = ort_run
     rows = []
     for batch_name, (ids, mask) in batches.items():
         flops = useful_flops(hcfg, mask)
         tokens = int(mask.sum())
-        for backward in (False, True):
-            times = {k: [] for k in impls}
-            for model in impls.values():
+        for backward in passes:
+            cell = {k: m for k, m in impls.items() if not (backward and k == "onnxruntime-fp32")}
+            times = {k: [] for k in cell}
+            for model in (hf, ours):
                 model.train(backward)
             for _ in tqdm(range(reps + 1), desc=f"{name} {batch_name} {'fwd+bwd' if backward else 'fwd'}", leave=False):
-                for impl, model in impls.items():  # alternate implementations inside every repetition
+                for impl, model in cell.items():  # alternate implementations inside every repetition
                     if impl.startswith("tessera-"):
                         model.set_attention_backend(impl.removeprefix("tessera-").removesuffix("-mkl"))
-                    run = step_fn(model, ids, mask, backward, bf16)
+                    if impl == "onnxruntime-fp32":
+                        run = lambda model=model, ids=ids, mask=mask: model(ids, mask)  # noqa: E731
+                    else:
+                        run = step_fn(model, ids, mask, backward, bf16)
                     previous = use_onednn(not impl.endswith("-mkl"))
                     t0 = time.perf_counter()
                     run()
@@ -141,9 +206,12 @@ def bench_size(name: str, reps: int, bf16: bool, batches: dict, peak: float, dev
                     "dtype": "bf16-autocast" if bf16 else "fp32", "seconds": t, "tokens_per_s": tokens / t,
                     "gflops": total / t / 1e9, "peak_fraction": total / t / 1e9 / peak,
                 })
-            hf_t = next(r["seconds"] for r in rows[-len(impls):] if r["impl"] == "hf-sdpa")
-            for r in rows[-len(impls):]:
+            hf_t = next(r["seconds"] for r in rows[-len(cell):] if r["impl"] == "hf-sdpa")
+            ort_t = next((r["seconds"] for r in rows[-len(cell):] if r["impl"] == "onnxruntime-fp32"), None)
+            for r in rows[-len(cell):]:
                 r["speedup_vs_hf"] = hf_t / r["seconds"]
+                if ort_t is not None:
+                    r["speedup_vs_onnxruntime"] = ort_t / r["seconds"]
     return rows
 
 
@@ -154,6 +222,9 @@ def main() -> None:
     p.add_argument("--bf16", action="store_true", help="also measure under bf16 autocast")
     p.add_argument("--out", default="runs/bench", help="folder for backbone.json")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where the models run")
+    p.add_argument("--forward-only", action="store_true", help="forward passes only (what tessera embed runs)")
+    p.add_argument("--no-onnxruntime", action="store_true",
+                   help="skip the ONNX Runtime column (it is skipped anyway when onnxruntime is not installed)")
     a = p.parse_args()
     torch.manual_seed(0)
     load_start = os.getloadavg()
@@ -166,16 +237,23 @@ def main() -> None:
           + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in peaks.items()))
     print(f"ragged batch: 32 sequences, lengths {int(lengths.min())}..{int(lengths.max())}, "
           f"{int(lengths.sum())} real of {32 * int(lengths.max())} padded tokens")
-    rows = []
+    rows, notes = [], []
     for size in a.sizes:
+        ort_run = None
+        if not a.no_onnxruntime and a.device == "cpu":
+            ort_run, note = onnx_runtime(hf_model(size), Path(a.out) / f"onnx-{size}")
+            print(note)
+            notes.append(note)
         for bf16 in ([False, True] if a.bf16 else [False]):
-            rows += bench_size(size, a.reps, bf16, batches, peak, a.device)
-    header = f"{'size':7} {'dtype':13} {'batch':6} {'pass':8} {'impl':21} {'tok/s':>9} {'GFLOP/s':>8} {'%peak':>6} {'vs HF':>6}"
+            rows += bench_size(size, a.reps, bf16, batches, peak, a.device, ort_run,
+                               (False,) if a.forward_only else (False, True))
+    header = f"{'size':7} {'dtype':13} {'batch':6} {'pass':8} {'impl':21} {'tok/s':>9} {'GFLOP/s':>8} {'%peak':>6} {'vs HF':>6} {'vs ORT':>6}"
     print(header)
     print("-" * len(header))
     for r in rows:
         print(f"{r['size']:7} {r['dtype']:13} {r['batch']:6} {r['pass']:8} {r['impl']:21} {r['tokens_per_s']:9.0f} "
-              f"{r['gflops']:8.1f} {100 * r['peak_fraction']:5.0f}% {r['speedup_vs_hf']:5.2f}x")
+              f"{r['gflops']:8.1f} {100 * r['peak_fraction']:5.0f}% {r['speedup_vs_hf']:5.2f}x"
+              + (f" {r['speedup_vs_onnxruntime']:5.2f}x" if "speedup_vs_onnxruntime" in r else ""))
     peaks_end = matmul_peak()
     load_end = os.getloadavg()
     print(f"load average at end {load_end[0]:.2f} (1 min); fp32 matmul at end: "
@@ -186,7 +264,7 @@ def main() -> None:
     meta = {"torch": torch.__version__, "threads": torch.get_num_threads(), "cpu": platform.processor(),
             "fp32_matmul_gflops": peaks, "fp32_matmul_gflops_end": peaks_end, "peak_gflops": peak, "reps": a.reps,
             "load_average_start": load_start, "load_average_end": load_end, "cores": os.cpu_count(),
-            "device": a.device if a.device == "cpu" else torch.cuda.get_device_name(0)}
+            "device": a.device if a.device == "cpu" else torch.cuda.get_device_name(0), "notes": notes}
     (out / "backbone.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
     print(f"wrote {out / 'backbone.json'}")
 
