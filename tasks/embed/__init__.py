@@ -110,6 +110,9 @@ def embed(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     folder, raw = open_encoder_folder(args.encoder)
     modality = args.modality or guess_modality(folder, raw)
+    if modality not in EMBEDDERS:
+        raise UserError(f"{folder / 'config.json'} says its modality is {modality!r}, which tessera embed does not "
+                        f"know; give --modality ({', '.join(EMBEDDERS.names())})")
     embedder = EMBEDDERS.get(modality)(folder, args)
     if not args.inputs:
         raise UserError("no inputs given; name files or folders to embed after the options")

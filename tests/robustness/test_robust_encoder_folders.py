@@ -4,11 +4,14 @@ folder, and `modalities.load_encoder`. Each: status 2, one line naming the folde
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import pytest
 from materials import (
     ENCODER_DAMAGE,
+    code_encoder_folder,
+    garbage,
     openi_folder,
     recsys_encoder_folder,
     text_encoder_folder,
@@ -33,7 +36,7 @@ def good(tmp_path_factory):
     for split in ("train", "valid", "eval", "test"):
         (bench / f"{split}.jsonl").write_text("")
     openi_folder(root / "reports")
-    return {"root": root, "text": enc, "recsys": rec}
+    return {"root": root, "text": enc, "recsys": rec, "code": code_encoder_folder(root / "code-encoder")}
 
 
 # entry point -> argv builder (folder under test, good materials, scratch folder)
@@ -100,3 +103,35 @@ def test_the_good_folders_load_and_embed(good, tmp_path, capsys):
     modalities.load_encoder(good["recsys"])
     rc, out, _ = run(capsys, ENTRIES["embed"](good["text"], good, tmp_path))
     assert rc == 0 and "wrote 2 x 16 text embeddings" in out
+
+
+def _json(path, edit):
+    raw = json.loads(path.read_text())
+    edit(raw)
+    path.write_text(json.dumps(raw))
+
+
+# an encoder folder's modality assets, damaged: (folder kind, file, damage), given to `tessera embed`
+ASSETS = {
+    "item-ids-binary": ("recsys", lambda f: (f / "item_ids.json").write_bytes(garbage(100))),
+    "item-ids-a-list": ("recsys", lambda f: (f / "item_ids.json").write_text("[1, 2]")),
+    "item-ids-missing": ("recsys", lambda f: (f / "item_ids.json").unlink()),
+    "code-tokenizer-binary": ("code", lambda f: (f / "code_tokenizer.json").write_bytes(garbage(100))),
+    "code-tokenizer-a-list": ("code", lambda f: (f / "code_tokenizer.json").write_text("[1]")),
+    "wordpiece-binary": ("code", lambda f: (f / "tokenizer.json").write_bytes(garbage(100))),
+    "wordpiece-missing": ("code", lambda f: (f / "tokenizer.json").unlink()),
+    "text-tokenizer-missing": ("text", lambda f: (f / "tokenizer.json").unlink()),
+    "modality-unknown": ("code", lambda f: _json(f / "config.json", lambda r: r["meta"].update(modality="video"))),
+}
+
+
+@pytest.mark.parametrize("damage", list(ASSETS))
+def test_embed_names_a_folder_whose_modality_assets_are_damaged(good, tmp_path, capsys, damage):
+    kind, apply = ASSETS[damage]
+    folder = tmp_path / f"enc-{damage}"
+    shutil.copytree(good[kind], folder)
+    apply(folder)
+    inputs = {"recsys": good["root"] / "ratings.data", "code": good["root"] / "f.py",
+              "text": good["root"] / "lines.txt"}[kind]
+    rc, _, err = run(capsys, ["embed", "--encoder", folder, inputs, "--out", tmp_path / "emb", "--quiet"])
+    assert_user_error(rc, err, folder.name)
