@@ -157,5 +157,8 @@ class SASRec(BERT4Rec):
 
     architecture = "sasrec"
 
+    def __init__(self, config: SASRecConfig):
+        super().__init__(config)
+
     def query_sequence(self, history: list[int]) -> list[int]:
         return history[-self.config.max_length :]

@@ -179,8 +179,9 @@ class SequenceDataModule(L.LightningDataModule):
         g = seeded_generator(self.seed, items[0][0][0], keys)
         ids, mask = pad_batch([s for _, s in items])
         if self.objective == "next":  # (B, T + 1) -> inputs (B, T), labels (B, T): the item after each
-            labels = ids[:, 1:].masked_fill(~mask[:, 1:], IGNORE)
-            return {"items": ids[:, :-1], "mask": mask[:, :-1], "labels": labels}
+            keep = mask[:, 1:]  # a position is fed only when an item follows it
+            labels = ids[:, 1:].masked_fill(~keep, IGNORE)
+            return {"items": ids[:, :-1].masked_fill(~keep, 0), "mask": keep, "labels": labels}
         # the original's mask_prob = 1.0: chosen items always become MASK
         inputs, labels = mask_tokens(ids, mask, self.data.mask_id, (1, 2), self.mask_ratio, g,
                                      replace_with_mask=1.0, replace_with_random=0.0)
