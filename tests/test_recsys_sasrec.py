@@ -6,7 +6,14 @@ import json
 import pytest
 import torch
 
-from modalities.recsys import BERT4Rec, BERT4RecConfig, SASRec, SASRecConfig, build_sequences, read_interactions
+from modalities.recsys import (
+    BERT4Rec,
+    BERT4RecConfig,
+    SASRec,
+    SASRecConfig,
+    build_sequences,
+    read_interactions,
+)
 from tasks.cli import main as cli_main
 from tests.test_recsys import write_log
 
