@@ -2,7 +2,9 @@
 
 Item ids are remapped to 1..n in order of first appearance; 0 is PAD and n + 1 is MASK.
 Each user's items are ordered by timestamp with a stable sort (ties keep file order, as
-RecBole does). Users with fewer than ``min_interactions`` are dropped (counted).
+RecBole does). Users with fewer than ``min_interactions`` are dropped (counted); with ``item_core``,
+items with fewer interactions are dropped too, both filters repeated until every user and item
+meets them (the k-core filtering of the BERT4Rec / SASRec papers' preprocessing).
 Leave-one-out: the last item is the test target, the one before it the validation target.
 """
 
@@ -46,14 +48,27 @@ class SequenceData:
         raise ValueError(f"split {which!r} is not one of train, val, test")
 
 
-def build_sequences(inter: Interactions, min_interactions: int = 5) -> SequenceData:
+def build_sequences(inter: Interactions, min_interactions: int = 5, item_core: int = 0) -> SequenceData:
     if min_interactions < 3:
         raise ValueError(f"min_interactions must be >= 3 (train, validation and test items), got {min_interactions}")
     by_user: dict[str, list[tuple[float, str]]] = {}
     for u, i, t in zip(inter.users, inter.items, inter.timestamps, strict=True):
         by_user.setdefault(u, []).append((t, i))
+    n_users_read, n_items_read = len(by_user), len(set(inter.items))
+    while item_core > 0:  # k-core: drop rare items and short users until both hold
+        counts: dict[str, int] = {}
+        for events in by_user.values():
+            for _, i in events:
+                counts[i] = counts.get(i, 0) + 1
+        rare = {i for i, c in counts.items() if c < item_core}
+        short = [u for u, ev in by_user.items() if len(ev) < min_interactions]
+        if not rare and not short:
+            break
+        by_user = {u: [e for e in ev if e[1] not in rare] for u, ev in by_user.items() if len(ev) >= min_interactions}
+        by_user = {u: ev for u, ev in by_user.items() if ev}
     item_index: dict[str, int] = {}
-    users, sequences, dropped = [], [], 0
+    users, sequences = [], []
+    dropped = n_users_read - len(by_user)
     for u, events in by_user.items():
         if len(events) < min_interactions:
             dropped += 1
@@ -64,7 +79,8 @@ def build_sequences(inter: Interactions, min_interactions: int = 5) -> SequenceD
         sequences.append(seq)
     if not sequences:
         raise ValueError(
-            f"no user has >= {min_interactions} interactions ({len(by_user)} users read); lower min_interactions"
+            f"no user has >= {min_interactions} interactions (item_core {item_core}; {n_users_read} users read); "
+            "lower min_interactions / item_core"
         )
     items = [None] * len(item_index)
     for i, k in item_index.items():
@@ -72,7 +88,7 @@ def build_sequences(inter: Interactions, min_interactions: int = 5) -> SequenceD
     lengths = [len(s) for s in sequences]
     stats = {
         "users": len(sequences), "items": len(items), "interactions": sum(lengths),
-        "dropped_users": dropped, "skipped_rows": dict(inter.stats.skipped),
+        "dropped_users": dropped, "dropped_items": n_items_read - len(items), "skipped_rows": dict(inter.stats.skipped),
         "mean_length": round(sum(lengths) / len(lengths), 1), "max_length": max(lengths),
     }
     return SequenceData(users, sequences, items, dropped, stats)

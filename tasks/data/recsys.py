@@ -90,7 +90,15 @@ class SequenceDataModule(L.LightningDataModule):
         dataset: "ml-100k" (real MovieLens, read from the recbole 1.2.1 wheel into the cache) or
             a path to an interaction file: ratings.dat (``::``), u.data (tab), RecBole ``.inter``,
             or a CSV/TSV with columns ``user_id, item_id, timestamp``.
-        min_interactions: users with fewer interactions are dropped (paper: 5).
+        format: the file's format (``auto``: by name and first line): movielens (ratings.dat, u.data),
+            ml-20m (ratings.csv), amazon-ratings (headerless CSV), amazon-reviews (JSON lines), steam,
+            recbole (.inter), csv, tsv (modalities/recsys/readers.py).
+        columns: overrides the format's column (or JSON key) names: {user: ..., item: ..., timestamp:
+            ..., rating: ...}.
+        min_rating: rows rated below it are dropped (counted); None keeps every row (BERT4Rec, SASRec).
+        min_interactions: users with fewer interactions are dropped (paper: 5); the user core.
+        item_core: items with fewer interactions are dropped, repeated with the user filter until
+            both hold (k-core); 0: no item filter.
         max_length: longest sequence fed to the model (MovieLens: 200).
         mask_ratio: cloze ratio for training (MovieLens: 0.2).
         objective: "cloze" (BERT4Rec: masked items) or "next" (SASRec: each training window of
@@ -113,7 +121,11 @@ class SequenceDataModule(L.LightningDataModule):
     def __init__(
         self,
         dataset: str = ML100K,
+        format: str = "auto",
+        columns: dict[str, str] | None = None,
+        min_rating: float | None = None,
         min_interactions: int = 5,
+        item_core: int = 0,
         max_length: int = 200,
         mask_ratio: float = 0.2,
         objective: str = "cloze",
@@ -136,6 +148,7 @@ class SequenceDataModule(L.LightningDataModule):
             raise ValueError(f"data.init_args.objective must be 'cloze' (BERT4Rec) or 'next' (SASRec), got {objective!r}")
         self.sequences, self.last_item_ratio, self.objective = sequences, last_item_ratio, objective
         self.dataset, self.min_interactions, self.max_length = dataset, min_interactions, max_length
+        self.format, self.columns, self.min_rating, self.item_core = format, dict(columns or {}), min_rating, item_core
         self.mask_ratio, self.batch_size, self.eval_batch_size = mask_ratio, batch_size, eval_batch_size
         self.num_workers, self.seed = num_workers, seed
         self.cache = Path(cache_dir) if cache_dir else default_cache_dir()
@@ -149,7 +162,7 @@ class SequenceDataModule(L.LightningDataModule):
             fetch_ml100k(self.cache)
         elif not Path(self.dataset).is_file():
             raise FileNotFoundError(f"data.init_args.dataset {self.dataset} does not exist; give an interaction file "
-                                    f"(.inter, .csv, .tsv, .dat, u.data) or {ML100K!r}")
+                                    f"(ratings.dat, ratings.csv, .inter, .csv, .tsv, .json, .jsonl, u.data) or {ML100K!r}")
 
     def write_encoder_assets(self, folder: str | Path) -> None:
         """item_ids.json beside the weights: the data's own item id -> the model's item index
@@ -161,7 +174,8 @@ class SequenceDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.data is not None:
             return
-        self.data = build_sequences(read_interactions(self._path()), self.min_interactions)
+        inter = read_interactions(self._path(), self.format, self.columns, self.min_rating)
+        self.data = build_sequences(inter, self.min_interactions, self.item_core)
         counts = torch.bincount(torch.tensor([i for s in self.data.sequences for i in s[:-2]]),
                                 minlength=self.data.num_items + 1)
         self.popularity = counts[1:].double()  # (num_items,) training-split interaction counts
