@@ -112,3 +112,17 @@ def test_cxr_bert_bad_folders_say_what_is_wrong(tmp_path, capsys):
     assert cli_main(["import", str(tmp_path / "cxr"), str(tmp_path / "ts")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no cls_projection_head" in err[0] and "Traceback" not in err[0]
+
+
+def test_export_hf_of_cxr_bert_keeps_the_bert_body_and_names_the_dropped_head(tmp_path, capsys):
+    mlm, _ = write_cxr_bert(tmp_path / "release")
+    assert cli_main(["import", str(tmp_path / "release"), str(tmp_path / "ours")]) == 0
+    capsys.readouterr()
+    assert cli_main(["export", str(tmp_path / "ours"), str(tmp_path / "hf"), "--format", "hf"]) == 0
+    assert "projection" in capsys.readouterr().err  # the user is told what BertModel could not hold
+    bert = transformers.AutoModel.from_pretrained(tmp_path / "hf").eval()
+    ids, mask = torch.randint(5, 99, (3, 11)), ragged_mask([11, 4, 7])
+    with torch.no_grad():
+        got = bert(input_ids=ids, attention_mask=mask.long()).last_hidden_state
+        want = mlm.bert(input_ids=ids, attention_mask=mask.long()).last_hidden_state
+    assert (got - want)[mask].abs().max() < 1e-5

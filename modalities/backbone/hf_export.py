@@ -5,13 +5,34 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
+from dataclasses import fields
 from pathlib import Path
 
 from safetensors.torch import save_file
 
 from ..exporting import register_exporter
 from ..hub import load_encoder, read_config
+from .config import TokenEncoderConfig
+from .encoder import TokenEncoder
 from .hf_bert import to_hf
+
+
+def _bert_body(encoder: TokenEncoder, folder: Path) -> TokenEncoder:
+    """The plain TokenEncoder inside a subclass that adds a head (CXR-BERT's projection): BertModel
+    holds the body only, so the head's weights are left out, and the user is told which."""
+    if type(encoder) is TokenEncoder:
+        return encoder
+    body = TokenEncoder(TokenEncoderConfig(**{f.name: getattr(encoder.config, f.name)
+                                             for f in fields(TokenEncoderConfig)}))
+    missing, extra = body.load_state_dict(encoder.state_dict(), strict=False)
+    if missing:
+        raise ValueError(f"{folder} holds a {type(encoder).__name__} without a full BERT body (missing {missing[:3]})")
+    heads = sorted({k.split(".")[0] for k in extra})
+    print(f"{folder}: BertModel has no place for {type(encoder).__name__}'s {', '.join(heads)} "
+          f"({len(extra)} tensors); exported the BERT body without it", file=sys.stderr)
+    return body
+
 
 ST_POOLING = {"mean": "pooling_mode_mean_tokens", "cls": "pooling_mode_cls_token", "max": "pooling_mode_max_tokens"}
 
@@ -21,10 +42,10 @@ def write_hf_folder(encoder_folder: Path, out: Path, **options) -> Path:
     """A BERT-shaped encoder folder -> an HF BertModel / RobertaModel folder (config.json +
     model.safetensors + its tokenizer) that ``transformers.AutoModel.from_pretrained`` loads."""
     encoder = load_encoder(encoder_folder)
-    if type(encoder).__name__ != "TokenEncoder":
+    if not isinstance(encoder, TokenEncoder):
         raise ValueError(f"{encoder_folder} holds a {type(encoder).__name__}; --format hf covers BERT-shaped token "
                          "encoders (text, code, cxr BERT towers)")
-    hf, state = to_hf(encoder)
+    hf, state = to_hf(_bert_body(encoder, encoder_folder))
     out.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in state.items()}, out / "model.safetensors")
     (out / "config.json").write_text(json.dumps(hf, indent=2) + "\n")
