@@ -173,16 +173,12 @@ def load_encoder(path: str | Path, attention_backend: str | None = None) -> nn.M
         encoder.meta = raw.get("meta", {})
     elif "model_type" in raw:
         if raw["model_type"] not in IMPORTERS:
-            raise ValueError(f"{folder / 'config.json'}: no importer for model_type {raw['model_type']!r}; "
-                             f"known model types: {', '.join(IMPORTERS.names())}")
+            raise ValueError(f"{folder / 'config.json'}: unknown checkpoint importer (model_type) "
+                             f"{raw['model_type']!r}; choose one of: {', '.join(IMPORTERS.names())}")
         try:
             encoder, meta = IMPORTERS.get(raw["model_type"])(folder)
-        except KeyError as e:  # a field the importer needs, or a tensor it maps, is not there
-            raise ValueError(f"{folder}: the {raw['model_type']} importer needs {e} (a config.json field or a "
-                             "weight name) that is not there; is the folder complete?") from None
-        except (ValueError, TypeError, RuntimeError) as e:
-            msg = " ".join(str(e).split())[:300] or type(e).__name__
-            raise ValueError(msg if str(folder) in msg else f"{folder}: {msg}") from None
+        except (KeyError, ValueError, TypeError, RuntimeError) as e:
+            raise _refusal(e, folder, raw["model_type"]) from None
         encoder.meta = meta
     else:
         raise ValueError(
@@ -200,8 +196,8 @@ def _build_tessera(folder: Path, raw: dict) -> nn.Module:
     cfg_path = folder / "config.json"
     arch = raw.get("architecture")
     if arch not in ARCHITECTURES:
-        raise ValueError(f"{cfg_path}: unknown architecture {arch!r}; known: {', '.join(ARCHITECTURES.names())} "
-                         "(is the module that defines it imported?)")
+        raise ValueError(f"{cfg_path}: unknown encoder architecture {arch!r}; choose one of: "
+                         f"{', '.join(ARCHITECTURES.names())} (is the module that defines it imported?)")
     if not isinstance(raw.get("config"), dict):
         raise ValueError(f"{cfg_path} has no \"config\" object for its {arch}; the file is incomplete: export it again")
     cls, config_cls = ARCHITECTURES.get(arch)
@@ -210,6 +206,25 @@ def _build_tessera(folder: Path, raw: dict) -> nn.Module:
     except (TypeError, ValueError, KeyError, RuntimeError) as e:
         msg = " ".join(str(e).split())[:300] or type(e).__name__
         raise ValueError(f"{cfg_path}: its {arch} config does not build ({msg}); export it again") from None
+
+
+def _refusal(e: Exception, folder: Path, model_type: str) -> Exception:
+    """An importer's error as one line naming the folder, still of its own type (callers match KeyError /
+    RuntimeError) and a ValueError too (the CLI prints a ValueError as a user's mistake, not a traceback)."""
+    raw = e.args[0] if e.args and isinstance(e.args[0], str) else str(e)
+    if isinstance(e, KeyError) and raw and " " not in raw:  # a bare missing name: a config field or a tensor
+        msg = f"{folder}: the {model_type} importer needs {raw!r} (a config.json field or a weight name), which is not there"
+    else:
+        msg = " ".join(str(raw).split())[:600] or type(e).__name__
+        msg = msg if str(folder) in msg else f"{folder}: {msg}"
+    if isinstance(e, ValueError):
+        return type(e)(msg) if type(e).__init__ is ValueError.__init__ else ValueError(msg)
+    try:
+        cls = type(type(e).__name__, (ValueError, type(e)), {"__str__": BaseException.__str__,
+                                                             "__module__": type(e).__module__})
+        return cls(msg)
+    except TypeError:  # an exception type that cannot be combined with ValueError
+        return ValueError(msg)
 
 
 def _first_problem(e: RuntimeError) -> str:

@@ -62,14 +62,7 @@ ENTRIES = {
 }
 
 # (damage, entry) pairs whose defect lies in a file another helper owns: strict xfails, reported to the lead
-SWEEP = ("tasks/eval/code_sweep.py pretrained_setup reads --init-from's config.json with json.loads (line 61) "
-         "instead of modalities.hub.read_config: {}")
-XFAIL: dict[tuple[str, str], str] = {
-    ("config-a-list", "eval code --init-from"): SWEEP.format("AttributeError: 'list' object has no attribute 'get'"),
-    ("config-not-json", "eval code --init-from"): SWEEP.format("a JSONDecodeError that does not name the file"),
-    ("config-0-byte", "eval code --init-from"): SWEEP.format("a JSONDecodeError that does not name the file"),
-    ("config-binary", "eval code --init-from"): SWEEP.format("a UnicodeDecodeError that does not name the file"),
-}
+XFAIL: dict[tuple[str, str], str] = {}
 
 
 def damaged(good, tmp_path, damage: str, source: str = "text"):
