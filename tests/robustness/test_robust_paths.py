@@ -105,13 +105,7 @@ ROWS = {
 NOT_A_MISTAKE = {("prepare cxr --cache", "missing"), ("prepare cxr --cache", "empty-folder"),
                  ("prepare ml100k --cache", "missing"), ("prepare ml100k --cache", "empty-folder"),
                  ("prepare audio-codes AUDIO", "garbage-file")}
-XFAIL = {
-    ("eval code --tokenizer", "missing"): "tasks/eval/code.py:88 eval_code: a --tokenizer that does not exist is "
-    "reported as '--init-from FOLDER carries no code tokenizer', naming the encoder folder, not the tokenizer given",
-    ("eval cxr-retrieval --tokenizer", "garbage-file"): "modalities/text/tokenizer.py:52 load_tokenizer lets "
-    "tokenizers' bare Exception ('stream did not contain valid UTF-8') escape as a traceback (called from "
-    "tasks/eval/cxr.py:137 tokenizer_of)",
-}
+XFAIL: dict[tuple[str, str], str] = {}  # (option, kind) -> the defect, in a file another helper owns
 
 
 @pytest.mark.parametrize("kind", list(KINDS))
