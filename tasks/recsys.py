@@ -22,7 +22,8 @@ from .optim import build_optimizer
 
 class BERT4RecSystem(L.LightningModule):
     """Args:
-        model: the BERT4Rec network (injected; ``num_items`` must match the data).
+        model: the BERT4Rec network (injected; ``num_items: 0`` takes the item count from the data,
+            any other value must match it).
         lr, weight_decay, warmup, schedule: AdamW and its schedule (paper: 1e-4, 0.01, 100 steps, linear).
         negatives: negatives per user for the sampled protocols (popularity: BERT4Rec's paper; uniform:
             SASRec's), 100.
@@ -52,6 +53,19 @@ class BERT4RecSystem(L.LightningModule):
         if init_from:
             self._init_from(init_from)
 
+    def _resize(self, num_items: int) -> None:
+        """Build the network anew for ``num_items`` (config ``num_items: 0`` = take it from the data)."""
+        from dataclasses import replace
+
+        self.model = type(self.model)(replace(self.model.config, num_items=num_items))
+
+    def load_state_dict(self, state_dict, strict: bool = True, **kwargs):
+        """A system built with ``num_items: 0`` takes its item count from the weights it loads."""
+        key = "model.encoder.frontend.word_embeddings.weight"
+        if self.model.config.num_items == 0 and key in state_dict:
+            self._resize(state_dict[key].shape[0] - 2)  # rows: PAD + items + MASK
+        return super().load_state_dict(state_dict, strict=strict, **kwargs)
+
     def _init_from(self, folder: str) -> None:
         from modalities.hub import load_encoder
 
@@ -60,6 +74,8 @@ class BERT4RecSystem(L.LightningModule):
             raise FileNotFoundError(f"model.init_args.init_from {path} is not an encoder folder (no config.json); "
                                     "give a recsys run's encoder/ folder or a `tessera export` output")
         source = load_encoder(path)
+        if self.model.config.num_items == 0:  # the item count comes from the folder (and is checked against the data)
+            self._resize(source.config.num_items)
         if type(source) is not type(self.model) or source.config != self.model.config:
             raise ValueError(f"model.init_args.init_from {path} holds a {type(source).__name__} {source.config}, "
                              f"not this {type(self.model).__name__} {self.model.config}; build the model alike")
@@ -67,6 +83,11 @@ class BERT4RecSystem(L.LightningModule):
 
     def setup(self, stage: str) -> None:
         spec = spec_of(self.trainer)
+        if self.model.config.num_items == 0:
+            if spec is None or spec.num_items is None:
+                raise ValueError("model.init_args.model.init_args.config.num_items is 0 (from the data) but there is "
+                                 "no recsys data module to take it from; use tasks.data.SequenceDataModule")
+            self._resize(spec.num_items)
         if spec is not None and spec.num_items is not None and spec.num_items != self.model.config.num_items:
             raise ValueError(
                 f"the data has {spec.num_items} items but the model was built for {self.model.config.num_items}; "

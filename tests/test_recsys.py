@@ -136,6 +136,7 @@ def test_mismatched_item_count_is_a_clear_error(tmp_path):
     path = write_log(tmp_path, n_users=10, n_items=30)
     with pytest.raises(ValueError, match=r"the data has 21 items but the model was built for 1682; set .*num_items: 21"):
         cli_main(["fit", "--config", "configs/recsys/bert4rec_ml100k.yaml", "--data.init_args.dataset", str(path),
+                  "--model.init_args.model.init_args.config.num_items", "1682",
                   "--trainer.default_root_dir", str(tmp_path), "--trainer.max_epochs", "1"])
 
 

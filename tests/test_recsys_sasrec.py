@@ -79,18 +79,23 @@ def test_sasrec_fit_with_sampled_softmax_learns_an_ordered_log_above_mostpopular
     num_items = build_sequences(read_interactions(path)).num_items
     root = tmp_path / "run"
     args = ["fit", "--config", "configs/recsys/sasrec_tiny.yaml", "--data.init_args.dataset", str(path),
-            "--model.init_args.model.init_args.config.num_items", str(num_items),
             "--model.init_args.loss_negatives", "20", "--model.init_args.lr", "1e-2",
             "--data.init_args.batch_size", "16", "--trainer.max_epochs", "6", "--trainer.limit_val_batches", "0",
             "--trainer.default_root_dir", str(root), "--trainer.enable_progress_bar", "false"]
     assert cli_main(args) in (0, None)
     folder = root / "lightning_logs" / "version_0" / "encoder"
-    assert json.loads((folder / "config.json").read_text())["architecture"] == "sasrec"
+    config = json.loads((folder / "config.json").read_text())
+    assert config["architecture"] == "sasrec"
+    assert config["config"]["num_items"] == num_items  # the config's 0: taken from the data
     out = tmp_path / "eval"
     assert cli_main(["eval", "recsys", "--run", str(folder), "--data", str(path), "--negatives", "20",
                      "--out", str(out)]) == 0
     report = json.loads((out / "ranking.json").read_text())
     assert report["architecture"] == "SASRec"
+    # the run itself (config num_items 0, the weights' count) ranks the same
+    assert cli_main(["eval", "recsys", "--run", str(root), "--data", str(path), "--negatives", "20",
+                     "--out", str(tmp_path / "run_eval")]) == 0
+    assert json.loads((tmp_path / "run_eval" / "ranking.json").read_text())["protocols"] == report["protocols"]
     for proto in ("full", "full_history", "pop20", "uni20"):
         rows = report["protocols"][proto]
         assert rows["model"]["hr@10"] > 0.8 and rows["model"]["mrr"] > rows["mostpop"]["mrr"] + 0.2, (proto, rows)

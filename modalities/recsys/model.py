@@ -18,7 +18,7 @@ from ..hub import register_architecture
 
 @dataclass
 class BERT4RecConfig:
-    num_items: int = 1682  # real items; ids 1..num_items (0 = PAD, num_items + 1 = MASK)
+    num_items: int = 0  # real items; ids 1..num_items (0 = PAD, num_items + 1 = MASK); 0 in a config: from the data
     max_length: int = 200  # longest history seen (MovieLens: 200)
     hidden_size: int = 64  # paper: 64
     num_layers: int = 2  # paper: 2
