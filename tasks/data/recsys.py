@@ -158,6 +158,9 @@ class SequenceDataModule(L.LightningDataModule):
         return self.cache / "recsys" / ML100K / "ml-100k.inter" if self.dataset == ML100K else Path(self.dataset)
 
     def prepare_data(self) -> None:
+        if not self.dataset:
+            raise FileNotFoundError("data.init_args.dataset is not set: give the path to your interaction file "
+                                    "(this config's header says which and where to download it)")
         if self.dataset == ML100K:
             fetch_ml100k(self.cache)
         elif not Path(self.dataset).is_file():
