@@ -99,3 +99,48 @@ def test_sasrec_fit_with_sampled_softmax_learns_an_ordered_log_above_mostpopular
     for proto in ("full", "full_history", "pop20", "uni20"):
         rows = report["protocols"][proto]
         assert rows["model"]["hr@10"] > 0.8 and rows["model"]["mrr"] > rows["mostpop"]["mrr"] + 0.2, (proto, rows)
+
+
+# --- a trained model travels: its item-id map, recommendations in the data's own ids ---------------
+
+def _folder(tmp_path):
+    from modalities.hub import save_encoder
+
+    folder = tmp_path / "enc"
+    save_encoder(SASRec(SASRecConfig(**TINY)), folder)
+    ids = {f"m{100 + i}": i for i in range(1, 31)}  # the data's own ids: m101..m130
+    (folder / "item_ids.json").write_text(json.dumps(ids))
+    return folder
+
+
+def test_recsys_predict_takes_histories_in_the_datas_ids_for_users_never_seen(tmp_path):
+    folder = _folder(tmp_path)
+    hist = tmp_path / "users.jsonl"
+    hist.write_text('{"user": "new-1", "items": ["m101", "m105", "zzz"]}\n{"user": "new-2", "items": ["nope"]}\n'
+                    '{"user": "new-3", "items": ["m130"]}\n')
+    out = tmp_path / "top.jsonl"
+    assert cli_main(["eval", "recsys-predict", "--run", str(folder), "--histories", str(hist), "--out", str(out),
+                     "--k", "5"]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["user"] for r in rows] == ["new-1", "new-2", "new-3"]
+    assert len(rows[0]["items"]) == 5 and not {"m101", "m105"} & set(rows[0]["items"]) and rows[0]["unknown"] == 1
+    assert all(i.startswith("m1") for i in rows[0]["items"]) and rows[0]["scores"] == sorted(rows[0]["scores"])[::-1]
+    assert rows[1] == {"user": "new-2", "items": [], "scores": [], "unknown": 1}
+    # the same ranking as the model's own recommend() on its indices
+    from modalities.hub import load_encoder
+
+    model = load_encoder(folder)
+    assert rows[2]["items"] == [f"m{100 + i}" for i in model.recommend([30], k=5)]
+
+
+def test_recsys_predict_bad_inputs_are_one_line_and_status_2(tmp_path, capsys):
+    folder = _folder(tmp_path)
+    (tmp_path / "empty.jsonl").write_text("")
+    cases = [(["--histories", str(tmp_path / "none.jsonl")], "--histories"),
+             (["--histories", str(tmp_path / "empty.jsonl")], "holds no history"),
+             (["--histories", str(tmp_path / "empty.jsonl"), "--k", "0"], "--k must be >= 1")]
+    for extra, expected in cases:
+        assert cli_main(["eval", "recsys-predict", "--run", str(folder), "--out", str(tmp_path / "o.jsonl"),
+                         *extra]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert expected in err[-1] and "Traceback" not in "\n".join(err), err

@@ -169,3 +169,50 @@ def _(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="seeds the negatives (the training run's eval_seed: 0)")
     p.add_argument("--min-interactions", type=int, default=5, help="users with fewer are dropped, as in training")
     p.add_argument("--out", default="runs/eval/recsys", help="folder for ranking.json and ranking.png")
+
+
+@job("eval", "recsys-predict", help="top-k items after each history of a file (the data's own ids; JSON lines out)",
+     example="tessera eval recsys-predict --run runs/sasrec-ml100k --histories users.jsonl --out top10.jsonl")
+def eval_recsys_predict(args: argparse.Namespace) -> int:
+    """Recommend the next items for every history in --histories: JSON lines ``{"user", "items"}``,
+    a log file (.inter/.csv/.tsv/.dat/.data/.json: grouped by user, time order) or .txt (one history per
+    line). Item ids are the data's own; users need not be in the training data; unknown items are
+    dropped and counted; a history with no known item gets an empty list."""
+    from modalities.recsys import ItemRecommender
+
+    from ..embed.base import Collected
+    from ..embed.recsys import histories_in
+
+    if args.k < 1:
+        raise UserError(f"--k must be >= 1, got {args.k}")
+    path = Path(args.histories).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"--histories {path} does not exist; give a .jsonl file of "
+                                '{"user": ..., "items": [...]} lines, an interaction log or a .txt of histories')
+    model, item_ids, _ = load_model(args.run)
+    c = Collected()
+    histories = histories_in(path, c)
+    if not histories:
+        raise UserError(f"--histories {path} holds no history ({dict(c.skipped) or 'empty'}); one user per line: "
+                        '{"user": "42", "items": ["50", "172"]}')
+    recs = ItemRecommender(model, item_ids).recommend([h for _, h in histories], args.k, not args.include_seen)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("w") as f:
+        for (user, _), rec in zip(histories, recs, strict=True):
+            f.write(json.dumps({"user": user, **rec}) + "\n")
+    empty = sum(not r["items"] for r in recs)
+    unknown = sum(r["unknown"] for r in recs)
+    print(f"wrote {len(recs)} users' top {args.k} to {out} ({unknown} unknown items dropped, {empty} users with "
+          f"no known item{', skipped lines: ' + str(dict(c.skipped)) if c.skipped else ''})")
+    return 0
+
+
+@eval_recsys_predict.arguments
+def _(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--run", required=True, help="a recsys run folder or encoder folder (with item_ids.json)")
+    p.add_argument("--histories", required=True, help=".jsonl ({\"user\", \"items\"} per line, oldest first), "
+                   "an interaction log, or .txt (item ids per line)")
+    p.add_argument("--out", required=True, help="JSON lines out: {user, items, scores, unknown} per history")
+    p.add_argument("--k", type=int, default=10, help="items per user")
+    p.add_argument("--include-seen", action="store_true", help="allow items of the history in the top k")
