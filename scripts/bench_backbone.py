@@ -14,7 +14,7 @@ execution provider with all graph optimisations; a benchmark-only extra (``pip i
 onnxscript``): without it the column is skipped with a note.
 
     python scripts/bench_backbone.py [--reps 3] [--sizes minilm base] [--bf16] [--forward-only]
-        [--no-onnxruntime] [--out runs/bench]
+        [--impls tessera-unpadded onnxruntime-fp32] [--no-onnxruntime] [--out runs/bench]
 """
 
 from __future__ import annotations
@@ -163,7 +163,7 @@ def hf_model(name: str) -> BertModel:
 
 
 def bench_size(name: str, reps: int, bf16: bool, batches: dict, peak: float, device: str = "cpu",
-               ort_run=None, passes: tuple[bool, ...] = (False, True)) -> list[dict]:
+               ort_run=None, passes: tuple[bool, ...] = (False, True), only: list[str] | None = None) -> list[dict]:
     hcfg = hf_config_of(name)
     hf = hf_model(name)
     cfg = config_from_hf({"model_type": "bert", **hcfg})
@@ -176,6 +176,8 @@ def bench_size(name: str, reps: int, bf16: bool, batches: dict, peak: float, dev
         impls["tessera-unpadded-mkl"] = ours
     if ort_run is not None:  # forward only, always fp32 (what a CPU user would deploy instead)
         impls["onnxruntime-fp32"] = ort_run
+    if only:  # hf-sdpa is every row's reference: always measured
+        impls = {k: m for k, m in impls.items() if k == "hf-sdpa" or k in only}
     rows = []
     for batch_name, (ids, mask) in batches.items():
         flops = useful_flops(hcfg, mask)
@@ -222,6 +224,8 @@ def main() -> None:
     p.add_argument("--bf16", action="store_true", help="also measure under bf16 autocast")
     p.add_argument("--out", default="runs/bench", help="folder for backbone.json")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where the models run")
+    p.add_argument("--impls", nargs="+", help="measure only these columns (e.g. tessera-unpadded onnxruntime-fp32); "
+                   "hf-sdpa is always measured")
     p.add_argument("--forward-only", action="store_true", help="forward passes only (what tessera embed runs)")
     p.add_argument("--no-onnxruntime", action="store_true",
                    help="skip the ONNX Runtime column (it is skipped anyway when onnxruntime is not installed)")
@@ -246,7 +250,7 @@ def main() -> None:
             notes.append(note)
         for bf16 in ([False, True] if a.bf16 else [False]):
             rows += bench_size(size, a.reps, bf16, batches, peak, a.device, ort_run,
-                               (False,) if a.forward_only else (False, True))
+                               (False,) if a.forward_only else (False, True), a.impls)
     header = f"{'size':7} {'dtype':13} {'batch':6} {'pass':8} {'impl':21} {'tok/s':>9} {'GFLOP/s':>8} {'%peak':>6} {'vs HF':>6} {'vs ORT':>6}"
     print(header)
     print("-" * len(header))
