@@ -250,6 +250,17 @@ def headline(row: dict) -> float:
 def report(out: Path) -> dict:
     p = json.loads((out / "plan.json").read_text())
     pre = json.loads((out / "pretrain.json").read_text())
+    for row in pre.values():  # the final validation round only, not the whole training history
+        if row.get("val") and "final" in row["val"]:
+            row["val"] = row["val"]["final"]
+    curves = {}
+    for name in SYSTEMS:  # the logged training curves (every 20 steps)
+        import csv
+
+        rows = list(csv.DictReader(sorted((out / name).glob("**/metrics.csv"))[-1].open()))
+        keys = ["train/loss", "train/accuracy"] if name == "mlm" else ["train/mlm_loss", "train/rtd_loss", "train/rtd_accuracy",
+                                                                      "train/replaced_share", "train/generator_accuracy"]
+        curves[name] = [{"step": int(r["step"]), **{k: round(float(r[k]), 4) for k in keys}} for r in rows if r.get(keys[0])]
     zero = json.loads((out / "zeroshot.json").read_text()) if (out / "zeroshot.json").is_file() else None
     mlm_zero = out / "zeroshot_mlm" / "results.json"
     if zero is not None and mlm_zero.is_file():
@@ -275,7 +286,7 @@ def report(out: Path) -> dict:
                                 "std": round(statistics.stdev(vals), 4) if len(vals) > 1 else None,
                                 "per_seed": {s: v["test"] for s, v in sorted(per_seed.items())}}
     result = {"question": "ELECTRA vs MLM pretraining of the same code encoder at the same analytic FLOP budget",
-              "plan": p, "pretraining": pre, "finetuning": {"protocol": " ".join(["tessera eval code", *FINETUNE]),
+              "plan": p, "pretraining": pre, "training_curves": curves, "finetuning": {"protocol": " ".join(["tessera eval code", *FINETUNE]),
                                                             "pooling": TASKS, "benchmark": BENCHMARK, "tasks": table},
               "zero_shot_variable_misuse": zero, "commands": "python scripts/bench_electra.py --out " + str(out)}
     dest = ROOT / "results" / "electra_code.json"
