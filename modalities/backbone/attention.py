@@ -130,9 +130,16 @@ class UnpaddedAttention(AttentionBackend):
                 _compiled_flex = torch.compile(flex_attention, dynamic=True)
             return flex_unpadded(q, k, v, inputs, self.scale, _compiled_flex)
         rows, outs = [], []
-        for bucket in info.buckets():
-            L = bucket.valid.shape[1]
-            qb, kb, vb = (t[bucket.gather].transpose(1, 2) for t in (q, k, v))  # (b, H, L, hd)
+        buckets = info.buckets()
+        if "gather" not in info.cache:  # every bucket's slots in one index: shared by the layers
+            info.cache["gather"] = torch.cat([b.gather.flatten() for b in buckets])
+        sizes = [b.gather.numel() for b in buckets]
+        # one gather per tensor (its backward: one scatter-add), not one per bucket (a zero-filled
+        # (N, H, hd) gradient per bucket, summed: the largest cost of a bf16 step in the profile)
+        slots = [t[info.cache["gather"]].split(sizes) for t in (q, k, v)]  # each: per bucket (b * L, H, hd)
+        for bucket, *qkv in zip(buckets, *slots, strict=True):
+            b, L = bucket.valid.shape
+            qb, kb, vb = (t.view(b, L, *t.shape[1:]).transpose(1, 2) for t in qkv)  # (b, H, L, hd)
             mask = _mask_of(inputs, L, q.dtype)  # (L, L) band, (H, L, L) ALiBi, or None
             if not bucket.full:
                 keys = bucket.valid[:, None, None, :]  # (b, 1, 1, L)
