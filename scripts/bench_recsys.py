@@ -109,7 +109,7 @@ def run_tessera(epochs: int, batch_size: int, sequences: str, last_item_ratio: f
         trainer.test(system, datamodule=dm, verbose=False, ckpt_path=best.best_model_path if best else None)
         wall = time.time() - t0
         report = json.loads((Path(tmp) / "test_ranking.json").read_text())
-    m, pop = report["model/full"], report["mostpop/full"]
+    m, pop = report["protocols"]["full"]["model"], report["protocols"]["full"]["mostpop"]
     return {"ndcg@10": m["ndcg@10"], "hr@10": m["hr@10"], "mrr": m["mrr"], "epochs": len(timer.times),
             "updates": trainer.global_step, "seconds_per_epoch": sum(timer.times) / max(len(timer.times), 1),
             "train_seconds": sum(timer.times), "wall_seconds": wall,
