@@ -70,15 +70,38 @@ class TesseraCLI(LightningCLI):
                                                     "version": int(version_dir.name.removeprefix("version_"))}}
             print(f"resuming from {last}", file=sys.stderr)
         if cfg is not None and cfg.get("ckpt_path") not in (None, "best"):
-            from .runs import read_state_dict
+            from .runs import check_resumable
 
-            try:  # missing, truncated, corrupt (checksum) or non-finite: refused before anything starts
-                read_state_dict(cfg.ckpt_path)
+            try:  # missing, truncated, corrupt (checksum), non-finite, not a Lightning checkpoint: refused
+                check_resumable(cfg.ckpt_path)  # before anything starts
             except (OSError, ValueError) as e:
                 raise UserError(f"--ckpt_path: {e}") from None
         super()._parse_ckpt_path()
 
+    def _check_ckpt_fits_model(self) -> None:
+        """A checkpoint of another model (its weights' names differ): one line, not Lightning's
+        strict-loading traceback after set-up."""
+        sub = self.config.get("subcommand")
+        path = self.config[sub].get("ckpt_path") if sub else None
+        if path not in (None, "best", "last"):
+            from .runs import check_resumable
+
+            try:
+                check_resumable(path, self.model)
+            except (OSError, ValueError) as e:
+                raise UserError(f"--ckpt_path: {e}") from None
+
+    def before_validate(self) -> None:
+        self._check_ckpt_fits_model()
+
+    def before_test(self) -> None:
+        self._check_ckpt_fits_model()
+
+    def before_predict(self) -> None:
+        self._check_ckpt_fits_model()
+
     def before_fit(self) -> None:
+        self._check_ckpt_fits_model()
         from .callbacks import (
             CheckpointIntegrity,
             ExportEncoder,
@@ -116,12 +139,18 @@ def _run_job(job, argv: list[str]) -> int:
     try:
         rc = job(args)
     except USAGE_ERRORS as e:
-        if os.environ.get("TESSERA_DEBUG"):
-            raise
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        print(f"{job.command}: error: {msg}", file=sys.stderr)
-        return 2
+        return _user_error(job.command, e)
     return int(rc or 0)
+
+
+def _user_error(command: str, e: BaseException) -> int:
+    """A user's mistake (a missing path, a malformed file): one line on stderr naming it, status 2;
+    TESSERA_DEBUG=1 re-raises it with its traceback."""
+    if os.environ.get("TESSERA_DEBUG"):
+        raise e
+    msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    print(f"{command}: error: {msg}", file=sys.stderr)
+    return 2
 
 
 def _listing() -> str:
@@ -164,9 +193,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             # from a shell, LightningCLI reads sys.argv itself (passing args too makes it warn)
             TesseraCLI(args=None if from_shell else argv)
-        except UserError as e:
-            print(f"tessera {head}: error: {e}", file=sys.stderr)
-            return 2
+        except USAGE_ERRORS as e:  # a missing corpus, a malformed data file: one line, not a traceback
+            return _user_error(f"tessera {head}", e)
         except NonFiniteLossError as e:
             print(f"tessera {head}: stopped: {e}", file=sys.stderr)
             return 1

@@ -84,11 +84,13 @@ def load_audio(
         raise AudioReadError(path, "unreadable", f"cannot decode ({e}); is it a valid "
                              f"WAV/FLAC/OGG/MP3 file? re-encode it, e.g. with ffmpeg") from None
     x = to_mono(x)
+    if x.size == 0:
+        raise AudioReadError(path, "empty", "holds no samples at all (0 frames)")
     if not np.isfinite(x).all():
         raise AudioReadError(path, "nan", "contains NaN or infinite samples")
     if not allow_silence and not np.any(np.abs(x) > 1e-6):
         raise AudioReadError(path, "silent", "is silent (every sample is 0)")
-    x = resample(x, sr, sample_rate)
+    x = np.clip(resample(x, sr, sample_rate), -1.0, 1.0)  # float files may exceed full scale
     if len(x) < min_samples:
         raise AudioReadError(path, "too_short", f"has {len(x)} samples at {sample_rate} Hz, fewer than "
                              f"the {min_samples} the model needs for one frame")

@@ -78,8 +78,6 @@ def test_read_interactions_refuses_or_counts_every_bad_row(tmp_path, name):
     assert inter.stats.records + sum(inter.stats.skipped.values()) == len(lines), "a row was neither kept nor counted"
 
 
-@pytest.mark.xfail(strict=True, reason="tasks/cli.py main catches only UserError around TesseraCLI (line 166): the "
-                   "data module's ValueError naming the file (modalities/recsys/readers.py:66) escapes as a traceback")
 @pytest.mark.parametrize("name", ["recsys-0-byte.data", "recsys-header-only.csv"])
 def test_fit_on_a_bad_item_history_file_is_one_line(tmp_path, capsys, name):
     path = tmp_path / name
@@ -120,8 +118,6 @@ def test_load_audio_refuses_an_undecodable_file_naming_it(tmp_path, name):
     assert error is not None and name in str(error), error
 
 
-@pytest.mark.xfail(strict=True, reason="modalities/audio/io.py load_audio returns a float WAV's samples unclipped "
-                   "(8.0 read back) although it promises [-1, 1]")
 def test_a_float_wav_beyond_full_scale_is_read_within_minus_one_to_one(tmp_path):
     from modalities.audio.io import load_audio
 
@@ -129,8 +125,6 @@ def test_a_float_wav_beyond_full_scale_is_read_within_minus_one_to_one(tmp_path)
     assert np.abs(x).max() <= 1.0
 
 
-@pytest.mark.xfail(strict=True, reason="modalities/audio/io.py load_audio: a 0-sample WAV fails the silence check "
-                   "first ('is silent (every sample is 0)'); it has no samples at all")
 def test_a_wav_with_no_samples_is_not_called_silent(tmp_path):
     from modalities.audio.io import load_audio
 
@@ -210,8 +204,6 @@ def test_a_bad_text_file_is_refused_or_counted(good, tmp_path, capsys, name):
         assert_refused_or_counted(rc, out, err, name)
 
 
-@pytest.mark.xfail(strict=True, reason="tasks/cli.py main catches only UserError around TesseraCLI (line 166): the text "
-                   "data module's FileNotFoundError naming the corpus (modalities/text/corpus.py:64) escapes as a traceback")
 def test_fit_on_a_missing_text_corpus_is_one_line(tmp_path, capsys):
     missing = tmp_path / "no-such-corpus"
     rc, _, err = run(capsys, ["fit", "--config", ROOT / "configs" / "text" / "tiny.yaml", "--data.init_args.corpus",
