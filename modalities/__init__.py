@@ -7,6 +7,7 @@ from . import audio as _audio  # noqa: F401,I001  (registers the audio encoder a
 from . import cxr as _cxr  # noqa: F401, E402  (registers "llm2vec" and the llama/qwen2/mistral importers)
 from .cxr import open_clip_export as _open_clip_export  # noqa: F401, E402  (registers the "open_clip" exporter)
 from . import recsys as _recsys  # noqa: F401, E402  (registers the "bert4rec" architecture)
+from .code import cubert as _cubert  # noqa: F401, E402  (registers the "cubert-tf" folder importer)
 from .backbone import (
     Backbone,
     BackboneConfig,

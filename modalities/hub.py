@@ -26,6 +26,10 @@ WEIGHTS = "model.safetensors"
 ARCHITECTURES: Registry[tuple[type[nn.Module], type]] = Registry("encoder architecture")
 # HF config "model_type" -> function(folder) -> (encoder, meta dict)
 IMPORTERS: Registry[Callable[[Path], tuple[nn.Module, dict]]] = Registry("checkpoint importer (model_type)")
+# folders with no config.json, recognised by their files (a TF checkpoint bundle, ...):
+# name -> (recognises(folder) -> bool, load(folder) -> encoder with .meta)
+FOLDER_IMPORTERS: Registry[tuple[Callable[[Path], bool], Callable[[Path], nn.Module]]] = Registry(
+    "folder importer")
 # preset name -> function() -> config of a registered architecture (every modality's named sizes)
 PRESETS: Registry[Callable[[], object]] = Registry("encoder preset")
 
@@ -78,6 +82,27 @@ def register_importer(*model_types: str) -> Callable[[Callable], Callable]:
     return deco
 
 
+def register_folder_importer(name: str, recognises: Callable[[Path], bool]) -> Callable[[Callable], Callable]:
+    """Function decorator for a release that ships no config.json: ``load(folder)`` (returning the
+    encoder with its ``.meta``) is used when ``recognises(folder)`` says the files are its format."""
+
+    def deco(fn: Callable) -> Callable:
+        FOLDER_IMPORTERS.register(name)((recognises, fn))
+        return fn
+
+    return deco
+
+
+def _folder_importer(folder: Path) -> Callable[[Path], nn.Module] | None:
+    if (folder / "config.json").is_file():
+        return None
+    for name in FOLDER_IMPORTERS.names():
+        recognises, load = FOLDER_IMPORTERS.get(name)
+        if recognises(folder):
+            return load
+    return None
+
+
 def create_encoder(name: str, **overrides) -> nn.Module:
     """A fresh encoder of a named preset (``bert-base``, ``mert-v1-95m``, ...); ``overrides`` replace
     config fields. ``PRESETS.names()`` lists them."""
@@ -98,8 +123,10 @@ TOKENIZER_FILES = (
 def read_config(folder: Path) -> dict:
     cfg_path = folder / "config.json"
     if not cfg_path.is_file():
+        also = f", or a release recognised by its files ({', '.join(FOLDER_IMPORTERS.names())})" \
+            if FOLDER_IMPORTERS.names() else ""
         raise FileNotFoundError(
-            f"{folder} has no config.json: give a Tessera checkpoint folder or an HF model folder"
+            f"{folder} has no config.json: give a Tessera checkpoint folder or an HF model folder{also}"
         )
     try:
         raw = json.loads(cfg_path.read_text())
@@ -157,8 +184,14 @@ def load_encoder(path: str | Path, attention_backend: str | None = None) -> nn.M
     folder = Path(path)
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder} is not a folder; load_encoder expects a checkpoint folder")
-    raw = read_config(folder)
-    if raw.get("format") == FORMAT:
+    load_folder = _folder_importer(folder)
+    raw = {} if load_folder is not None else read_config(folder)
+    if load_folder is not None:  # a release without config.json, recognised by its files
+        try:
+            encoder = load_folder(folder)
+        except (KeyError, TypeError, RuntimeError, OSError) as e:
+            raise ValueError(f"{folder}: {' '.join(str(e).split())[:300] or type(e).__name__}") from None
+    elif raw.get("format") == FORMAT:
         encoder = _build_tessera(folder, raw)
         state = read_state_dict(folder)
         expected = (raw.get("checksum") or {}).get("sha256")
@@ -256,9 +289,9 @@ def import_checkpoint(src: str | Path, dst: str | Path) -> Path:
     """`tessera import SRC DST`: convert a foreign folder (strict key mapping) into a Tessera folder."""
     encoder = load_encoder(src)
     out = save_encoder(encoder, dst, meta=getattr(encoder, "meta", {}))
-    for name in TOKENIZER_FILES:
-        if (Path(src) / name).is_file():
-            shutil.copy2(Path(src) / name, out / name)
+    for f in Path(src).iterdir():  # the tokenizer files, and a release's own vocabulary (CuBERT's *vocab*.txt)
+        if f.is_file() and (f.name in TOKENIZER_FILES or ("vocab" in f.name and f.suffix == ".txt")):
+            shutil.copy2(f, out / f.name)
     return out
 
 

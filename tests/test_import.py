@@ -399,14 +399,14 @@ def test_crc32c_is_the_castagnoli_check_value_and_the_bytewise_definition():
     assert crc32c(data) == crc32c_slow(data)  # the chunked numpy path (64 chunks + a tail) equals byte by byte
 
 
-def tiny_cubert_release(folder: Path):
+def tiny_cubert_release(folder: Path, heads: int = 4):
     """A random BERT saved as google-research/bert's run_pretraining.py saves it (TF variable names,
     (in, out) kernels, global_step, Adam slots) + a CuBERT vocabulary file; returns the HF model."""
     from code_fixtures import cubert_vocab_file
     from tf_bundle_fixtures import bert_tf_variables, write_tf_checkpoint
 
     torch.manual_seed(0)
-    cfg = transformers.BertConfig(vocab_size=40, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+    cfg = transformers.BertConfig(vocab_size=40, hidden_size=32, num_hidden_layers=2, num_attention_heads=heads,
                                   intermediate_size=37, max_position_embeddings=64, hidden_act="gelu_new")
     model = transformers.BertForPreTraining(cfg).eval()
     write_tf_checkpoint(folder / "model.ckpt-6072", bert_tf_variables(model.state_dict()))
@@ -434,6 +434,24 @@ def test_cubert_tf_release_converts_with_parity_to_bert(tmp_path, capsys):
         assert max(float((a - b)[mask].abs().max()) for a, b in zip(ours, theirs, strict=True)) <= 1e-4
     assert cli_main(["import", str(out), str(tmp_path / "ts"), "--check"]) == 0
     assert capsys.readouterr().out.rstrip().endswith(": ok")
+
+
+def test_tessera_import_takes_the_cubert_tf_folder_itself(tmp_path, capsys):
+    """No config.json: the folder is recognised by its checkpoint bundle; the heads are the README's 16."""
+    ref = tiny_cubert_release(tmp_path / "release", heads=16)
+    assert cli_main(["import", str(tmp_path / "release"), str(tmp_path / "ts")]) == 0
+    assert (tmp_path / "ts" / "github_python_vocabulary.txt").is_file()  # the vocabulary travels with it
+    enc = modalities.load_encoder(tmp_path / "ts")
+    assert enc.config.num_heads == 16 and "global_step" in enc.meta["dropped"]
+    mask = ragged_mask([9, 4])
+    ids = torch.randint(5, 40, mask.shape).masked_fill(~mask, 0)
+    with torch.no_grad():
+        theirs = ref.bert(input_ids=ids, attention_mask=mask.long()).last_hidden_state
+        ours = enc(input_ids=ids, attention_mask=mask).last_hidden_state
+    assert float((ours - theirs)[mask].abs().max()) <= 1e-4
+    (tmp_path / "empty").mkdir()
+    assert cli_main(["import", str(tmp_path / "empty"), str(tmp_path / "x")]) == 2
+    assert "cubert-tf" in capsys.readouterr().err  # the error names what else it would have recognised
 
 
 def test_cubert_config_is_the_readme_bert_large_with_sizes_from_the_shapes():

@@ -31,7 +31,7 @@ from pathlib import Path
 
 from torch import Tensor
 
-from ..hub import load_encoder
+from ..hub import load_encoder, register_folder_importer
 from .tokenizer import CodeTokenizer, CubertVocab
 
 # the BERT-large configuration the CuBERT README gives (vocab_size and max_position_embeddings come
@@ -208,6 +208,13 @@ def load_cubert_tf(src: str | Path, num_attention_heads: int = CUBERT_CONFIG["nu
     if attention_backend is not None:
         encoder.set_attention_backend(attention_backend)
     return encoder.eval()
+
+
+@register_folder_importer("cubert-tf", recognises=is_tf_checkpoint)
+def _load_cubert_release(folder: Path):
+    """``load_encoder`` / ``tessera import`` on CuBERT's released TF checkpoint folder (BERT-large, the
+    README's config; the vocabulary file beside it is copied by ``tessera import``)."""
+    return load_cubert_tf(folder)
 
 
 def load_cubert(folder: str | Path, vocab: str | Path | None = None, attention_backend: str | None = None,
