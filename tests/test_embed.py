@@ -113,3 +113,35 @@ def test_the_modality_is_guessed_from_the_folder(minilm, tmp_path):
     assert guess_modality(tmp_path, {"model_type": "bert"}) == "code"
     assert guess_modality(tmp_path, {"meta": {"modality": "audio"}}) == "audio"
     assert guess_modality(tmp_path, {"architecture": "audio_encoder"}) == "audio"
+
+
+def test_an_instruction_is_read_but_not_pooled_by_an_llm2vec_tower(tmp_path, capsys):
+    from modalities import load_encoder, save_encoder
+    from modalities.cxr import LLM2VecConfig, LLM2VecEncoder, tiny_decoder
+    from modalities.text import train_wordpiece
+
+    lines = ["the heart is normal in size", "left lower lobe pneumonia", "lungs are clear"]
+    tok = train_wordpiece(lines * 20, 200)
+    torch.manual_seed(0)
+    folder = save_encoder(LLM2VecEncoder(LLM2VecConfig(decoder=tiny_decoder(vocab_size=200))), tmp_path / "enc",
+                          meta={"modality": "text"})
+    tok.save(str(folder / "tokenizer.json"))
+    (tmp_path / "in.txt").write_text("\n".join(lines) + "\n")
+    instruction = "Retrieve the matching impression:"
+    runs = {}
+    for name, extra in (("plain", []), ("instructed", ["--instruction", instruction])):
+        out = tmp_path / name
+        assert tessera(["embed", "--encoder", str(folder), str(tmp_path / "in.txt"), "--out", str(out), "--quiet",
+                        *extra]) == 0
+        runs[name] = load_file(out / "embeddings.safetensors")["embeddings"]
+    # the reference: instruction + text read together, the text's own tokens pooled (LLM2Vec's embed_mask)
+    enc = load_encoder(folder)
+    head = tok.encode(instruction + " ").ids
+    own = tok.encode(lines[1], add_special_tokens=False).ids
+    ids = torch.tensor([head + own])
+    embed_mask = torch.tensor([[False] * len(head) + [True] * len(own)])
+    with torch.no_grad():
+        want = torch.nn.functional.normalize(enc.encode(ids, torch.ones_like(embed_mask), embed_mask), dim=-1)
+    got = torch.nn.functional.normalize(runs["instructed"][1:2].float(), dim=-1)
+    assert (got - want).abs().max() < 1e-4
+    assert (runs["instructed"] - runs["plain"]).abs().max() > 1e-3  # the instruction changes what is read

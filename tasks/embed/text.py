@@ -1,6 +1,7 @@
 """Text for ``tessera embed``: every non-empty line of the given .txt / .jsonl files is one unit
 (a .jsonl line's "text" field), tokenised by the folder's tokenizer.json, pooled as the folder's
-metadata says (mean by default)."""
+metadata says (mean by default). ``--instruction`` (LLM2Vec towers): the instruction is read with
+every unit and only the unit's own tokens are pooled (LLM2Vec's ``embed_mask``)."""
 
 from __future__ import annotations
 
@@ -33,13 +34,26 @@ class TextEmbedder(Embedder):
         limit = getattr(getattr(self.tower, "config", None), "max_position_embeddings", None)
         if limit:
             self.max_length = min(self.max_length, limit)
+        self.instruction: list[int] = []
+        if getattr(args, "instruction", None):
+            if not getattr(getattr(self.tower, "config", None), "skip_instruction", False):
+                raise ValueError(f"--instruction: {folder} is a {type(self.tower).__name__}, which pools every token; "
+                                 "instructions are for LLM2Vec towers (drop --instruction)")
+            self.instruction = self.tokenizer.encode(args.instruction.strip() + " ").ids
 
     @classmethod
     def add_arguments(cls, p) -> None:
         p.add_argument("--max-length", type=int, default=512, help="text: tokens per unit, longer lines are cut")
+        p.add_argument("--instruction", default="",
+                       help="text, LLM2Vec towers: an instruction read before every unit and query, not pooled "
+                            "(e.g. 'Retrieve the impression that matches these findings:')")
 
     def _encode(self, text: str) -> list[int]:
-        return self.tokenizer.encode(text).ids[: self.max_length]
+        if not self.instruction:
+            return self.tokenizer.encode(text).ids[: self.max_length]
+        own = self.tokenizer.encode(text, add_special_tokens=False).ids
+        keep = max(self.max_length - len(self.instruction), 1)
+        return self.instruction + own[:keep]
 
     def collect(self, inputs: list[str]) -> Collected:
         c = Collected()
@@ -73,4 +87,8 @@ class TextEmbedder(Embedder):
         for b, p in enumerate(payloads):
             ids[b, : len(p)] = torch.tensor(p)
             mask[b, : len(p)] = True
-        return self.tower.encode(ids, mask)
+        if not self.instruction:
+            return self.tower.encode(ids, mask)
+        embed_mask = mask.clone()
+        embed_mask[:, : len(self.instruction)] = False  # the instruction is read, not pooled
+        return self.tower.encode(ids, mask, embed_mask)
