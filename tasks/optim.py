@@ -58,7 +58,12 @@ def adamw(groups: list[dict], lr: float, betas: tuple[float, float], eps: float,
     ):
         implementation = "foreach"
     kernel = {"fused": dict(fused=True), "foreach": dict(foreach=True), "for-loop": dict(foreach=False)}
-    return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, **kernel[implementation])
+    opt = torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, **kernel[implementation])
+    # A fused AdamW offers to unscale fp16 gradients inside its step; Lightning then refuses gradient
+    # clipping under every mixed precision (bf16 included). Declining the offer lets a GradScaler
+    # unscale first, as for any optimizer, so clipping works; the fused update itself is unchanged.
+    opt._step_supports_amp_scaling = False
+    return opt
 
 
 def build_optimizer(

@@ -45,3 +45,28 @@ def test_training_levers_reach_every_backbone_and_refuse_a_system_without_one():
     assert not Backbone(cfg).checkpointing  # a class default, not a shared switch
     with pytest.raises(ValueError, match="TrainingLevers: Linear has no shared Backbone"):
         TrainingLevers(checkpointing=True).setup(None, nn.Linear(2, 2), "fit")
+
+
+def test_a_fused_adamw_allows_gradient_clipping_under_bf16_mixed_precision(tmp_path):
+    import lightning as L
+
+    class Tiny(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net = nn.Linear(4, 1)
+
+        def training_step(self, batch, batch_idx):
+            return self.net(batch).pow(2).mean()
+
+        def configure_optimizers(self):
+            return build_optimizer(self, 1e-2, 0.01, (0.9, 0.999), 1e-8, 0.0, 2, "constant")
+
+    torch.manual_seed(0)
+    model = Tiny()
+    before = model.net.weight.detach().clone()
+    trainer = L.Trainer(accelerator="cpu", max_steps=2, precision="bf16-mixed", gradient_clip_val=1.0, logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        default_root_dir=tmp_path)
+    trainer.fit(model, torch.utils.data.DataLoader(torch.randn(8, 4), batch_size=4))
+    assert trainer.optimizers[0].defaults["fused"] is True
+    assert not torch.equal(model.net.weight, before)
