@@ -53,20 +53,26 @@ def ranking_metrics(ranks: Tensor, ks: tuple[int, ...] = KS) -> dict[str, float]
     return out
 
 
+def _i32(c: int) -> int:
+    return c - (1 << 32) if c >= 1 << 31 else c  # a 32-bit constant as a signed int32
+
+
 def hashed_uniform(seed: int, users: Tensor, num_items: int) -> Tensor:
-    """(B, num_items) float64 in (0, 1), a fixed function of (seed, user, item): 32-bit integer
-    mixing (murmur3's finaliser) of ``user * num_items + item`` offset by the seed."""
-    mask = 0xFFFFFFFF
-    x = (users.long()[:, None] * num_items + torch.arange(num_items)[None, :] + seed * 0x27D4EB2F) & mask
-    x = (x ^ 0x5BD1E995) & mask
-    for mult, shift in ((0x85EBCA6B, 13), (0xC2B2AE35, 16), (0x9E3779B1, 15)):
-        x = x ^ (x >> 16)
-        x = (x * mult) & mask  # wraps modulo 2^64 at worst; the low 32 bits are exact
-        x = x ^ (x >> shift)
-    return (x.double() + 0.5) / 2.0**32
+    """(B, num_items) float64 in (0, 1), a fixed function of (seed, user, item): Wellons'
+    "lowbias32" integer hash of ``user * num_items + item + seed * 0x9E3779B9`` in wrapping int32
+    arithmetic (logical shifts emulated by masks), in place to keep it cheap at catalogue scale."""
+    base = (users.long() * num_items + seed * 0x9E3779B9) & 0xFFFFFFFF  # (B,) the low 32 bits
+    base = torch.where(base >= 1 << 31, base - (1 << 32), base).to(torch.int32)
+    x = base[:, None] + torch.arange(num_items, dtype=torch.int32)[None, :]  # (B, N), wraps modulo 2^32
+    for mult in (0x7FEB352D, 0x846CA68B):
+        x ^= (x >> 16) & 0xFFFF
+        x *= _i32(mult)  # wraps modulo 2^32
+    x ^= (x >> 16) & 0xFFFF
+    return (x.double() + (2.0**31 + 0.5)) / 2.0**32
 
 
-def sample_candidates(weights: Tensor | None, exclude: Tensor, n: int, users: Tensor, seed: int) -> tuple[Tensor, Tensor]:
+def sample_candidates(weights: Tensor | None, exclude: Tensor, n: int, users: Tensor, seed: int,
+                      gumbel: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """n negatives per user, without replacement, never an excluded item.
 
     weights (num_items,) draw in proportion (None: uniform); exclude (B, num_items) bool;
@@ -74,13 +80,18 @@ def sample_candidates(weights: Tensor | None, exclude: Tensor, n: int, users: Te
     num_items); a row with fewer than n drawable items has ``valid`` False in its last places.
     """
     B, num_items = exclude.shape
-    u = hashed_uniform(seed, users.cpu(), num_items).to(exclude.device)
-    keys = -torch.log(-torch.log(u))  # Gumbel(0, 1)
+    keys = gumbel_noise(seed, users, num_items, exclude.device) if gumbel is None else gumbel
     if weights is not None:
-        keys = keys + torch.log(weights.double().to(exclude.device))
+        keys = keys + torch.log(weights.double().to(exclude.device)).float()
     keys = keys.masked_fill(exclude, float("-inf"))
     top = keys.topk(min(n, num_items), dim=1)
     return top.indices, top.values > float("-inf")
+
+
+def gumbel_noise(seed: int, users: Tensor, num_items: int, device=None) -> Tensor:
+    """(B, num_items) float32 Gumbel(0, 1) noise, a fixed function of (seed, user, item)."""
+    u = hashed_uniform(seed, users.cpu(), num_items)
+    return u.log_().neg_().log_().neg_().float().to(device)
 
 
 def seen_matrix(histories: list[Tensor], num_items: int, device=None) -> Tensor:
@@ -138,8 +149,9 @@ class RankingEvaluator:
         cands = {}
         if self.negatives:
             pop = self.popularity.to(device)
+            gumbel = gumbel_noise(self.seed, users, num_items, device)  # (B, num_items), shared by both draws
             for proto, w in ((f"pop{self.negatives}", pop + 1e-9), (f"uni{self.negatives}", None)):
-                cols, valid = sample_candidates(w, exclude, self.negatives, users, self.seed)
+                cols, valid = sample_candidates(w, exclude, self.negatives, users, self.seed, gumbel)
                 cands[proto] = (torch.cat([target[:, None], cols], 1),
                                 torch.cat([torch.ones(B, 1, dtype=torch.bool, device=device), valid], 1))
                 self.short.setdefault(proto, []).append(valid.sum(1).cpu())
