@@ -243,6 +243,45 @@ def zeroshot(out: Path, max_examples: int | None = None) -> dict:
     return result
 
 
+def representations(out: Path) -> dict:
+    """How spread out each encoder's token states are on 64 test functions: mean cosine between
+    token states, effective rank (exp entropy of the centred singular-value spectrum), mean norm;
+    the same Transformer untrained for reference. A collapsed encoder: cosine near 1, rank near 1."""
+    import torch
+
+    from modalities import TokenEncoder, load_encoder
+    from modalities.code import load_code_tokenizer
+    from tasks.data.code import read_split
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    cache = Path(os.environ.get("TESSERA_CACHE") or Path.home() / ".cache" / "tessera")
+    rows = read_split(cache / "code" / "benchmark-stdlib", "exception_type", "test", 64)
+
+    def stats(enc, tok) -> dict:
+        seqs = [torch.tensor([tok.cls_id, *tok.encode(r["source"]).ids[: DATA["max_length"] - 2].tolist(), tok.sep_id]) for r in rows]
+        ids = torch.zeros(len(seqs), max(map(len, seqs)), dtype=torch.long)
+        mask = torch.zeros_like(ids, dtype=torch.bool)
+        for i, q in enumerate(seqs):
+            ids[i, : len(q)], mask[i, : len(q)] = q, True
+        with torch.no_grad():
+            h = enc.eval()(input_ids=ids, attention_mask=mask).last_hidden_state[mask]  # (N, D)
+        unit = torch.nn.functional.normalize(h, dim=-1)[torch.randperm(len(h))[:2000]]
+        cos = (unit @ unit.T).fill_diagonal_(float("nan"))
+        p = torch.linalg.svdvals(h - h.mean(0)) ** 2
+        p = p / p.sum()
+        return {"mean_token_cosine": round(float(cos.nanmean()), 3),
+                "effective_rank": round(float(torch.exp(-(p * p.clamp_min(1e-12).log()).sum())), 1),
+                "mean_norm": round(float(h.norm(dim=-1).mean()), 2)}
+
+    result = {}
+    for name in SYSTEMS:
+        folder = encoder_folder(out / name)
+        result[name] = stats(load_encoder(folder), load_code_tokenizer(folder))
+    result["untrained"] = stats(TokenEncoder(load_encoder(folder).config), load_code_tokenizer(folder))
+    return result
+
+
 def headline(row: dict) -> float:
     return row.get("test/accuracy", row.get("test/joint"))
 
@@ -288,7 +327,7 @@ def report(out: Path) -> dict:
     result = {"question": "ELECTRA vs MLM pretraining of the same code encoder at the same analytic FLOP budget",
               "plan": p, "pretraining": pre, "training_curves": curves, "finetuning": {"protocol": " ".join(["tessera eval code", *FINETUNE]),
                                                             "pooling": TASKS, "benchmark": BENCHMARK, "tasks": table},
-              "zero_shot_variable_misuse": zero, "commands": "python scripts/bench_electra.py --out " + str(out)}
+              "zero_shot_variable_misuse": zero, "representations": representations(out), "commands": "python scripts/bench_electra.py --out " + str(out)}
     dest = ROOT / "results" / "electra_code.json"
     dest.parent.mkdir(exist_ok=True)
     dest.write_text(json.dumps(result, indent=2) + "\n")
@@ -351,6 +390,12 @@ def write_doc_table(result: dict) -> None:
              f"| pretraining steps ({DATA['batch_size']} x <= {DATA['max_length']} tokens) | {p['mlm_steps']} | {p['electra_steps']} | 0 | |",
              f"| analytic training TFLOPs | {p['budget_flops'] / 1e12:.2f} | {p['electra_flops'] / 1e12:.2f} | 0 | |",
              f"| pretraining CPU seconds (one thread) | {pre['mlm']['cpu_seconds']:.0f} | {pre['electra']['cpu_seconds']:.0f} | | |"]
+    mv, ev = pre["mlm"].get("val") or {}, pre["electra"].get("val") or {}
+    if mv and ev:
+        lines.append(f"| held out: masked-token accuracy (MLM; ELECTRA's generator) | {mv['val/accuracy']:.3f} | "
+                     f"{ev['val/generator_accuracy']:.3f} | | |")
+        lines.append(f"| held out: RTD accuracy (share of tokens left original) | | {ev['val/rtd_accuracy']:.3f} "
+                     f"({1 - ev['val/replaced_share']:.3f}) | | |")
     for task, row in result["finetuning"]["tasks"].items():
         lines.append(f"| {task}, test accuracy (seeds) | {fmt(row.get('mlm'))} | {fmt(row.get('electra'))} | "
                      f"{fmt(row.get('scratch'))} | {row['majority']:.3f} |")
@@ -358,6 +403,11 @@ def write_doc_table(result: dict) -> None:
     means = {who: statistics.fmean(r[who]["mean"] for r in rows) for who in ("mlm", "electra") if all(who in r for r in rows)}
     if len(means) == 2:
         lines.append(f"| mean of the fine-tuned tasks | {means['mlm']:.3f} | {means['electra']:.3f} | | |")
+    rep = result.get("representations")
+    if rep:
+        lines.append(f"| token states: mean cosine / effective rank (untrained: {rep['untrained']['mean_token_cosine']:.2f} / "
+                     f"{rep['untrained']['effective_rank']:.0f}) | {rep['mlm']['mean_token_cosine']:.2f} / {rep['mlm']['effective_rank']:.1f} | "
+                     f"{rep['electra']['mean_token_cosine']:.2f} / {rep['electra']['effective_rank']:.1f} | | |")
     zero = result.get("zero_shot_variable_misuse")
     if zero:
         u = zero["use_score"]
