@@ -69,7 +69,11 @@ class TrainingLevers(L.Callback):
               init_args: {checkpointing: true}
     """
 
+    MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
     def __init__(self, compile: bool = False, checkpointing: bool = False, compile_mode: str | None = None):
+        if compile_mode is not None and compile_mode not in self.MODES:
+            raise ValueError(f"TrainingLevers: compile_mode {compile_mode!r} is not one of {', '.join(self.MODES)}")
         self.compile, self.checkpointing, self.compile_mode = compile, checkpointing, compile_mode
         self.first_step_seconds: float | None = None
         self.backbones = 0

@@ -45,6 +45,8 @@ def test_training_levers_reach_every_backbone_and_refuse_a_system_without_one():
     assert not Backbone(cfg).checkpointing  # a class default, not a shared switch
     with pytest.raises(ValueError, match="TrainingLevers: Linear has no shared Backbone"):
         TrainingLevers(checkpointing=True).setup(None, nn.Linear(2, 2), "fit")
+    with pytest.raises(ValueError, match="compile_mode 'bogus' is not one of default, reduce-overhead"):
+        TrainingLevers(compile=True, compile_mode="bogus")
 
 
 def test_a_fused_adamw_allows_gradient_clipping_under_bf16_mixed_precision(tmp_path):
