@@ -153,14 +153,16 @@ def finetune(out: Path, seeds: list[int], scratch_seeds: list[int], encoders: li
     jobs = []
     for seed in seeds:  # seed by seed, so a cut-short run still has whole seeds
         for task, pooling in TASKS.items():
-            for name in encoders:
-                models = ["pretrained", "scratch"] if name == "mlm" and seed in scratch_seeds else ["pretrained"]
+            runs = [(name, "pretrained") for name in encoders]
+            if seed in scratch_seeds:  # the same Transformer from scratch (the tokenizer of the MLM run)
+                runs.append(("scratch", "scratch"))
+            for name, model in runs:
                 folder = out / "finetune" / name / task / f"seed{seed}"
                 if (folder / "results.json").is_file():
                     continue
-                argv = [TESSERA, "eval", "code", "--benchmark", BENCHMARK, "--init-from", str(encoder_folder(out / name)),
-                        "--tasks", task, "--models", *models, "--pooling", pooling, "--seed", str(seed), *FINETUNE,
-                        "--out", str(folder)]
+                init = encoder_folder(out / ("mlm" if name == "scratch" else name))
+                argv = [TESSERA, "eval", "code", "--benchmark", BENCHMARK, "--init-from", str(init), "--tasks", task,
+                        "--models", model, "--pooling", pooling, "--seed", str(seed), *FINETUNE, "--out", str(folder)]
                 jobs.append((f"{name}/{task}/seed{seed}", argv, folder / "log.txt"))
     times = run_parallel(jobs)
     path = out / "finetune_times.json"
@@ -429,7 +431,7 @@ def main() -> int:
     ap.add_argument("--stage", choices=("all", "plan", "pretrain", "finetune", "zeroshot", "report"), default="all")
     ap.add_argument("--budget-steps", type=int, default=500, help="the FLOP budget, in MLM steps of the loader's batches")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--scratch-seeds", type=int, nargs="*", default=[0])
+    ap.add_argument("--scratch-seeds", type=int, nargs="*", default=[0, 1, 2])
     ap.add_argument("--encoders", nargs="+", default=list(SYSTEMS), choices=list(SYSTEMS), help="finetune: whose encoders")
     ap.add_argument("--zeroshot-max-examples", type=int, default=500, help="per split, a seeded sample (as tessera eval code)")
     args = ap.parse_args()
