@@ -91,7 +91,7 @@ class BERT4RecSystem(L.LightningModule):
         if spec is not None and spec.num_items is not None and spec.num_items != self.model.config.num_items:
             raise ValueError(
                 f"the data has {spec.num_items} items but the model was built for {self.model.config.num_items}; "
-                f"set model.init_args.model.init_args.config.num_items: {spec.num_items}"
+                f"set model.init_args.model.init_args.config.num_items: 0 (from the data) or {spec.num_items}"
             )
         dm = getattr(self.trainer, "datamodule", None)
         if dm is not None and getattr(dm, "objective", self.objective) != self.objective:
