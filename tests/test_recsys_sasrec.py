@@ -80,7 +80,7 @@ def test_sasrec_fit_with_sampled_softmax_learns_an_ordered_log_above_mostpopular
     root = tmp_path / "run"
     args = ["fit", "--config", "configs/recsys/sasrec_tiny.yaml", "--data.init_args.dataset", str(path),
             "--model.init_args.loss_negatives", "20", "--model.init_args.lr", "1e-2",
-            "--data.init_args.batch_size", "16", "--trainer.max_epochs", "6", "--trainer.limit_val_batches", "0",
+            "--data.init_args.batch_size", "16", "--trainer.max_epochs", "4", "--trainer.limit_val_batches", "0",
             "--trainer.default_root_dir", str(root), "--trainer.enable_progress_bar", "false"]
     assert cli_main(args) in (0, None)
     folder = root / "lightning_logs" / "version_0" / "encoder"
