@@ -126,5 +126,6 @@ class ElectraSystem(PretrainingHooks, L.LightningModule):
         meta.setdefault("pretraining", "electra")
         meta.setdefault("generator", {"hidden_size": g.hidden_size, "num_layers": g.num_layers,
                                       "num_heads": g.num_heads, "intermediate_size": g.intermediate_size})
-        meta.setdefault("training_flops", self.flops)
+        if self.flops:  # counted in this process (a system rebuilt by load_system has not trained)
+            meta.setdefault("training_flops", self.flops)
         return save_encoder(self.encoder, folder, meta=meta)
