@@ -12,7 +12,7 @@ OUT=runs/gpu_check
 mkdir -p "$OUT"
 DEVICE=cuda; BENCH_ARGS="--bf16 --reps 5"
 if [ "${DRY_RUN:-0}" = 1 ]; then
-  DEVICE=cpu; BENCH_ARGS="--sizes minilm --reps 1 --no-onnxruntime"
+  DEVICE=cpu; BENCH_ARGS="--sizes minilm --reps 1 --no-onnxruntime --impls tessera-unpadded"
 else
   $PY -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'no CUDA device: nothing to check')" || exit 2
 fi
