@@ -56,7 +56,7 @@ class TrainingLevers(L.Callback):
 
     - ``checkpointing``: activation checkpointing; each layer keeps only its input and recomputes
       the rest in backward (measured on the MiniLM size, 32 ragged sequences: 7 % of the bytes kept
-      for backward, 1.27x the CPU time of a step);
+      for backward, 1.16-1.27x the CPU time of a step in two runs);
     - ``compile``: ``torch.compile`` of each layer with a dynamic token count
       (``Backbone.compile_layers``; ``compile_mode`` is torch.compile's ``mode``). The first
       training step carries the compile time; it is kept in ``first_step_seconds`` and printed.
