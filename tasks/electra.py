@@ -75,8 +75,8 @@ class ElectraSystem(PretrainingHooks, L.LightningModule):
         require_vocab(spec_of(self.trainer), self.encoder.config.vocab_size,
                       "model.init_args.encoder.init_args.config.vocab_size")
         if self.mask_token_id is None:
-            # DataSpec carries no special ids yet; the token data modules all set mask_token_id in setup
-            self.mask_token_id = getattr(getattr(self.trainer, "datamodule", None), "mask_token_id", None)
+            spec = spec_of(self.trainer)
+            self.mask_token_id = spec.mask_token_id if spec is not None else None
         if self.mask_token_id is None:
             raise ValueError("ElectraSystem needs the [MASK] id: set model.init_args.mask_token_id, or use a data "
                              "module with mask_token_id (the masked text / code data modules)")

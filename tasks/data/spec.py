@@ -17,6 +17,7 @@ class DataSpec:
     modality: str  # "text", "code", "audio", "recsys", ... (the exported encoder folder's meta.modality)
     vocab_size: int | None = None  # ids the tokenizer emits (token modalities); the embedding needs >= this
     num_items: int | None = None  # item ids + specials the sequences use (recsys); the model needs exactly this
+    mask_token_id: int | None = None  # the tokenizer's [MASK] id (token modalities), for objectives that corrupt
 
 
 class TokenSpec:
@@ -24,7 +25,8 @@ class TokenSpec:
 
     @property
     def spec(self) -> DataSpec:
-        return DataSpec(self.modality, vocab_size=getattr(self, "tokenizer_vocab_size", None))
+        return DataSpec(self.modality, vocab_size=getattr(self, "tokenizer_vocab_size", None),
+                        mask_token_id=getattr(self, "mask_token_id", None))
 
 
 def spec_of(trainer) -> DataSpec | None:
