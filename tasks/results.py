@@ -4,7 +4,9 @@ A result file is what an evaluation, benchmark or the demo wrote, copied into ``
 published (``python scripts/demo.py --publish`` does it for the demo). Two shapes are read:
 - the demo summary: ``{"title", "command", "parts": [{"part", "task", "model": {"name", "value"},
   "baseline": {...}, "higher_is_better", "seconds", "note"}]}``;
-- a table: ``{"title", "command", "protocol"?, "machine"?, "rows": [{column: value, ...}]}``.
+- a table: ``{"title", "command", "protocol"?, "machine"?, "rows": [{column: value, ...}]}``;
+- any other JSON object a benchmark wrote (its own record): its figures, as a table of each
+  scalar's key path and value (lists of numbers summarised by their length).
 
     python -m tasks.results            # rewrite docs/results.md and README.md's headline table
     python -m tasks.results --check    # exit 1 when either is stale (a test runs this)
@@ -43,8 +45,10 @@ def render_file(path: Path) -> list[str]:
         raw = json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise ValueError(f"{path} is not valid JSON ({e}); fix or remove it") from None
-    if not isinstance(raw, dict) or not ("parts" in raw or "rows" in raw):
-        raise ValueError(f"{path}: a result file needs 'parts' (the demo) or 'rows' (a table)")
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: a result file holds a JSON object, not a {type(raw).__name__}")
+    if not ("parts" in raw or "rows" in raw):
+        return _render_record(path, raw)
     lines = [f"## {raw.get('title', path.stem)}", ""]
     lines += [f"Command: `{raw['command']}`" + (f"; machine: {raw['machine']}" if raw.get("machine") else "")] \
         if raw.get("command") else []
@@ -68,6 +72,33 @@ def render_file(path: Path) -> list[str]:
         for r in raw["rows"]:
             columns += [k for k in r if k not in columns]
         lines += _table(columns, [[r.get(c, "") for c in columns] for r in raw["rows"]])
+    return [*lines, ""]
+
+
+def _leaves(value, key: str = ""):
+    """(dotted key path, scalar) for every scalar under ``value``; a list of scalars is one leaf."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield from _leaves(v, f"{key}.{k}" if key else str(k))
+    elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+        for i, v in enumerate(value):
+            yield from _leaves(v, f"{key}[{i}]")
+    elif isinstance(value, list):
+        short = all(isinstance(v, (int, float, str)) for v in value) and len(value) <= 4
+        yield key, ", ".join(_cell(v) for v in value) if short else f"({len(value)} values)"
+    else:
+        yield key, value
+
+
+def _render_record(path: Path, raw: dict, limit: int = 60) -> list[str]:
+    """A benchmark's own record: its figures as key path / value rows (the first ``limit``)."""
+    command = raw.get("command") or raw.get("commands")
+    lines = [f"## {raw.get('title') or raw.get('question') or path.stem}", ""]
+    lines += [f"Command: `{command}`", ""] if isinstance(command, str) else []
+    leaves = [(k, v) for k, v in _leaves(raw) if k not in ("title", "question", "command", "commands")]
+    lines += _table(["figure", "value"], [[k, v] for k, v in leaves[:limit]])
+    if len(leaves) > limit:
+        lines += ["", f"... {len(leaves) - limit} more figures in `results/{path.name}`."]
     return [*lines, ""]
 
 

@@ -46,3 +46,15 @@ def test_a_malformed_result_file_is_named(tmp_path):
     (tmp_path / "bad.json").write_text("[1, 2]")
     with pytest.raises(ValueError, match="bad.json"):
         results.render(tmp_path)
+
+
+def test_a_benchmarks_own_record_is_rendered_as_its_figures(tmp_path):
+    from tasks.results import render
+
+    (tmp_path / "bench.json").write_text(json.dumps({
+        "question": "A vs B", "commands": "python scripts/bench_x.py",
+        "results": {"features": {"speedup": 1.25, "seconds": [1.0, 2.0]}}, "curve": list(range(50))}))
+    page = render(tmp_path)
+    assert "## A vs B" in page and "`python scripts/bench_x.py`" in page
+    assert "| results.features.speedup | 1.25 |" in page
+    assert "| results.features.seconds | 1, 2 |" in page and "| curve | (50 values) |" in page
