@@ -149,6 +149,8 @@ class AudioFrontend(nn.Module):
         if wav.dim() != 2:
             hint = " (multi-channel? downmix to mono first: modalities.audio.io.to_mono)" if wav.dim() == 3 else ""
             raise ValueError(f"input_values must have shape (B, samples), got {tuple(wav.shape)}{hint}")
+        if wav.shape[0] == 0:
+            raise ValueError("input_values is an empty batch (0 clips); give at least one clip")
         if attention_mask is None:
             lengths = torch.full((wav.shape[0],), wav.shape[1], device=wav.device)
         else:
@@ -186,6 +188,9 @@ class AudioFrontend(nn.Module):
     ) -> tuple[Tensor, Tensor]:
         # input_values: (B, S) float; attention_mask: (B, S); mask_time_indices: (B, T) bool
         lengths = self.check(input_values, attention_mask)
+        weights = self.masked_spec_embed.dtype
+        if input_values.dtype != weights:  # float64 / bf16 / fp16 clips: the convs take the weights' dtype
+            input_values = input_values.to(weights)  # (autocast still runs them in bf16 where it is on)
         padded = attention_mask is not None and bool((lengths < input_values.shape[1]).any())
         feats = self.feature_extractor(input_values, lengths if padded else None)  # (B, C, T)
         T = feats.shape[-1]

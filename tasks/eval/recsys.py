@@ -60,7 +60,11 @@ def evaluate(model, item_ids: dict[str, int], data_path: Path, split: str = "tes
 
     from ..metrics.ranking import RankingEvaluator
 
-    data = build_sequences(read_interactions(data_path), min_interactions)
+    try:
+        data = build_sequences(read_interactions(data_path), min_interactions)
+    except ValueError as e:  # e.g. no user with enough interactions: name the file it was read from
+        named = str(e) if str(data_path) in str(e) else f"{data_path}: {e}"
+        raise ValueError(named) from None
     num_items = model.config.num_items
     skipped = {"unknown items dropped from histories": 0, "users whose held-out item is unknown": 0,
                "users with no known history item": 0}

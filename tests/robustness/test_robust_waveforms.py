@@ -8,8 +8,6 @@ import torch
 
 from modalities.audio import create_audio_encoder
 
-FRONTEND = "modalities/audio/frontend.py:46 (the conv feature extractor, called at frontend.py:87)"
-
 
 @pytest.fixture(scope="module")
 def encoder():
@@ -17,15 +15,11 @@ def encoder():
     return create_audio_encoder("mert-tiny").eval()
 
 
-@pytest.mark.xfail(strict=True, reason="an empty batch (0, S) reaches modalities/backbone/padding.py:89 (from "
-                   "backbone.py:109): 'max() arg is an empty sequence' instead of saying the batch is empty")
 def test_an_empty_batch_is_a_clear_error(encoder):
     with pytest.raises(ValueError, match="batch"):
         encoder(input_values=torch.zeros(0, 4000))
 
 
-@pytest.mark.xfail(strict=True, reason=f"float64 reaches {FRONTEND}: RuntimeError 'expected scalar type Double "
-                   "but found Float'; cast to the encoder's dtype or refuse it by name")
 def test_a_float64_waveform_is_encoded_like_float32(encoder):
     x = torch.randn(2, 4000, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
@@ -35,8 +29,6 @@ def test_a_float64_waveform_is_encoded_like_float32(encoder):
                                want[0] if isinstance(want, tuple) else want.last_hidden_state)
 
 
-@pytest.mark.xfail(strict=True, reason=f"bfloat16 reaches {FRONTEND}: RuntimeError 'Input type (CPUBFloat16Type) "
-                   "and weight type (torch.FloatTensor) should be the same'")
 def test_a_bfloat16_waveform_is_encoded_or_refused_by_name(encoder):
     x = torch.randn(2, 4000, generator=torch.Generator().manual_seed(0)).bfloat16()
     try:
