@@ -130,6 +130,20 @@ def text_run(root: Path) -> Path:
 
 
 # --- damage --------------------------------------------------------------------------------
+def good_inputs(root: Path) -> Path:
+    """The well-formed inputs every entry point's bad-input rows are set against: a Python file, a WAV,
+    an item-history file, an empty CuBERT-style benchmark and OpenI reports."""
+    (root / "f.py").write_text("def f(x):\n    return x + 1\n")
+    (root / "tone.wav").write_bytes(wav_bytes([1000 * (i % 7) for i in range(4800)]))
+    (root / "ratings.data").write_text("".join(f"{u}\t{i}\t5\t{10 * i}\n" for u in range(1, 4) for i in range(1, 9)))
+    bench = root / "benchmark" / "variable_misuse"
+    bench.mkdir(parents=True)
+    for split in ("train", "valid", "eval", "test"):
+        (bench / f"{split}.jsonl").write_text("")
+    openi_folder(root / "reports")
+    return root
+
+
 def garbage(n: int = 4096, seed: int = 0) -> bytes:
     return bytes(torch.randint(0, 256, (n,), generator=torch.Generator().manual_seed(seed), dtype=torch.uint8).tolist())
 

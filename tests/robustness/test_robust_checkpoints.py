@@ -8,7 +8,7 @@ from __future__ import annotations
 import shutil
 
 import pytest
-from materials import CKPT_DAMAGE, openi_folder, text_run, wav_bytes
+from materials import CKPT_DAMAGE, good_inputs, text_run
 from verdict import assert_user_error, call_library, run
 
 
@@ -16,14 +16,7 @@ from verdict import assert_user_error, call_library, run
 def good(tmp_path_factory):
     root = tmp_path_factory.mktemp("good")
     text_run(root / "run")
-    (root / "f.py").write_text("def f(x):\n    return x + 1\n")
-    (root / "tone.wav").write_bytes(wav_bytes([1000 * (i % 7) for i in range(4800)]))
-    (root / "ratings.data").write_text("".join(f"{u}\t{i}\t5\t{10 * i}\n" for u in range(1, 4) for i in range(1, 9)))
-    bench = root / "benchmark" / "variable_misuse"
-    bench.mkdir(parents=True)
-    for split in ("train", "valid", "eval", "test"):
-        (bench / f"{split}.jsonl").write_text("")
-    openi_folder(root / "reports")
+    good_inputs(root)
     return root
 
 

@@ -12,10 +12,9 @@ from materials import (
     ENCODER_DAMAGE,
     code_encoder_folder,
     garbage,
-    openi_folder,
+    good_inputs,
     recsys_encoder_folder,
     text_encoder_folder,
-    wav_bytes,
 )
 from verdict import assert_user_error, call_library, run
 
@@ -28,14 +27,7 @@ def good(tmp_path_factory):
     enc = text_encoder_folder(root / "text-encoder")
     rec = recsys_encoder_folder(root / "recsys-encoder")
     (root / "lines.txt").write_text("the model reads tokens\npredicts masked ones\n")
-    (root / "f.py").write_text("def f(x):\n    return x + 1\n")
-    (root / "tone.wav").write_bytes(wav_bytes([1000 * (i % 7) for i in range(4800)]))
-    (root / "ratings.data").write_text("".join(f"{u}\t{i}\t5\t{10 * i}\n" for u in range(1, 4) for i in range(1, 9)))
-    bench = root / "benchmark" / "variable_misuse"
-    bench.mkdir(parents=True)
-    for split in ("train", "valid", "eval", "test"):
-        (bench / f"{split}.jsonl").write_text("")
-    openi_folder(root / "reports")
+    good_inputs(root)
     return {"root": root, "text": enc, "recsys": rec, "code": code_encoder_folder(root / "code-encoder")}
 
 
