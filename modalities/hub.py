@@ -128,12 +128,17 @@ def read_config(folder: Path) -> dict:
         raise FileNotFoundError(
             f"{folder} has no config.json: give a Tessera checkpoint folder or an HF model folder{also}"
         )
+    return read_json_object(cfg_path, "it is not a model config")
+
+
+def read_json_object(path: Path, what: str = "") -> dict:
+    """A JSON file that must hold an object; one line naming ``path`` otherwise (``what``: the hint)."""
     try:
-        raw = json.loads(cfg_path.read_text())
+        raw = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{cfg_path} is not valid JSON: {e}") from None
+        raise ValueError(f"{path} is not valid JSON: {e}" + (f"; {what}" if what else "")) from None
     if not isinstance(raw, dict):
-        raise ValueError(f"{cfg_path} holds a JSON {type(raw).__name__}, not an object; it is not a model config")
+        raise ValueError(f"{path} holds a JSON {type(raw).__name__}, not an object" + (f"; {what}" if what else ""))
     return raw
 
 

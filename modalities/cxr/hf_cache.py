@@ -20,13 +20,14 @@ huggingface_hub's default (``$HF_HOME/hub``). Layouts read from timm's ``_hub.py
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import Tensor
+
+from ..hub import read_json_object
 
 HF_HUB_PREFIX = "hf-hub:"
 TIMM_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
@@ -75,13 +76,7 @@ def cached_file(repo: str, filenames: tuple[str, ...] | str, cache_dir: Path, na
 
 
 def _read_json(path: Path) -> dict:
-    try:
-        raw = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path} is not valid JSON ({e}); the cached file is corrupt: download it again") from None
-    if not isinstance(raw, dict):
-        raise ValueError(f"{path} holds a JSON {type(raw).__name__}, not an object")
-    return raw
+    return read_json_object(path, "the cached file is corrupt: download it again")
 
 
 def _size(value, default: int) -> int:
