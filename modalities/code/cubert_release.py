@@ -29,8 +29,10 @@ usable record at all is a ``ValueError`` naming the file and the field of its fi
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ..stats import ReadStats
 
@@ -169,6 +171,31 @@ def repair_example(rec: dict) -> dict:
             "info": rec.get("provenance", "")}
 
 
+def read_json_lines(path: Path, stats: RecordStats, convert: Callable[[dict], Any]) -> list:
+    """Every non-blank line of a JSON-lines file, as ``convert(record)``; a line that is not a JSON
+    object, or that ``convert`` refuses with a BadRecord, is skipped and counted in ``stats`` (file:line)."""
+    out = []
+    stats.files += 1
+    with Path(path).open(encoding="utf-8", errors="replace") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+                if not isinstance(rec, dict):
+                    raise BadRecord("<line>", f"expected a JSON object, got {type(rec).__name__}")
+                example = convert(rec)
+            except json.JSONDecodeError:
+                stats.bad(f"{path}:{n}", BadRecord("<line>", "not JSON"))
+                continue
+            except BadRecord as e:
+                stats.bad(f"{path}:{n}", e)
+                continue
+            stats.records += 1
+            out.append(example)
+    return out
+
+
 def read_release_split(root: str | Path, task: str, split: str, stats: RecordStats | None = None) -> list[dict]:
     """Every usable example of one task's split, in shard and line order; bad records counted in ``stats``."""
     stats = stats if stats is not None else RecordStats(unit="examples")
@@ -178,27 +205,10 @@ def read_release_split(root: str | Path, task: str, split: str, stats: RecordSta
         where = folder if folder != Path(root) or any(folder.glob("*.jsontxt-*")) else folder / RELEASE_FOLDERS[task]
         raise FileNotFoundError(f"{where} has no {RELEASE_SPLITS[split]}.jsontxt-* shards ({task}, split {split}); "
                                 f"download gs://cubert/20200621_Python/{RELEASE_FOLDERS[task]} there")
+    convert = repair_example if task == "variable_misuse_repair" else (lambda rec: classification_example(rec, task))
     out = []
     for path in files:
-        stats.files += 1
-        with path.open(encoding="utf-8", errors="replace") as f:
-            for n, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError:
-                    stats.bad(f"{path}:{n}", BadRecord("<line>", "not JSON"))
-                    continue
-                try:
-                    if not isinstance(rec, dict):
-                        raise BadRecord("<line>", f"expected a JSON object, got {type(rec).__name__}")
-                    ex = repair_example(rec) if task == "variable_misuse_repair" else classification_example(rec, task)
-                except BadRecord as e:
-                    stats.bad(f"{path}:{n}", e)
-                    continue
-                stats.records += 1
-                out.append(ex)
+        out += read_json_lines(path, stats, convert)
     if not out:
         first = stats.examples[0] if stats.examples else f"{files[0]}: no records"
         raise ValueError(f"no usable {task} record in {len(files)} {RELEASE_SPLITS[split]} shard(s); first: {first}")

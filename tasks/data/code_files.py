@@ -4,7 +4,6 @@ checked; bad records are skipped and counted with their file, line and field."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -16,34 +15,21 @@ _REQUIRED = {"*": {"source": str, "label": int}, "function_docstring": {"docstri
 
 def _read_jsonl(path: Path, task: str, stats) -> list[dict]:
     """Our benchmark's <task>/<split>.jsonl; records missing a field (or of the wrong type) are skipped and counted."""
-    from modalities.code.cubert_release import BadRecord
+    from modalities.code.cubert_release import BadRecord, read_json_lines
 
-    rows = []
     fields = {**_REQUIRED["*"], **_REQUIRED.get(task, {})}
-    stats.files += 1
-    with path.open(encoding="utf-8", errors="replace") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-                if not isinstance(rec, dict):
-                    raise BadRecord("<line>", f"expected a JSON object, got {type(rec).__name__}")
-                for name, kind in fields.items():
-                    if name not in rec:
-                        raise BadRecord(name, "missing")
-                    if not isinstance(rec[name], kind) or isinstance(rec[name], bool):
-                        raise BadRecord(name, f"expected {kind.__name__}, got {type(rec[name]).__name__}")
-                if task == "variable_misuse_repair" and "error_span" not in rec:
-                    raise BadRecord("error_span", "missing (null for a bug-free example)")
-            except json.JSONDecodeError:
-                stats.bad(f"{path}:{n}", BadRecord("<line>", "not JSON"))
-                continue
-            except BadRecord as e:
-                stats.bad(f"{path}:{n}", e)
-                continue
-            stats.records += 1
-            rows.append(rec)
+
+    def check(rec: dict) -> dict:
+        for name, kind in fields.items():
+            if name not in rec:
+                raise BadRecord(name, "missing")
+            if not isinstance(rec[name], kind) or isinstance(rec[name], bool):
+                raise BadRecord(name, f"expected {kind.__name__}, got {type(rec[name]).__name__}")
+        if task == "variable_misuse_repair" and "error_span" not in rec:
+            raise BadRecord("error_span", "missing (null for a bug-free example)")
+        return rec
+
+    rows = read_json_lines(path, stats, check)
     if not rows:
         first = stats.examples[0] if stats.examples else "the file is empty"
         raise ValueError(f"{path} holds no usable {task} example; first: {first}")
