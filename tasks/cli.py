@@ -73,22 +73,22 @@ class TesseraCLI(LightningCLI):
             from .runs import check_resumable
 
             try:  # missing, truncated, corrupt (checksum), non-finite, not a Lightning checkpoint: refused
-                check_resumable(cfg.ckpt_path)  # before anything starts
+                self._ckpt_names = check_resumable(cfg.ckpt_path)  # before anything starts
             except (OSError, ValueError) as e:
                 raise UserError(f"--ckpt_path: {e}") from None
         super()._parse_ckpt_path()
 
     def _check_ckpt_fits_model(self) -> None:
         """A checkpoint of another model (its weights' names differ): one line, not Lightning's
-        strict-loading traceback after set-up."""
-        sub = self.config.get("subcommand")
-        path = self.config[sub].get("ckpt_path") if sub else None
-        if path not in (None, "best", "last"):
-            from .runs import check_resumable
+        strict-loading traceback after set-up (the names were read when the file was vetted)."""
+        names = getattr(self, "_ckpt_names", None)
+        if names is not None:
+            from .runs import check_fits
 
+            sub = self.config.get("subcommand")
             try:
-                check_resumable(path, self.model)
-            except (OSError, ValueError) as e:
+                check_fits(Path(self.config[sub].ckpt_path), names, self.model)
+            except ValueError as e:
                 raise UserError(f"--ckpt_path: {e}") from None
 
     def before_validate(self) -> None:

@@ -72,6 +72,13 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             return load_file(str(p))
         except (SafetensorError, OSError) as e:
             raise ValueError(f"{p} is not a readable safetensors file ({e}); re-export it or use another run") from None
+    raw = _load_checkpoint(p)
+    return raw.get("state_dict", raw)
+
+
+def _load_checkpoint(p: Path) -> dict:
+    """A .ckpt read once with weights_only=True: refused in one line if unreadable, not a dict, or its
+    tensors fail their checksum / are not finite."""
     try:
         raw = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001  (pickle.UnpicklingError, EOFError, RuntimeError: all mean "not a checkpoint")
@@ -81,30 +88,33 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if not isinstance(raw, dict):
         raise ValueError(f"{p} holds a {type(raw).__name__}, not a checkpoint dict")
     verify_checkpoint(raw, p)
-    return raw.get("state_dict", raw)
+    return raw
 
 
-def check_resumable(path: str | Path, system=None) -> None:
+def check_resumable(path: str | Path, system=None) -> set[str]:
     """Refuse, with one line naming ``path``, a checkpoint that ``--ckpt_path`` cannot restore: what
     ``read_state_dict`` refuses, a file that is not a Lightning checkpoint (a bare state dict: Lightning
-    fails on its missing ``pytorch-lightning_version``), and weights whose names differ from ``system``'s."""
+    fails on its missing ``pytorch-lightning_version``), and weights whose names differ from ``system``'s.
+    Returns the weights' names, so a later ``check_fits`` need not read the file again."""
     p = Path(path)
-    state = read_state_dict(p)
-    if "pytorch-lightning_version" not in _raw_keys(p):
+    raw = {} if p.suffix == ".safetensors" else _load_checkpoint(p)
+    if "pytorch-lightning_version" not in raw:
         raise ValueError(f"{p} is not a Lightning checkpoint (no pytorch-lightning_version: a bare state dict?); "
                          "--ckpt_path takes a .ckpt that `tessera fit` wrote; use init_from for weights alone")
+    names = set(raw.get("state_dict", raw))
     if system is not None:
-        want = set(system.state_dict())
-        missing, unexpected = sorted(want - set(state)), sorted(set(state) - want)
-        if missing or unexpected:
-            raise ValueError(f"{p} does not fit {type(system).__name__}: missing {missing[:3]}"
-                             f"{' ...' if len(missing) > 3 else ''}, unexpected {unexpected[:3]}"
-                             f"{' ...' if len(unexpected) > 3 else ''}; give a checkpoint of this config's model")
+        check_fits(p, names, system)
+    return names
 
 
-def _raw_keys(p: Path) -> set:
-    raw = torch.load(p, map_location="cpu", weights_only=True)  # read_state_dict has already vetted the file
-    return set(raw) if isinstance(raw, dict) else set()
+def check_fits(path: Path, names: set[str], system) -> None:
+    """Weights named ``names`` (from ``path``) must be exactly ``system``'s."""
+    want = set(system.state_dict())
+    missing, unexpected = sorted(want - names), sorted(names - want)
+    if missing or unexpected:
+        raise ValueError(f"{path} does not fit {type(system).__name__}: missing {missing[:3]}"
+                         f"{' ...' if len(missing) > 3 else ''}, unexpected {unexpected[:3]}"
+                         f"{' ...' if len(unexpected) > 3 else ''}; give a checkpoint of this config's model")
 
 
 def verify_checkpoint(checkpoint: dict, where) -> None:
