@@ -34,6 +34,52 @@ def find_last_checkpoint(root: str | Path) -> Path | None:
     return max(found, key=lambda p: p.stat().st_mtime) if found else None
 
 
+# The run contract every YAML gets without repeating it (a YAML or a --config preset under
+# configs/trainer/ overrides any of it): Tessera's loaders shard by rank themselves and record their
+# position (exact mid-epoch resume); a log line every 10 steps; and (before_fit) the checkpoint
+# callback keeps last.ckpt, so `--ckpt_path last` always has something to resume.
+TRAINER_DEFAULTS = {"use_distributed_sampler": False, "log_every_n_steps": 10}
+
+
+def _vocab_fields(model) -> list[str]:
+    """The dotted keys of every token-embedding size inside a parsed model (a TokenEncoder's
+    ``config.vocab_size``, an LLM2Vec decoder's ``config.decoder.vocab_size``), however deep the
+    model nests its encoders (a tower in a dual tower in a system)."""
+    keys = []
+    for key, value in model.items():
+        if key.split(".")[-1] == "vocab_size":
+            keys.append(key)
+        elif isinstance(value, dict) and ("vocab_size" in value or "model_type" in value):  # an HF config
+            keys.append(f"{key}.vocab_size")
+    return keys
+
+
+def link_vocabulary(cfg) -> None:
+    """Write the vocabulary once per YAML: a data module that trains its own tokenizer
+    (``data.init_args.vocab_size``, no ``tokenizer`` file) gives its size to every token embedding
+    of the model. A model size written too and different is refused, naming both (a tokenizer file
+    decides its own size; the system checks it against the model at set-up)."""
+    data, model = cfg.get("data"), cfg.get("model")
+    args = data.get("init_args") if data is not None and hasattr(data, "get") else None
+    if args is None or model is None or args.get("vocab_size") is None or args.get("tokenizer"):
+        return
+    from modalities.backbone.config import TokenEncoderConfig
+
+    unwritten = (None, TokenEncoderConfig.__dataclass_fields__["vocab_size"].default)
+    vocab = int(args.vocab_size)
+    for key in _vocab_fields(model):
+        head, _, leaf = key.rpartition(".")
+        holder = model[head] if head else model
+        own = holder.get(leaf)
+        if own != vocab and own not in unwritten:
+            raise UserError(f"model.{key} is {own} but data.init_args.vocab_size is {vocab}: the vocabulary is "
+                            "written once, on the data module; drop the model's")
+        if isinstance(holder, dict):
+            holder[leaf] = vocab
+        else:
+            model[key] = vocab
+
+
 class TesseraCLI(LightningCLI):
     def __init__(self, args=None, run: bool = True):
         super().__init__(
@@ -42,8 +88,7 @@ class TesseraCLI(LightningCLI):
             subclass_mode_model=True,
             subclass_mode_data=True,
             save_config_kwargs={"overwrite": True},
-            # Tessera's loaders shard by rank themselves and record their position (exact mid-epoch resume)
-            trainer_defaults={"use_distributed_sampler": False},
+            trainer_defaults=TRAINER_DEFAULTS,
             args=args,
             run=run,
         )
@@ -77,6 +122,10 @@ class TesseraCLI(LightningCLI):
             except (OSError, ValueError) as e:
                 raise UserError(f"--ckpt_path: {e}") from None
         super()._parse_ckpt_path()
+
+    def before_instantiate_classes(self) -> None:
+        sub = self.config.get("subcommand")
+        link_vocabulary(self.config[sub] if sub else self.config)
 
     def _check_ckpt_fits_model(self) -> None:
         """A checkpoint of another model (its weights' names differ): one line, not Lightning's
@@ -119,6 +168,9 @@ class TesseraCLI(LightningCLI):
         for callback in defaults:
             if not any(isinstance(c, type(callback)) for c in self.trainer.callbacks):
                 self.trainer.callbacks.append(callback)
+        for checkpoint in self.trainer.checkpoint_callbacks:  # Lightning's default one included
+            if checkpoint.save_last is None:
+                checkpoint.save_last = True
 
 
 def _job_parser(job) -> argparse.ArgumentParser:

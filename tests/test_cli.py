@@ -52,6 +52,8 @@ def test_fit_learns_and_writes_metrics(text_corpus, tmp_path):
     first_train = metrics["history"]["train"][0]["train/loss"]
     assert val[-1]["val/loss"] < first_train - 1.0  # learned something real from the corpus
     assert (log / "loss_curve.png").stat().st_size > 10_000
+    # last.ckpt although the YAML lists no checkpoint callback (the run contract keeps it)
+    assert "callbacks" not in yaml.safe_load(TINY.read_text())["trainer"]
     assert (log / "config.yaml").is_file() and (log / "checkpoints" / "last.ckpt").is_file()
     # the run folder rebuilds the system, encoder included, from its config.yaml (nothing unpickled)
     from tasks.runs import load_system
@@ -59,6 +61,7 @@ def test_fit_learns_and_writes_metrics(text_corpus, tmp_path):
 
     system, _, _ = load_system(log / "checkpoints" / "last.ckpt")
     assert isinstance(system, MaskedLMSystem) and system.encoder.config.hidden_size == 128
+    assert system.encoder.config.vocab_size == 300  # written once, on the data module (data_args)
 
 
 def _crash_config(tmp_path) -> Path:
@@ -114,3 +117,21 @@ def test_ddp_on_two_cpu_processes(text_corpus, tmp_path):
     assert "MEMBER: 2/2" in proc.stderr + proc.stdout
     ckpt = tmp_path / "ddp" / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
     assert torch.load(ckpt, map_location="cpu", weights_only=True)["global_step"] == 4
+
+
+def test_the_vocabulary_is_written_once_on_the_data_module(tmp_path):
+    common = ["--trainer.default_root_dir", str(tmp_path), "--trainer.logger", "false", "--data.init_args.vocab_size", "300"]
+    cli = TesseraCLI(args=["--config", str(TINY), *common], run=False)
+    assert cli.model.encoder.frontend.word_embeddings.num_embeddings == 300
+    llm2vec = ROOT / "configs" / "cxr" / "llm2vec_simcse_tiny.yaml"  # an HF decoder config nested in the tower
+    cli = TesseraCLI(args=["--config", str(llm2vec), *common], run=False)
+    assert [m.num_embeddings for m in cli.model.modules() if isinstance(m, torch.nn.Embedding)] == [300]
+
+
+def test_a_vocabulary_written_twice_and_different_is_refused(tmp_path, capsys):
+    rc = cli_main(["fit", "--config", str(TINY), "--trainer.default_root_dir", str(tmp_path),
+                   "--model.init_args.encoder.init_args.config.vocab_size", "500", "--data.init_args.vocab_size", "300"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "vocab_size is 500" in err and "data.init_args.vocab_size is 300" in err
+    assert "Traceback" not in err
+

@@ -44,9 +44,13 @@ def encoder_config(config_yaml: str | Path) -> dict:
     except (UnicodeDecodeError, yaml.YAMLError) as e:
         raise ValueError(f"--config {path} is not a YAML file ({type(e).__name__}); give a configs/code/*.yaml") from None
     try:
-        return dict(raw["model"]["init_args"]["encoder"]["init_args"]["config"])
+        config = dict(raw["model"]["init_args"]["encoder"]["init_args"]["config"])
     except (KeyError, TypeError):
         raise ValueError(f"{path} has no model.init_args.encoder.init_args.config; give a configs/code/*.yaml") from None
+    vocab = ((raw.get("data") or {}).get("init_args") or {}).get("vocab_size")
+    if vocab is not None:  # the vocabulary is written once, on the data module (as `tessera fit` reads it)
+        config.setdefault("vocab_size", vocab)
+    return config
 
 
 def pretrained_setup(init_from: str | Path) -> tuple[dict, Path | None]:
