@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU check, in one call, the day a GPU is lent (about 8 minutes on one card):
 #   bash scripts/gpu_check.sh            (or: make gpu-check)
-# 1. the gpu-marked tests (backend agreement in bf16 on CUDA, a fit step per tiny config, DDP/NCCL on 2 GPUs)
+# 1. the gpu-marked tests (backend agreement in bf16 on CUDA, a fit step per tiny config, DDP/NCCL on 2 GPUs,
+#    FSDP's encoder export gathering the full weights)
 # 2. the backbone benchmark on CUDA in bf16 against transformers' BertModel (same weights, alternating)
 # Everything lands in runs/gpu_check/ and one summary, runs/gpu_check.json.
 # DRY_RUN=1 bash scripts/gpu_check.sh runs the same steps on the CPU (tests skip, a short CPU bench).
@@ -18,7 +19,7 @@ else
 fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > "$OUT/gpu.txt" 2>/dev/null || true
 start=$(date +%s)
-timeout 420 $PY -m pytest -q -m gpu tests/test_gpu.py --junitxml "$OUT/gpu_tests.xml" > "$OUT/gpu_tests.log" 2>&1
+timeout 420 $PY -m pytest -q -m gpu tests/test_gpu.py tests/test_fsdp.py --junitxml "$OUT/gpu_tests.xml" > "$OUT/gpu_tests.log" 2>&1
 tests_rc=$?
 timeout 240 $PY scripts/bench_backbone.py --device $DEVICE $BENCH_ARGS --out "$OUT" > "$OUT/bench.log" 2>&1
 bench_rc=$?

@@ -3,6 +3,7 @@ the trained encoder exported as a safetensors folder at the end of fit."""
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import json
@@ -271,16 +272,64 @@ class ExportEncoder(L.Callback):
 
         # trainer.log_dir is a collective under DDP (rank 0 broadcasts it): every rank asks
         folder = Path(self.path) if self.path else Path(trainer.log_dir or trainer.default_root_dir) / "encoder"
-        if not trainer.is_global_zero:
-            return
-        try:
-            export_encoder(pl_module, folder, datamodule=getattr(trainer, "datamodule", None), step=trainer.global_step)
-        except UserError as e:
-            if self.required:
-                raise
-            print(f"no encoder exported: {e}")
-            return
+        # sharded runs (FSDP): gathering the full weights is a collective too, so every rank enters
+        with full_weights(trainer, pl_module):
+            if not trainer.is_global_zero:
+                return
+            try:
+                export_encoder(pl_module, folder, datamodule=getattr(trainer, "datamodule", None),
+                               step=trainer.global_step)
+            except UserError as e:
+                if self.required:
+                    raise
+                print(f"no encoder exported: {e}")
+                return
         print(f"exported the trained encoder to {folder}")
+
+
+@contextlib.contextmanager
+def full_weights(trainer, module: torch.nn.Module):
+    """Inside, on rank 0, ``module``'s parameters are the full (unsharded) tensors; every rank must enter.
+
+    - FSDP (``strategy: fsdp``, torch's FullyShardedDataParallel): ``summon_full_params`` with
+      ``rank0_only`` (the other ranks only take part in the all-gathers) and no write-back.
+    - FSDP2 (``fully_shard``) and tensor parallelism: the parameters are DTensors; each is gathered
+      (``full_tensor``, in module order on every rank) and, on rank 0, swapped in for the duration.
+    - Anything else (one process, DDP): the parameters are already whole; nothing happens.
+
+    Outside, the module is as it was, so validation or testing after fit runs unchanged.
+    """
+    model = getattr(trainer.strategy, "model", None) or module
+    from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+
+    if any(isinstance(m, FSDP) for m in model.modules()):
+        with FSDP.summon_full_params(model, writeback=False, rank0_only=True, offload_to_cpu=True):
+            yield
+        return
+    try:
+        from torch.distributed.tensor import DTensor
+    except ImportError:  # pragma: no cover - torch without DTensor
+        yield
+        return
+    swapped, full_of = [], {}
+    keep = trainer.is_global_zero
+    for owner in module.modules():
+        for kind in ("_parameters", "_buffers"):
+            for name, t in list(getattr(owner, kind).items()):
+                if not isinstance(t, DTensor):
+                    continue
+                if id(t) not in full_of:  # a tied weight is gathered once and stays tied
+                    full = t.full_tensor().detach()  # collective
+                    full_of[id(t)] = (torch.nn.Parameter(full, requires_grad=False) if kind == "_parameters"
+                                      else full) if keep else None
+                if keep:
+                    swapped.append((owner, kind, name, t))
+                    getattr(owner, kind)[name] = full_of[id(t)]
+    try:
+        yield
+    finally:
+        for owner, kind, name, t in swapped:
+            getattr(owner, kind)[name] = t
 
 
 class NonFiniteLossError(RuntimeError):
