@@ -53,15 +53,13 @@ class ConvLayer(nn.Module):
     def _masked_group_norm(self, x: Tensor, lengths: Tensor) -> Tensor:
         """GroupNorm(C, C) with each clip's statistics taken over its real steps only.
 
-        Statistics by one pass over each clip's real slice, then one fused scale-and-shift.
+        torch's own group_norm kernel on each clip's real slice, so a clip's features equal HF's on
+        that clip alone bit for bit (statistics by var_mean + one scale-and-shift differed by ~3e-6);
+        padded steps are zeros. Measured no slower (fwd and fwd+bwd, 4 clips of 2-5 s).
         """
-        gn = self.layer_norm
-        stats = [torch.var_mean(x[b, :, : int(n)], dim=-1, unbiased=False) for b, n in enumerate(lengths.tolist())]
-        var = torch.stack([v for v, _ in stats])  # (B, C)
-        mean = torch.stack([m for _, m in stats])  # (B, C)
-        scale = gn.weight * torch.rsqrt(var + gn.eps)  # (B, C)
-        shift = gn.bias - mean * scale
-        return torch.addcmul(shift[..., None], x, scale[..., None])  # (B, C, T)
+        gn, T = self.layer_norm, x.shape[-1]
+        return torch.cat([F.pad(F.group_norm(x[b : b + 1, :, :n], gn.num_groups, gn.weight, gn.bias, gn.eps), (0, T - n))
+                          for b, n in enumerate(lengths.tolist())])  # (B, C, T)
 
 
 class FeatureExtractor(nn.Module):

@@ -137,11 +137,35 @@ def load_hf_mert(folder: Path) -> tuple[AudioEncoder, dict]:
     return encoder, meta
 
 
-@register_parity("mert_model", "hubert")
-def mert_parity(folder: Path, encoder: AudioEncoder) -> float:
-    """Every hidden state of two clips against transformers' HubertModel run on each clip alone
-    (MERT-v1's layout is HuBERT's; its own modelling file is remote code, never run here)."""
+def hidden_state_differences(reference, encoder: AudioEncoder, wav: Tensor, lengths: list[int]) -> dict[str, float]:
+    """Our ragged batch against ``reference`` (transformers' ``HubertModel``) run on each clip alone.
+
+    ``wav`` (B, S) right-padded, ``lengths`` (B,) real samples. Returns the worst over clips of
+    ``last_abs`` / ``last_rel`` (the last hidden state: max abs difference, ||ours - theirs|| / ||theirs||)
+    and ``all_abs`` / ``all_rel`` (the same over every hidden state; in a pre-LN stack the states before
+    the final norm grow to |x| ~ 10, where fp32 rounding alone reaches ~1e-5 in absolute terms)."""
     import torch
+
+    mask = (torch.arange(wav.shape[1])[None] < torch.tensor(lengths)[:, None]).long()  # (B, S)
+    out = {"last_abs": 0.0, "last_rel": 0.0, "all_abs": 0.0, "all_rel": 0.0}
+    with torch.no_grad():
+        ours = encoder(input_values=wav, attention_mask=mask, output_hidden_states=True).hidden_states
+        for i, n in enumerate(lengths):
+            h = reference(wav[i : i + 1, :n], output_hidden_states=True)
+            theirs = (*h.hidden_states[:-1], h.last_hidden_state)  # transformers 5: the last state before the final norm
+            T = h.last_hidden_state.shape[1]
+            for j, (a, b) in enumerate(zip(ours, theirs, strict=True)):
+                d = a[i, :T] - b[0]  # (T, D)
+                ab, rel = float(d.abs().max()), float(d.norm() / b[0].norm().clamp_min(1e-30))
+                out["all_abs"], out["all_rel"] = max(out["all_abs"], ab), max(out["all_rel"], rel)
+                if j == len(theirs) - 1:
+                    out["last_abs"], out["last_rel"] = max(out["last_abs"], ab), max(out["last_rel"], rel)
+    return out
+
+
+def hubert_reference(folder: Path):
+    """transformers' ``HubertModel`` from an HF Hubert / MERT folder (MERT-v1's layout is HuBERT's; its own
+    modelling file is remote code, never run here)."""
     from transformers import HubertConfig, HubertModel
 
     hf = {k: v for k, v in read_config(folder).items() if k not in ("model_type", "architectures", "auto_map")}
@@ -150,23 +174,22 @@ def mert_parity(folder: Path, encoder: AudioEncoder) -> float:
     missing = [k for k in info["missing_keys"] if k != "masked_spec_embed"]
     if missing:
         raise ValueError(f"transformers' HubertModel did not find {missing[:5]} in {folder}; no reference to compare with")
-    ref.eval()
+    return ref.eval()
+
+
+@register_parity("mert_model", "hubert")
+def mert_parity(folder: Path, encoder: AudioEncoder) -> float:
+    """Max abs difference over every hidden state of a ragged batch of two clips (1 s, 0.75 s) against
+    transformers' HubertModel run on each clip alone."""
+    import torch
+
     rate = encoder.config.sample_rate
     lengths = [rate, (3 * rate) // 4]
     g = torch.Generator().manual_seed(0)
     wav = torch.zeros(2, lengths[0])
-    mask = torch.zeros(2, lengths[0], dtype=torch.long)
     for i, n in enumerate(lengths):
         wav[i, :n] = 0.1 * torch.randn(n, generator=g)
-        mask[i, :n] = 1
-    ours = encoder(input_values=wav, attention_mask=mask, output_hidden_states=True).hidden_states
-    worst = 0.0
-    for i, n in enumerate(lengths):
-        h = ref(wav[i : i + 1, :n], output_hidden_states=True)
-        theirs = (*h.hidden_states[:-1], h.last_hidden_state)  # transformers 5: the last state before the final norm
-        T = h.last_hidden_state.shape[1]
-        worst = max(worst, max(float((a[i, :T] - b[0]).abs().max()) for a, b in zip(ours, theirs, strict=True)))
-    return worst
+    return hidden_state_differences(hubert_reference(folder), encoder, wav, lengths)["all_abs"]
 
 
 
