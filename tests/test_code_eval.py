@@ -233,3 +233,33 @@ def test_eval_code_bad_inputs_exit_2_with_one_line(benchmark_dir, tmp_path, caps
     assert rc == 2 and named in err[-1] and "Traceback" not in "\n".join(err), err
     if case != "unknown option":
         assert len(err) == 1
+
+
+def test_code_eval_fine_tunes_from_the_runs_final_encoder_not_a_stale_last_ckpt(benchmark_dir, tmp_path):
+    """A masked-LM run whose step count is not a multiple of its checkpoint interval keeps an older
+    last.ckpt than the encoder/ folder fit writes at its end; --init-from the run folder must start
+    the pretrained row from the final weights (encoder/), not from last.ckpt's."""
+    import torch
+    from code_fixtures import write_run
+    from safetensors.torch import load_file
+
+    from modalities import TokenEncoder, TokenEncoderConfig
+    from modalities.code import load_code_tokenizer, save_code_encoder
+    from tasks.text import MaskedLMSystem
+
+    bench, tokdir = benchmark_dir
+    torch.manual_seed(0)
+    stale = MaskedLMSystem(TokenEncoder(TokenEncoderConfig(**TINY)))  # what last.ckpt holds (an early step)
+    run = write_run(tmp_path / "mlm", stale, {"class_path": "tasks.text.MaskedLMSystem", "init_args": {
+        "encoder": {"class_path": "modalities.TokenEncoder", "init_args": {"config": TINY}}}})
+    torch.manual_seed(1)
+    final = TokenEncoder(TokenEncoderConfig(**TINY))  # what the end of fit exported
+    save_code_encoder(final, load_code_tokenizer(tokdir), run / "encoder")
+    res = code_eval.evaluate(["variable_misuse"], bench, tokdir, str(run), dict(TINY), tmp_path / "ev", steps=1,
+                             batch_size=8, max_length=128, max_examples=16, lr=0.0, models=("pretrained",),
+                             save_models=True)  # lr 0: the tested weights are the starting weights
+    assert res["settings"]["weights"] == str(run / "encoder")
+    saved = load_file(res["tasks"]["variable_misuse"]["pretrained"]["sweep"][0]["saved"] + "/model.safetensors")
+    emb = "encoder.frontend.word_embeddings.weight"
+    assert torch.equal(saved[emb], final.state_dict()[emb[len("encoder."):]])
+    assert not torch.equal(saved[emb], stale.encoder.state_dict()[emb[len("encoder."):]])
