@@ -138,13 +138,14 @@ def llm2clip_checkpoint(path, d_txt: int):
 
 
 def text_proj_reference(state: dict, f: torch.Tensor) -> torch.Tensor:
-    """eva_clip's TextProj, from its formulas: 4 x (x + fn(ln(x))), LayerNorm, Linear; then L2-normalised."""
+    """eva_clip's TextProj, from its formulas: the features L2-normalised (TextProj.forward's l2_norm=True),
+    4 x (x + fn(ln(x))), LayerNorm, Linear; then L2-normalised."""
     import torch.nn.functional as F
 
     def p(name):
         return state["text.text_adaptor." + name]
 
-    x = f
+    x = F.normalize(f, dim=-1)
     for i in range(4):
         h = F.layer_norm(x, x.shape[-1:], p(f"{i}.ln.weight"), p(f"{i}.ln.bias"))
         x = x + F.linear(F.gelu(F.linear(h, p(f"{i}.fn.0.weight"), p(f"{i}.fn.0.bias"))), p(f"{i}.fn.3.weight"), p(f"{i}.fn.3.bias"))
@@ -170,7 +171,7 @@ def test_llm2clip_checkpoint_imports_its_eva_tower_adapter_and_projections(tmp_p
     g = torch.rand(2, 1, 28, 28, generator=torch.Generator().manual_seed(2))
     mean, std = torch.tensor([0.48145466, 0.4578275, 0.40821073]), torch.tensor([0.26862954, 0.26130258, 0.27577711])
     rgb = (g.expand(-1, 3, -1, -1) - mean.view(3, 1, 1)) / std.view(3, 1, 1)
-    f = torch.randn(3, text.output_dim, generator=torch.Generator().manual_seed(3))
+    f = 3 * torch.randn(3, text.output_dim, generator=torch.Generator().manual_seed(3))  # not unit length
     with torch.no_grad():
         theirs = torch.nn.functional.normalize(ref(rgb), dim=-1)
         assert (dual.encode_image((g - 0.5) / 0.25) - theirs).abs().max() < 1e-5

@@ -54,24 +54,36 @@ class DualTower(nn.Module):
         text_proj_norm: a LayerNorm between the adapter and the text projection (LLM2CLIP's
             ``TextProj`` ends adapter -> LayerNorm -> Linear).
         proj_bias: biases in both projections (LLM2CLIP: the text Linear and EVA's image head have one).
+        image_proj_bias: the image projection's bias when it differs from ``proj_bias`` (LLM2CLIP's HF release:
+            CLIP's ``visual_projection`` has none, the text Linear has one).
+        adapter_expansion: the adapter blocks' hidden width over the text width (LLM2CLIP: 2).
+        text_input_l2: L2-normalise the text tower's features before the adapter (LLM2CLIP's ``TextProj``;
+            not LLM2CLIP4CXR, whose projection takes them as they are).
     """
 
     def __init__(self, image_tower: nn.Module, text_tower: nn.Module, embed_dim: int = 256,
                  freeze_text: bool = True, adapter_layers: int = 1, init_logit_scale: float = math.log(1 / 0.07),
-                 init_logit_bias: float | None = None, text_proj_norm: bool = False, proj_bias: bool = False):
+                 init_logit_bias: float | None = None, text_proj_norm: bool = False, proj_bias: bool = False,
+                 image_proj_bias: bool | None = None, adapter_expansion: int = 2, text_input_l2: bool = False):
         super().__init__()
         self.spec = {"embed_dim": embed_dim, "freeze_text": freeze_text, "adapter_layers": adapter_layers,
                      "init_logit_scale": float(init_logit_scale), "init_logit_bias": init_logit_bias}
         if text_proj_norm or proj_bias:  # recorded only when set: folders written before load unchanged
             self.spec.update(text_proj_norm=text_proj_norm, proj_bias=proj_bias)
+        for key, value, default in (("image_proj_bias", image_proj_bias, None), ("adapter_expansion", adapter_expansion, 2),
+                                    ("text_input_l2", text_input_l2, False)):
+            if value != default:
+                self.spec[key] = value
+        self.text_input_l2 = text_input_l2
         self.image_tower = image_tower
         self.text_tower = freeze(text_tower) if freeze_text else text_tower
         self.freeze_text = freeze_text
         d_txt = getattr(text_tower, "output_dim", None) or text_tower.hidden_size
-        self.text_adapter = TextAdapter(d_txt, adapter_layers) if adapter_layers else nn.Identity()
+        self.text_adapter = TextAdapter(d_txt, adapter_layers, adapter_expansion) if adapter_layers else nn.Identity()
         self.text_norm = nn.LayerNorm(d_txt) if text_proj_norm else nn.Identity()
         self.text_proj = nn.Linear(d_txt, embed_dim, bias=proj_bias)
-        self.image_proj = nn.Linear(image_tower.output_dim, embed_dim, bias=proj_bias)
+        self.image_proj = nn.Linear(image_tower.output_dim, embed_dim,
+                                    bias=proj_bias if image_proj_bias is None else image_proj_bias)
         self.logit_scale = nn.Parameter(torch.tensor(float(init_logit_scale)))
         self.logit_bias = nn.Parameter(torch.tensor(float(init_logit_bias))) if init_logit_bias is not None else None
 
@@ -91,6 +103,8 @@ class DualTower(nn.Module):
     def encode_text(self, input_ids: Tensor | None = None, attention_mask: Tensor | None = None,
                     features: Tensor | None = None) -> Tensor:
         f = features if features is not None else self.text_features(input_ids, attention_mask)
+        if self.text_input_l2:
+            f = F.normalize(f, dim=-1)  # (B, D_txt) on the unit sphere, as LLM2CLIP's TextProj takes them
         return F.normalize(self.text_proj(self.text_norm(self.text_adapter(f))), dim=-1)  # (B, E)
 
     def encode_image(self, images: Tensor) -> Tensor:
@@ -158,3 +172,6 @@ def load_dual_tower(folder: str | Path) -> DualTower:
     state.update({f"text_tower.{k}": v for k, v in text.state_dict().items()})
     dual.load_state_dict(state, strict=True)
     return dual.eval()
+
+
+from . import llm2clip_hf as _llm2clip_hf  # noqa: E402, F401  (registers the "clip" importer: LLM2CLIP's HF releases)

@@ -6,8 +6,9 @@ tower's LoRA deltas under ``text.model.*``) loads too; the LoRA deltas are named
 
 Layout read from upstream microsoft/LLM2CLIP ``llm2clip/eva_clip/``: ``model.py`` (``CustomCLIP``:
 ``visual`` = ``EVAVisionTransformer``, ``text`` = ``TextProj``, ``logit_scale``; ``TextProj.text_adaptor``
-= N x ``LinearBlock`` (x + fn(ln(x)), fn = Linear(d, 2d), GELU, Dropout, Linear(2d, d)), then
-LayerNorm(d), then Linear(d, embed_dim) with bias), ``eva_vit_model.py`` (``patch_embed.proj``,
+= N x ``LinearBlock`` (x + fn(ln(x)), fn = Linear(d, 2d), GELU, Dropout, Linear(2d, d)) on the L2-normalised
+features (``TextProj.forward``: l2_norm=True), then LayerNorm(d), then Linear(d, embed_dim)
+with bias), ``eva_vit_model.py`` (``patch_embed.proj``,
 ``cls_token``, ``pos_embed``, ``blocks.i.{norm1, attn.{q,k,v}_proj, attn.inner_attn_ln, attn.proj,
 norm2, mlp.{w1, w2, ffn_ln, w3}}``, ``norm``, ``head`` = Linear(width, embed_dim); RoPE tables as
 buffers ``rope.freqs_cos/sin``) and ``model_configs/EVA02-CLIP-L-14-336.json`` (``embed_dim``,
@@ -126,7 +127,8 @@ def load_llm2clip(checkpoint: str | Path, text_tower: nn.Module, config: str | P
     embed_dim = int(cfg["embed_dim"])
     scale = float(others["logit_scale"]) if "logit_scale" in others else math.log(1 / 0.07)
     dual = DualTower(tower, text_tower, embed_dim=embed_dim, freeze_text=True, adapter_layers=len(blocks),
-                     init_logit_scale=scale, text_proj_norm=True, proj_bias=True)
+                     init_logit_scale=scale, text_proj_norm=True, proj_bias=True,
+                     text_input_l2=not cxr)  # TextProj L2-normalises the LLM2Vec features; LLM2CLIP4CXR's projection does not
     state = {f"image_tower.model.{k}": v for k, v in tower.model.state_dict().items()}
     state.update({f"text_tower.{k}": v for k, v in text_tower.state_dict().items()})
     state["image_proj.weight"], state["image_proj.bias"] = visual["head.weight"], visual["head.bias"]
