@@ -392,3 +392,55 @@ def test_llm2clip_text_lora_deltas_merge_into_the_text_tower():
         assert (fresh.encode(ids, attn) - want).abs().max() < 1e-5
     with pytest.raises(ValueError, match="no LoRA pairs of adapter 'clip'"):
         merge_lora_deltas(fresh, ckpt, adapter_name="clip")
+
+
+def test_llm2clip_lora_alpha_is_read_from_the_adapters_own_config_and_reported(tmp_path):
+    """lora_alpha is not in an LLM2CLIP4CXR checkpoint: read from the adapter_config.json peft wrote for the
+    "llm2clip" adapter (save_pretrained puts it under llm2clip/), else LLM2CLIP4CXR's training default 32,
+    each reported with its source."""
+    import json
+
+    from modalities.cxr import LLM2VecConfig, LLM2VecEncoder
+    from modalities.cxr.llm2vec_release import merge_lora_deltas
+
+    torch.manual_seed(0)
+    enc = LLM2VecEncoder(LLM2VecConfig(decoder=tiny_decoder(vocab_size=64))).eval()
+    base_state = {k: v.clone() for k, v in enc.state_dict().items()}
+    cfg = peft.LoraConfig(r=4, lora_alpha=12, target_modules=["q_proj", "v_proj"])
+    enc.model = peft.get_peft_model(enc.model, cfg)
+    enc.model.add_adapter("llm2clip", cfg)
+    enc.model.set_adapter("llm2clip")
+    with torch.no_grad():
+        for n, p in enc.model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.1)
+    enc.model.save_pretrained(str(tmp_path / "adapter"), selected_adapters=["llm2clip"])
+    assert json.loads((tmp_path / "adapter" / "llm2clip" / "adapter_config.json").read_text())["lora_alpha"] == 12
+    ids, attn, _ = left_padded_batch()
+    with torch.no_grad():
+        want = enc.encode(ids, attn)
+    ckpt = {f"text.model.model.{k}": v for k, v in enc.model.state_dict().items() if "lora_" in k}
+
+    def fresh():
+        e = LLM2VecEncoder(LLM2VecConfig(decoder=tiny_decoder(vocab_size=64))).eval()
+        e.load_state_dict(base_state)
+        e.meta = {}
+        return e
+
+    read = fresh()
+    summary = merge_lora_deltas(read, ckpt, adapter_config=tmp_path / "adapter")
+    assert summary["lora_alpha"] == 12 and summary["lora_alpha_source"].endswith("llm2clip/adapter_config.json: lora_alpha")
+    assert read.meta["llm2clip_lora"] == summary
+    with torch.no_grad():
+        assert (read.encode(ids, attn) - want).abs().max() < 1e-5
+    assumed = fresh()
+    summary = merge_lora_deltas(assumed, ckpt)
+    assert summary["lora_alpha"] == 32 and summary["lora_alpha_source"].startswith("assumed")
+    with torch.no_grad():  # 32 instead of 12: visibly not the trained model
+        assert (assumed.encode(ids, attn) - want).abs().max() > 1e-4
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 8, "lora_alpha": 16}))
+    with pytest.raises(ValueError, match="r=8, the checkpoint's LoRA pairs have rank 4"):
+        merge_lora_deltas(fresh(), ckpt, adapter_config=tmp_path / "other")
+    with pytest.raises(FileNotFoundError, match="no adapter_config.json there"):
+        merge_lora_deltas(fresh(), ckpt, adapter_config=tmp_path / "missing")

@@ -310,15 +310,64 @@ def llm2vec_inputs(tokenizer, texts: list[str], instruction: str = "", pooling: 
 
 
 # --- LLM2CLIP's text side: the CLIP-stage LoRA inside a CLIP checkpoint --------------------------
+# lukeingawesome/llm2clip4cxr: training/llm2vec_wrapper.py add_lora_adapters(lora_alpha=32) and retrieval.py --lora-alpha 32
+LLM2CLIP4CXR_LORA_ALPHA = 32.0
+PEFT_DEFAULT_LORA_ALPHA = 8.0  # peft's LoraConfig default, for an adapter_config.json that omits lora_alpha
+
+
+def find_adapter_config(where: str | Path, adapter_name: str) -> Path | None:
+    """The adapter_config.json for ``adapter_name``: ``where`` itself, ``where/adapter_config.json``, or
+    ``where/<adapter_name>/adapter_config.json`` (peft's save_pretrained puts a non-default adapter there)."""
+    where = Path(where)
+    for candidate in (where, where / ADAPTER_CONFIG, where / adapter_name / ADAPTER_CONFIG):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def lora_scaling(adapter_name: str, r: int, lora_alpha: float | None, adapter_config: str | Path | None) -> dict:
+    """LoRA's scale for ``adapter_name`` and where its lora_alpha came from: the caller's value, else the
+    adapter's adapter_config.json (lora_alpha, r checked against the weights' rank, use_rslora), else
+    LLM2CLIP4CXR's training default (32)."""
+    if lora_alpha is not None:
+        return {"lora_alpha": float(lora_alpha), "lora_alpha_source": "given by the caller", "use_rslora": False}
+    path = find_adapter_config(adapter_config, adapter_name) if adapter_config is not None else None
+    if adapter_config is not None and path is None:
+        raise FileNotFoundError(f"{adapter_config}: no {ADAPTER_CONFIG} there (looked for the file, "
+                                f"{ADAPTER_CONFIG} and {adapter_name}/{ADAPTER_CONFIG}); give the adapter's folder")
+    if path is None:
+        return {"lora_alpha": LLM2CLIP4CXR_LORA_ALPHA, "use_rslora": False,
+                "lora_alpha_source": "assumed: LLM2CLIP4CXR's training default (llm2vec_wrapper.add_lora_adapters, "
+                                     "retrieval.py --lora-alpha 32); no adapter_config.json was given"}
+    try:
+        cfg = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is not valid JSON: {e}") from None
+    if not isinstance(cfg, dict) or cfg.get("peft_type", "LORA") != "LORA":
+        raise ValueError(f"{path} is not a peft LoRA adapter config (peft_type {cfg.get('peft_type') if isinstance(cfg, dict) else cfg!r})")
+    if cfg.get("r") is not None and int(cfg["r"]) != r:
+        raise ValueError(f"{path} says r={cfg['r']}, the checkpoint's LoRA pairs have rank {r}: it belongs to another adapter")
+    if cfg.get("use_dora"):
+        raise ValueError(f"{path}: a DoRA adapter is not a plain LoRA delta; it cannot be merged as W + s B A")
+    alpha = cfg.get("lora_alpha")
+    source = f"{path}: lora_alpha" if alpha is not None else f"{path} has no lora_alpha: peft's LoraConfig default"
+    return {"lora_alpha": float(alpha if alpha is not None else PEFT_DEFAULT_LORA_ALPHA), "lora_alpha_source": source,
+            "use_rslora": bool(cfg.get("use_rslora"))}
+
+
 def merge_lora_deltas(encoder: nn.Module, state: dict[str, Tensor], adapter_name: str = "llm2clip",
-                      lora_alpha: float = 32.0) -> dict:
+                      lora_alpha: float | None = None, adapter_config: str | Path | None = None) -> dict:
     """Fold the LoRA deltas an LLM2CLIP(4CXR) checkpoint carries for its LLM2Vec text tower into
     ``encoder`` (an LLM2VecEncoder): keys ``text.model.model.base_model.model.<module>.lora_{A,B}.<adapter>.weight``
     (lukeingawesome/llm2clip4cxr ``training/llm2vec_wrapper.py`` ``add_lora_adapters``: adapter
     "llm2clip", r 16, lora_alpha 32, q/k/v/o; ``retrieval.py`` loads them from ``text.model.*`` /
-    ``text.core.*``). Only ``adapter_name``'s pairs are merged (W + lora_alpha / r * B A; r read
-    from A); the others (peft's idle "default") are counted in the summary. ``lora_alpha`` is not in
-    the checkpoint: give the training run's. Every pair must land on a linear layer of the right shape."""
+    ``text.core.*``). Only ``adapter_name``'s pairs are merged (W + lora_alpha / r * B A, or / sqrt(r) with
+    rsLoRA; r read from A); the others (peft's idle "default") are counted in the summary.
+    ``lora_alpha`` is not in the checkpoint: it is read from the adapter's ``adapter_config.json`` when
+    ``adapter_config`` names it (the file, its folder, or a folder holding ``<adapter_name>/``), else
+    LLM2CLIP4CXR's training default 32 is assumed; ``lora_alpha=`` overrides both. The summary (also
+    put in ``encoder.meta["llm2clip_lora"]``) says which value was used and where it came from. Every
+    pair must land on a linear layer of the right shape."""
     pat = re.compile(r"(?:^|\.)base_model\.model\.(.+)\.lora_([AB])\.([^.]+)\.weight$")
     pairs: dict[str, dict[str, Tensor]] = {}
     others: dict[str, int] = {}
@@ -335,9 +384,12 @@ def merge_lora_deltas(encoder: nn.Module, state: dict[str, Tensor], adapter_name
     if not pairs:
         raise ValueError(f"no LoRA pairs of adapter {adapter_name!r} in the checkpoint (adapters seen: "
                          f"{sorted(others) or 'none'})")
+    ranks = {ab["A"].shape[0] for ab in pairs.values() if "A" in ab}
+    if len(ranks) > 1:
+        raise ValueError(f"LoRA pairs of adapter {adapter_name!r} have ranks {sorted(ranks)}; one adapter has one rank")
+    scaling = lora_scaling(adapter_name, next(iter(ranks), 0), lora_alpha, adapter_config)
     base = encoder.base()
     modules = dict(base.named_modules())
-    rs = set()
     with torch.no_grad():
         for name, ab in sorted(pairs.items()):
             mod = modules.get(name)
@@ -347,7 +399,10 @@ def merge_lora_deltas(encoder: nn.Module, state: dict[str, Tensor], adapter_name
                 raise ValueError(f"LoRA pair {name} ({tuple(ab['B'].shape)} x {tuple(ab['A'].shape)}) does not fit this "
                                  "text tower: it was trained on another base")
             r = ab["A"].shape[0]
-            rs.add(r)
-            mod.weight += (lora_alpha / r * (ab["B"].float() @ ab["A"].float())).to(mod.weight.dtype)
-    return {"adapter_name": adapter_name, "merged_modules": len(pairs), "r": sorted(rs), "lora_alpha": lora_alpha,
-            "other_adapters_not_merged": others}
+            scale = scaling["lora_alpha"] / (r ** 0.5 if scaling["use_rslora"] else r)
+            mod.weight += (scale * (ab["B"].float() @ ab["A"].float())).to(mod.weight.dtype)
+    summary = {"adapter_name": adapter_name, "merged_modules": len(pairs), "r": sorted(ranks), **scaling,
+               "other_adapters_not_merged": others}
+    if isinstance(getattr(encoder, "meta", None), dict):
+        encoder.meta["llm2clip_lora"] = summary
+    return summary
