@@ -125,6 +125,19 @@ def test_a_folder_none_of_whose_files_decode_is_named_at_setup(tmp_path):
         dm.setup("fit")
 
 
+def test_a_validation_folder_of_undecodable_files_warns_and_counts_instead_of_failing(tmp_path, capsys):
+    train, val = tmp_path / "train", tmp_path / "val"
+    train.mkdir(), val.mkdir()
+    sf.write(train / "a.wav", tone(0.5), 24000)
+    for i in range(3):
+        (val / f"bad{i}.wav").write_bytes(b"not audio" * 50)
+    dm = AudioFolderDataModule(str(train), val=str(val), crop_seconds=0.4)
+    dm.setup("fit")
+    out = capsys.readouterr().out
+    assert len(dm.val_set) == 0 and dm.stats["val"].skipped == {"unreadable": 3}
+    assert f"warning: --data.init_args.val {val}: none of the 3 files" in out and "without validation" in out
+
+
 def test_a_missing_user_folder_names_the_option_and_the_default_set(tmp_path):
     dm = AudioFolderDataModule(str(tmp_path / "nope"))
     with pytest.raises(UserError, match=r"--data.init_args.train .*nope does not exist.*tessera prepare audio-notes"):

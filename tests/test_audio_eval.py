@@ -84,5 +84,16 @@ def test_probe_bad_note_sets_are_one_line_errors(tmp_path, capsys, case):
                "--notes", needle)
 
 
+@pytest.mark.parametrize("dead", ["train", "test"])
+def test_probe_split_whose_files_all_fail_to_decode_is_a_one_line_error_naming_it(tmp_path, capsys, dead):
+    enc = audio_encoder_folder(tmp_path)
+    notes = note_set(tmp_path, per_class=3)
+    for wav in (notes / dead).rglob("*.wav"):
+        wav.write_bytes(b"broken" * 40)
+    n = len(list((notes / dead).rglob("*.wav")))
+    user_error(capsys, ["eval", "audio-probe", "--encoder", str(enc), "--notes", str(notes), "--mlp", "0", "--quiet"],
+               "probe set notes", f"none of its {n} {dead} files decodes", f"unreadable: {n}")
+
+
 def test_probe_refuses_an_unknown_option(tmp_path, capsys):
     user_error(capsys, ["eval", "audio-probe", "--encoder", str(tmp_path), "--layers", "3"], "--layers")

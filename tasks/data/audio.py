@@ -183,6 +183,10 @@ class AudioFolderDataModule(L.LightningDataModule):
         self._check_decodes()
         for split, stats in self.stats.items():
             print(f"audio data, {split}: {stats}")
+        if hp.val is not None and not val:
+            print(f"warning: {OPTIONS['val']} {hp.val}: none of the {self.stats['val'].files} files under "
+                  f"{cache_path(hp.val)} is usable ({self.stats['val']}); training runs without validation "
+                  "(the count is train/skipped_val_files in metrics.json)")
 
     def _check_decodes(self) -> None:
         """Decode a seeded sample of the training files (the crop each would give): a folder whose

@@ -65,8 +65,9 @@ def compare(feats: dict, split, y, hidden: int, seed: int) -> dict:
 
 
 def probe(encoder, sets: list, out: Path, cqt_bins: int = 84, mlp: int = 512, seed: int = 0,
-          max_seconds: float | None = None, progress: bool = True) -> dict:
-    """Every set's tasks, linear (and MLP unless ``mlp`` is 0) probes; writes probe.json and probe.png."""
+          max_seconds: float | None = None, progress: bool = True, pool: str = "mean") -> dict:
+    """Every set's tasks, linear (and MLP unless ``mlp`` is 0) probes; writes probe.json and probe.png.
+    ``pool``: how every feature (model, random weights, log-CQT, log-mel) is pooled over a clip's frames."""
     import torch
 
     from modalities.audio import AudioEncoder
@@ -77,19 +78,23 @@ def probe(encoder, sets: list, out: Path, cqt_bins: int = 84, mlp: int = 512, se
     sr = encoder.config.sample_rate
     torch.manual_seed(seed)
     random_encoder = AudioEncoder(encoder.config).eval()  # same architecture, random weights
-    result = {"cqt_bins": cqt_bins, "mlp_hidden": mlp, "sets": {}}
+    result = {"cqt_bins": cqt_bins, "mlp_hidden": mlp, "pool": pool, "sets": {}}
     for ps in sets:
         clips, split, labels, stats = load_clips(ps, sr, max_seconds, progress)
         if stats.skipped:
             print(f"{ps.name}: {stats}")
-        if not bool(split.any()) or bool(split.all()):
-            raise UserError(f"probe set {ps.name}: after skipping unreadable files ({stats}) it has "
-                            f"{int(split.sum())} train / {int((~split).sum())} test clips; both are needed")
+        n_split = {"train": sum(ps.train), "test": len(ps.train) - sum(ps.train)}
+        dead = [name for name, ok in (("train", bool(split.any())), ("test", not bool(split.all()))) if not ok]
+        if dead:
+            where = next((Path(f).parent for f, t in zip(ps.files, ps.train, strict=True) if t == (dead[0] == "train")), "")
+            raise UserError(f"probe set {ps.name}: none of its {' / '.join(f'{n_split[d]} {d}' for d in dead)} files "
+                            f"decodes ({stats}; e.g. {where}); render the set again or give another folder")
         feats = {
-            "model": layer_features(encoder, clips, progress=progress),  # (N, L + 1, D)
-            "random": layer_features(random_encoder, clips, progress=progress),
-            "cqt": spectral_features(clips, "cqt", sr, cqt_bins=cqt_bins, cqt_bins_per_octave=12 * cqt_bins // 84),
-            "mel": spectral_features(clips, "mel", sr),
+            "model": layer_features(encoder, clips, progress=progress, pool=pool),  # (N, L + 1, D or 2D)
+            "random": layer_features(random_encoder, clips, progress=progress, pool=pool),
+            "cqt": spectral_features(clips, "cqt", sr, cqt_bins=cqt_bins, cqt_bins_per_octave=12 * cqt_bins // 84,
+                                     pool=pool),
+            "mel": spectral_features(clips, "mel", sr, pool=pool),
         }
         r = {"clips": len(clips), "train": int(split.sum()), "test": int((~split).sum()),
              "skipped": dict(stats.skipped), "tasks": {}}
@@ -132,6 +137,7 @@ def plot(result: dict, path: Path) -> None:
 
 
 def print_table(result: dict) -> None:
+    print(f"  features pooled over each clip's frames by: {result.get('pool', 'mean')}")
     print(f"  {'set':6} {'task':7} {'probe':6} {'best layer':>12} {'random wts':>10} {'log-CQT':>8} {'log-mel':>8}  beats all")
     for s, sr in result["sets"].items():
         for task, t in sr["tasks"].items():
@@ -309,7 +315,7 @@ def audio_probe(args: argparse.Namespace) -> int:
                                   lambda d: prepare_keys(d, progress=not args.quiet)))
     out = Path(args.out)
     result = probe(encoder, sets, out, args.cqt_bins, args.mlp, seed=args.seed, max_seconds=args.max_seconds,
-                   progress=not args.quiet)
+                   progress=not args.quiet, pool=args.pool)
     print_table(result)
     print(f"wrote {out / 'probe.json'} and {out / 'probe.png'}")
     return 0
@@ -394,6 +400,9 @@ def _(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-seconds", type=float, default=None, help="read at most this much of each file")
     p.add_argument("--out", default="runs/probe", help="folder for probe.json and probe.png")
     p.add_argument("--cqt-bins", type=int, default=84, help="rendered sets: 84 (12/octave) or 336 (48/octave, MERT's; slow on CPU)")
+    p.add_argument("--pool", choices=("mean", "mean+std"), default="mean",
+                   help="rendered sets: pool each clip's frames by their mean (MARBLE's) or mean and std, for every "
+                        "feature alike")
     p.add_argument("--mlp", type=int, default=512, help="rendered sets: hidden width of the MLP probe (0: linear only)")
     p.add_argument("--seed", type=int, default=0, help="seeds the random-weights baseline and the probes")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
