@@ -49,6 +49,10 @@ class MERTPretraining(PretrainingHooks, L.LightningModule):
             residual k-means codebooks when the RVQ teacher's are still empty (a fresh config), and
             the per-bin mean/std that standardise the CQT targets (MSE is on standardised targets).
         lr, weight_decay, betas, eps, warmup, schedule: Adam(W) with warmup then decay.
+        frontend_lr_mult: the conv feature extractor's learning rate as a share of ``lr`` (0: it stays
+            at its initial weights and gets no gradient, which also skips its backward pass). The
+            tiny demo uses 0: at its budget, training the conv stack erased the pitch that the
+            random conv filters expose (docs/audio.md, Results).
         seed: seeds the masks and the noise (per step, so a resumed run draws the same ones).
     """
 
@@ -76,6 +80,7 @@ class MERTPretraining(PretrainingHooks, L.LightningModule):
         eps: float = 1e-6,
         warmup: float = 0.08,
         schedule: str = "linear",
+        frontend_lr_mult: float = 1.0,
         seed: int = 0,
     ):
         super().__init__()
@@ -83,6 +88,8 @@ class MERTPretraining(PretrainingHooks, L.LightningModule):
             raise ValueError("MERTPretraining needs at least one teacher (rvq_teacher or cqt_teacher)")
         if unmasked_weight < 0:
             raise ValueError(f"unmasked_weight must be >= 0, got {unmasked_weight}")
+        if frontend_lr_mult < 0:
+            raise ValueError(f"frontend_lr_mult must be >= 0, got {frontend_lr_mult}")
         self.save_hyperparameters()
         self.encoder, self.rvq_teacher, self.cqt_teacher = encoder, rvq_teacher, cqt_teacher
         D = encoder.config.hidden_size
@@ -96,6 +103,7 @@ class MERTPretraining(PretrainingHooks, L.LightningModule):
             cqt_weight=cqt_weight if cqt_teacher else 0.0,
         )
         self.skipped_files = 0  # files dropped from training batches because they failed to decode
+        self.skipped_val_decode = 0  # validation files that failed to decode in the latest validation round
         self.eval_metrics = torch.nn.ModuleDict({k: MeanMetric() for k in ("loss", "rvq_ce", "rvq_acc", "cqt_mse")})
 
     # ---- teachers
@@ -188,9 +196,23 @@ class MERTPretraining(PretrainingHooks, L.LightningModule):
                 self.log(f"train/{k}", out[k], batch_size=bs)
         self.log("train/lr", self.optimizers().param_groups[0]["lr"], batch_size=bs)
         self.log("train/skipped_files", float(self.skipped_files), batch_size=bs)
+        # validation files that are unusable (at setup) or failed to decode (latest round): in the train
+        # history too, so metrics.json counts them even when no validation round can run
+        self.log("train/skipped_val_files", float(self._skipped_val()), batch_size=bs)
         return out["loss"]
 
+    def _skipped_val(self) -> int:
+        """Validation files dropped at setup (unreadable header, too short) + in the latest round (decode)."""
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        stats = getattr(dm, "stats", {}).get("val") if dm is not None else None
+        return (sum(stats.skipped.values()) if stats is not None else 0) + self.skipped_val_decode
+
+    def on_validation_epoch_start(self) -> None:
+        self.skipped_val_decode = 0
+
     def validation_step(self, batch, batch_idx):
+        if not self.trainer.sanity_checking:
+            self.skipped_val_decode += len(batch.get("skipped", ()))
         if len(batch["lengths"]) == 0:
             return
         g = seeded_generator(self.hparams.seed, 10_000_019, batch_idx)  # the same masks every validation
@@ -201,6 +223,14 @@ class MERTPretraining(PretrainingHooks, L.LightningModule):
 
     test_step = validation_step
 
+    def on_validation_epoch_end(self) -> None:
+        if not self.trainer.sanity_checking:
+            self.log("val/skipped_files", float(self._skipped_val()))
+            if self.skipped_val_decode:
+                self.print(f"warning: {self.skipped_val_decode} validation files failed to decode this round "
+                           "and were skipped (val/skipped_files in metrics.json)")
+        super().on_validation_epoch_end()
+
     def _log_eval(self, split: str) -> None:
         for k, m in self.eval_metrics.items():
             if m.update_called:
@@ -209,6 +239,29 @@ class MERTPretraining(PretrainingHooks, L.LightningModule):
 
     def trainable(self) -> torch.nn.Module:
         return torch.nn.ModuleDict({"encoder": self.encoder, "heads": self.heads})  # teachers are frozen
+
+    def configure_optimizers(self):
+        """AdamW with warmup (``PretrainingHooks``); the conv feature extractor at ``frontend_lr_mult``
+        times the learning rate, or frozen at 0."""
+        from .optim import adamw, param_groups, warmup_decay
+
+        hp = self.hparams
+        if hp.frontend_lr_mult == 1.0:
+            return super().configure_optimizers()
+        convs = self.encoder.frontend.feature_extractor
+        if hp.frontend_lr_mult == 0.0:
+            convs.requires_grad_(False)
+        conv_ids = {id(p) for p in convs.parameters()}
+        groups = []
+        for g in param_groups(self.trainable(), hp.weight_decay):
+            rest = [p for p in g["params"] if id(p) not in conv_ids]
+            conv = [p for p in g["params"] if id(p) in conv_ids]
+            groups += [dict(g, params=rest)] + ([dict(g, params=conv, lr=hp.lr * hp.frontend_lr_mult)] if conv else [])
+        opt = adamw([g for g in groups if g["params"]], hp.lr, tuple(hp.betas), hp.eps)
+        total = int(self.trainer.estimated_stepping_batches)
+        warmup_steps = int(hp.warmup * total) if hp.warmup < 1 else int(hp.warmup)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_decay(warmup_steps, total, hp.schedule))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
 class RVQVAETraining(L.LightningModule):

@@ -79,9 +79,12 @@ def test_heads_losses_and_accuracy():
 
 def test_tiny_pretraining_through_the_cli(tmp_path):
     root = tone_folder(tmp_path, 12, 0.8)
+    val_dir = tone_folder(tmp_path, 2, 0.8, name="val")  # + one unreadable file, one that fails to decode
+    (val_dir / "broken.wav").write_bytes(b"not audio" * 50)
+    sf.write(val_dir / "silent.wav", np.zeros(12000, np.float32), 24000)
     run = tmp_path / "run"
     cli_main(["fit", "--config", str(TINY), "--data.init_args.train", str(root), "--data.init_args.batch_size", "4",
-              "--data.init_args.val_fraction", "0.2", "--model.init_args.fit_codebooks_batches", "2",
+              "--data.init_args.val", str(val_dir), "--model.init_args.fit_codebooks_batches", "2",
               "--trainer.max_steps", "4", "--trainer.val_check_interval", "4", "--trainer.enable_progress_bar",
               "false", "--trainer.default_root_dir", str(run)])
     log = run / "lightning_logs" / "version_0"
@@ -89,6 +92,8 @@ def test_tiny_pretraining_through_the_cli(tmp_path):
     assert metrics["global_step"] == 4
     val = metrics["history"]["val"][-1]
     assert all(np.isfinite(val[f"val/{k}"]) for k in ("loss", "rvq_ce", "rvq_acc", "cqt_mse"))
+    assert val["val/skipped_files"] == 2  # the unreadable header at setup + the silent file in the round
+    assert metrics["history"]["train"][0]["train/skipped_val_files"] == 1  # before any round: the header only
     from tasks.audio import MERTPretraining
     from tasks.runs import load_system
 

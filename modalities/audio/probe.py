@@ -1,7 +1,8 @@
 """MARBLE-style probing: frozen features from every layer, mean-pooled over time, a probe per task.
 
     layer_features(encoder, clips)     -> (N, L + 1, D)  per-layer mean over each clip's real frames
-    spectral_features(clips, kind)     -> (N, F)         CQT or log-mel baseline, mean over time
+                                          (pool="mean+std": (N, L + 1, 2D), the mean and the std)
+    spectral_features(clips, kind)     -> (N, F)         CQT or log-mel baseline, mean over time (or 2F)
     linear_probe(train_x, train_y, test_x, test_y) -> test accuracy (the offline demo's quick probe)
     probe_layers(feats, split, y, kind, score, ProbeConfig()) -> per layer: hyperparameters chosen on
                                         valid, then test once (MARBLE's protocol)
@@ -32,9 +33,25 @@ def batches(clips: list[Tensor], batch_size: int):
         yield wav, torch.tensor([len(c) for c in chunk])
 
 
+POOLS = ("mean", "mean+std")
+
+
+def pool_frames(x: Tensor, mask: Tensor, pool: str = "mean") -> Tensor:
+    """(B, T, D) frames, (B, T) real ones -> (B, D) mean over the real frames, or with ``pool="mean+std"``
+    (B, 2D): the mean, then the standard deviation (statistics pooling, as in x-vectors)."""
+    if pool not in POOLS:
+        raise ValueError(f"unknown pooling {pool!r}; choose one of {', '.join(POOLS)}")
+    mean = masked_mean(x, mask)  # (B, D)
+    if pool == "mean":
+        return mean
+    std = masked_mean((x - mean[:, None]) ** 2, mask).clamp(min=0).sqrt()  # (B, D)
+    return torch.cat([mean, std], -1)
+
+
 @torch.no_grad()
-def layer_features(encoder, clips: list[Tensor], batch_size: int = 32, progress: bool = False) -> Tensor:
-    """Mean-pooled hidden states of every layer: (N, num_layers + 1, D)."""
+def layer_features(encoder, clips: list[Tensor], batch_size: int = 32, progress: bool = False,
+                   pool: str = "mean") -> Tensor:
+    """Pooled hidden states of every layer: (N, num_layers + 1, D), or 2D for ``pool="mean+std"``."""
     from tqdm import tqdm
 
     encoder.eval()
@@ -44,15 +61,16 @@ def layer_features(encoder, clips: list[Tensor], batch_size: int = 32, progress:
         wav, lengths = wav.to(device), lengths.to(device)
         attn = length_mask(lengths, wav.shape[1])
         o = encoder(input_values=normalize(wav, lengths), attention_mask=attn, output_hidden_states=True)
-        pooled = [masked_mean(h, o.mask).float().cpu() for h in o.hidden_states]  # each (B, D)
+        pooled = [pool_frames(h.float(), o.mask, pool).cpu() for h in o.hidden_states]  # each (B, D or 2D)
         out.append(torch.stack(pooled, 1))  # (B, L + 1, D)
     return torch.cat(out)
 
 
 @torch.no_grad()
 def spectral_features(clips: list[Tensor], kind: str, sample_rate: int = 24000, batch_size: int = 32,
-                      cqt_bins: int = 84, cqt_bins_per_octave: int = 12) -> Tensor:
-    """Baselines: log CQT (nnAudio, hop 320, fmin 32.7 Hz) or log-mel (128 bands), mean over real frames."""
+                      cqt_bins: int = 84, cqt_bins_per_octave: int = 12, pool: str = "mean") -> Tensor:
+    """Baselines: log CQT (nnAudio, hop 320, fmin 32.7 Hz) or log-mel (128 bands), pooled over real frames
+    (``pool``: as ``pool_frames``)."""
     if kind == "cqt":
         from .teachers import CQTTeacher
 
@@ -69,7 +87,7 @@ def spectral_features(clips: list[Tensor], kind: str, sample_rate: int = 24000, 
     for wav, lengths in batches(clips, batch_size):
         f = fn(wav)  # (B, T, F)
         frames = (lengths // 320 + 1).clamp(max=f.shape[1])
-        out.append(masked_mean(f, length_mask(frames, f.shape[1])))
+        out.append(pool_frames(f, length_mask(frames, f.shape[1]), pool))
     return torch.cat(out)
 
 
