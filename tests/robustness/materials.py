@@ -442,3 +442,49 @@ def openi_folder(folder: Path, n: int = 40) -> Path:
         (folder / f"{i + 1}.xml").write_bytes(openi_xml(f"CXR{i + 1}", f"the heart size {i} is normal lungs clear",
                                                        f"no acute disease {i}"))
     return folder
+
+
+def code_finetune_run(root: Path) -> Path:
+    """A run folder as `tessera fit --config configs/code/varmisuse_tiny.yaml` leaves it (config.yaml +
+    checkpoints/last.ckpt), of a tiny bug classifier over a code tokenizer trained here, without training:
+    what `tessera eval code-predict --model` reads."""
+    from modalities.code import CodeTokenizer
+    from tasks.runs import instantiate
+
+    log = root / "lightning_logs" / "version_0"
+    (log / "checkpoints").mkdir(parents=True)
+    src = ["def area(width, height):\n    total = width * height\n    return total\n"] * 3
+    tok = CodeTokenizer.train(src, 200)
+    tok.save(root / "tok")
+    config = {
+        "seed_everything": 0,
+        "trainer": {"default_root_dir": str(root), "max_steps": 1},
+        "model": {"class_path": "tasks.code.CodeClassifierSystem",
+                  "init_args": {"num_classes": 2, "encoder": {
+                      "class_path": "modalities.TokenEncoder",
+                      "init_args": {"config": {**TEXT_TINY, "vocab_size": tok.vocab_size, "max_position_embeddings": 64}}}}},
+        "data": {"class_path": "tasks.data.code.CodeTaskDataModule",
+                 "init_args": {"task": "variable_misuse", "benchmark": str(root / "bench"),
+                               "tokenizer": str(root / "tok"), "max_length": 64, "batch_size": 2}},
+    }
+    (log / "config.yaml").write_text(yaml.safe_dump(config))
+    torch.manual_seed(0)
+    system = instantiate(config, "model")
+    import lightning as L
+
+    torch.save({"state_dict": system.state_dict(), "global_step": 0, "epoch": 0,
+                "pytorch-lightning_version": L.__version__}, log / "checkpoints" / "last.ckpt")
+    return root
+
+
+def encodec_folder(folder: Path) -> Path:
+    """A tiny EnCodec (RVQ-VAE) folder in transformers' layout, k-means codebooks fitted on a tone: what
+    `tessera prepare audio-codes --encodec` reads."""
+    from modalities.audio.teachers import RVQTeacher
+
+    torch.manual_seed(0)
+    t = RVQTeacher(num_codebooks=2, codebook_size=8, num_filters=4, hidden_size=16, num_lstm_layers=1)
+    tone = 0.3 * torch.sin(torch.arange(12000) / 10)[None]
+    t.fit_codebooks(t.embed(tone).flatten(0, 1), iters=3)
+    t.model.save_pretrained(folder)
+    return folder

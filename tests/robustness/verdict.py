@@ -23,8 +23,10 @@ def run(capsys, argv: list[str]) -> tuple[int, str, str]:
 
 
 def error_lines(err: str) -> list[str]:
-    """stderr lines that are not progress bars or library warnings (which are not the error)."""
+    """stderr lines that are not progress bars (tqdm's ``NN%|`` lines, e.g. transformers' "Loading weights")
+    or library warnings (which are not the error)."""
     return [ln for ln in err.splitlines() if ln.strip() and "Warning" not in ln and "warnings.warn" not in ln
+            and "%|" not in ln
             and not ln.startswith(("Seed set", "GPU available", "TPU available", "HPU available", "💡"))]
 
 
