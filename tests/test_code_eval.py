@@ -258,8 +258,8 @@ def test_code_eval_fine_tunes_from_the_runs_final_encoder_not_a_stale_last_ckpt(
     res = code_eval.evaluate(["variable_misuse"], bench, tokdir, str(run), dict(TINY), tmp_path / "ev", steps=1,
                              batch_size=8, max_length=128, max_examples=16, lr=0.0, models=("pretrained",),
                              save_models=True)  # lr 0: the tested weights are the starting weights
-    assert res["settings"]["weights"] == str(run / "encoder")
     saved = load_file(res["tasks"]["variable_misuse"]["pretrained"]["sweep"][0]["saved"] + "/model.safetensors")
     emb = "encoder.frontend.word_embeddings.weight"
     assert torch.equal(saved[emb], final.state_dict()[emb[len("encoder."):]])
     assert not torch.equal(saved[emb], stale.encoder.state_dict()[emb[len("encoder."):]])
+    assert res["settings"]["weights"] == str(run / "encoder")
