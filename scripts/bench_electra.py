@@ -139,14 +139,18 @@ def encoder_folder(run: Path) -> Path:
     return found[-1].parent
 
 
-def pretrain(out: Path, p: dict) -> None:
-    jobs = [(name, fit_command(name, p[f"{name}_steps"], out / name), out / f"{name}.log") for name in SYSTEMS]
+def pretrain(out: Path, p: dict, systems: list[str]) -> None:
+    """Pretrain ``systems`` (the others' records in pretrain.json are kept: a rerun of one system
+    after a fix compares with the other's earlier run at the same plan)."""
+    jobs = [(name, fit_command(name, p[f"{name}_steps"], out / name), out / f"{name}.log") for name in systems]
     times = run_parallel(jobs)
-    for name in SYSTEMS:
+    for name in systems:
         metrics = sorted((out / name).glob("**/metrics.json"))
         times[name]["val"] = json.loads(metrics[-1].read_text()) if metrics else None
         times[name]["encoder"] = str(encoder_folder(out / name))
-    (out / "pretrain.json").write_text(json.dumps(times, indent=2) + "\n")
+    path = out / "pretrain.json"
+    old = json.loads(path.read_text()) if path.is_file() else {}
+    path.write_text(json.dumps({**old, **times}, indent=2) + "\n")
 
 
 def finetune(out: Path, seeds: list[int], scratch_seeds: list[int], encoders: list[str]) -> None:
@@ -432,7 +436,7 @@ def main() -> int:
     ap.add_argument("--budget-steps", type=int, default=500, help="the FLOP budget, in MLM steps of the loader's batches")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--scratch-seeds", type=int, nargs="*", default=[0, 1, 2])
-    ap.add_argument("--encoders", nargs="+", default=list(SYSTEMS), choices=list(SYSTEMS), help="finetune: whose encoders")
+    ap.add_argument("--encoders", nargs="+", default=list(SYSTEMS), choices=list(SYSTEMS), help="pretrain, finetune: whose encoders")
     ap.add_argument("--zeroshot-max-examples", type=int, default=500, help="per split, a seeded sample (as tessera eval code)")
     args = ap.parse_args()
     out = Path(args.out)
@@ -443,7 +447,7 @@ def main() -> int:
         if stage == "plan":
             plan(out, args.budget_steps)
         elif stage == "pretrain":
-            pretrain(out, json.loads((out / "plan.json").read_text()))
+            pretrain(out, json.loads((out / "plan.json").read_text()), args.encoders)
         elif stage == "finetune":
             finetune(out, args.seeds, args.scratch_seeds, args.encoders)
         elif stage == "zeroshot":

@@ -36,6 +36,8 @@ class ElectraSystem(PretrainingHooks, L.LightningModule):
         generator_layers: the generator's depth (None: the discriminator's).
         rtd_weight: lambda, the replaced-token loss weight (paper: 50).
         temperature: of the generator's softmax when sampling replacements.
+        rtd_prior: the replaced share the discriminator head starts at (its output bias; the data
+            module's mask ratio; None: 1/2, which collapses the token states, see DiscriminatorHead).
         mask_token_id: the [MASK] id the generator reads; None: the data module's.
         lr, weight_decay, betas, eps, warmup, schedule: AdamW and its schedule (MaskedLMSystem's defaults, so
             that the two objectives compare with one optimiser).
@@ -50,6 +52,7 @@ class ElectraSystem(PretrainingHooks, L.LightningModule):
         generator_layers: int | None = None,
         rtd_weight: float = 50.0,
         temperature: float = 1.0,
+        rtd_prior: float | None = 0.15,
         mask_token_id: int | None = None,
         lr: float = 5e-4,
         weight_decay: float = 1e-5,
@@ -60,7 +63,7 @@ class ElectraSystem(PretrainingHooks, L.LightningModule):
     ):
         super().__init__()
         self.save_hyperparameters()
-        self.model = ElectraModel(encoder, generator_fraction, generator_layers, rtd_weight, temperature)
+        self.model = ElectraModel(encoder, generator_fraction, generator_layers, rtd_weight, temperature, rtd_prior)
         self.mask_token_id = mask_token_id
         self.eval_metrics = torch.nn.ModuleDict({k: MeanMetric() for k in
                                                  ("loss", "mlm_loss", "rtd_loss", "generator_accuracy", "rtd_accuracy", "replaced_share")})

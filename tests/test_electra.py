@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from modalities import TokenEncoder, TokenEncoderConfig, load_encoder
 from modalities.backbone.electra import (
@@ -153,3 +154,46 @@ def test_a_system_without_a_mask_id_says_which_option_to_set():
     s._trainer = NoData()  # setup reads the data module through the trainer
     with pytest.raises(ValueError, match="mask_token_id"):
         ElectraSystem.setup(s, "fit")
+
+
+def test_the_discriminator_head_starts_at_the_prior_share_of_replaced_tokens():
+    s = system()
+    b, _, _ = batch()
+    out = s(b)
+    prob = torch.sigmoid(out["rtd_logits"].detach()[b["attention_mask"]])
+    assert abs(float(prob.mean()) - 0.15) < 0.02  # not 1/2: no content-free first gradient
+    assert ElectraModel(tiny_encoder(), rtd_prior=None).rtd_head.out.bias.item() == 0.0
+    with pytest.raises(ValueError, match="prior"):
+        ElectraModel(tiny_encoder(), rtd_prior=1.5)
+
+
+def test_token_states_do_not_collapse_while_the_discriminator_learns_only_the_base_rate():
+    # labels with no content (15 % replaced at random): all there is to learn is the rate; from a
+    # head at 1/2, AdamW writes that constant into every token state (they collapse to one
+    # direction), which is what kept the discriminator at "all original" on code
+    def mean_cosine_after_training(prior):
+        torch.manual_seed(0)
+        m = ElectraModel(tiny_encoder(), rtd_prior=prior)
+        opt = torch.optim.AdamW(m.parameters(), lr=2e-3)
+        g = torch.Generator().manual_seed(1)
+        for _ in range(20):
+            ids = torch.randint(5, 50, (4, 16), generator=g)
+            attention = torch.ones_like(ids, dtype=torch.bool)
+            labels = (torch.rand(ids.shape, generator=g) < 0.15).float()
+            loss = F.binary_cross_entropy_with_logits(m.replaced_logits(ids, attention), labels)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        with torch.no_grad():
+            h = F.normalize(m.discriminator(input_ids=ids, attention_mask=attention).last_hidden_state.flatten(0, 1), dim=-1)
+        return float((h @ h.T).mean())
+
+    assert mean_cosine_after_training(None) > 0.95  # the failure this guards against
+    assert mean_cosine_after_training(0.15) < 0.7
+
+
+def test_building_the_model_keeps_the_encoders_own_embedding_table():
+    enc = tiny_encoder()
+    before = enc.embeddings.weight.detach().clone()
+    m = ElectraModel(enc)
+    torch.testing.assert_close(m.discriminator.embeddings.weight.detach(), before)  # not re-drawn by the generator head's init

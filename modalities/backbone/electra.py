@@ -65,13 +65,30 @@ class GeneratorHead(nn.Module):
 
 
 class DiscriminatorHead(nn.Module):
-    """ELECTRA's replaced-token head: dense + activation + dense to one logit per token."""
+    """ELECTRA's replaced-token head: dense + activation + dense to one logit per token.
 
-    def __init__(self, hidden_size: int, activation: str = "gelu"):
+    ``prior``: the share of replaced tokens the head starts at (its output bias is the prior's
+    logit; None: bias 0, probability 1/2). Starting at 1/2 against a 15 % base rate, AdamW moves
+    every parameter at about the learning rate per step, so the whole encoder (embedding table,
+    norms, layers), not the one bias, writes the base-rate constant into every token state: the
+    states collapse to one direction within ~50 steps and the context that tells a replaced token
+    apart is gone (measured on code; docs/electra.md). The RetinaNet-style prior init removes
+    that first, largest, content-free gradient."""
+
+    def __init__(self, hidden_size: int, activation: str = "gelu", prior: float | None = None):
         super().__init__()
         self.dense = Linear(hidden_size, hidden_size)
         self.act = activation_fn("gelu" if activation in ("geglu", "swiglu") else activation)
         self.out = Linear(hidden_size, 1)
+        if prior is not None and not 0.0 < prior < 1.0:
+            raise ValueError(f"the replaced-token prior must be in (0, 1), got {prior}")
+        self.prior = prior
+
+    def reset_bias(self) -> None:
+        """The output bias at the prior's logit (0 without a prior)."""
+        with torch.no_grad():
+            p = self.prior
+            self.out.bias.fill_(0.0 if p is None else float(torch.logit(torch.tensor(p, dtype=torch.float64))))
 
     def forward(self, h: Tensor) -> Tensor:
         # h: (..., D) -> logits (...): > 0 means "replaced"
@@ -118,20 +135,26 @@ class ElectraModel(nn.Module):
         generator_layers: the generator's depth (None: the discriminator's).
         rtd_weight: lambda, the weight of the replaced-token loss (the paper: 50).
         temperature: of the generator's softmax when sampling replacements.
+        rtd_prior: the replaced share the discriminator head starts at (``DiscriminatorHead``): the
+            mask ratio, as a fresh generator's samples almost never equal the original; None: 1/2.
     """
 
     def __init__(self, discriminator: TokenEncoder, generator_fraction: float = 0.25, generator_layers: int | None = None,
-                 rtd_weight: float = 50.0, temperature: float = 1.0):
+                 rtd_weight: float = 50.0, temperature: float = 1.0, rtd_prior: float | None = 0.15):
         super().__init__()
         cfg = discriminator.config
         self.discriminator = discriminator
         self.generator_config = generator_config(cfg, generator_fraction, generator_layers)
         self.generator = ElectraGenerator(discriminator.frontend, self.generator_config, cfg.hidden_size)
-        self.rtd_head = DiscriminatorHead(cfg.hidden_size, cfg.activation)
+        self.rtd_head = DiscriminatorHead(cfg.hidden_size, cfg.activation, rtd_prior)
         self.rtd_weight, self.temperature = rtd_weight, temperature
-        # the new parts get BERT's init; the shared frontend keeps the discriminator's
-        for m in (self.generator.project, self.generator.backbone, self.generator.head, self.rtd_head):
+        # the new parts get BERT's init; the shared frontend (and the generator head's tied decoder,
+        # which is the frontend's embedding table) keeps the discriminator's weights
+        head = self.generator.head
+        for m in (self.generator.project, self.generator.backbone, head.dense, head.norm, self.rtd_head):
             init_weights(m, cfg.initializer_range)
+        nn.init.zeros_(head.bias)
+        self.rtd_head.reset_bias()
 
     def replaced_logits(self, input_ids: Tensor, attention_mask: Tensor, token_type_ids: Tensor | None = None) -> Tensor:
         """The discriminator's per-token "replaced" logit (B, T) for a (possibly corrupted) sequence."""
