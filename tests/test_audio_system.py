@@ -201,3 +201,36 @@ def test_unmasked_weight_adds_the_loss_on_unmasked_frames():
     assert torch.isclose(hand, out1["unmasked_loss"], atol=1e-5)
     with pytest.raises(ValueError, match="unmasked_weight"):
         system(-1.0)
+
+
+@pytest.mark.parametrize("mult", [0.0, 0.5])
+def test_frontend_lr_mult_freezes_or_slows_only_the_conv_stack(mult):
+    """frontend_lr_mult: the conv feature extractor at mult x lr (0: frozen, no gradient); the rest at lr."""
+    import types
+
+    from modalities.audio import AudioEncoder, AudioEncoderConfig
+    from tasks.audio import MERTPretraining
+
+    torch.manual_seed(0)
+    enc = AudioEncoder(AudioEncoderConfig(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64,
+                                          conv_dim=[32] * 7, num_conv_pos_embeddings=16,
+                                          num_conv_pos_embedding_groups=4))
+    system = MERTPretraining(enc, cqt_teacher=CQTTeacher(n_bins=24, bins_per_octave=12), frontend_lr_mult=mult,
+                             lr=1e-2, warmup=0)
+    system._trainer = types.SimpleNamespace(estimated_stepping_batches=10)
+    opt = system.configure_optimizers()["optimizer"]
+    convs = list(enc.frontend.feature_extractor.parameters())
+    conv_ids = {id(p) for p in convs}
+    lrs = {g["lr"] for g in opt.param_groups if any(id(p) in conv_ids for p in g["params"])}
+    rest = {g["lr"] for g in opt.param_groups if not any(id(p) in conv_ids for p in g["params"])}
+    assert rest == {1e-2} and lrs == (set() if mult == 0 else {1e-2 * mult})
+    assert all(p.requires_grad == (mult > 0) for p in convs)
+    before = [p.detach().clone() for p in convs]
+    proj = enc.frontend.feature_projection.projection.weight.detach().clone()
+    wav = torch.stack(tones(2, 0.5))
+    enc(input_values=normalize(wav)).last_hidden_state.pow(2).mean().backward()
+    opt.step()
+    assert all(torch.equal(a, p) for a, p in zip(before, convs, strict=True)) == (mult == 0)
+    assert not torch.equal(proj, enc.frontend.feature_projection.projection.weight)
+    with pytest.raises(ValueError, match="frontend_lr_mult"):
+        MERTPretraining(enc, cqt_teacher=CQTTeacher(n_bins=24, bins_per_octave=12), frontend_lr_mult=-1)
