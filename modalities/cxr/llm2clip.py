@@ -137,7 +137,7 @@ def load_llm2clip(checkpoint: str | Path, text_tower: nn.Module, config: str | P
     for k, v in others.items():
         if k.startswith(("text.model.", "text.core.")):  # LLM2CLIP4CXR keeps the text tower's state here too
             text_dropped[k] = ("a LoRA delta of the LLM2Vec text tower (CLIP-stage fine-tuning): not applied here; "
-                               "merge it into the text tower with the LLM2Vec importer" if "lora_" in k else
+                               "merge it with llm2vec_release.merge_lora_deltas(text_tower, state, adapter_config=...)" if "lora_" in k else
                                "the text tower's own weight: the text tower comes from its LLM2Vec folder")
         elif k == "logit_scale":
             state["logit_scale"] = v.reshape(())
