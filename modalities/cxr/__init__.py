@@ -7,6 +7,7 @@ Importing this package registers the ``llm2vec`` architecture and the decoder im
 
 from ..backbone.pooling import POOLERS, create_pooler
 from . import cxr_bert as _cxr_bert  # noqa: F401  (registers the "cxr-bert" importer and architecture)
+from . import llm2clip_hf as _llm2clip_hf  # noqa: F401  (registers the "clip" importer: LLM2CLIP's HF releases)
 from .dual import DualTower, TextAdapter, load_dual_tower, save_dual_tower
 from .images import CXRTransform, load_image_tensor, read_bitmap, read_dicom, read_image
 from .llm2vec import (

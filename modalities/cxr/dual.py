@@ -172,6 +172,3 @@ def load_dual_tower(folder: str | Path) -> DualTower:
     state.update({f"text_tower.{k}": v for k, v in text.state_dict().items()})
     dual.load_state_dict(state, strict=True)
     return dual.eval()
-
-
-from . import llm2clip_hf as _llm2clip_hf  # noqa: E402, F401  (registers the "clip" importer: LLM2CLIP's HF releases)
