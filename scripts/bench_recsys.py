@@ -445,7 +445,8 @@ def plot(report: dict, path: Path) -> None:
     ax.axhline(report["mostpop_val_ndcg@10"], color="grey", ls="--", label="MostPopular")
     ax.set_xlabel(f"training {'CPU' if cpu else 'wall-clock'} seconds (validation excluded)")
     ax.set_ylabel("validation NDCG@10 (full ranking, history removed)")
-    ax.set_title(f"ML-100k, {report['budget_seconds']:.0f} s each, {report['threads']} thread(s)")
+    ax.set_title(f"ML-100k, {report['budget_seconds']:.0f} {'CPU' if cpu else 'wall-clock'} seconds each, "
+                 f"{report['threads']} thread(s)")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
