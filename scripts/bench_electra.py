@@ -105,6 +105,9 @@ def fit_command(system: str, steps: int, folder: Path) -> list[str]:
     return [TESSERA, "fit", "--config", SYSTEMS[system], "--trainer.default_root_dir", str(folder),
             "--trainer.max_steps", str(steps), "--trainer.val_check_interval", str(steps),
             "--trainer.enable_progress_bar", "false", "--model.init_args.lr", str(LR),
+            # a checkpoint at the final step: checkpoints/last.ckpt (what zeroshot and code-misuse load)
+            # was otherwise the step-250 one, while the exported encoder is the final step's
+            "--trainer.callbacks.init_args.every_n_train_steps", str(steps),
             # no clipping: tasks.optim's fused AdamW refuses it under bf16 autocast (the same for both systems)
             "--trainer.gradient_clip_val", "null",
             *[a for k, v in ENCODER.items() for a in (enc + k, str(v))],
@@ -185,7 +188,10 @@ def zeroshot(out: Path, max_examples: int | None = None) -> dict:
     from tasks.runs import load_system
 
     torch.set_num_threads(1)
+    from tasks.runs import checkpoint_of
+
     system, _, _ = load_system(out / "electra")
+    ckpt_step = int(torch.load(checkpoint_of(out / "electra"), weights_only=True, map_location="cpu")["global_step"])
     tok = load_code_tokenizer(encoder_folder(out / "electra"))
     bench = Path(os.path.expanduser("~/.cache/tessera")) if not os.environ.get("TESSERA_CACHE") else Path(os.environ["TESSERA_CACHE"])
     bench = bench / "code" / "benchmark-stdlib"
@@ -226,7 +232,7 @@ def zeroshot(out: Path, max_examples: int | None = None) -> dict:
                                "any_token_score": float(real.max()) if len(real) else 0.0,
                                "located": bool(top >= 0 and it["site"] is not None and it["uses"][top][0][0] == it["site"][0])})
         splits[split] = scores
-    result = {"functions": {s: len(v) for s, v in splits.items()}}
+    result = {"functions": {s: len(v) for s, v in splits.items()}, "checkpoint_step": ckpt_step}
     for key in ("use_score", "any_token_score"):
         val = [(x[key], x["label"]) for x in splits["valid"]]
         cands = sorted({v for v, _ in val})
@@ -241,7 +247,9 @@ def zeroshot(out: Path, max_examples: int | None = None) -> dict:
     result["majority_accuracy"] = max(sum(x["label"] for x in splits["test"]), sum(1 - x["label"] for x in splits["test"])) / len(splits["test"])
     (out / "zeroshot.json").write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
-    # the masked LM's own zero-shot detector on the same sample (tessera eval code-misuse)
+    # the masked LM's own zero-shot detector on the same sample (tessera eval code-misuse), unless already run
+    if (out / "zeroshot_mlm" / "results.json").is_file():
+        return result
     argv = [TESSERA, "eval", "code-misuse", "--mlm", str(out / "mlm"), "--benchmark", BENCHMARK, "--tasks", "variable_misuse",
             "--max-length", str(DATA["max_length"]), "--out", str(out / "zeroshot_mlm"), "--quiet",
             *(["--max-examples", str(max_examples)] if max_examples else [])]
