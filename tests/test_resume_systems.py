@@ -177,17 +177,22 @@ def clip(tmp: Path) -> dict:
 
 
 SYSTEMS = {  # name: (shipped YAML, what shrinks it)
+    "text masked LM": ("text/tiny.yaml", masked_text),
     "code masked LM": ("code/mlm_tiny.yaml", masked_code),
     "code variable misuse": ("code/varmisuse_tiny.yaml", code_task),
     "code misuse repair": ("code/repair_tiny.yaml", code_task),
     "text ELECTRA": ("text/electra_tiny.yaml", masked_text),
+    "code ELECTRA": ("code/electra_tiny.yaml", masked_code),
     "audio MERT": ("audio/tiny.yaml", mert),
     "audio RVQ-VAE": ("audio/rvq_tiny.yaml", rvq),
     "recsys BERT4Rec": ("recsys/bert4rec_tiny.yaml", recsys("bert4rec")),
     "recsys SASRec": ("recsys/sasrec_tiny.yaml", recsys("sasrec")),
+    "cxr BERT masked LM": ("cxr/bert_mlm_tiny.yaml", cxr_bert("model.init_args.encoder.init_args.config")),
     "cxr BERT SimCSE": ("cxr/bert_simcse_tiny.yaml", cxr_bert("model.init_args.tower.init_args.encoder.init_args.config")),
     "cxr LLM2Vec causal LM": ("cxr/llm2vec_clm_tiny.yaml", cxr_llm("model.init_args.encoder.init_args.config.decoder")),
     "cxr LLM2Vec MNTP": ("cxr/llm2vec_mntp_tiny.yaml", cxr_llm("model.init_args.encoder.init_args.config.decoder")),
+    "cxr LLM2Vec SimCSE": ("cxr/llm2vec_simcse_tiny.yaml",
+                           cxr_llm("model.init_args.tower.init_args.config.decoder", 0.3)),
     "cxr LLM2Vec supervised": ("cxr/llm2vec_supervised_tiny.yaml",
                                cxr_llm("model.init_args.tower.init_args.config.decoder")),
     "cxr CLIP": ("cxr/clip_tiny.yaml", clip),
