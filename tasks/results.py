@@ -47,6 +47,8 @@ def render_file(path: Path) -> list[str]:
         raise ValueError(f"{path} is not valid JSON ({e}); fix or remove it") from None
     if not isinstance(raw, dict):
         raise ValueError(f"{path}: a result file holds a JSON object, not a {type(raw).__name__}")
+    if _is_ranking(raw.get("test")):
+        return _render_ranking(path, raw)
     if not ("parts" in raw or "rows" in raw):
         return _render_record(path, raw)
     lines = [f"## {raw.get('title', path.stem)}", ""]
@@ -72,6 +74,36 @@ def render_file(path: Path) -> list[str]:
         for r in raw["rows"]:
             columns += [k for k in r if k not in columns]
         lines += _table(columns, [[r.get(c, "") for c in columns] for r in raw["rows"]])
+    return [*lines, ""]
+
+
+def _is_ranking(test) -> bool:
+    """A recommender benchmark's test block: {model: {protocol: {"ndcg@10": ..., ...}}}."""
+    return isinstance(test, dict) and bool(test) and all(
+        isinstance(by_protocol, dict) and by_protocol
+        and all(isinstance(m, dict) and "ndcg@10" in m for m in by_protocol.values())
+        for by_protocol in test.values())
+
+
+def _render_ranking(path: Path, raw: dict) -> list[str]:
+    """Models x protocols (NDCG@10, and HR@10 of the first protocol), with the budget and the load."""
+    lines = [f"## {raw.get('title') or path.stem}", ""]
+    lines += [f"Command: `{raw['command']}`", ""] if raw.get("command") else []
+    budget = [f"{k.replace('_', ' ')} {_cell(raw[k])}" for k in ("budget_seconds", "clock", "budget_clock", "threads")
+              if raw.get(k) is not None]
+    load = raw.get("loadavg") or {}
+    if load:
+        budget.append("load average " + ", ".join(f"{k} {_cell(v[0])}" for k, v in load.items() if isinstance(v, list)))
+    lines += ["; ".join(budget), ""] if budget else []
+    protocols: list[str] = []
+    for by_protocol in raw["test"].values():
+        protocols += [p for p in by_protocol if p not in protocols]
+    rows = [[model, *[by.get(p, {}).get("ndcg@10", "") for p in protocols], by.get(protocols[0], {}).get("hr@10", "")]
+            for model, by in raw["test"].items()]
+    lines += _table(["model", *[f"NDCG@10 {p}" for p in protocols], f"HR@10 {protocols[0]}"], rows)
+    targets = raw.get("targets")
+    if isinstance(targets, dict) and targets:
+        lines += ["", "Targets: " + "; ".join(f"{k} = {_cell(v)}" for k, v in targets.items())]
     return [*lines, ""]
 
 

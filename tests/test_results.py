@@ -58,3 +58,18 @@ def test_a_benchmarks_own_record_is_rendered_as_its_figures(tmp_path):
     assert "## A vs B" in page and "`python scripts/bench_x.py`" in page
     assert "| results.features.speedup | 1.25 |" in page
     assert "| results.features.seconds | 1, 2 |" in page and "| curve | (50 values) |" in page
+
+
+def test_a_recommender_benchmark_renders_as_models_by_protocols(tmp_path):
+    from tasks.results import render
+
+    metrics = {"ndcg@10": 0.07, "hr@10": 0.14}
+    (tmp_path / "rank.json").write_text(json.dumps({
+        "command": "python scripts/bench_recsys.py", "budget_seconds": 45.0, "loadavg": {"before": [2.0, 1.0, 1.0]},
+        "test": {"tessera-sasrec": {"full": metrics, "pop100": {"ndcg@10": 0.2, "hr@10": 0.4}},
+                 "MostPopular": {"full": {"ndcg@10": 0.045, "hr@10": 0.086}}},
+        "targets": {"above_mostpop": True}}))
+    page = render(tmp_path)
+    assert "| model | NDCG@10 full | NDCG@10 pop100 | HR@10 full |" in page
+    assert "| tessera-sasrec | 0.07 | 0.2 | 0.14 |" in page and "| MostPopular | 0.045 |  | 0.086 |" in page
+    assert "budget seconds 45" in page and "load average before 2" in page and "above_mostpop = True" in page
