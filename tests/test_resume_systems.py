@@ -261,16 +261,16 @@ def weights(ckpt: Path) -> tuple[int, dict[str, torch.Tensor]]:
     return raw["global_step"], raw["state_dict"]
 
 
-@pytest.mark.parametrize("name", list(SYSTEMS))
-def test_a_run_resumed_from_a_mid_run_checkpoint_ends_with_the_uninterrupted_weights(name, data, tmp_path, monkeypatch):
+def resume_check(name: str, data: Path, tmp_path: Path, steps: int = STEPS, cut: int = CUT) -> Path:
+    """Train ``steps`` steps, resume a fresh system from step ``cut``: the same weights; the straight run's
+    checkpoint folder."""
     import lightning as L
 
     from tasks.runs import instantiate
 
     shipped, shrink = SYSTEMS[name]
-    monkeypatch.setenv("TESSERA_CACHE", str(data / "cache"))  # tokenizers trained once, shared by the runs
     cfg = merge(yaml.safe_load((ROOT / "configs" / shipped).read_text()), shrink(data))
-    trainer = merge(cfg["trainer"], TRAINER)
+    trainer = merge(cfg["trainer"], {**TRAINER, "max_steps": steps, "val_check_interval": steps})
     L.seed_everything(cfg["seed_everything"], verbose=False)
     system, datamodule = build_system(cfg["model"]), instantiate(cfg, "data")
     # the resumed run's own fresh system and data module, as a new process would build them (a copy: the
@@ -278,8 +278,25 @@ def test_a_run_resumed_from_a_mid_run_checkpoint_ends_with_the_uninterrupted_wei
     fresh = copy.deepcopy((system, datamodule))
     straight = fit(system, datamodule, trainer, tmp_path / "straight")
     L.seed_everything(cfg["seed_everything"], verbose=False)
-    resumed = fit(*fresh, trainer, tmp_path / "resumed", ckpt_path=straight / f"step{CUT}.ckpt")
-    (a_step, a), (b_step, b) = weights(resumed / f"step{STEPS}.ckpt"), weights(straight / f"step{STEPS}.ckpt")
-    assert a_step == b_step == STEPS
+    resumed = fit(*fresh, trainer, tmp_path / "resumed", ckpt_path=straight / f"step{cut}.ckpt")
+    (a_step, a), (b_step, b) = weights(resumed / f"step{steps}.ckpt"), weights(straight / f"step{steps}.ckpt")
+    assert a_step == b_step == steps
     differ = [k for k in b if not torch.equal(a[k], b[k])]
     assert not differ, f"{len(differ)} of {len(b)} tensors differ after the resume, e.g. {differ[:3]}"
+    return straight
+
+
+@pytest.mark.parametrize("name", list(SYSTEMS))
+def test_a_run_resumed_from_a_mid_run_checkpoint_ends_with_the_uninterrupted_weights(name, data, tmp_path, monkeypatch):
+    monkeypatch.setenv("TESSERA_CACHE", str(data / "cache"))  # tokenizers trained once, shared by the runs
+    resume_check(name, data, tmp_path)
+
+
+def test_a_run_resumed_from_the_checkpoint_at_an_epochs_end_ends_with_the_uninterrupted_weights(data, tmp_path,
+                                                                                                  monkeypatch):
+    """The test's item histories make 6 BERT4Rec batches an epoch: the checkpoint of step 6 closes epoch 0,
+    the resumed run starts epoch 1 (a new permutation, a new loader iterator) and validates at step 8."""
+    monkeypatch.setenv("TESSERA_CACHE", str(data / "cache"))
+    straight = resume_check("recsys BERT4Rec", data, tmp_path, steps=8, cut=6)
+    epochs = [torch.load(straight / f"step{k}.ckpt", weights_only=True)["epoch"] for k in (6, 7)]
+    assert epochs == [0, 1], epochs  # step 6 is the last of epoch 0
