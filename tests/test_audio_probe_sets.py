@@ -32,6 +32,18 @@ def test_length_mask_and_masked_mean():
     assert masked_mean(x, m).flatten().tolist() == [0.5, 5.0]
 
 
+def test_mean_std_pooling_uses_only_each_clips_real_frames():
+    from modalities.audio.probe import pool_frames
+
+    m = length_mask(torch.tensor([2, 3]), 4)
+    x = torch.tensor([[0.0, 2.0, 99.0, 99.0], [1.0, 2.0, 6.0, -50.0]])[..., None]  # (B, T, 1), padding 99 / -50
+    assert pool_frames(x, m).flatten().tolist() == [1.0, 3.0]
+    both = pool_frames(x, m, "mean+std")  # (B, 2): mean, then the population std of the real frames
+    assert torch.allclose(both, torch.tensor([[1.0, 1.0], [3.0, (14 / 3) ** 0.5]]))
+    with pytest.raises(ValueError, match="unknown pooling 'max'"):
+        pool_frames(x, m, "max")
+
+
 def test_kmeans_teacher_codes_follow_the_spectrum():
     t = KMeansTeacher(num_codebooks=2, codebook_size=4, n_mels=40)
     low, high = torch.from_numpy(tone(220, 1.0, 24000)), torch.from_numpy(tone(1760, 1.0, 24000))
