@@ -2,10 +2,12 @@
 
     python scripts/bench_audio.py                  # 95M, ragged batch of 4 clips of 2-5 s
     python scripts/bench_audio.py --size tiny      # a quick check
+    python scripts/bench_audio.py --bf16           # ours under bf16 autocast against HF in bf16 and in fp32
 
 Feature extraction (forward, all hidden states) and a pretraining step (forward + backward
 through the same HuBERT-style head on the masked frames), alternating ours / HF within one run,
-median of --reps. Throughput is seconds of real audio per second. Writes runs/bench/audio.json.
+median of --reps. Throughput is seconds of real audio per second. The load average and the fp32
+GEMM figure (bench_backbone.matmul_peak) are printed at start and end. Writes runs/bench/audio.json.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import time
 from pathlib import Path
 
 import torch
+from bench_backbone import matmul_peak  # scripts/ is on sys.path when run as a script
 from transformers import HubertConfig, HubertModel
 
 import modalities
@@ -43,9 +46,13 @@ def main(argv=None) -> dict:
     p.add_argument("--seconds", type=float, nargs=2, default=[2.0, 5.0], help="clip length range")
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--out", type=Path, default=Path("runs/bench/audio.json"))
+    p.add_argument("--bf16", action="store_true",
+                   help="ours under bf16 autocast; HF both in bf16 autocast and in fp32 (three-way alternation)")
     a = p.parse_args(argv)
     load_start = os.getloadavg()
-    print(f"load average at start {load_start[0]:.2f} (1 min) on {os.cpu_count()} cores, {torch.get_num_threads()} threads")
+    peak_start = matmul_peak(1.0)
+    print(f"load average at start {load_start[0]:.2f} (1 min) on {os.cpu_count()} cores, {torch.get_num_threads()} threads; "
+          + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in peak_start.items()))
     torch.manual_seed(0)
     hf = HubertModel(hf_config(a.size)).eval()
     with tempfile.TemporaryDirectory() as tmp:  # through the importer, as a user would load MERT-v1
@@ -69,39 +76,55 @@ def main(argv=None) -> dict:
     masked &= frame_mask
     codes = torch.randint(1024, (int(masked.sum()), 8))
 
+    names = ("ours", "hf", "hf_fp32") if a.bf16 else ("ours", "hf")
+    heads["hf_fp32"] = heads["hf"]
+
+    def precision(name):
+        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=a.bf16 and name != "hf_fp32")
+
     def fwd(name):
-        with torch.no_grad():
+        with torch.no_grad(), precision(name):
             if name == "ours":
                 ours(input_values=wav, attention_mask=attn, output_hidden_states=True)
             else:
                 hf(wav, attention_mask=attn, output_hidden_states=True)
 
     def step(name):
-        if name == "ours":
-            h = ours(input_values=wav, attention_mask=attn, mask_time_indices=masked).last_hidden_state
-        else:
-            h = hf(wav, attention_mask=attn, mask_time_indices=masked).last_hidden_state
-        heads[name](h[masked], codes, None)["loss"].backward()
+        with precision(name):
+            if name == "ours":
+                h = ours(input_values=wav, attention_mask=attn, mask_time_indices=masked).last_hidden_state
+            else:
+                h = hf(wav, attention_mask=attn, mask_time_indices=masked).last_hidden_state
+            loss = heads[name](h[masked], codes, None)["loss"]
+        loss.backward()
 
     results = {}
     for job, fn in (("features", fwd), ("pretrain_step", step)):
-        times = {"ours": [], "hf": []}
-        fn("ours"), fn("hf")  # warm-up
+        times = {name: [] for name in names}
+        for name in names:  # warm-up
+            fn(name)
         for _ in range(a.reps):
-            for name in ("ours", "hf"):  # alternate: both see the same machine load
+            for name in names:  # alternate: all see the same machine load
                 t0 = time.perf_counter()
                 fn(name)
                 times[name].append(time.perf_counter() - t0)
         med = {k: statistics.median(v) for k, v in times.items()}
         results[job] = {"ours_audio_s_per_s": audio_seconds / med["ours"], "hf_audio_s_per_s": audio_seconds / med["hf"],
                         "speedup": med["hf"] / med["ours"], "seconds": times}
-        print(f"{job:14} ours {audio_seconds / med['ours']:7.2f} audio-s/s   HF {audio_seconds / med['hf']:7.2f} "
-              f"audio-s/s   speed-up {med['hf'] / med['ours']:.2f}x")
+        line = (f"{job:14} ours {audio_seconds / med['ours']:7.2f} audio-s/s   HF {audio_seconds / med['hf']:7.2f} "
+                f"audio-s/s   speed-up {med['hf'] / med['ours']:.2f}x")
+        if a.bf16:
+            results[job]["speedup_vs_hf_fp32"] = med["hf_fp32"] / med["ours"]
+            line += f" (HF in bf16)   {med['hf_fp32'] / med['ours']:.2f}x HF in fp32"
+        print(line)
     load_end = os.getloadavg()
-    print(f"load average at end {load_end[0]:.2f} (1 min)"
+    peak_end = matmul_peak(1.0)
+    print(f"load average at end {load_end[0]:.2f} (1 min); " + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in peak_end.items())
           + (" -- the machine was busy: read ratios, not absolute figures" if max(load_start[0], load_end[0]) > 2.5 else ""))
-    report = {"size": a.size, "batch_seconds": lengths.div(sr).tolist(), "threads": torch.get_num_threads(),
-              "reps": a.reps, "load_average_start": load_start, "load_average_end": load_end, "results": results}
+    report = {"size": a.size, "precision": "bf16 autocast" if a.bf16 else "fp32",
+              "batch_seconds": lengths.div(sr).tolist(), "threads": torch.get_num_threads(),
+              "reps": a.reps, "load_average_start": load_start, "load_average_end": load_end,
+              "matmul_gflops_start": peak_start, "matmul_gflops_end": peak_end, "results": results}
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(report, indent=2))
     return report

@@ -179,3 +179,77 @@ def test_bad_waveforms_raise_clear_errors(wav, mask, match):
     enc = create_audio_encoder("mert-tiny")
     with pytest.raises(ValueError, match=match):
         enc(input_values=wav, attention_mask=mask)
+
+
+def padded_frontend_reference(frontend, wav, mask, mask_time_indices=None):
+    """The frontend as it was before it ran clip by clip: the conv stack over the padded batch, the
+    first conv's GroupNorm on each clip's real steps (var_mean + scale-and-shift), padded frames
+    zeroed before the positional conv."""
+    import torch.nn.functional as F
+
+    from modalities.audio.masking import length_mask
+
+    lengths = mask.sum(-1)
+    x = wav[:, None]  # (B, 1, S)
+    for layer in frontend.feature_extractor.conv_layers:
+        k, s = layer.conv.kernel_size[0], layer.conv.stride[0]
+        lengths = torch.div(lengths - k, s, rounding_mode="floor") + 1
+        x = layer.conv(x)  # (B, C, T)
+        if layer.norm_kind == "group":
+            gn = layer.layer_norm
+            stats = [torch.var_mean(x[b, :, :n], dim=-1, unbiased=False) for b, n in enumerate(lengths.tolist())]
+            var, mean = torch.stack([v for v, _ in stats]), torch.stack([m for _, m in stats])  # (B, C)
+            scale = gn.weight * torch.rsqrt(var + gn.eps)
+            x = torch.addcmul((gn.bias - mean * scale)[..., None], x, scale[..., None])
+        elif layer.norm_kind == "layer":
+            x = layer.layer_norm(x.transpose(1, 2)).transpose(1, 2)
+        x = F.gelu(x)
+    frame_mask = length_mask(lengths, x.shape[-1])  # (B, T)
+    h = frontend.feature_projection(x.transpose(1, 2))  # (B, T, D)
+    if mask_time_indices is not None:
+        h = torch.where(mask_time_indices[..., None], frontend.masked_spec_embed, h)
+    h = h * frame_mask[..., None]
+    h = h + frontend.pos_conv_embed(h)
+    return (frontend.layer_norm(h) if frontend.layer_norm is not None else h), frame_mask
+
+
+@pytest.mark.parametrize("layout", ["group", "layer"])
+def test_clip_by_clip_frontend_matches_the_padded_batch_computation_in_fp32(layout):
+    torch.manual_seed(0)
+    enc = create_audio_encoder("mert-tiny", feat_extract_norm=layout).eval()
+    wav, mask = ragged_batch()
+    wav = torch.cat([wav, wav[:1]])  # two clips of one length: one batched call for both
+    mask = torch.cat([mask, mask[:1]])
+    masked = torch.rand(mask.shape[0], enc.config.num_frames(wav.shape[1])) < 0.3
+    proj = torch.randn(enc.config.hidden_size)
+    grads = []
+    for run in (lambda: padded_frontend_reference(enc.frontend, wav, mask, masked),
+                lambda: enc.frontend(wav, mask, mask_time_indices=masked)):
+        enc.zero_grad()
+        out, frame_mask = run()
+        ((out * frame_mask[..., None]) @ proj).sum().backward()  # a random direction over the real frames
+        grads.append((out.detach(), frame_mask, [m.conv.weight.grad.clone() for m in enc.frontend.feature_extractor.conv_layers]))
+    (ref, ref_mask, ref_grads), (out, out_mask, out_grads) = grads
+    assert torch.equal(out_mask, ref_mask)
+    assert (out - ref).abs().max() < 1e-5
+    for g, g_ref in zip(out_grads, ref_grads, strict=True):
+        assert (g - g_ref).abs().max() <= 1e-4 * g_ref.abs().max()
+
+
+def test_frontend_runs_in_bf16_under_autocast_and_stays_close_to_fp32():
+    torch.manual_seed(0)
+    enc = create_audio_encoder("mert-tiny").eval()
+    wav, mask = ragged_batch()
+    dtypes = []
+    hooks = [m.register_forward_hook(lambda m, i, o: dtypes.append(o.dtype))  # conv -> norm -> GELU, per layer
+             for m in enc.frontend.feature_extractor.conv_layers]
+    with torch.no_grad():
+        ref, frame_mask = enc.frontend(wav, mask)
+        dtypes.clear()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out, _ = enc.frontend(wav, mask)
+    for h in hooks:
+        h.remove()
+    assert dtypes and all(d == torch.bfloat16 for d in dtypes), dtypes  # no fp32 fallback inside the stack
+    err = (out.float() - ref)[frame_mask].abs().max() / ref[frame_mask].abs().max()
+    assert err < 0.05
