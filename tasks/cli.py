@@ -80,6 +80,24 @@ def link_vocabulary(cfg) -> None:
             model[key] = vocab
 
 
+def default_callbacks(outputs: bool = True) -> list:
+    """The callbacks every ``tessera fit`` adds unless its YAML lists one of the kind: it stops on a
+    non-finite loss, checksums its checkpoints, restores every random state on resume and hands freed
+    heap back to the OS on CPU (a no-op elsewhere); with ``outputs``, it also leaves metrics.json +
+    loss_curve.png and <log dir>/encoder (they change no weight: a resume test may leave them out)."""
+    from .callbacks import (
+        CheckpointIntegrity,
+        ExportEncoder,
+        MetricsRecorder,
+        RandomState,
+        ReleaseHeap,
+        StopOnNonFinite,
+    )
+
+    callbacks = [StopOnNonFinite(), CheckpointIntegrity(), RandomState(), ReleaseHeap()]
+    return [MetricsRecorder(), *callbacks, ExportEncoder(required=False)] if outputs else callbacks
+
+
 class TesseraCLI(LightningCLI):
     def __init__(self, args=None, run: bool = True):
         super().__init__(
@@ -151,21 +169,7 @@ class TesseraCLI(LightningCLI):
 
     def before_fit(self) -> None:
         self._check_ckpt_fits_model()
-        from .callbacks import (
-            CheckpointIntegrity,
-            ExportEncoder,
-            MetricsRecorder,
-            RandomState,
-            ReleaseHeap,
-            StopOnNonFinite,
-        )
-
-        # every run leaves metrics.json + loss_curve.png and <log dir>/encoder, stops on a
-        # non-finite loss, checksums its checkpoints, restores random state on resume and hands
-        # freed heap back to the OS on CPU (a no-op elsewhere), whether or not its YAML lists the callbacks
-        defaults = (MetricsRecorder(), StopOnNonFinite(), CheckpointIntegrity(), RandomState(), ReleaseHeap(),
-                    ExportEncoder(required=False))
-        for callback in defaults:
+        for callback in default_callbacks():
             if not any(isinstance(c, type(callback)) for c in self.trainer.callbacks):
                 self.trainer.callbacks.append(callback)
         for checkpoint in self.trainer.checkpoint_callbacks:  # Lightning's default one included

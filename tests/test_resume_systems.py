@@ -244,14 +244,13 @@ def fit(system, datamodule, trainer_settings: dict, root: Path, ckpt_path: Path 
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint
 
-    from tasks.callbacks import CheckpointIntegrity, RandomState, ReleaseHeap, StopOnNonFinite
-    from tasks.cli import TRAINER_DEFAULTS
+    from tasks.cli import TRAINER_DEFAULTS, default_callbacks
 
     settings = {k: v for k, v in trainer_settings.items() if k not in ("callbacks", "default_root_dir")}
     keep = ModelCheckpoint(every_n_train_steps=1, save_top_k=-1, save_last=True, filename="step{step}",
                            auto_insert_metric_name=False)
-    trainer = L.Trainer(**{**TRAINER_DEFAULTS, **settings}, default_root_dir=root, callbacks=[
-        keep, StopOnNonFinite(), CheckpointIntegrity(), RandomState(), ReleaseHeap()])
+    trainer = L.Trainer(**{**TRAINER_DEFAULTS, **settings}, default_root_dir=root,
+                        callbacks=[keep, *default_callbacks(outputs=False)])
     trainer.fit(system, datamodule, ckpt_path=ckpt_path)
     return Path(trainer.log_dir) / "checkpoints"
 
