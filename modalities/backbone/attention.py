@@ -136,7 +136,8 @@ class UnpaddedAttention(AttentionBackend):
         sizes = [b.gather.numel() for b in buckets]
         # one gather per tensor (its backward: one scatter-add), not one per bucket (a zero-filled
         # (N, H, hd) gradient per bucket, summed: the largest cost of a bf16 step in the profile)
-        slots = [t[info.cache["gather"]].split(sizes) for t in (q, k, v)]  # each: per bucket (b * L, H, hd)
+        # index_select, not t[index]: 2.8x faster gather + backward in bf16 on this CPU, same values
+        slots = [t.index_select(0, info.cache["gather"]).split(sizes) for t in (q, k, v)]  # each: per bucket (b * L, H, hd)
         for bucket, *qkv in zip(buckets, *slots, strict=True):
             b, L = bucket.valid.shape
             qb, kb, vb = (t.view(b, L, *t.shape[1:]).transpose(1, 2) for t in qkv)  # (b, H, L, hd)
