@@ -427,7 +427,8 @@ def write_doc_table(result: dict) -> None:
         u = zero["use_score"]
         m = zero.get("mlm_head_detector")
         mcell = f"{m['test/auroc']:.3f} / {m['test/accuracy']:.3f}" if m else "-"
-        lines.append(f"| variable_misuse zero-shot, test AUROC / accuracy (threshold on valid) | {mcell} | "
+        at = f", checkpoint of step {zero['checkpoint_step']}" if zero.get("checkpoint_step") is not None else ""
+        lines.append(f"| variable_misuse zero-shot, test AUROC / accuracy (threshold on valid{at}) | {mcell} | "
                      f"{u['test/auroc']:.3f} / {u['test/accuracy']:.3f} | - | {zero['majority_accuracy']:.3f} |")
     table = "\n".join(lines)
     text = doc.read_text()
