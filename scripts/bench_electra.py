@@ -62,7 +62,7 @@ def encoder_config():
     from modalities import TokenEncoderConfig
 
     raw = yaml.safe_load((ROOT / SYSTEMS["electra"]).read_text())["model"]["init_args"]["encoder"]["init_args"]["config"]
-    return TokenEncoderConfig(**{**raw, **ENCODER})
+    return TokenEncoderConfig(**{**raw, "vocab_size": DATA["vocab_size"], **ENCODER})  # the vocabulary is the data's
 
 
 def plan(out: Path, budget_steps: int) -> dict:
