@@ -72,7 +72,8 @@ def summarize(probe: dict, steps: int, seconds: float, probe_dir: Path, headline
         word = "beats" if m > b else "does NOT beat"
         return f"{task}: pretrained {word} random weights, {m:.3f} vs {b:.3f} ({m - b:+.3f})"
 
-    note = f"{verdict(headline, head)}; {verdict(other, side)}"
+    note = (f"{verdict(headline, head)} (log-mel {head['mel']:.3f}, log-CQT {head['cqt']:.3f}); "
+            f"{verdict(other, side)}")
     if tasks["pitch"]["linear"]["model_best"] <= tasks["pitch"]["linear"]["random_best"]:
         note += " (random conv filters are strong pitch features; no recipe tried at this budget beats them: docs/audio.md)"
     return {
