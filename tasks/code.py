@@ -33,9 +33,11 @@ def pretrained_state(path: str | Path) -> tuple[dict[str, torch.Tensor], Path | 
     if not path.exists():
         raise FileNotFoundError(f"init_from {path} does not exist; give an encoder folder (a run's <log dir>/encoder) "
                                 "or a masked-LM run folder / checkpoint")
+    from .runs import final_weights, load_system
+
+    path = Path(final_weights(path))  # a finished run: its final encoder/, not a last.ckpt saved before the end
     if path.is_dir() and (path / "config.json").is_file():
         return load_encoder(path).state_dict(), path
-    from .runs import load_system
 
     system, _, _ = load_system(path)
     if not isinstance(getattr(system, "encoder", None), nn.Module):

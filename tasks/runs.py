@@ -39,6 +39,21 @@ def log_dir_of(path: str | Path) -> Path:
     return max(versions, key=lambda v: (_has_weights(v), (v / CONFIG).stat().st_mtime))
 
 
+def final_weights(init_from: str | Path) -> str:
+    """Where ``init_from``'s final weights are: a run or log folder whose fit ended has them in
+    ``<log dir>/encoder`` (written at the end of fit), while its checkpoints/last.ckpt is only as new
+    as the last checkpoint save (a run of 250 steps that saves every 150 keeps step 150 there); that
+    folder is then used. An encoder folder, a checkpoint file or a run without encoder/ is kept as given."""
+    path = Path(init_from).expanduser()
+    if path.is_file() or (path / "config.json").is_file():
+        return str(init_from)
+    try:
+        encoder = log_dir_of(path) / "encoder"
+    except FileNotFoundError:
+        return str(init_from)
+    return str(encoder) if (encoder / "config.json").is_file() else str(init_from)
+
+
 def _has_weights(log: Path) -> bool:
     return any((log / "checkpoints").glob("*.ckpt")) or (log / "model.safetensors").is_file()
 

@@ -77,23 +77,6 @@ def pretrained_setup(init_from: str | Path) -> tuple[dict, Path | None]:
     return _config_dict(system.encoder.config), getattr(data, "tokenizer_file", None)
 
 
-def final_weights(init_from: str | Path) -> str:
-    """Where ``init_from``'s final weights are: a run or log folder whose fit ended has them in
-    ``<log dir>/encoder`` (written at the end of fit), while its checkpoints/last.ckpt is only as new
-    as the last checkpoint save (a run of 250 steps that saves every 150 keeps step 150 there); that
-    folder is then used. An encoder folder, a checkpoint file or a run without encoder/ is kept as given."""
-    from ..runs import log_dir_of
-
-    path = Path(init_from).expanduser()
-    if path.is_file() or (path / "config.json").is_file():
-        return str(init_from)
-    try:
-        encoder = log_dir_of(path) / "encoder"
-    except FileNotFoundError:
-        return str(init_from)
-    return str(encoder) if (encoder / "config.json").is_file() else str(init_from)
-
-
 def build(model: str, task: str, enc_cfg: dict, num_classes: int, init_from: str | None, lr: float,
           pooling: str = "cls"):
     from modalities import TokenEncoder, TokenEncoderConfig
@@ -166,6 +149,8 @@ def evaluate(tasks, benchmark: Path, tokenizer: Path, init_from: str | None, enc
     for task in tasks:
         if select_by is not None and select_by not in selectable(task):
             raise ValueError(f"select_by={select_by!r} is not a validation metric of {task}; choose one of {selectable(task)}")
+    from ..runs import final_weights
+
     weights = final_weights(init_from) if init_from else None  # a run's final weights, not a stale last.ckpt
     lrs = [lr] if isinstance(lr, int | float) else list(lr)
     lstm_lrs = lrs if bilstm_lr is None else [bilstm_lr] if isinstance(bilstm_lr, int | float) else list(bilstm_lr)
