@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 
 from .jobs import GROUPS, UserError, jobs_in, load_jobs
@@ -169,9 +170,13 @@ class TesseraCLI(LightningCLI):
 
     def before_fit(self) -> None:
         self._check_ckpt_fits_model()
+        callbacks = self.trainer.callbacks
         for callback in default_callbacks():
-            if not any(isinstance(c, type(callback)) for c in self.trainer.callbacks):
-                self.trainer.callbacks.append(callback)
+            if not any(isinstance(c, type(callback)) for c in callbacks):
+                # before the checkpoint callbacks: a checkpoint saved at a validation's end then holds
+                # what the recorders made of that validation (a resumed run keeps its whole history)
+                first = next((i for i, c in enumerate(callbacks) if isinstance(c, ModelCheckpoint)), len(callbacks))
+                callbacks.insert(first, callback)
         for checkpoint in self.trainer.checkpoint_callbacks:  # Lightning's default one included
             if checkpoint.save_last is None:
                 checkpoint.save_last = True

@@ -364,6 +364,20 @@ def test_sharded_base_weights_load_like_one_file(release, tmp_path):
         assert torch.equal(one.encode(ids, attn, embed_mask=embed), sharded.encode(ids, attn, embed_mask=embed))
 
 
+def with_named_lora(enc, cfg) -> None:
+    """``enc``'s decoder wrapped by peft with a LoRA adapter named "llm2clip" (LLM2CLIP4CXR's name),
+    its B matrices drawn non-zero so that the delta shows."""
+    import peft
+
+    enc.model = peft.get_peft_model(enc.model, cfg)
+    enc.model.add_adapter("llm2clip", cfg)
+    enc.model.set_adapter("llm2clip")
+    with torch.no_grad():
+        for n, p in enc.model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.1)
+
+
 def test_llm2clip_text_lora_deltas_merge_into_the_text_tower():
     """LLM2CLIP4CXR's CLIP stage: peft adapter "llm2clip" added beside the idle "default" on the
     LLM2Vec core, saved as text.model.model.base_model.model.*.lora_{A,B}.<adapter>.weight."""
@@ -375,13 +389,7 @@ def test_llm2clip_text_lora_deltas_merge_into_the_text_tower():
     fresh = LLM2VecEncoder(LLM2VecConfig(decoder=tiny_decoder(vocab_size=64))).eval()
     fresh.load_state_dict(enc.state_dict())
     cfg = peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
-    enc.model = peft.get_peft_model(enc.model, cfg)
-    enc.model.add_adapter("llm2clip", cfg)
-    enc.model.set_adapter("llm2clip")
-    with torch.no_grad():
-        for n, p in enc.model.named_parameters():
-            if "lora_B" in n:
-                p.normal_(0, 0.1)
+    with_named_lora(enc, cfg)
     ids, attn, _ = left_padded_batch()
     with torch.no_grad():
         want = enc.encode(ids, attn)
@@ -407,13 +415,7 @@ def test_llm2clip_lora_alpha_is_read_from_the_adapters_own_config_and_reported(t
     enc = LLM2VecEncoder(LLM2VecConfig(decoder=tiny_decoder(vocab_size=64))).eval()
     base_state = {k: v.clone() for k, v in enc.state_dict().items()}
     cfg = peft.LoraConfig(r=4, lora_alpha=12, target_modules=["q_proj", "v_proj"])
-    enc.model = peft.get_peft_model(enc.model, cfg)
-    enc.model.add_adapter("llm2clip", cfg)
-    enc.model.set_adapter("llm2clip")
-    with torch.no_grad():
-        for n, p in enc.model.named_parameters():
-            if "lora_B" in n:
-                p.normal_(0, 0.1)
+    with_named_lora(enc, cfg)
     enc.model.save_pretrained(str(tmp_path / "adapter"), selected_adapters=["llm2clip"])
     assert json.loads((tmp_path / "adapter" / "llm2clip" / "adapter_config.json").read_text())["lora_alpha"] == 12
     ids, attn, _ = left_padded_batch()
