@@ -196,6 +196,7 @@ class MERTPretraining(PretrainingHooks, L.LightningModule):
                 self.log(f"train/{k}", out[k], batch_size=bs)
         self.log("train/lr", self.optimizers().param_groups[0]["lr"], batch_size=bs)
         self.log("train/skipped_files", float(self.skipped_files), batch_size=bs)
+        self.log("train/skipped_setup_files", float(setup_skips(self, "train")), batch_size=bs)
         # validation files that are unusable (at setup) or failed to decode (latest round): in the train
         # history too, so metrics.json counts them even when no validation round can run
         self.log("train/skipped_val_files", float(self._skipped_val()), batch_size=bs)
@@ -203,9 +204,13 @@ class MERTPretraining(PretrainingHooks, L.LightningModule):
 
     def _skipped_val(self) -> int:
         """Validation files dropped at setup (unreadable header, too short) + in the latest round (decode)."""
-        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        stats = getattr(dm, "stats", {}).get("val") if dm is not None else None
-        return (sum(stats.skipped.values()) if stats is not None else 0) + self.skipped_val_decode
+        return setup_skips(self, "val") + self.skipped_val_decode
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:  # the count survives a resume
+        checkpoint["tessera_skipped_files"] = self.skipped_files
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.skipped_files = int(checkpoint.get("tessera_skipped_files", 0))
 
     def on_validation_epoch_start(self) -> None:
         self.skipped_val_decode = 0
@@ -262,6 +267,13 @@ class MERTPretraining(PretrainingHooks, L.LightningModule):
         warmup_steps = int(hp.warmup * total) if hp.warmup < 1 else int(hp.warmup)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_decay(warmup_steps, total, hp.schedule))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def setup_skips(system: L.LightningModule, split: str) -> int:
+    """Files of ``split`` the audio data module dropped at setup (unreadable header, too short)."""
+    dm = getattr(system.trainer, "datamodule", None) if system._trainer is not None else None
+    stats = getattr(dm, "stats", {}).get(split) if dm is not None else None
+    return sum(stats.skipped.values()) if stats is not None else 0
 
 
 class RVQVAETraining(L.LightningModule):
@@ -362,6 +374,8 @@ class RVQVAETraining(L.LightningModule):
         self.log("train/loss", out["loss"], prog_bar=True, batch_size=bs)
         for k in ("wave_l1", "mel_l1", "commitment", "codebook_usage"):
             self.log(f"train/{k}", float(out[k].detach()) if torch.is_tensor(out[k]) else out[k], batch_size=bs)
+        for split in ("train", "val"):  # files dropped at setup (unreadable, too short): in metrics.json
+            self.log(f"train/skipped_setup_{split}_files", float(setup_skips(self, split)), batch_size=bs)
         return out["loss"]
 
     def validation_step(self, batch, batch_idx):

@@ -79,6 +79,7 @@ def test_heads_losses_and_accuracy():
 
 def test_tiny_pretraining_through_the_cli(tmp_path):
     root = tone_folder(tmp_path, 12, 0.8)
+    (root / "garbage.wav").write_bytes(b"not audio" * 50)  # dropped at setup: counted in metrics.json
     val_dir = tone_folder(tmp_path, 2, 0.8, name="val")  # + one unreadable file, one that fails to decode
     (val_dir / "broken.wav").write_bytes(b"not audio" * 50)
     sf.write(val_dir / "silent.wav", np.zeros(12000, np.float32), 24000)
@@ -94,6 +95,7 @@ def test_tiny_pretraining_through_the_cli(tmp_path):
     assert all(np.isfinite(val[f"val/{k}"]) for k in ("loss", "rvq_ce", "rvq_acc", "cqt_mse"))
     assert val["val/skipped_files"] == 2  # the unreadable header at setup + the silent file in the round
     assert metrics["history"]["train"][0]["train/skipped_val_files"] == 1  # before any round: the header only
+    assert metrics["history"]["train"][-1]["train/skipped_setup_files"] == 1  # the training folder's garbage
     from tasks.audio import MERTPretraining
     from tasks.runs import load_system
 
@@ -153,6 +155,7 @@ def test_rendered_notes_have_their_pitch(tmp_path):
 
 def test_rvq_vae_teacher_trains_and_loads_as_init_from(tmp_path):
     root = tone_folder(tmp_path, 10, 0.6)
+    (root / "garbage.wav").write_bytes(b"not audio" * 50)
     run = tmp_path / "rvq"
     cli_main(["fit", "--config", str(ROOT / "configs" / "audio" / "rvq_tiny.yaml"), "--data.init_args.train", str(root),
               "--data.init_args.batch_size", "4", "--data.init_args.val_fraction", "0.2", "--trainer.max_steps", "12",
@@ -161,6 +164,8 @@ def test_rvq_vae_teacher_trains_and_loads_as_init_from(tmp_path):
     metrics = json.loads((run / "lightning_logs" / "version_0" / "metrics.json").read_text())
     val = [r["val/loss"] for r in metrics["history"]["val"]]
     assert np.isfinite(val).all() and val[-1] < val[0]  # reconstruction improves
+    last = metrics["history"]["train"][-1]  # the garbage file, dropped at setup, is counted in metrics.json
+    assert last["train/skipped_setup_train_files"] + last["train/skipped_setup_val_files"] == 1
     teacher = RVQTeacher(num_codebooks=4, init_from=str(run / "encodec"))
     assert teacher.fitted and teacher.codebook_size == 64
     codes = teacher(torch.stack(tones(2, 0.5)))
