@@ -67,13 +67,20 @@ def test_audio_codes_counts_an_undecodable_file_beside_a_good_one(good, tmp_path
     assert "1 files" in out or "skipped" in out, out
 
 
-@pytest.mark.parametrize("kind", ["missing", "empty-folder", "folder-of-text"])
-def test_audio_codes_without_audio_is_one_line_naming_the_input(good, tmp_path, capsys, kind):
+def input_of_kind(tmp_path, kind: str, stray_kind: str, stray_name: str):
+    """A path that holds nothing the command can use: missing, an empty folder, or (``stray_kind``)
+    a folder with one text file of another kind."""
     src = tmp_path / f"in-{kind}"
     if kind != "missing":
         src.mkdir()
-    if kind == "folder-of-text":
-        (src / "notes.txt").write_text("not music\n")
+    if kind == stray_kind:
+        (src / stray_name).write_text("nothing to use here\n")
+    return src
+
+
+@pytest.mark.parametrize("kind", ["missing", "empty-folder", "folder-of-text"])
+def test_audio_codes_without_audio_is_one_line_naming_the_input(good, tmp_path, capsys, kind):
+    src = input_of_kind(tmp_path, kind, "folder-of-text", "notes.txt")
     rc, _, err = run(capsys, codes(good, src, tmp_path / "codes"))
     assert_user_error(rc, err, src)
 
@@ -104,10 +111,6 @@ def test_code_predict_on_one_bad_python_file_is_refused_or_counted(good, tmp_pat
 
 @pytest.mark.parametrize("kind", ["missing", "empty-folder", "folder-without-python"])
 def test_code_predict_without_python_files_is_one_line_naming_the_input(good, tmp_path, capsys, kind):
-    src = tmp_path / f"in-{kind}"
-    if kind != "missing":
-        src.mkdir()
-    if kind == "folder-without-python":
-        (src / "README.md").write_text("no code here\n")
+    src = input_of_kind(tmp_path, kind, "folder-without-python", "README.md")
     rc, _, err = run(capsys, predict(good, src, tmp_path / "p.jsonl"))
     assert_user_error(rc, err, src)
