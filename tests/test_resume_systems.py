@@ -205,14 +205,7 @@ TRAINER = {  # STEPS steps, a checkpoint after every one, one validation round (
 }
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from a second thread, and on a shared machine its spin-waiting costs
-    ten times the work (the RVQ-VAE row: 1.2 s of CPU on one thread, 21 s on two at load 20)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 from materials import AUDIO_BAD, PY_BAD, code_finetune_run, encodec_folder, wav_bytes
 from verdict import assert_user_error, run
 
@@ -20,14 +19,7 @@ PY_KINDS = {name: PY_BAD[name] for name in ("py-0-byte.py", "py-binary-garbage.p
                                             "py-latin1-undeclared.py")}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from a second thread; on a shared machine its spin-waiting costs more
-    than the work."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")
