@@ -5,6 +5,8 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# pytest worker processes for `make test` (each runs torch on one thread; tests/conftest.py)
+TEST_WORKERS ?= 2
 
 .PHONY: demo test bench bench-recsys gpu-check install clean
 
@@ -25,7 +27,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m ruff check modalities tasks scripts tests
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS)
 
 # the day a GPU is lent: the gpu-marked tests and the benchmarks on CUDA, one JSON (runs/gpu_check.json)
 gpu-check: $(STAMP)
