@@ -84,6 +84,63 @@ def test_sampler_resumes_mid_epoch_and_shards_equal():
         EpochBatchSampler(103, 10, seed=4).load_state_dict(state)
 
 
+def test_a_state_saved_at_an_epochs_end_resumes_at_the_next_epochs_first_batch():
+    s = EpochBatchSampler(103, 10, seed=3)
+    s.progress = lambda: len(s)  # every batch of epoch 0 done
+    fresh = EpochBatchSampler(103, 10, seed=3)
+    fresh.load_state_dict(s.state_dict())
+    nxt = EpochBatchSampler(103, 10, seed=3)
+    nxt.set_epoch(1)
+    assert list(fresh) == list(nxt)  # no set_epoch needed: a worker loader iterates before Lightning calls it
+
+
+def test_lightning_gives_every_epoch_a_new_order_and_new_sample_seeds(tmp_path):
+    """Lightning calls set_epoch on `loader.sampler` or `loader.batch_sampler.sampler`, never on the
+    batch sampler itself: each epoch must still see its own permutation and (epoch, index) keys."""
+    import lightning as L
+
+    from tasks.data.sampler import resumable_train_loader
+
+    class Keys(torch.utils.data.Dataset):
+        def __len__(self):
+            return 12
+
+        def __getitem__(self, key):
+            return torch.tensor(key)  # (epoch, index)
+
+    class Record(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.w, self.seen = torch.nn.Parameter(torch.zeros(1)), []
+
+        def training_step(self, batch, batch_idx):
+            self.seen.append(batch.tolist())
+            return (self.w * 0).sum()
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    model = Record()
+    trainer = L.Trainer(max_epochs=3, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, accelerator="cpu", default_root_dir=tmp_path)
+    trainer.fit(model, resumable_train_loader(Keys(), 4, seed=0, trainer=trainer))
+    epochs = [model.seen[k:k + 3] for k in (0, 3, 6)]
+    assert [{e for b in ep for e, _ in b} for ep in epochs] == [{0}, {1}, {2}]
+    orders = [[i for b in ep for _, i in b] for ep in epochs]
+    assert all(sorted(o) == list(range(12)) for o in orders) and len({tuple(o) for o in orders}) == 3
+
+
+def test_a_new_loader_iterator_leaves_the_global_random_state_alone():
+    """Dropout draws from the global generator: an epoch's new loader iterator must not shift it, or a run
+    resumed at that epoch's start (its iterator built before the checkpoint's state is restored) drifts."""
+    from tasks.data.sampler import resumable_train_loader
+
+    loader = resumable_train_loader(list(range(8)), 4, seed=0)
+    before = torch.random.get_rng_state()
+    iter(loader)
+    assert torch.equal(torch.random.get_rng_state(), before)
+
+
 def test_read_documents_counts_bad_records(tmp_path):
     (tmp_path / "a.txt").write_text("first doc\n\n\n\nsecond doc\n")
     (tmp_path / "b.txt").write_bytes(b"\xff\xfe\x00bad")

@@ -253,15 +253,16 @@ def weights(ckpt: Path) -> tuple[int, dict[str, torch.Tensor]]:
     return raw["global_step"], raw["state_dict"]
 
 
-def resume_check(name: str, data: Path, tmp_path: Path, steps: int = STEPS, cut: int = CUT) -> Path:
+def resume_check(name: str, data: Path, tmp_path: Path, steps: int = STEPS, cut: int = CUT,
+                 also: dict | None = None) -> Path:
     """Train ``steps`` steps, resume a fresh system from step ``cut``: the same weights; the straight run's
-    checkpoint folder."""
+    checkpoint folder. ``also``: more config on top of the shrunk one."""
     import lightning as L
 
     from tasks.runs import instantiate
 
     shipped, shrink = SYSTEMS[name]
-    cfg = merge(yaml.safe_load((ROOT / "configs" / shipped).read_text()), shrink(data))
+    cfg = merge(merge(yaml.safe_load((ROOT / "configs" / shipped).read_text()), shrink(data)), also or {})
     trainer = merge(cfg["trainer"], {**TRAINER, "max_steps": steps, "val_check_interval": steps})
     L.seed_everything(cfg["seed_everything"], verbose=False)
     system, datamodule = build_system(cfg["model"]), instantiate(cfg, "data")
@@ -284,11 +285,16 @@ def test_a_run_resumed_from_a_mid_run_checkpoint_ends_with_the_uninterrupted_wei
     resume_check(name, data, tmp_path)
 
 
-def test_a_run_resumed_from_the_checkpoint_at_an_epochs_end_ends_with_the_uninterrupted_weights(data, tmp_path,
-                                                                                                  monkeypatch):
-    """The test's item histories make 6 BERT4Rec batches an epoch: the checkpoint of step 6 closes epoch 0,
-    the resumed run starts epoch 1 (a new permutation, a new loader iterator) and validates at step 8."""
+@pytest.mark.parametrize("workers,limit,ended", [(0, None, 0), (1, None, 0), (1, 2, 2)])
+def test_a_run_resumed_from_the_checkpoint_at_an_epochs_end_ends_with_the_uninterrupted_weights(
+        data, tmp_path, monkeypatch, workers, limit, ended):
+    """The test's item histories make 6 BERT4Rec batches an epoch: the checkpoint of step 6 closes epoch 0
+    (epoch 2 with 2 batches an epoch), the resumed run starts the next epoch (a new permutation, new cloze
+    masks, a new loader iterator) and validates at step 8. A loader worker asks for batches as soon as its
+    iterator exists, before Lightning sets the epoch."""
     monkeypatch.setenv("TESSERA_CACHE", str(data / "cache"))
-    straight = resume_check("recsys BERT4Rec", data, tmp_path, steps=8, cut=6)
+    straight = resume_check("recsys BERT4Rec", data, tmp_path, steps=8, cut=6,
+                            also={"data": {"init_args": {"num_workers": workers}},
+                                  "trainer": {"limit_train_batches": limit}})
     epochs = [torch.load(straight / f"step{k}.ckpt", weights_only=True)["epoch"] for k in (6, 7)]
-    assert epochs == [0, 1], epochs  # step 6 is the last of epoch 0
+    assert epochs == [ended, ended + 1], epochs  # step 6 is the last of its epoch

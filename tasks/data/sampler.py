@@ -29,7 +29,12 @@ class EpochBatchSampler(Sampler[list[tuple[int, int]]]):
         # batches of this epoch the training loop has finished; the data module points this at
         # Lightning's progress counter, which (unlike `consumed`) does not count prefetched batches
         self.progress: Callable[[], int] = lambda: self.consumed
+        # whether the epoch has ended (Lightning's loop also ends it early, at `limit_train_batches`)
+        self.epoch_ended: Callable[[], bool] = lambda: self.progress() >= len(self)
         self._resume: tuple[int, int] | None = None  # (epoch, batches to skip), from load_state_dict
+        # Lightning tells samplers the epoch through `loader.sampler` or `loader.batch_sampler.sampler`
+        # (lightning.fabric.utilities.data._set_sampler_epoch), never through the batch sampler itself
+        self.sampler = _EpochHandle(self)
 
     @staticmethod
     def _rank_world() -> tuple[int, int]:
@@ -70,13 +75,29 @@ class EpochBatchSampler(Sampler[list[tuple[int, int]]]):
             yield [(self.epoch, i) for i in batch]
 
     def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "batches_done": int(self.progress()), "seed": self.seed}
+        return {"epoch": self.epoch, "batches_done": int(self.progress()), "seed": self.seed,
+                "epoch_ended": bool(self.epoch_ended())}
 
     def load_state_dict(self, state: dict) -> None:
         if state.get("seed", self.seed) != self.seed:
             raise ValueError(f"checkpoint was written with data seed {state['seed']}, this run uses {self.seed}")
-        self.epoch = state["epoch"]
-        self._resume = (state["epoch"], state["batches_done"])
+        epoch, done = state["epoch"], state["batches_done"]
+        if state.get("epoch_ended", done >= len(self)):  # saved at the end of its epoch: the next iterator
+            # starts the next epoch (loader workers ask for batches as soon as the iterator exists, before
+            # Lightning's set_epoch)
+            self.epoch, self._resume = epoch + 1, None
+        else:
+            self.epoch, self._resume = epoch, (epoch, done)
+
+
+class _EpochHandle:
+    """``batch_sampler.sampler``: where Lightning's epoch reaches an ``EpochBatchSampler``."""
+
+    def __init__(self, owner: EpochBatchSampler):
+        self.owner = owner
+
+    def set_epoch(self, epoch: int) -> None:
+        self.owner.set_epoch(epoch)
 
 
 def resumable_train_loader(dataset, batch_size: int, seed: int, trainer=None, **kwargs) -> ResumableDataLoader:
@@ -86,6 +107,7 @@ def resumable_train_loader(dataset, batch_size: int, seed: int, trainer=None, **
     if trainer is not None:
         loop = trainer.fit_loop.epoch_loop
         sampler.progress = lambda: loop.batch_progress.current.processed
+        sampler.epoch_ended = lambda: loop.batch_progress.is_last_batch
     return ResumableDataLoader(dataset, sampler, **kwargs)
 
 
@@ -93,6 +115,11 @@ class ResumableDataLoader(DataLoader):
     """A DataLoader over an ``EpochBatchSampler``; Lightning checkpoints its state."""
 
     def __init__(self, dataset, batch_sampler: EpochBatchSampler, **kwargs):
+        # every new iterator draws its workers' base seed from this generator: from the global one, a new
+        # epoch's iterator would shift the global random state (dropout's) by one draw in an uninterrupted
+        # run, but not in a run resumed at that epoch boundary, which builds its iterator before the
+        # checkpoint's random state is restored
+        kwargs.setdefault("generator", torch.Generator().manual_seed(batch_sampler.seed))
         super().__init__(dataset, batch_sampler=batch_sampler, **kwargs)
 
     def state_dict(self) -> dict:
