@@ -32,13 +32,17 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 TESSERA = str(Path(sys.executable).with_name("tessera"))
-BENCHMARK = "cache:code/benchmark-stdlib"
+BENCHMARK = "cache:code/benchmark-stdlib"  # --benchmark: every task of TASKS must be in it
 ENCODER = {"hidden_size": 128, "num_layers": 4, "num_heads": 4, "intermediate_size": 256}  # both systems'
 DATA = {"corpus": "cache:code/corpus-stdlib", "vocab_size": 8192, "max_length": 128, "batch_size": 32,
         "mask_ratio": 0.15}
 LR = 2e-3
 SYSTEMS = {"mlm": "configs/code/mlm_small.yaml", "electra": "configs/code/electra_small.yaml"}
-TASKS = {"variable_misuse": "max", "exception_type": "cls"}  # task -> pooling (the same for every encoder)
+# task -> pooling, the same for every encoder, fixed before any run (not selected): max over tokens for
+# the bug tasks (a local defect anywhere in the function), [CLS] for Exception Type (as CuBERT), the mean
+# for Function-Docstring (agreement of two whole texts)
+TASKS = {"variable_misuse": "max", "wrong_binary_operator": "max", "swapped_operands": "max",
+         "function_docstring": "mean", "exception_type": "cls", "variable_misuse_repair": "max"}
 FINETUNE = ["--steps", "200", "--val-every", "100", "--lr", "1e-3", "--max-examples", "1000", "--batch-size", "16",
             "--max-length", "128", "--precision", "bf16-mixed", "--no-save-models", "--quiet"]
 
@@ -156,10 +160,12 @@ def pretrain(out: Path, p: dict, systems: list[str]) -> None:
     path.write_text(json.dumps({**old, **times}, indent=2) + "\n")
 
 
-def finetune(out: Path, seeds: list[int], scratch_seeds: list[int], encoders: list[str]) -> None:
+def finetune(out: Path, seeds: list[int], scratch_seeds: list[int], encoders: list[str], tasks: list[str],
+             benchmark: str = BENCHMARK) -> None:
     jobs = []
     for seed in seeds:  # seed by seed, so a cut-short run still has whole seeds
-        for task, pooling in TASKS.items():
+        for task in tasks:
+            pooling = TASKS[task]
             runs = [(name, "pretrained") for name in encoders]
             if seed in scratch_seeds:  # the same Transformer from scratch (the tokenizer of the MLM run)
                 runs.append(("scratch", "scratch"))
@@ -168,7 +174,7 @@ def finetune(out: Path, seeds: list[int], scratch_seeds: list[int], encoders: li
                 if (folder / "results.json").is_file():
                     continue
                 init = encoder_folder(out / ("mlm" if name == "scratch" else name))
-                argv = [TESSERA, "eval", "code", "--benchmark", BENCHMARK, "--init-from", str(init), "--tasks", task,
+                argv = [TESSERA, "eval", "code", "--benchmark", benchmark, "--init-from", str(init), "--tasks", task,
                         "--models", model, "--pooling", pooling, "--seed", str(seed), *FINETUNE, "--out", str(folder)]
                 jobs.append((f"{name}/{task}/seed{seed}", argv, folder / "log.txt"))
     times = run_parallel(jobs)
@@ -177,7 +183,7 @@ def finetune(out: Path, seeds: list[int], scratch_seeds: list[int], encoders: li
     path.write_text(json.dumps({**old, **times}, indent=2) + "\n")
 
 
-def zeroshot(out: Path, max_examples: int | None = None) -> dict:
+def zeroshot(out: Path, max_examples: int | None = None, benchmark: str = BENCHMARK) -> dict:
     """Variable Misuse from the discriminator's per-token replaced-probabilities, no fine-tuning."""
     import numpy as np
     import torch
@@ -193,8 +199,9 @@ def zeroshot(out: Path, max_examples: int | None = None) -> dict:
     system, _, _ = load_system(out / "electra")
     ckpt_step = int(torch.load(checkpoint_of(out / "electra"), weights_only=True, map_location="cpu")["global_step"])
     tok = load_code_tokenizer(encoder_folder(out / "electra"))
-    bench = Path(os.path.expanduser("~/.cache/tessera")) if not os.environ.get("TESSERA_CACHE") else Path(os.environ["TESSERA_CACHE"])
-    bench = bench / "code" / "benchmark-stdlib"
+    from tasks.data.fetch import cache_path
+
+    bench = Path(cache_path(benchmark))
     splits = {}
     for split in ("valid", "test"):
         rows = read_split(bench, "variable_misuse", split, max_examples)
@@ -250,14 +257,14 @@ def zeroshot(out: Path, max_examples: int | None = None) -> dict:
     # the masked LM's own zero-shot detector on the same sample (tessera eval code-misuse), unless already run
     if (out / "zeroshot_mlm" / "results.json").is_file():
         return result
-    argv = [TESSERA, "eval", "code-misuse", "--mlm", str(out / "mlm"), "--benchmark", BENCHMARK, "--tasks", "variable_misuse",
+    argv = [TESSERA, "eval", "code-misuse", "--mlm", str(out / "mlm"), "--benchmark", benchmark, "--tasks", "variable_misuse",
             "--max-length", str(DATA["max_length"]), "--out", str(out / "zeroshot_mlm"), "--quiet",
             *(["--max-examples", str(max_examples)] if max_examples else [])]
     run_parallel([("mlm zero-shot", argv, out / "zeroshot_mlm.log")], workers=1)
     return result
 
 
-def representations(out: Path) -> dict:
+def representations(out: Path, benchmark: str = BENCHMARK) -> dict:
     """How spread out each encoder's token states are on 64 test functions: mean cosine between
     token states, effective rank (exp entropy of the centred singular-value spectrum), mean norm;
     the same Transformer untrained for reference. A collapsed encoder: cosine near 1, rank near 1."""
@@ -269,8 +276,9 @@ def representations(out: Path) -> dict:
 
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    cache = Path(os.environ.get("TESSERA_CACHE") or Path.home() / ".cache" / "tessera")
-    rows = read_split(cache / "code" / "benchmark-stdlib", "exception_type", "test", 64)
+    from tasks.data.fetch import cache_path
+
+    rows = read_split(Path(cache_path(benchmark)), "exception_type", "test", 64)
 
     def stats(enc, tok) -> dict:
         seqs = [torch.tensor([tok.cls_id, *tok.encode(r["source"]).ids[: DATA["max_length"] - 2].tolist(), tok.sep_id]) for r in rows]
@@ -300,7 +308,7 @@ def headline(row: dict) -> float:
     return row.get("test/accuracy", row.get("test/joint"))
 
 
-def report(out: Path) -> dict:
+def report(out: Path, benchmark: str = BENCHMARK) -> dict:
     p = json.loads((out / "plan.json").read_text())
     pre = json.loads((out / "pretrain.json").read_text())
     for row in pre.values():  # the final validation round only, not the whole training history
@@ -340,14 +348,37 @@ def report(out: Path) -> dict:
                                 "per_seed": {s: v["test"] for s, v in sorted(per_seed.items())}}
     result = {"question": "ELECTRA vs MLM pretraining of the same code encoder at the same analytic FLOP budget",
               "plan": p, "pretraining": pre, "training_curves": curves, "finetuning": {"protocol": " ".join(["tessera eval code", *FINETUNE]),
-                                                            "pooling": TASKS, "benchmark": BENCHMARK, "tasks": table},
-              "zero_shot_variable_misuse": zero, "representations": representations(out), "commands": "python scripts/bench_electra.py --out " + str(out)}
+                                                            "pooling": TASKS, "benchmark": benchmark, "tasks": table,
+                                                            "mean_over_tasks": task_means(table)},
+              "zero_shot_variable_misuse": zero, "representations": representations(out, benchmark), "commands": "python scripts/bench_electra.py --out " + str(out)}
     dest = ROOT / "results" / "electra_code.json"
     dest.parent.mkdir(exist_ok=True)
     dest.write_text(json.dumps(result, indent=2) + "\n")
     plot(result, ROOT / "results" / "electra_code.png")
     write_doc_table(result)
     return result
+
+
+def task_means(table: dict) -> dict:
+    """Per encoder, the mean over every task of ``table`` within each seed that has them all, then the
+    mean and sample std of those per-seed means over seeds (the spread of the headline)."""
+    out = {}
+    for who in ("mlm", "electra", "scratch"):
+        if not table or not all(who in row for row in table.values()):
+            continue
+        seeds = set.intersection(*(set(row[who]["per_seed"]) for row in table.values()))
+        per_seed = {s: statistics.fmean(row[who]["per_seed"][s] for row in table.values()) for s in sorted(seeds)}
+        if per_seed:
+            vals = list(per_seed.values())
+            out[who] = {"mean": round(statistics.fmean(vals), 4), "std": round(statistics.stdev(vals), 4) if len(vals) > 1 else None,
+                        "per_seed": {s: round(v, 4) for s, v in per_seed.items()}, "tasks": len(table)}
+    return out
+
+
+def pretraining_seconds(result: dict) -> dict:
+    """The x position of each encoder in the plot: its pretraining process CPU seconds (scratch: 0)."""
+    pre = result["pretraining"]
+    return {"scratch": 0.0, **{who: float(pre[who]["cpu_seconds"]) for who in ("mlm", "electra") if who in pre}}
 
 
 def plot(result: dict, path: Path) -> None:
@@ -358,20 +389,27 @@ def plot(result: dict, path: Path) -> None:
 
     tasks = result["finetuning"]["tasks"]
     budget = result["plan"]["budget_flops"] / 1e12
-    fig, axes = plt.subplots(1, len(tasks) + 1, figsize=(3.6 * (len(tasks) + 1), 3.2))
+    xs = pretraining_seconds(result)
+    cols = min(4, len(tasks) + 1)
+    rows_n = -(-(len(tasks) + 1) // cols)
+    fig, axes = plt.subplots(rows_n, cols, figsize=(3.6 * cols, 3.2 * rows_n), squeeze=False)
+    axes = list(axes.flat)
+    for ax in axes[len(tasks) + 1:]:
+        ax.axis("off")
     for ax, (task, row) in zip(axes, tasks.items(), strict=False):
-        for who, x, color in (("scratch", 0.0, "grey"), ("mlm", budget * 0.97, "tab:blue"), ("electra", budget * 1.03, "tab:orange")):
-            if who in row:
+        for who, color in (("scratch", "grey"), ("mlm", "tab:blue"), ("electra", "tab:orange")):
+            x = xs.get(who)
+            if who in row and x is not None:
                 ys = list(row[who]["per_seed"].values())
                 ax.scatter([x] * len(ys), ys, color=color, alpha=0.5, s=14)
                 ax.errorbar([x], [row[who]["mean"]], yerr=[row[who]["std"] or 0], fmt="o", color=color, label=who, capsize=3)
         ax.axhline(row["majority"], color="k", ls=":", lw=0.8, label="majority")
         ax.set_title(f"{task} (fine-tuned)", fontsize=9)
-        ax.set_xlabel("pretraining TFLOPs (analytic)")
-        ax.set_ylabel("test accuracy")
+        ax.set_xlabel("pretraining CPU seconds (one thread)")
+        ax.set_ylabel("test joint accuracy" if task == "variable_misuse_repair" else "test accuracy")
         ax.legend(fontsize=7)
     zero = result.get("zero_shot_variable_misuse")
-    ax = axes[-1]
+    ax = axes[len(tasks)]
     if zero:
         names = ["ELECTRA\nuse score", "ELECTRA\nany token"]
         vals = [zero["use_score"]["test/auroc"], zero["any_token_score"]["test/auroc"]]
@@ -411,12 +449,14 @@ def write_doc_table(result: dict) -> None:
         lines.append(f"| held out: RTD accuracy (share of tokens left original) | | {ev['val/rtd_accuracy']:.3f} "
                      f"({1 - ev['val/replaced_share']:.3f}) | | |")
     for task, row in result["finetuning"]["tasks"].items():
-        lines.append(f"| {task}, test accuracy (seeds) | {fmt(row.get('mlm'))} | {fmt(row.get('electra'))} | "
+        metric = "joint accuracy" if task == "variable_misuse_repair" else "accuracy"
+        lines.append(f"| {task}, test {metric} (seeds) | {fmt(row.get('mlm'))} | {fmt(row.get('electra'))} | "
                      f"{fmt(row.get('scratch'))} | {row['majority']:.3f} |")
-    rows = result["finetuning"]["tasks"].values()
-    means = {who: statistics.fmean(r[who]["mean"] for r in rows) for who in ("mlm", "electra") if all(who in r for r in rows)}
-    if len(means) == 2:
-        lines.append(f"| mean of the fine-tuned tasks | {means['mlm']:.3f} | {means['electra']:.3f} | | |")
+    means = result["finetuning"].get("mean_over_tasks") or {}
+    if means:
+        n = len(result["finetuning"]["tasks"])
+        lines.append(f"| **mean of the {n} tasks** (per seed, then mean ± std over seeds) | {fmt(means.get('mlm'))} | "
+                     f"{fmt(means.get('electra'))} | {fmt(means.get('scratch'))} | |")
     rep = result.get("representations")
     if rep:
         lines.append(f"| token states: mean cosine / effective rank (untrained: {rep['untrained']['mean_token_cosine']:.2f} / "
@@ -445,6 +485,8 @@ def main() -> int:
     ap.add_argument("--budget-steps", type=int, default=500, help="the FLOP budget, in MLM steps of the loader's batches")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--scratch-seeds", type=int, nargs="*", default=[0, 1, 2])
+    ap.add_argument("--benchmark", default=BENCHMARK, help="tessera prepare code-benchmark's folder, with every task of --tasks")
+    ap.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS), help="finetune: which code tasks")
     ap.add_argument("--encoders", nargs="+", default=list(SYSTEMS), choices=list(SYSTEMS), help="pretrain, finetune: whose encoders")
     ap.add_argument("--zeroshot-max-examples", type=int, default=500, help="per split, a seeded sample (as tessera eval code)")
     args = ap.parse_args()
@@ -458,11 +500,11 @@ def main() -> int:
         elif stage == "pretrain":
             pretrain(out, json.loads((out / "plan.json").read_text()), args.encoders)
         elif stage == "finetune":
-            finetune(out, args.seeds, args.scratch_seeds, args.encoders)
+            finetune(out, args.seeds, args.scratch_seeds, args.encoders, args.tasks, args.benchmark)
         elif stage == "zeroshot":
-            zeroshot(out, args.zeroshot_max_examples)
+            zeroshot(out, args.zeroshot_max_examples, args.benchmark)
         else:
-            report(out)
+            report(out, args.benchmark)
     return 0
 
 

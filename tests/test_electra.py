@@ -197,3 +197,33 @@ def test_building_the_model_keeps_the_encoders_own_embedding_table():
     before = enc.embeddings.weight.detach().clone()
     m = ElectraModel(enc)
     torch.testing.assert_close(m.discriminator.embeddings.weight.detach(), before)  # not re-drawn by the generator head's init
+
+
+def bench_electra():
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("bench_electra", Path(__file__).resolve().parents[1] / "scripts" / "bench_electra.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_benchmarks_headline_is_the_mean_over_tasks_within_each_seed_then_over_seeds():
+    bench = bench_electra()
+    table = {"a": {"mlm": {"per_seed": {0: 0.2, 1: 0.4, 2: 0.9}}, "electra": {"per_seed": {0: 0.5}}},
+             "b": {"mlm": {"per_seed": {0: 0.6, 1: 0.8}}, "electra": {"per_seed": {0: 0.7}}}}
+    means = bench.task_means(table)
+    assert means["mlm"]["per_seed"] == {0: 0.4, 1: 0.6}  # seed 2 lacks task b: left out, not averaged over one task
+    assert means["mlm"]["mean"] == pytest.approx(0.5)
+    assert means["mlm"]["std"] == pytest.approx(0.1414, abs=1e-4)
+    assert means["electra"] == {"mean": 0.6, "std": None, "per_seed": {0: 0.6}, "tasks": 2}
+    assert "scratch" not in means
+
+
+def test_the_benchmark_plots_each_encoder_at_its_pretraining_cpu_seconds():
+    bench = bench_electra()
+    assert bench.pretraining_seconds({"pretraining": {"mlm": {"cpu_seconds": 259.3}, "electra": {"cpu_seconds": 372}}}) == {
+        "scratch": 0.0, "mlm": 259.3, "electra": 372.0}
+    assert set(bench.TASKS) == {"variable_misuse", "wrong_binary_operator", "swapped_operands", "function_docstring",
+                                "exception_type", "variable_misuse_repair"}  # the six code tasks
