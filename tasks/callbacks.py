@@ -148,6 +148,21 @@ class KeepBest(L.Callback):
         module.load_state_dict(self._state)
 
 
+def _jsonable(x):
+    """A data module's ``stats`` (dicts, dataclasses such as ReadStats, numbers) as JSON values."""
+    import dataclasses
+
+    if dataclasses.is_dataclass(x) and not isinstance(x, type):
+        x = dataclasses.asdict(x)
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_jsonable(v) for v in x]
+    if x is None or isinstance(x, bool | int | float | str):
+        return x
+    return str(x)
+
+
 class MetricsRecorder(L.Callback):
     """Records every logged ``train/*`` step and ``val/*`` evaluation; writes ``metrics.json``
     and ``loss_curve.png`` into the run's log folder (or ``out_dir``) after each validation
@@ -205,6 +220,9 @@ class MetricsRecorder(L.Callback):
             "final": {k: v for k, v in (self.history["val"][-1] if self.history["val"] else {}).items()},
             "history": self.history,
         }
+        data = _jsonable(getattr(trainer.datamodule, "stats", None))
+        if data:  # what the data module read and skipped, with the reasons (e.g. rows of an interaction file)
+            summary["data"] = data
         (folder / "metrics.json").write_text(json.dumps(summary, indent=1))
         self.plot(folder / "loss_curve.png", trainer)
         return folder

@@ -241,6 +241,28 @@ def _group_main(group: str, argv: list[str]) -> int:
     return _run_job(jobs[argv[0]], argv[1:])
 
 
+class _DropNoise:
+    """Lightning's sales tips and notices that say nothing about the user's run: dropped from the console."""
+
+    NOISE = ("💡 Tip:", "Starting from v1.9.0, `tensorboardX` has been removed")
+
+    def filter(self, record) -> bool:
+        return not str(record.getMessage()).startswith(self.NOISE)
+
+
+def quiet_lightning() -> None:
+    """Keep `tessera fit|validate|test|predict` output to what concerns the run (idempotent)."""
+    import logging
+    import warnings
+
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        log = logging.getLogger(name)
+        if not any(isinstance(f, _DropNoise) for f in log.filters):
+            log.addFilter(_DropNoise())
+    warnings.filterwarnings("ignore", message="Starting from v1.9.0, `tensorboardX` has been removed")
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+
+
 def main(argv: list[str] | None = None) -> int:
     from_shell = argv is None
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -251,6 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     if head in LIGHTNING or head.startswith("-"):
         from .callbacks import NonFiniteLossError
 
+        quiet_lightning()
         try:
             # from a shell, LightningCLI reads sys.argv itself (passing args too makes it warn)
             TesseraCLI(args=None if from_shell else argv)

@@ -54,6 +54,8 @@ def test_fit_learns_and_writes_metrics(text_corpus, tmp_path):
     first_train = metrics["history"]["train"][0]["train/loss"]
     assert val[-1]["val/loss"] < first_train - 1.0  # learned something real from the corpus
     assert (log / "loss_curve.png").stat().st_size > 10_000
+    data = metrics["data"]  # what the data module read and skipped
+    assert data["train_documents"] + data["val_documents"] + data["skipped_too_short"] == 400  # the corpus's
     # last.ckpt although the YAML lists no checkpoint callback (the run contract keeps it)
     assert "callbacks" not in yaml.safe_load(TINY.read_text())["trainer"]
     assert (log / "config.yaml").is_file() and (log / "checkpoints" / "last.ckpt").is_file()
@@ -137,3 +139,25 @@ def test_a_vocabulary_written_twice_and_different_is_refused(tmp_path, capsys):
     assert rc == 2 and "vocab_size is 500" in err and "data.init_args.vocab_size is 300" in err
     assert "Traceback" not in err
 
+
+
+def test_lightnings_tips_and_logger_notice_do_not_reach_the_console(caplog):
+    import logging
+
+    from lightning.pytorch.utilities.rank_zero import rank_zero_info
+
+    from tasks.cli import quiet_lightning
+
+    quiet_lightning()
+    quiet_lightning()  # idempotent: one filter
+    log = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    log.addHandler(caplog.handler)
+    try:
+        with caplog.at_level(logging.INFO, logger=log.name):
+            rank_zero_info("💡 Tip: For seamless cloud logging and experiment tracking, try installing litlogger")
+            rank_zero_info("Restoring states from the checkpoint path at last.ckpt")
+    finally:
+        log.removeHandler(caplog.handler)
+    # (the record may arrive twice: through this handler and through propagation to caplog's own)
+    assert {r.getMessage() for r in caplog.records} == {"Restoring states from the checkpoint path at last.ckpt"}
+    assert sum(type(f).__name__ == "_DropNoise" for f in log.filters) == 1
