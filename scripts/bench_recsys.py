@@ -64,13 +64,27 @@ COST_LENGTH, COST_BATCH = 50, 256  # the per-epoch comparison: RecBole's prefixe
 RECIPES = {
     "tessera-bert4rec": dict(side="tessera", arch="bert4rec", max_length=20, sequences="prefixes", batch=256,
                              last_item_ratio=0.5, mask_ratio=0.2, lr=3e-3, weight_decay=0.01, warmup=100,
-                             decay="linear over the budget", dropout=0.1),
+                             decay="linear over the budget", dropout=0.1, precision="bf16-mixed"),
     "tessera-sasrec": dict(side="tessera", arch="sasrec", max_length=50, sequences="histories", batch=128,
-                           lr=1e-3, weight_decay=0.0, warmup=0, decay="constant", dropout=0.2),
+                           lr=1e-3, weight_decay=0.0, warmup=0, decay="constant", dropout=0.2,
+                           precision="bf16-mixed"),
     "recbole-bert4rec": dict(side="recbole", arch="BERT4Rec", max_length=50, batch=256, lr=1e-3,
                              dropout=0.2, mask_ratio=0.2, ft_ratio=0.5, loss_type="CE"),
     "recbole-sasrec": dict(side="recbole", arch="SASRec", max_length=50, batch=256, lr=1e-3,
                            dropout=0.5, loss_type="CE"),
+}
+# The per-epoch cost rows: (the recipe whose network and settings train, overrides of its data). Same
+# sequences: every row trains on RecBole's 97,171 prefixes (last 50 items, batches of 256); SASRec
+# with ``labels: last`` predicts what RecBole's SASRec predicts, each prefix's last item. The
+# windows row is the other data layout of the same training targets (Kang & McAuley: each history cut
+# into windows of 51 items, the next item at every position; every item after a history's first is a
+# target once an epoch), so its epoch is not the same sequences: reported apart.
+COST_ROWS = {
+    "tessera-bert4rec": ("tessera-bert4rec", dict(sequences="prefixes")),
+    "tessera-sasrec": ("tessera-sasrec", dict(sequences="prefixes", labels="last")),
+    "tessera-sasrec-windows": ("tessera-sasrec", dict(sequences="windows", labels="all")),
+    "recbole-bert4rec": ("recbole-bert4rec", {}),
+    "recbole-sasrec": ("recbole-sasrec", {}),
 }
 RECBOLE_DATASET = "ml-100k-tessera"  # the folder and file name of the .inter written for RecBole
 PAIRS = [("tessera-bert4rec", "recbole-bert4rec"), ("tessera-sasrec", "recbole-sasrec")]
@@ -254,6 +268,7 @@ def _data_module(recipe: dict, max_length: int | None = None, sequences: str | N
 
     dm = SequenceDataModule(max_length=max_length or recipe["max_length"], batch_size=recipe["batch"],
                             objective="cloze" if recipe["arch"] == "bert4rec" else "next",
+                            labels=recipe.get("labels", "all"),
                             sequences=sequences or recipe["sequences"], mask_ratio=recipe.get("mask_ratio", 0.2),
                             last_item_ratio=recipe.get("last_item_ratio", 0.0), eval_batch_size=256)
     dm.prepare_data()
@@ -315,8 +330,8 @@ def tessera_worker(a: dict) -> None:
     cost = a["mode"] == "cost"
     length = COST_LENGTH if cost else recipe["max_length"]
     if cost:
-        recipe = {**recipe, "batch": COST_BATCH}
-    dm = _data_module(recipe, length, "prefixes" if cost else None)
+        recipe = {**recipe, "batch": COST_BATCH, **a["cost_data"]}
+    dm = _data_module(recipe, length)
     system = _system(recipe, dm.num_items, length)
     n_users = len(dm.data.sequences)
     val_h, val_t = dm.data.split("val")
@@ -374,6 +389,7 @@ def tessera_worker(a: dict) -> None:
     clock = Clock()
     with tempfile.TemporaryDirectory() as tmp:
         trainer = L.Trainer(max_epochs=10**6, accelerator="cpu", logger=False, enable_checkpointing=False,
+                            precision=recipe.get("precision", "32-true"),
                             callbacks=[clock], limit_val_batches=0, num_sanity_val_steps=0, default_root_dir=tmp,
                             enable_progress_bar=False, enable_model_summary=False)
         trainer.fit(system, datamodule=dm)
@@ -404,14 +420,16 @@ def write_recbole_inter(data, path: Path) -> None:
 
 
 def _launch(name: str, args, workdir: Path, mode: str) -> subprocess.Popen:
-    spec = {"name": name, "recipe": RECIPES[name], "size": SIZE, "budget": args.budget, "val_every": args.val_every,
-            "threads": args.threads, "seed": args.seed, "workdir": str(workdir), "mode": mode,
-            "cost_warm": args.cost_warm, "clock": args.clock, "cost_batches": args.cost_batches,
-            "ranking_py": str(ROOT / "tasks" / "metrics" / "ranking.py"), "dataset": RECBOLE_DATASET}
-    if mode == "cost" and RECIPES[name]["side"] == "recbole":
+    recipe_name, cost_data = COST_ROWS[name] if mode == "cost" else (name, {})
+    spec = {"name": name, "recipe": RECIPES[recipe_name], "size": SIZE, "budget": args.budget,
+            "val_every": args.val_every, "threads": args.threads, "seed": args.seed, "workdir": str(workdir),
+            "mode": mode, "cost_warm": args.cost_warm, "clock": args.clock, "cost_batches": args.cost_batches,
+            "cost_data": cost_data, "ranking_py": str(ROOT / "tasks" / "metrics" / "ranking.py"),
+            "dataset": RECBOLE_DATASET}
+    if mode == "cost" and RECIPES[recipe_name]["side"] == "recbole":
         spec["recipe"] = {**spec["recipe"], "max_length": COST_LENGTH, "batch": COST_BATCH}
     log = open(workdir / f"{name}.{mode}.log", "w")
-    if RECIPES[name]["side"] == "recbole":
+    if RECIPES[recipe_name]["side"] == "recbole":
         env = {**os.environ, "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"}  # RecBole reads back its own files
         cmd = [os.path.abspath(args.recbole_python), "-c", RECBOLE_RUNNER, json.dumps(spec)]
         return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=workdir, env=env)
@@ -465,6 +483,8 @@ def main() -> None:
     p.add_argument("--models", default=",".join(RECIPES), help="comma-separated subset of " + ", ".join(RECIPES))
     p.add_argument("--cost-batches", type=int, default=20, help="batches timed per model for the per-epoch cost")
     p.add_argument("--cost-warm", type=int, default=3, help="batches run before timing")
+    p.add_argument("--cost-rounds", type=int, default=3,
+                   help="rounds of the cost rows, Tessera's and RecBole's alternating (the median round counts)")
     p.add_argument("--skip-cost", action="store_true", help="no per-epoch cost measurement")
     p.add_argument("--cost-only", action="store_true", help="only the per-epoch cost (no training race, no test)")
     p.add_argument("--recbole-python", default=".venv-recbole/bin/python")
@@ -510,22 +530,41 @@ def main() -> None:
         _wait({m: _launch(m, args, workdir, "timed") for m in names}, workdir, "timed")
         report["loadavg"][f"after {'+'.join(names)}"] = _loadavg()
     if not args.skip_cost:
+        rows = [r for r, (recipe, _) in COST_ROWS.items() if recipe in models]
+        runs: dict[str, list] = {r: [] for r in rows}
+        report["loadavg"]["before cost"] = _loadavg()
+        for k in range(args.cost_rounds):  # Tessera's and RecBole's rows alternate, one at a time, one thread
+            for row in rows:
+                print(f"per-epoch cost, round {k + 1}: {row} ...", flush=True)
+                load = _loadavg()
+                _wait({row: _launch(row, args, workdir, "cost")}, workdir, "cost")
+                r = json.loads((workdir / f"{row}.cost.json").read_text())
+                runs[row].append({"cpu_per_batch": r["cpu_per_batch"], "loadavg_before": load,
+                                  "loadavg_after": _loadavg(), "batches_per_epoch": r["batches_per_epoch"],
+                                  "sequences_per_epoch": r["sequences_per_epoch"], "recipe": r["recipe"]})
         costs = {}
-        for m in models:  # one at a time: CPU per batch, one thread
-            print(f"per-epoch cost: {m} ...", flush=True)
-            _wait({m: _launch(m, args, workdir, "cost")}, workdir, "cost")
-            r = json.loads((workdir / f"{m}.cost.json").read_text())
-            costs[m] = {"cpu_per_batch": r["cpu_per_batch"], "batches_per_epoch": r["batches_per_epoch"],
-                        "sequences_per_epoch": r["sequences_per_epoch"],
-                        "cpu_per_epoch": r["cpu_per_batch"] * r["batches_per_epoch"]}
-        for kind in ("bert4rec", "sasrec"):
-            t, rb = costs.get(f"tessera-{kind}"), costs.get(f"recbole-{kind}")
-            if t and rb:
-                costs[f"{kind}_ratio_tessera_over_recbole"] = t["cpu_per_epoch"] / rb["cpu_per_epoch"]
-        report["epoch_cost"] = {"what": f"CPU seconds of one epoch of RecBole's training sequences (every prefix, "
-                                        f"last {COST_LENGTH} items, batches of {COST_BATCH}, one thread): "
-                                        f"{args.cost_batches} batches timed after {args.cost_warm}, times the "
-                                        "epoch's batches", **costs}
+        for row, rs in runs.items():
+            per_batch = sorted(x["cpu_per_batch"] for x in rs)[(len(rs) - 1) // 2]  # the median (lower) round
+            costs[row] = {"cpu_per_batch": per_batch, "batches_per_epoch": rs[0]["batches_per_epoch"],
+                          "sequences_per_epoch": rs[0]["sequences_per_epoch"],
+                          "cpu_per_epoch": per_batch * rs[0]["batches_per_epoch"], "rounds": rs}
+        for kind, row in (("bert4rec", "tessera-bert4rec"), ("sasrec", "tessera-sasrec"),
+                          ("sasrec_windows_same_targets", "tessera-sasrec-windows")):
+            rb = "recbole-" + kind.split("_")[0]
+            if row in runs and rb in runs:
+                costs[f"{kind}_ratio_tessera_over_recbole"] = costs[row]["cpu_per_epoch"] / costs[rb]["cpu_per_epoch"]
+                costs[f"{kind}_ratio_by_round"] = [
+                    t["cpu_per_batch"] * t["batches_per_epoch"] / (b["cpu_per_batch"] * b["batches_per_epoch"])
+                    for t, b in zip(runs[row], runs[rb], strict=True)]
+        report["epoch_cost"] = {"what": f"CPU seconds of one epoch (one thread): {args.cost_batches} batches of "
+                                        f"{COST_BATCH} timed after {args.cost_warm}, times the epoch's batches; "
+                                        f"{args.cost_rounds} rounds, Tessera's and RecBole's rows alternating, the "
+                                        "median round. Every row but tessera-sasrec-windows trains on RecBole's "
+                                        f"training sequences (every prefix, last {COST_LENGTH} items); "
+                                        "tessera-sasrec predicts only each prefix's last item (labels: last), as "
+                                        "RecBole's SASRec; tessera-sasrec-windows: the same training targets in "
+                                        "windows of 51 items, the next item at every position (not the same "
+                                        "sequences)", "rows": {r: COST_ROWS[r][1] for r in rows}, **costs}
         report["loadavg"]["after cost"] = _loadavg()
     report["uptime"]["after"] = subprocess.getoutput("uptime")
     report["loadavg"]["after"] = _loadavg()
@@ -533,7 +572,8 @@ def main() -> None:
     if args.cost_only:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(report, indent=1))
-        print({k: v for k, v in report["epoch_cost"].items() if k != "what"})
+        print({k: v for k, v in report["epoch_cost"].items() if "ratio" in k})
+        print({k: v["cpu_per_epoch"] for k, v in report["epoch_cost"].items() if isinstance(v, dict) and "rounds" in v})
         print(f"wrote {args.out}")
         return
 

@@ -117,10 +117,16 @@ class BERT4RecSystem(L.LightningModule):
         return loss
 
     # --- evaluation ------------------------------------------------------------------------
+    def _scores(self, batch) -> torch.Tensor:
+        """(B, num_items) fp32 scores at each row's scoring position. Outside any autocast
+        (``trainer.precision: bf16-mixed`` trains in bf16): bf16's 8-bit mantissa would tie many
+        items' scores, and ties change ranks."""
+        with torch.autocast(self.device.type, enabled=False):
+            hidden = self.model(batch["items"], batch["mask"])
+            return self.model.item_scores(hidden[torch.arange(len(hidden)), batch["last"]]).float()
+
     def _eval_step(self, batch):
-        hidden = self.model(batch["items"], batch["mask"])
-        last = hidden[torch.arange(len(hidden)), batch["last"]]  # (B, D) at the scoring position
-        scores = self.model.item_scores(last).float()  # (B, num_items)
+        scores = self._scores(batch)  # (B, num_items)
         if self._evaluator is None:
             self._evaluator = RankingEvaluator(self.trainer.datamodule.popularity, self.hparams.negatives,
                                                self.hparams.eval_seed)
@@ -159,8 +165,7 @@ class BERT4RecSystem(L.LightningModule):
 
     def predict_step(self, batch, batch_idx, k: int = 10) -> list[dict]:
         """Top-k unseen items per user, as the data's original user and item ids."""
-        hidden = self.model(batch["items"], batch["mask"])
-        scores = self.model.item_scores(hidden[torch.arange(len(hidden)), batch["last"]]).float()
+        scores = self._scores(batch)
         for r, hist in enumerate(batch["history"]):
             scores[r, hist.to(scores.device) - 1] = float("-inf")
         top = scores.topk(min(k, scores.shape[1]), dim=1).indices + 1  # remapped ids

@@ -189,7 +189,7 @@ def test_prefix_sequences_are_every_prefix_cut_to_max_length(tmp_path):
     dm.setup("fit")
     assert len(dm.train_dataloader().dataset) == 10 * (12 - 2 - 1)  # prefixes of length >= 2 of 10 training items
     with pytest.raises(ValueError, match="sequences"):
-        SequenceDataModule(dataset="x", sequences="windows")
+        SequenceDataModule(dataset="x", sequences="chunks")
 
 
 # --- reliability of the readers and the sampled protocol -------------------------------------------

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from ..backbone import MaskedLMHead, TokenEncoder, TokenEncoderConfig
+from ..backbone.linear import linear
 from ..hub import register_architecture
 
 
@@ -25,6 +26,7 @@ class BERT4RecConfig:
     num_heads: int = 2  # paper: 2
     intermediate_size: int = 256  # paper: 4 x hidden
     dropout: float = 0.2  # paper: 0.2 on hidden states and attention
+    attention_dropout: float | None = None  # on the attention probabilities; None: ``dropout``
     attention_backend: str = "unpadded"  # eager | sdpa | unpadded
     causal: bool = False  # False: BERT4Rec (bidirectional); True: SASRec (each position sees the past only)
 
@@ -44,9 +46,45 @@ class BERT4RecConfig:
             vocab_size=self.num_items + 2, type_vocab_size=0, pad_token_id=0,
             max_position_embeddings=self.max_length, hidden_size=self.hidden_size,
             num_layers=self.num_layers, num_heads=self.num_heads, intermediate_size=self.intermediate_size,
-            hidden_dropout=self.dropout, attention_dropout=self.dropout,
+            hidden_dropout=self.dropout,
+            attention_dropout=self.dropout if self.attention_dropout is None else self.attention_dropout,
             attention_backend=self.attention_backend, layer_norm_eps=1e-12, causal=self.causal,
         )
+
+
+class FastDropout(nn.Module):
+    """Inverted dropout (zero with probability ``p``, scale the rest by 1 / (1 - p)) whose keep mask
+    is cut from 64-bit random draws, four 16-bit lanes per draw: ``bernoulli_``, what ``nn.Dropout``
+    calls on CPU, draws once per element (5-11 ns an element on this project's EPYC CPUs, 20 % of a
+    BERT4Rec step at the cost stage's batch); here p is kept to 1/65536. Same RNG (torch's default
+    generator), so seeding and checkpointed random states work as with ``nn.Dropout``; no state."""
+
+    def __init__(self, p: float):
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {p}")
+        self.p = p
+        self.threshold = round(p * 65536) - 32768  # int16 lanes are uniform on [-32768, 32767]
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        n = x.numel()
+        draws = torch.randint(-(2**63), 2**63 - 1, ((n + 3) // 4,), dtype=torch.int64, device=x.device)
+        keep = draws.view(torch.int16)[:n].view(x.shape) >= self.threshold  # (x.shape) bool
+        return x * (keep.to(x.dtype) * (1.0 / (1.0 - self.p)))
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+def _fast_dropouts(module: nn.Module) -> None:
+    """Every ``nn.Dropout`` under ``module`` becomes a ``FastDropout`` of the same p (no weights change)."""
+    for name, child in module.named_children():
+        if isinstance(child, nn.Dropout):
+            setattr(module, name, FastDropout(child.p))
+        else:
+            _fast_dropouts(child)
 
 
 # the output layer's weight IS the item embedding: stored once, under the embedding's name
@@ -74,6 +112,7 @@ class BERT4Rec(nn.Module):
         self.encoder = TokenEncoder(config.encoder_config())
         c = self.encoder.config
         self.head = MaskedLMHead(c.hidden_size, self.encoder.embeddings, c.activation, c.layer_norm_eps)
+        _fast_dropouts(self.encoder)  # the hidden-state dropouts; attention's stays inside its kernel
         self.register_state_dict_post_hook(_drop_tied)  # safetensors refuses two names for one tensor
         self.register_load_state_dict_pre_hook(_restore_tied)
 
@@ -89,8 +128,12 @@ class BERT4Rec(nn.Module):
         return self.encoder(input_ids=items, attention_mask=mask).last_hidden_state
 
     def item_scores(self, hidden: Tensor) -> Tensor:
-        """hidden (..., D) -> scores over real items (..., num_items); column j is item j + 1."""
-        return self.head(hidden)[..., 1 : self.config.num_items + 1]
+        """hidden (..., D) -> scores over real items (..., num_items); column j is item j + 1.
+        The head's own output layer with the PAD and MASK rows left out of the product (not sliced off
+        after it: that copied the scores and zero-filled a full-width gradient)."""
+        head, n = self.head, self.config.num_items
+        z = head.norm(head.act(head.dense(hidden)))  # (..., D)
+        return linear(z, head.embedding.weight[1 : n + 1], head.bias[1 : n + 1])
 
     def candidate_scores(self, hidden: Tensor, columns: Tensor) -> Tensor:
         """hidden (M, D), columns (M, C) item columns (item id - 1) -> scores (M, C), the same values

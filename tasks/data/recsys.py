@@ -40,13 +40,22 @@ class ClozeTrain(Dataset):
     ``sequences="prefixes"``: every prefix of length >= 2 of every history, cut to its last
     ``max_length`` items (RecBole's sequential data augmentation: as many training sequences as
     RecBole builds, 97,171 on ML-100k, so an epoch means the same data on both sides).
+    ``sequences="windows"``: every history cut, from its end back, into windows of ``max_length``
+    items that start every ``step`` items (next-item: ``step = max_length - 1``, so consecutive
+    windows share one item and every item after a history's first is a label exactly once per epoch:
+    the same training targets as the prefixes, in far fewer sequences; Kang & McAuley's layout).
     """
 
-    def __init__(self, histories: list[list[int]], max_length: int, sequences: str = "histories"):
+    def __init__(self, histories: list[list[int]], max_length: int, sequences: str = "histories",
+                 step: int | None = None):
         self.histories = [h for h in histories if len(h) >= 1]
         self.max_length = max_length
         if sequences == "prefixes":  # (user, end) pairs: the prefix histories[user][:end]
             self.index = [(u, end) for u, h in enumerate(self.histories) for end in range(2, len(h) + 1)]
+        elif sequences == "windows":  # (user, end) pairs: the window histories[user][end - max_length:end]
+            step = step or max_length
+            self.index = [(u, end) for u, h in enumerate(self.histories)
+                          for end in range(len(h), 1 if step < max_length else 0, -step)]
         else:
             self.index = None
 
@@ -103,8 +112,12 @@ class SequenceDataModule(L.LightningDataModule):
         mask_ratio: cloze ratio for training (MovieLens: 0.2).
         objective: "cloze" (BERT4Rec: masked items) or "next" (SASRec: each training window of
             max_length + 1 items gives inputs = all but the last, labels = all but the first).
-        sequences: "histories" (each user's history once per epoch, as the original BERT4Rec) or
-            "prefixes" (every prefix of every history, as RecBole trains; ~100x more per epoch).
+        sequences: "histories" (each user's history once per epoch, as the original BERT4Rec; a
+            random window when longer than max_length), "prefixes" (every prefix of every history,
+            as RecBole trains; ~100x more per epoch) or "windows" (every history cut into consecutive
+            windows: each item once per epoch, with objective next each training target once).
+        labels: objective next only: "all" (the next item at every position, SASRec's loss) or
+            "last" (only at each sequence's last position: with prefixes, RecBole's training targets).
         last_item_ratio: fraction of training sequences that instead mask only their last item:
             the paper's "samples that only mask the last item ... and work like fine-tuning"
             (section 3.6), matching next-item prediction at test time (RecBole: ``ft_ratio``).
@@ -130,6 +143,7 @@ class SequenceDataModule(L.LightningDataModule):
         mask_ratio: float = 0.2,
         objective: str = "cloze",
         sequences: str = "histories",
+        labels: str = "all",
         last_item_ratio: float = 0.0,
         batch_size: int = 256,
         eval_batch_size: int = 256,
@@ -142,8 +156,13 @@ class SequenceDataModule(L.LightningDataModule):
             raise ValueError(f"mask_ratio must be in (0, 1), got {mask_ratio}")
         if not 0.0 <= last_item_ratio <= 1.0:
             raise ValueError(f"last_item_ratio must be in [0, 1], got {last_item_ratio}")
-        if sequences not in ("histories", "prefixes"):
-            raise ValueError(f"sequences must be 'histories' or 'prefixes', got {sequences!r}")
+        if sequences not in ("histories", "prefixes", "windows"):
+            raise ValueError(f"sequences must be 'histories', 'prefixes' or 'windows', got {sequences!r}")
+        if labels not in ("all", "last"):
+            raise ValueError(f"data.init_args.labels must be 'all' or 'last', got {labels!r}")
+        if labels == "last" and objective != "next":
+            raise ValueError("data.init_args.labels: last applies to objective: next (cloze picks its own labels)")
+        self.labels = labels
         if objective not in ("cloze", "next"):
             raise ValueError(f"data.init_args.objective must be 'cloze' (BERT4Rec) or 'next' (SASRec), got {objective!r}")
         self.sequences, self.last_item_ratio, self.objective = sequences, last_item_ratio, objective
@@ -198,6 +217,9 @@ class SequenceDataModule(L.LightningDataModule):
         if self.objective == "next":  # (B, T + 1) -> inputs (B, T), labels (B, T): the item after each
             keep = mask[:, 1:]  # a position is fed only when an item follows it
             labels = ids[:, 1:].masked_fill(~keep, IGNORE)
+            if self.labels == "last":  # only each row's last position predicts (RecBole's target of a prefix)
+                last = keep.sum(1, keepdim=True) - 1  # (B, 1)
+                labels = labels.masked_fill(torch.arange(labels.shape[1]) != last, IGNORE)
             return {"items": ids[:, :-1].masked_fill(~keep, 0), "mask": keep, "labels": labels}
         # the original's mask_prob = 1.0: chosen items always become MASK
         inputs, labels = mask_tokens(ids, mask, self.data.mask_id, (1, 2), self.mask_ratio, g,
@@ -224,7 +246,8 @@ class SequenceDataModule(L.LightningDataModule):
     def train_dataloader(self):
         histories, _ = self.data.split("train")
         window = self.max_length + (self.objective == "next")  # next: one more item, the last position's label
-        return resumable_train_loader(ClozeTrain(histories, window, self.sequences), self.batch_size, self.seed,
+        train = ClozeTrain(histories, window, self.sequences, step=self.max_length if self.sequences == "windows" else None)
+        return resumable_train_loader(train, self.batch_size, self.seed,
                                       self.trainer, collate_fn=self._collate_train, num_workers=self.num_workers)
 
     def _eval_loader(self, histories: list[list[int]], targets: list[int]):
