@@ -27,23 +27,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import lightning as L
 import torch
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS, KILL = 6, 4
-
-
-class KillAt(L.Callback):
-    """SIGKILLs its own process (no clean-up, no handler runs) at the end of a given step."""
-
-    def __init__(self, step: int):
-        self.step = step
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if trainer.global_step >= self.step:
-            os.kill(os.getpid(), 9)
 
 
 def config_for(src: Path, out: Path) -> Path:
@@ -67,7 +55,8 @@ def last_ckpt(root: Path) -> Path:
 
 def check(src: Path, work: Path) -> dict:
     config = config_for(src, work / "config.yaml")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), str(ROOT)])}
+    # the crash drill's KillAt callback is the tests' own (tests/conftest.py)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), str(ROOT)])}
 
     def fit(root: Path, *extra: str) -> subprocess.CompletedProcess:
         cmd = [sys.executable, "-m", "tasks.cli", "fit", "--config", str(config),
@@ -76,7 +65,7 @@ def check(src: Path, work: Path) -> dict:
 
     t0 = time.perf_counter()
     row: dict = {"config": str(src.relative_to(ROOT / "configs"))}
-    killed = fit(work / "a", "--trainer.callbacks+", "check_resume.KillAt", "--trainer.callbacks.step", str(KILL))
+    killed = fit(work / "a", "--trainer.callbacks+", "conftest.KillAt", "--trainer.callbacks.step", str(KILL))
     row["killed_returncode"] = killed.returncode
     if killed.returncode != -9:
         return {**row, "ok": False, "why": "the killed run did not die by SIGKILL: " + killed.stderr[-600:]}
