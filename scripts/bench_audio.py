@@ -7,7 +7,7 @@
 Feature extraction (forward, all hidden states) and a pretraining step (forward + backward
 through the same HuBERT-style head on the masked frames), alternating ours / HF within one run,
 median of --reps. Throughput is seconds of real audio per second. The load average and the fp32
-GEMM figure (bench_backbone.matmul_peak) are printed at start and end. Writes runs/bench/audio.json.
+GEMM figure (tasks.machine.matmul_peak) are printed at start and end. Writes runs/bench/audio.json.
 """
 
 from __future__ import annotations
@@ -21,11 +21,11 @@ import time
 from pathlib import Path
 
 import torch
-from bench_backbone import matmul_peak  # scripts/ is on sys.path when run as a script
 from transformers import HubertConfig, HubertModel
 
 import modalities
 from modalities.audio.heads import MERTHeads
+from tasks.machine import matmul_peak
 
 
 def hf_config(size: str) -> HubertConfig:

@@ -33,7 +33,8 @@ from transformers import BertConfig, BertModel
 
 from modalities import TokenEncoder
 from modalities.backbone.hf_bert import config_from_hf, convert_state_dict
-from modalities.backbone.linear import linear, onednn_available, use_onednn
+from modalities.backbone.linear import onednn_available, use_onednn
+from tasks.machine import matmul_peak
 
 SIZES = {
     "minilm": dict(hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536),
@@ -63,24 +64,6 @@ def useful_flops(cfg: dict, mask: torch.Tensor) -> float:
     linear = 2 * n * (4 * D * D + 2 * D * F)  # qkv + out, fc1 + fc2
     attention = 4 * D * (lengths**2).sum().item()  # q k^T and p v
     return Lyr * (linear + attention)
-
-
-def matmul_peak(seconds: float = 2.0) -> dict:
-    """fp32 GFLOP/s of a 2048^3 matmul with torch's default kernel (MKL) and with oneDNN."""
-    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
-    kernels = {"default (MKL)": lambda: torch.nn.functional.linear(a, b)}
-    if onednn_available():
-        kernels["oneDNN"] = lambda: linear(a, b)
-    peaks = {}
-    for name, fn in kernels.items():
-        for _ in range(3):
-            fn()
-        n, t0 = 0, time.perf_counter()
-        while time.perf_counter() - t0 < seconds:
-            fn()
-            n += 1
-        peaks[name] = 2 * 2048**3 * n / (time.perf_counter() - t0) / 1e9
-    return peaks
 
 
 def onnx_runtime(hf, folder: Path):

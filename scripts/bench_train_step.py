@@ -29,6 +29,7 @@ import torch
 
 from modalities.backbone.config import TokenEncoderConfig
 from modalities.backbone.encoder import TokenEncoder
+from tasks.machine import machine_state
 from tasks.optim import IMPLEMENTATIONS, adamw, param_groups
 
 SIZES = {
@@ -161,7 +162,7 @@ def main() -> None:
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     meta = {"torch": torch.__version__, "threads": torch.get_num_threads(), "size": a.size, "reps": a.reps,
-            "cores": os.cpu_count(), "load_average_start": load_start}
+            "cores": os.cpu_count(), "load_average_start": load_start, "machine_start": machine_state("start")}
     results = {}
     for lever in a.levers:  # written after every lever: a run cut short keeps what it measured
         results[lever] = res = LEVERS[lever](a.size, a.reps)
@@ -170,6 +171,8 @@ def main() -> None:
         print(json.dumps(res, indent=1))
         meta["load_average_end"] = res["load_average_after"]
         out.write_text(json.dumps({"meta": meta, "levers": results}, indent=1))
+    meta["machine_end"] = machine_state("end")
+    out.write_text(json.dumps({"meta": meta, "levers": results}, indent=1))
     print(f"load average at end {meta['load_average_end'][0]:.2f} (1 min); wrote {out}")
 
 

@@ -49,3 +49,20 @@ def test_every_preset_builds_through_one_create_encoder():
     assert type(modalities.create_encoder("bert-tiny")).__name__ == "TokenEncoder"
     with pytest.raises(ValueError, match="choose one of"):
         modalities.create_encoder("no-such-size")
+
+
+SCRIPTS = sorted((ROOT / "scripts").glob("*.py"))
+
+
+@pytest.mark.parametrize("path", SCRIPTS, ids=lambda p: p.name)
+def test_no_script_imports_another(path):
+    """What a benchmark or demo shares with another lives in an importable package (e.g. tasks.machine)."""
+    names = {p.stem for p in SCRIPTS}
+    bad = [(line, name) for line, name in imports_of(path) if name.split(".")[0] in names]
+    assert not bad, f"scripts/{path.name} imports the script(s) {bad}: move what they share into tasks/"
+
+
+def test_no_test_edits_sys_path():
+    bad = [str(p.relative_to(ROOT)) for p in (ROOT / "tests").rglob("*.py")
+           if p.name != "test_layering.py" and "sys.path" in p.read_text()]
+    assert not bad, f"{bad} edit sys.path: import from the installed packages (modalities, tasks)"
