@@ -48,6 +48,28 @@ def test_amazon_reviews_json_lines(tmp_path):
     assert read_interactions(p, min_rating=3).items == ["0000013714"]
 
 
+def test_gzipped_files_and_a_byte_order_mark_read_like_the_plain_file(tmp_path):
+    """Amazon ships its reviews as `.json.gz`; a CSV saved by Excel starts with a byte-order mark."""
+    import gzip
+
+    text = "userId,movieId,rating,timestamp\r\n1,2,3.5,1112486027\r\n1,29,3.5,1112484676\r\n"
+    plain = read_interactions(_write(tmp_path / "ratings.csv", text.encode()))
+    bom = read_interactions(_write(tmp_path / "bom" / "ratings.csv", b"\xef\xbb\xbf" + text.encode()))
+    gz = read_interactions(_write(tmp_path / "ratings.csv.gz", gzip.compress(text.encode())))
+    assert plain.users == bom.users == gz.users == ["1", "1"] and plain.items == bom.items == gz.items == ["2", "29"]
+    review = json.dumps({"reviewerID": "A2", "asin": "B1", "overall": 5.0, "unixReviewTime": 1203984000}) + "\n"
+    assert read_interactions(_write(tmp_path / "reviews_Books_5.json.gz", gzip.compress(review.encode()))).items == ["B1"]
+    damaged = _write(tmp_path / "cut.csv.gz", gzip.compress(text.encode() * 50)[:60])
+    with pytest.raises(ValueError, match="cut.csv.gz: the gzip stream is damaged"):
+        read_interactions(damaged)
+
+
+def _write(path, data: bytes):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
 def test_steam_python_literal_lines_with_dates(tmp_path):
     p = tmp_path / "steam_reviews.json"
     p.write_text("{'username': 'Chaos Syren', 'hours': 0.1, 'product_id': '725280', 'page_order': 0, "

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import ast
 import csv
+import gzip
 import json
 import math
 from dataclasses import dataclass, field
@@ -95,10 +96,18 @@ def _negative(token: str) -> bool:
 
 
 def _lines(path: Path):
+    """The file's lines: gzip-compressed files (``.json.gz`` as Amazon ships its reviews) are read through,
+    and a byte-order mark (a CSV saved by Excel) is dropped, so the header names what the user sees."""
     if not path.is_file():
         raise FileNotFoundError(f"interaction file {path} does not exist")
-    with path.open(encoding="utf-8", errors="replace") as f:
-        yield from f
+    with path.open("rb") as raw:
+        gzipped = raw.read(2) == b"\x1f\x8b"
+    opener = gzip.open if gzipped else open
+    with opener(path, "rt", encoding="utf-8-sig", errors="replace") as f:
+        try:
+            yield from f
+        except (OSError, EOFError) as e:  # a truncated or corrupt gzip stream
+            raise ValueError(f"{path}: the gzip stream is damaged ({e}); decompress it again or re-download it") from e
 
 
 def _finish(inter: Interactions, path: Path) -> Interactions:
@@ -243,6 +252,8 @@ FORMATS = {  # name -> (reader kind, column mapping)
 def detect_format(path: Path) -> str:
     """The format of a file from its name and first line (see FORMATS)."""
     suffix = path.suffix.lower()
+    if suffix == ".gz":  # ratings.csv.gz, reviews.json.gz: the format is the name's inner suffix
+        suffix = Path(path.stem).suffix.lower()
     if suffix in (".dat", ".data"):
         return "movielens"
     if suffix == ".inter":
