@@ -130,15 +130,18 @@ def test_item_core_and_user_core_repeat_until_both_hold():
         build_sequences(inter, min_interactions=3, item_core=9)
 
 
-def test_the_data_module_reads_user_data_through_its_options_and_derives_num_items(tmp_path):
+def test_the_data_module_reads_user_data_through_its_options_and_derives_num_items(tmp_path, capsys):
     p = tmp_path / "ratings.csv"
     lines = [f"{u},{i},{1 + (u + i) % 5}.0,{1000 * u + i}" for u in range(1, 7) for i in range(1, 9)]
     p.write_text("userId,movieId,rating,timestamp\n" + "\n".join(lines) + "\n")
     dm = SequenceDataModule(str(p), min_rating=2.0, min_interactions=3)
     dm.setup()
     assert dm.spec.num_items == dm.num_items == len(set(dm.data.items)) == 8
-    assert dm.data.stats["skipped_rows"] == {"rating below 2": sum(1 + (u + i) % 5 < 2 for u in range(1, 7)
-                                                                   for i in range(1, 9))}
+    below = sum(1 + (u + i) % 5 < 2 for u in range(1, 7) for i in range(1, 9))
+    assert dm.data.stats["skipped_rows"] == {"rating below 2": below}
+    # the counts reach the console at set-up and metrics.json through `stats`
+    assert dm.stats["skipped_rows"] == {"rating below 2": below} and dm.stats["source"] == str(p)
+    assert f"skipped rows: rating below 2: {below}" in capsys.readouterr().out
     missing = SequenceDataModule(str(tmp_path / "ratings.dat"))
     with pytest.raises(FileNotFoundError, match="data.init_args.dataset .*ratings.dat does not exist"):
         missing.prepare_data()

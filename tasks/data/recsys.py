@@ -198,6 +198,11 @@ class SequenceDataModule(L.LightningDataModule):
             return
         inter = read_interactions(self._path(), self.format, self.columns, self.min_rating)
         self.data = build_sequences(inter, self.min_interactions, self.item_core)
+        self.stats = {"source": str(self._path()), **self.data.stats}  # metrics.json's "data" (MetricsRecorder)
+        st = self.stats
+        print(f"recsys data, {st['source']}: {st['users']} users, {st['items']} items, {st['interactions']} "
+              f"interactions; dropped {st['dropped_users']} users, {st['dropped_items']} items; skipped rows: "
+              + (", ".join(f"{k}: {v}" for k, v in sorted(st["skipped_rows"].items())) or "none"))
         counts = torch.bincount(torch.tensor([i for s in self.data.sequences for i in s[:-2]]),
                                 minlength=self.data.num_items + 1)
         self.popularity = counts[1:].double()  # (num_items,) training-split interaction counts
