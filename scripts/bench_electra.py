@@ -357,7 +357,8 @@ def report(out: Path, benchmark: str = BENCHMARK) -> dict:
               "plan": p, "pretraining": pre, "training_curves": curves, "finetuning": {"protocol": " ".join(["tessera eval code", *FINETUNE]),
                                                             "pooling": TASKS, "benchmark": benchmark, "tasks": table,
                                                             "mean_over_tasks": task_means(table)},
-              "zero_shot_variable_misuse": zero, "representations": representations(out, benchmark), "commands": "python scripts/bench_electra.py --out " + str(out)}
+              "zero_shot_variable_misuse": zero, "representations": representations(out, benchmark), "commands": f"python scripts/bench_electra.py --out {out} --benchmark {benchmark}",
+              "load_average_at_report": os.getloadavg()}
     dest = ROOT / "results" / "electra_code.json"
     dest.parent.mkdir(exist_ok=True)
     dest.write_text(json.dumps(result, indent=2) + "\n")
