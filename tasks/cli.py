@@ -242,23 +242,21 @@ def _group_main(group: str, argv: list[str]) -> int:
 
 
 class _DropNoise:
-    """Lightning's sales tips and notices that say nothing about the user's run: dropped from the console."""
-
-    NOISE = ("💡 Tip:", "Starting from v1.9.0, `tensorboardX` has been removed")
+    """Lightning's sales tips (logged through ``rank_zero_info``): dropped from the console."""
 
     def filter(self, record) -> bool:
-        return not str(record.getMessage()).startswith(self.NOISE)
+        return not str(record.getMessage()).startswith("💡 Tip:")
 
 
 def quiet_lightning() -> None:
-    """Keep `tessera fit|validate|test|predict` output to what concerns the run (idempotent)."""
+    """Keep `tessera fit|validate|test|predict` output to what concerns the run (idempotent): the tips go
+    through Lightning's rank-zero logger, the two notices below through ``warnings``."""
     import logging
     import warnings
 
-    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
-        log = logging.getLogger(name)
-        if not any(isinstance(f, _DropNoise) for f in log.filters):
-            log.addFilter(_DropNoise())
+    log = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if not any(isinstance(f, _DropNoise) for f in log.filters):
+        log.addFilter(_DropNoise())
     warnings.filterwarnings("ignore", message="Starting from v1.9.0, `tensorboardX` has been removed")
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
 
