@@ -36,7 +36,10 @@ BENCHMARK = "cache:code/benchmark-stdlib"  # --benchmark: every task of TASKS mu
 ENCODER = {"hidden_size": 128, "num_layers": 4, "num_heads": 4, "intermediate_size": 256}  # both systems'
 DATA = {"corpus": "cache:code/corpus-stdlib", "vocab_size": 8192, "max_length": 128, "batch_size": 32,
         "mask_ratio": 0.15}
-LR = 2e-3
+LR = 2e-3  # the MLM's (and the previous ELECTRA recipe's)
+# ELECTRA's own recipe (plan.json "electra_recipe"; --electra-lr, --generator-fraction, --electra-mask-ratio,
+# --electra-warmup): the previous recipe kept the MLM's lr and a 1/4-width generator
+ELECTRA_RECIPE = {"lr": LR, "generator_fraction": 0.25, "mask_ratio": 0.15, "warmup": 0.06}
 SYSTEMS = {"mlm": "configs/code/mlm_small.yaml", "electra": "configs/code/electra_small.yaml"}
 # task -> pooling, the same for every encoder, fixed before any run (not selected): max over tokens for
 # the bug tasks (a local defect anywhere in the function), [CLS] for Exception Type (as CuBERT), the mean
@@ -49,14 +52,23 @@ FINETUNE = ["--steps", "150", "--val-every", "75", "--lr", "1e-3", "--max-exampl
             "--max-length", "128", "--precision", "bf16-mixed", "--no-save-models", "--quiet"]
 
 
+def finetune_protocol(steps: int, val_every: int, max_examples: int) -> list[str]:
+    """FINETUNE with its length, validation interval and per-split cap replaced (--ft-steps, --ft-val-every,
+    --ft-max-examples): the one protocol every encoder of a run gets."""
+    args = list(FINETUNE)
+    for flag, value in (("--steps", steps), ("--val-every", val_every), ("--max-examples", max_examples)):
+        args[args.index(flag) + 1] = str(value)
+    return args
+
+
 def one_thread_env() -> dict:
     return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
-def data_module():
+def data_module(**overrides):
     from tasks.data.code import MaskedCodeDataModule
 
-    dm = MaskedCodeDataModule(**DATA)
+    dm = MaskedCodeDataModule(**{**DATA, **overrides})
     dm.prepare_data()
     dm.setup("fit")
     return dm
@@ -71,8 +83,9 @@ def encoder_config():
     return TokenEncoderConfig(**{**raw, "vocab_size": DATA["vocab_size"], **ENCODER})  # the vocabulary is the data's
 
 
-def plan(out: Path, budget_steps: int) -> dict:
-    """Per-step analytic FLOPs of both systems on the loader's batches; the ELECTRA steps within budget."""
+def plan(out: Path, budget_steps: int, recipe: dict | None = None) -> dict:
+    """Per-step analytic FLOPs of both systems on the loader's batches (ELECTRA's at its own mask ratio,
+    its generator at its own width); the ELECTRA steps within budget."""
     import torch
 
     from modalities import TokenEncoder
@@ -80,15 +93,18 @@ def plan(out: Path, budget_steps: int) -> dict:
 
     torch.set_num_threads(1)
     cfg = encoder_config()
-    electra = ElectraModel(TokenEncoder(cfg), generator_fraction=0.25)
+    recipe = {**ELECTRA_RECIPE, **(recipe or {})}
+    electra = ElectraModel(TokenEncoder(cfg), generator_fraction=recipe["generator_fraction"])
     dm = data_module()
+    el_dm = dm if recipe["mask_ratio"] == DATA["mask_ratio"] else data_module(mask_ratio=recipe["mask_ratio"])
     mlm_cum, el_cum, tokens = [0.0], [0.0], 0
-    for i, batch in enumerate(dm.train_dataloader()):
+    for i, (batch, el_batch) in enumerate(zip(dm.train_dataloader(), el_dm.train_dataloader(), strict=False)):
         if i >= 2 * budget_steps:
             break
         lengths, masked = batch["attention_mask"].sum(1), int((batch["labels"] != -100).sum())
         mlm_cum.append(mlm_cum[-1] + mlm_training_flops(cfg, lengths, masked))
-        el_cum.append(el_cum[-1] + electra.training_flops(lengths, masked))
+        el_lengths, el_masked = el_batch["attention_mask"].sum(1), int((el_batch["labels"] != -100).sum())
+        el_cum.append(el_cum[-1] + electra.training_flops(el_lengths, el_masked))
         tokens += int(lengths.sum()) if i < budget_steps else 0
     budget = mlm_cum[budget_steps]
     electra_steps = max(s for s, f in enumerate(el_cum) if f <= budget)
@@ -100,24 +116,33 @@ def plan(out: Path, budget_steps: int) -> dict:
                           "parameters": sum(p.numel() for p in TokenEncoder(cfg).parameters())},
               "generator": {"hidden_size": g.hidden_size, "num_layers": g.num_layers, "num_heads": g.num_heads,
                             "intermediate_size": g.intermediate_size},
-              "data": {**DATA, **dm.stats}, "lr": LR}
+              "data": {**DATA, **dm.stats}, "lr": LR, "electra_recipe": recipe}
     (out / "plan.json").write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
     return result
 
 
-def fit_command(system: str, steps: int, folder: Path) -> list[str]:
+def fit_command(system: str, steps: int, folder: Path, recipe: dict | None = None) -> list[str]:
+    """``tessera fit`` of ``system`` for ``steps``; ELECTRA with ``recipe`` (lr, generator width, mask
+    ratio, warmup; default ELECTRA_RECIPE), the MLM with LR and DATA."""
     enc = "--model.init_args.encoder.init_args.config."
+    data, own = dict(DATA), []
+    lr = LR
+    if system == "electra":
+        recipe = {**ELECTRA_RECIPE, **(recipe or {})}
+        lr, data["mask_ratio"] = recipe["lr"], recipe["mask_ratio"]
+        own = ["--model.init_args.generator_fraction", str(recipe["generator_fraction"]),
+               "--model.init_args.warmup", str(recipe["warmup"]), "--model.init_args.rtd_prior", str(recipe["mask_ratio"])]
     return [TESSERA, "fit", "--config", SYSTEMS[system], "--trainer.default_root_dir", str(folder),
             "--trainer.max_steps", str(steps), "--trainer.val_check_interval", str(steps),
-            "--trainer.enable_progress_bar", "false", "--model.init_args.lr", str(LR),
+            "--trainer.enable_progress_bar", "false", "--model.init_args.lr", str(lr), *own,
             # a checkpoint at the final step: checkpoints/last.ckpt (what zeroshot and code-misuse load)
             # was otherwise the step-250 one, while the exported encoder is the final step's
             "--trainer.callbacks.init_args.every_n_train_steps", str(steps),
             # no clipping: tasks.optim's fused AdamW refuses it under bf16 autocast (the same for both systems)
             "--trainer.gradient_clip_val", "null",
             *[a for k, v in ENCODER.items() for a in (enc + k, str(v))],
-            *[a for k, v in DATA.items() for a in (f"--data.init_args.{k}", str(v))]]
+            *[a for k, v in data.items() for a in (f"--data.init_args.{k}", str(v))]]
 
 
 WORKERS = 2  # --workers: processes at a time, one thread each
@@ -155,7 +180,8 @@ def encoder_folder(run: Path) -> Path:
 def pretrain(out: Path, p: dict, systems: list[str]) -> None:
     """Pretrain ``systems`` (the others' records in pretrain.json are kept: a rerun of one system
     after a fix compares with the other's earlier run at the same plan)."""
-    jobs = [(name, fit_command(name, p[f"{name}_steps"], out / name), out / f"{name}.log") for name in systems]
+    jobs = [(name, fit_command(name, p[f"{name}_steps"], out / name, p.get("electra_recipe")), out / f"{name}.log")
+            for name in systems]
     times = run_parallel(jobs)
     for name in systems:
         metrics = sorted((out / name).glob("**/metrics.json"))
@@ -168,6 +194,10 @@ def pretrain(out: Path, p: dict, systems: list[str]) -> None:
 
 def finetune(out: Path, seeds: list[int], scratch_seeds: list[int], encoders: list[str], tasks: list[str],
              benchmark: str = BENCHMARK) -> None:
+    proto = out / "finetune_protocol.json"  # one protocol per run folder, for every encoder and seed
+    if proto.is_file() and json.loads(proto.read_text()) != FINETUNE:
+        raise ValueError(f"{out} was fine-tuned with {json.loads(proto.read_text())}; pass the same --ft-* options or use a new --out")
+    proto.write_text(json.dumps(FINETUNE) + "\n")
     jobs = []
     for seed in seeds:  # seed by seed, so a cut-short run still has whole seeds
         for task in tasks:
@@ -189,62 +219,84 @@ def finetune(out: Path, seeds: list[int], scratch_seeds: list[int], encoders: li
     path.write_text(json.dumps({**old, **times}, indent=2) + "\n")
 
 
-def zeroshot(out: Path, max_examples: int | None = None, benchmark: str = BENCHMARK) -> dict:
-    """Variable Misuse from the discriminator's per-token replaced-probabilities, no fine-tuning."""
+def use_sites(tok, source: str, max_length: int):
+    """(ids, uses) for one function: ids (L,) = [CLS] + its first max_length - 2 subwords + [SEP];
+    uses = [((start, end), positions)] for every use of a local variable (the sites the benchmark's
+    Variable-Misuse bugs are drawn from; character spans) with the positions in ids of the subwords
+    that start inside it (+1 for [CLS]); uses cut off by max_length are left out. None when the
+    source does not parse as one function."""
     import numpy as np
     import torch
 
-    from modalities.code import load_code_tokenizer, local_variables
-    from tasks.data.code import featurise, read_split
+    from modalities.code import local_variables
+
+    enc = tok.encode(source)
+    n = min(len(enc.ids), max_length - 2)
+    try:
+        occ = local_variables(source)
+    except (SyntaxError, ValueError):
+        return None
+    uses = sorted((s, e) for spans in occ.values() for s, e, is_use in spans if is_use)
+    starts = enc.spans[:n, 0]
+    pos = [np.nonzero((starts >= s) & (starts < e))[0] + 1 for s, e in uses]  # +1: [CLS]
+    ids = torch.tensor([tok.cls_id, *enc.ids[:n].tolist(), tok.sep_id])
+    return ids, [(u, q) for u, q in zip(uses, pos, strict=True) if len(q)]
+
+
+def misuse_scores(model, tok, rows: list[dict], max_length: int = DATA["max_length"]) -> list[dict]:
+    """Per function, from ``model.replaced_logits`` (an ElectraModel, no fine-tuning): ``use_score``, the
+    highest replaced-probability any subword of a use of a local variable gets (a function's bug
+    score); ``any_token_score``, the highest over every real token; ``located``, whether the top use
+    is the bug site. Rows whose bug site lies beyond max_length are dropped (as fine-tuning drops them)."""
+    import numpy as np
+    import torch
+
+    from tasks.data.code import featurise
+
+    items = []
+    for r in rows:
+        if featurise(r, "variable_misuse", tok, max_length) is None:
+            continue  # its bug site lies beyond max_length: what fine-tuning and code-misuse drop too
+        found = use_sites(tok, r["source"], max_length)
+        if found is not None:
+            items.append({"ids": found[0], "uses": found[1], "label": int(r["label"]), "site": r.get("site")})
+    scores = []
+    for i in range(0, len(items), 32):
+        chunk = items[i : i + 32]
+        T = max(len(it["ids"]) for it in chunk)
+        ids = torch.zeros(len(chunk), T, dtype=torch.long)
+        mask = torch.zeros(len(chunk), T, dtype=torch.bool)
+        for b, it in enumerate(chunk):
+            ids[b, : len(it["ids"])], mask[b, : len(it["ids"])] = it["ids"], True
+        with torch.no_grad():
+            prob = torch.sigmoid(model.replaced_logits(ids, mask))  # (B, T): > 1/2 means "replaced"
+        for b, it in enumerate(chunk):
+            real = prob[b, 1 : len(it["ids"]) - 1]
+            per_use = [float(prob[b, q].max()) for _, q in it["uses"]]
+            top = int(np.argmax(per_use)) if per_use else -1
+            scores.append({"label": it["label"], "use_score": max(per_use, default=0.0),
+                           "any_token_score": float(real.max()) if len(real) else 0.0,
+                           "located": bool(top >= 0 and it["site"] is not None and it["uses"][top][0][0] == it["site"][0])})
+    return scores
+
+
+def zeroshot(out: Path, max_examples: int | None = None, benchmark: str = BENCHMARK) -> dict:
+    """Variable Misuse from the discriminator's per-token replaced-probabilities, no fine-tuning."""
+    import torch
+
+    from modalities.code import load_code_tokenizer
+    from tasks.data.code import read_split
+    from tasks.data.fetch import cache_path
     from tasks.metrics import auroc
-    from tasks.runs import load_system
+    from tasks.runs import checkpoint_of, load_system
 
     torch.set_num_threads(1)
-    from tasks.runs import checkpoint_of
-
     system, _, _ = load_system(out / "electra")
     ckpt_step = int(torch.load(checkpoint_of(out / "electra"), weights_only=True, map_location="cpu")["global_step"])
     tok = load_code_tokenizer(encoder_folder(out / "electra"))
-    from tasks.data.fetch import cache_path
-
     bench = Path(cache_path(benchmark))
-    splits = {}
-    for split in ("valid", "test"):
-        rows = read_split(bench, "variable_misuse", split, max_examples)
-        items = []
-        for r in rows:
-            if featurise(r, "variable_misuse", tok, DATA["max_length"]) is None:
-                continue  # its bug site lies beyond max_length: what fine-tuning and code-misuse drop too
-            enc = tok.encode(r["source"])
-            n = min(len(enc.ids), DATA["max_length"] - 2)
-            try:
-                occ = local_variables(r["source"])
-            except (SyntaxError, ValueError):
-                continue
-            uses = [(s, e) for spans in occ.values() for s, e, is_use in spans if is_use]
-            starts = enc.spans[:n, 0]
-            pos = [np.nonzero((starts >= s) & (starts < e))[0] + 1 for s, e in uses]  # +1: [CLS]
-            keep = [(u, q) for u, q in zip(uses, pos, strict=True) if len(q)]
-            ids = torch.tensor([tok.cls_id, *enc.ids[:n].tolist(), tok.sep_id])
-            items.append({"ids": ids, "uses": keep, "label": int(r["label"]), "site": r.get("site")})
-        scores = []
-        for i in range(0, len(items), 32):
-            chunk = items[i : i + 32]
-            T = max(len(it["ids"]) for it in chunk)
-            ids = torch.zeros(len(chunk), T, dtype=torch.long)
-            mask = torch.zeros(len(chunk), T, dtype=torch.bool)
-            for b, it in enumerate(chunk):
-                ids[b, : len(it["ids"])], mask[b, : len(it["ids"])] = it["ids"], True
-            with torch.no_grad():
-                prob = torch.sigmoid(system.model.replaced_logits(ids, mask))  # (B, T)
-            for b, it in enumerate(chunk):
-                real = prob[b, 1 : len(it["ids"]) - 1]
-                per_use = [float(prob[b, q].max()) for _, q in it["uses"]]
-                top = int(np.argmax(per_use)) if per_use else -1
-                scores.append({"label": it["label"], "use_score": max(per_use, default=0.0),
-                               "any_token_score": float(real.max()) if len(real) else 0.0,
-                               "located": bool(top >= 0 and it["site"] is not None and it["uses"][top][0][0] == it["site"][0])})
-        splits[split] = scores
+    splits = {split: misuse_scores(system.model, tok, read_split(bench, "variable_misuse", split, max_examples))
+              for split in ("valid", "test")}
     result = {"functions": {s: len(v) for s, v in splits.items()}, "checkpoint_step": ckpt_step}
     for key in ("use_score", "any_token_score"):
         val = [(x[key], x["label"]) for x in splits["valid"]]
@@ -267,6 +319,64 @@ def zeroshot(out: Path, max_examples: int | None = None, benchmark: str = BENCHM
             "--max-length", str(DATA["max_length"]), "--out", str(out / "zeroshot_mlm"), "--quiet",
             *(["--max-examples", str(max_examples)] if max_examples else [])]
     run_parallel([("mlm zero-shot", argv, out / "zeroshot_mlm.log")], workers=1)
+    return result
+
+
+def heldout(out: Path, batches: int = 8, benchmark: str = BENCHMARK) -> dict:
+    """The recipe probe's signals, held out and validation only (never test): on the first ``batches``
+    validation batches at the standard 15 % masking, the discriminator's RTD loss, accuracy and AUROC
+    against (a) its own generator's samples (seeded by batch) and (b) a fixed unigram corruption (the
+    masked positions resampled from the batches' own token frequencies, seeded: the same task for every
+    run, whatever its generator); and the zero-shot Variable-Misuse AUROC on the whole valid split."""
+    import torch
+    import torch.nn.functional as F
+
+    from modalities.code import load_code_tokenizer
+    from tasks.data.code import read_split
+    from tasks.data.collate import IGNORE
+    from tasks.data.fetch import cache_path
+    from tasks.metrics import auroc
+    from tasks.runs import load_system
+
+    torch.set_num_threads(1)
+    system, _, _ = load_system(out / "electra")
+    dm = data_module()
+    system.mask_token_id = dm.mask_token_id
+    loader = list(zip(range(batches), dm.val_dataloader(), strict=False))
+    real = torch.cat([b["attention_mask"].bool().flatten() for _, b in loader])
+    originals = torch.cat([torch.where(b["labels"] != IGNORE, b["labels"], b["input_ids"]).flatten() for _, b in loader])
+    counts = torch.bincount(originals[real], minlength=system.encoder.config.vocab_size).float()
+    counts[torch.tensor(load_code_tokenizer(encoder_folder(out / "electra")).special_ids)] = 0
+    own, uni = {"logits": [], "labels": []}, {"logits": [], "labels": []}
+    for i, batch in loader:
+        mask = batch["attention_mask"].bool()
+        with torch.no_grad():
+            r = system(batch, generator=torch.Generator().manual_seed(i))
+            own["logits"].append(r["rtd_logits"][mask]), own["labels"].append(r["replaced"][mask])
+            masked = batch["labels"] != IGNORE
+            original = torch.where(masked, batch["labels"], batch["input_ids"])
+            g = torch.Generator().manual_seed(10_000 + i)
+            sampled = torch.multinomial(counts, int(masked.sum()), replacement=True, generator=g)
+            corrupted = original.clone()
+            corrupted[masked] = sampled
+            uni["logits"].append(system.model.replaced_logits(corrupted, mask)[mask]), uni["labels"].append((corrupted != original)[mask])
+
+    def summary(d: dict) -> dict:
+        x, y = torch.cat(d["logits"]), torch.cat(d["labels"]).float()
+        rate = float(y.mean())
+        entropy = -(rate * torch.log(torch.tensor(rate)) + (1 - rate) * torch.log(torch.tensor(1 - rate)))
+        return {"auroc": round(auroc(x.tolist(), y.long().tolist()), 4),
+                "loss": round(float(F.binary_cross_entropy_with_logits(x, y)), 4), "base_rate_entropy": round(float(entropy), 4),
+                "accuracy": round(float(((x > 0) == y.bool()).float().mean()), 4), "replaced_share": round(rate, 4)}
+
+    tok = load_code_tokenizer(encoder_folder(out / "electra"))
+    vm = misuse_scores(system.model, tok, read_split(Path(cache_path(benchmark)), "variable_misuse", "valid", None))
+    result = {"tokens": int(real.sum()), "rtd_own_generator": summary(own), "rtd_unigram": summary(uni),
+              "variable_misuse_zero_shot_valid": {"functions": len(vm), **{
+                  k: round(auroc([x[k] for x in vm], [x["label"] for x in vm]), 4) for k in ("use_score", "any_token_score")}},
+              "load_average": os.getloadavg()}
+    (out / "heldout.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
     return result
 
 
@@ -487,10 +597,11 @@ def write_doc_table(result: dict) -> None:
 
 
 def main() -> int:
-    global WORKERS
+    global WORKERS, FINETUNE
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="runs/electra-code")
-    ap.add_argument("--stage", choices=("all", "plan", "pretrain", "finetune", "zeroshot", "report"), default="all")
+    ap.add_argument("--stage", choices=("all", "plan", "pretrain", "finetune", "zeroshot", "heldout", "report"), default="all",
+                    help="heldout: the recipe probe's held-out signals of the ELECTRA run (validation only; not in all)")
     ap.add_argument("--budget-steps", type=int, default=500, help="the FLOP budget, in MLM steps of the loader's batches")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--scratch-seeds", type=int, nargs="*", default=[0, 1, 2])
@@ -498,20 +609,32 @@ def main() -> int:
     ap.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS), help="finetune: which code tasks")
     ap.add_argument("--encoders", nargs="+", default=list(SYSTEMS), choices=list(SYSTEMS), help="pretrain, finetune: whose encoders")
     ap.add_argument("--zeroshot-max-examples", type=int, default=500, help="per split, a seeded sample (as tessera eval code)")
+    ap.add_argument("--electra-lr", type=float, default=ELECTRA_RECIPE["lr"], help="plan: ELECTRA's peak learning rate")
+    ap.add_argument("--generator-fraction", type=float, default=ELECTRA_RECIPE["generator_fraction"],
+                    help="plan: the generator's width as a fraction of the discriminator's")
+    ap.add_argument("--electra-mask-ratio", type=float, default=ELECTRA_RECIPE["mask_ratio"], help="plan: ELECTRA's mask ratio")
+    ap.add_argument("--electra-warmup", type=float, default=ELECTRA_RECIPE["warmup"], help="plan: ELECTRA's warm-up share of its steps")
+    ap.add_argument("--ft-steps", type=int, default=150, help="finetune: steps of each fine-tuning run (the same for every encoder)")
+    ap.add_argument("--ft-val-every", type=int, default=75, help="finetune: validate every N steps, test the best round")
+    ap.add_argument("--ft-max-examples", type=int, default=500, help="finetune: at most this many examples per split")
     ap.add_argument("--workers", type=int, default=WORKERS, help="pretrain, finetune: processes at a time, one thread each")
     args = ap.parse_args()
     WORKERS = args.workers
+    FINETUNE = finetune_protocol(args.ft_steps, args.ft_val_every, args.ft_max_examples)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stages = ["plan", "pretrain", "finetune", "zeroshot", "report"] if args.stage == "all" else [args.stage]
     for stage in stages:
         print(f"== {stage} ({time.strftime('%H:%M:%S')}, load {os.getloadavg()})", flush=True)
         if stage == "plan":
-            plan(out, args.budget_steps)
+            plan(out, args.budget_steps, {"lr": args.electra_lr, "generator_fraction": args.generator_fraction,
+                                          "mask_ratio": args.electra_mask_ratio, "warmup": args.electra_warmup})
         elif stage == "pretrain":
             pretrain(out, json.loads((out / "plan.json").read_text()), args.encoders)
         elif stage == "finetune":
             finetune(out, args.seeds, args.scratch_seeds, args.encoders, args.tasks, args.benchmark)
+        elif stage == "heldout":
+            heldout(out, benchmark=args.benchmark)
         elif stage == "zeroshot":
             zeroshot(out, args.zeroshot_max_examples, args.benchmark)
         else:

@@ -227,3 +227,80 @@ def test_the_benchmark_plots_each_encoder_at_its_pretraining_cpu_seconds():
         "scratch": 0.0, "mlm": 259.3, "electra": 372.0}
     assert set(bench.TASKS) == {"variable_misuse", "wrong_binary_operator", "swapped_operands", "function_docstring",
                                 "exception_type", "variable_misuse_repair"}  # the six code tasks
+
+
+MISUSE_CLEAN = "def scale(width, height):\n    area = width * height\n    return area + width\n"
+
+
+def misuse_rows():
+    """A clean function and the same with one use misused (width -> height), in the benchmark's rows."""
+    s = MISUSE_CLEAN.rindex("width")
+    buggy = MISUSE_CLEAN[:s] + "height" + MISUSE_CLEAN[s + len("width"):]
+    return [{"source": MISUSE_CLEAN, "label": 0, "site": [s, s + len("width")]},
+            {"source": buggy, "label": 1, "site": [s, s + len("height")]}]
+
+
+@pytest.fixture(scope="module")
+def code_tokenizer():
+    from modalities.code.tokenizer import CodeTokenizer
+
+    return CodeTokenizer.train([MISUSE_CLEAN * 3, misuse_rows()[1]["source"] * 3], 120)
+
+
+def test_zero_shot_use_sites_are_the_subwords_of_each_variable_use(code_tokenizer):
+    bench = bench_electra()
+    ids, uses = bench.use_sites(code_tokenizer, MISUSE_CLEAN, 64)
+    assert [u for u, _ in uses] == sorted(uses_spans := [(m, m + len(w)) for w, m in (
+        ("width", MISUSE_CLEAN.index("width *")), ("height", MISUSE_CLEAN.index("height\n")),
+        ("area", MISUSE_CLEAN.index("area +")), ("width", MISUSE_CLEAN.rindex("width")))])
+    enc = code_tokenizer.encode(MISUSE_CLEAN)
+    for (s, e), positions in uses:  # position k of ids is subword k - 1 ([CLS] first), which starts inside the use
+        assert ids[positions].tolist() == enc.ids[positions - 1].tolist()
+        assert all(s <= enc.spans[k - 1, 0] < e for k in positions)
+    assert len(uses_spans) == 4
+
+
+class SiteDetector(torch.nn.Module):
+    """A stand-in discriminator: "replaced" (logit +4) at the last position holding one of ``ids``, -4 elsewhere."""
+
+    def __init__(self, replaced_ids: list[int]):
+        super().__init__()
+        self.replaced_ids = torch.tensor(replaced_ids)
+
+    def replaced_logits(self, ids, mask):
+        hit = torch.isin(ids, self.replaced_ids) & mask
+        last = torch.where(hit, torch.arange(ids.shape[1]), -1).max(1).values  # (B,)
+        return torch.where(torch.arange(ids.shape[1]) == last[:, None], 4.0, -4.0)
+
+
+def test_zero_shot_scores_a_function_by_its_most_replaced_use_and_locates_the_bug(code_tokenizer):
+    bench = bench_electra()
+    rows = misuse_rows()
+    enc, at = code_tokenizer.encode(MISUSE_CLEAN), MISUSE_CLEAN.index("height")
+    height = [int(i) for i, (s, _) in zip(enc.ids, enc.spans, strict=True) if at <= s < at + len("height")]  # its subwords
+    scores = bench.misuse_scores(SiteDetector(height), code_tokenizer, rows, 64)
+    assert [x["label"] for x in scores] == [0, 1]
+    assert scores[1]["use_score"] == pytest.approx(torch.sigmoid(torch.tensor(4.0)).item())  # "replaced" means > 1/2
+    assert scores[1]["located"]  # the buggy function's top use is its bug site: the misused height
+    assert not scores[0]["located"]  # the clean one's last height is in width * height, not at the site
+    none = bench.misuse_scores(SiteDetector([code_tokenizer.cls_id]), code_tokenizer, rows, 64)
+    assert [x["use_score"] for x in none] == pytest.approx([torch.sigmoid(torch.tensor(-4.0)).item()] * 2)  # [CLS] is no use
+    assert [x["any_token_score"] for x in none] == pytest.approx([torch.sigmoid(torch.tensor(-4.0)).item()] * 2)
+
+
+def test_the_benchmarks_electra_recipe_reaches_only_the_electra_fit_and_the_protocol_is_one_for_all():
+    bench = bench_electra()
+    recipe = {"lr": 1e-3, "generator_fraction": 0.5, "mask_ratio": 0.25, "warmup": 0.1}
+    el = bench.fit_command("electra", 100, bench.ROOT / "x", recipe)
+    mlm = bench.fit_command("mlm", 100, bench.ROOT / "y", recipe)
+
+    def value(argv, flag):
+        return argv[argv.index(flag) + 1]
+
+    assert value(el, "--model.init_args.lr") == "0.001" and value(el, "--model.init_args.generator_fraction") == "0.5"
+    assert value(el, "--data.init_args.mask_ratio") == "0.25" and value(el, "--model.init_args.rtd_prior") == "0.25"
+    assert value(mlm, "--model.init_args.lr") == str(bench.LR) and value(mlm, "--data.init_args.mask_ratio") == "0.15"
+    assert "--model.init_args.generator_fraction" not in mlm
+    proto = bench.finetune_protocol(400, 100, 2000)
+    assert (value(proto, "--steps"), value(proto, "--val-every"), value(proto, "--max-examples")) == ("400", "100", "2000")
+    assert value(bench.FINETUNE, "--steps") == "150"  # the default is left alone
