@@ -424,7 +424,25 @@ def headline(row: dict) -> float:
     return row.get("test/accuracy", row.get("test/joint"))
 
 
-def report(out: Path, benchmark: str = BENCHMARK) -> dict:
+def probe_summary(folders: list[Path]) -> list[dict]:
+    """The recipe probe: per probe folder (plan, ELECTRA pretraining and heldout stages at one budget), its
+    recipe, steps, pretraining CPU seconds and held-out signals (validation only)."""
+    rows = []
+    for folder in folders:
+        plan_, pre = json.loads((folder / "plan.json").read_text()), json.loads((folder / "pretrain.json").read_text())["electra"]
+        held = json.loads((folder / "heldout.json").read_text())
+        val = pre["val"].get("final", pre["val"]) if pre.get("val") else {}
+        rows.append({"folder": str(folder), "recipe": plan_.get("electra_recipe", ELECTRA_RECIPE), "electra_steps": plan_["electra_steps"],
+                     "electra_tflops": round(plan_["electra_flops"] / 1e12, 3), "cpu_seconds": pre["cpu_seconds"],
+                     "generator_accuracy": round(val.get("val/generator_accuracy", float("nan")), 4),
+                     "rtd_auroc_own_generator": held["rtd_own_generator"]["auroc"], "rtd_loss_own_generator": held["rtd_own_generator"]["loss"],
+                     "rtd_base_rate_entropy": held["rtd_own_generator"]["base_rate_entropy"],
+                     "rtd_auroc_unigram": held["rtd_unigram"]["auroc"],
+                     "variable_misuse_zero_shot_valid_auroc": held["variable_misuse_zero_shot_valid"]["use_score"]})
+    return rows
+
+
+def report(out: Path, benchmark: str = BENCHMARK, probes: list[Path] | None = None) -> dict:
     p = json.loads((out / "plan.json").read_text())
     pre = json.loads((out / "pretrain.json").read_text())
     for row in pre.values():  # the final validation round only, not the whole training history
@@ -468,6 +486,8 @@ def report(out: Path, benchmark: str = BENCHMARK) -> dict:
                                                             "pooling": TASKS, "benchmark": benchmark, "tasks": table,
                                                             "mean_over_tasks": task_means(table)},
               "zero_shot_variable_misuse": zero, "representations": representations(out, benchmark), "commands": f"python scripts/bench_electra.py --out {out} --benchmark {benchmark}",
+              "heldout": json.loads((out / "heldout.json").read_text()) if (out / "heldout.json").is_file() else None,
+              "recipe_probe": probe_summary(probes or []),
               "load_average_at_report": os.getloadavg()}
     dest = ROOT / "results" / "electra_code.json"
     dest.parent.mkdir(exist_ok=True)
@@ -556,9 +576,12 @@ def write_doc_table(result: dict) -> None:
     """The results table of docs/electra.md, between its markers, generated from the JSON."""
     doc = ROOT / "docs" / "electra.md"
     p, pre = result["plan"], result["pretraining"]
+    recipe = {**ELECTRA_RECIPE, **p.get("electra_recipe", {})}
     lines = ["| | MLM | ELECTRA | same Transformer from scratch | majority |", "|---|---:|---:|---:|---:|",
              f"| pretraining steps ({DATA['batch_size']} x <= {DATA['max_length']} tokens) | {p['mlm_steps']} | {p['electra_steps']} | 0 | |",
              f"| analytic training TFLOPs | {p['budget_flops'] / 1e12:.2f} | {p['electra_flops'] / 1e12:.2f} | 0 | |",
+             f"| peak learning rate (ELECTRA: generator width) | {p.get('lr', LR):g} | {recipe['lr']:g} ({recipe['generator_fraction']:.2g}: "
+             f"{p['generator']['hidden_size']} wide) | | |",
              f"| pretraining CPU seconds (one thread) | {pre['mlm']['cpu_seconds']:.0f} | {pre['electra']['cpu_seconds']:.0f} | | |"]
     mv, ev = pre["mlm"].get("val") or {}, pre["electra"].get("val") or {}
     if mv and ev:
@@ -566,6 +589,10 @@ def write_doc_table(result: dict) -> None:
                      f"{ev['val/generator_accuracy']:.3f} | | |")
         lines.append(f"| held out: RTD accuracy (share of tokens left original) | | {ev['val/rtd_accuracy']:.3f} "
                      f"({1 - ev['val/replaced_share']:.3f}) | | |")
+    held = result.get("heldout")
+    if held:
+        lines.append(f"| held out: RTD AUROC, own generator / fixed unigram corruption | | {held['rtd_own_generator']['auroc']:.3f} / "
+                     f"{held['rtd_unigram']['auroc']:.3f} | | |")
     for task, row in result["finetuning"]["tasks"].items():
         metric = "joint accuracy" if task == "variable_misuse_repair" else "accuracy"
         lines.append(f"| {task}, test {metric} (seeds) | {fmt(row.get('mlm'))} | {fmt(row.get('electra'))} | "
@@ -617,6 +644,7 @@ def main() -> int:
     ap.add_argument("--ft-steps", type=int, default=150, help="finetune: steps of each fine-tuning run (the same for every encoder)")
     ap.add_argument("--ft-val-every", type=int, default=75, help="finetune: validate every N steps, test the best round")
     ap.add_argument("--ft-max-examples", type=int, default=500, help="finetune: at most this many examples per split")
+    ap.add_argument("--probes", type=Path, nargs="*", default=[], help="report: recipe-probe folders (plan, pretrain, heldout) to list")
     ap.add_argument("--workers", type=int, default=WORKERS, help="pretrain, finetune: processes at a time, one thread each")
     args = ap.parse_args()
     WORKERS = args.workers
@@ -638,7 +666,7 @@ def main() -> int:
         elif stage == "zeroshot":
             zeroshot(out, args.zeroshot_max_examples, args.benchmark)
         else:
-            report(out, args.benchmark)
+            report(out, args.benchmark, args.probes)
     return 0
 
 
