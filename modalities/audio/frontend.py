@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..backbone.dropout import FastDropout
 from ..backbone.linear import Linear, linear
 from .config import AudioEncoderConfig
 from .masking import length_mask
@@ -113,7 +114,7 @@ class FeatureProjection(nn.Module):
         c = config.conv_dim[-1]
         self.layer_norm = nn.LayerNorm(c, eps=config.layer_norm_eps) if config.feat_proj_layer_norm else None
         self.projection = Linear(c, config.hidden_size)
-        self.dropout = nn.Dropout(config.feat_proj_dropout)
+        self.dropout = FastDropout(config.feat_proj_dropout)
 
     def forward(self, x: Tensor) -> Tensor:
         # x: (B, T, C) -> (B, T, D)
@@ -157,7 +158,7 @@ class AudioFrontend(nn.Module):
         # post-LN (95M): LayerNorm right after the positional embedding (HF: encoder.layer_norm);
         # pre-LN (330M) closes the stack with the backbone's final norm instead
         self.layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps) if config.norm == "post" else None
-        self.dropout = nn.Dropout(config.hidden_dropout)
+        self.dropout = FastDropout(config.hidden_dropout)
 
     def check(self, wav: Tensor, attention_mask: Tensor | None) -> Tensor:
         """Validate a batch of waveforms; return per-clip sample counts (B,)."""

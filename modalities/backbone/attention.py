@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from ..registry import Registry
 from .config import BackboneConfig
+from .dropout import fast_dropout
 from .linear import Linear
 from .padding import Unpadded
 from .positions import apply_rope
@@ -87,7 +88,7 @@ class SdpaAttention(AttentionBackend):
             attn_mask = key_mask  # boolean: keeps the fused kernels eligible
         else:
             attn_mask = inputs.bias.masked_fill(~key_mask, float("-inf")).to(q.dtype)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=self.dropout_p)
+        out = attend(q, k, v, attn_mask, self.dropout_p, self.scale)
         return out.transpose(1, 2)  # (B, T, H, hd)
 
 
@@ -150,7 +151,7 @@ class UnpaddedAttention(AttentionBackend):
                     mask = mask & keys
                 else:
                     mask = torch.where(keys, mask, float("-inf"))  # (b, H, L, L)
-            o = F.scaled_dot_product_attention(qb, kb, vb, attn_mask=mask, dropout_p=self.dropout_p)
+            o = attend(qb, kb, vb, mask, self.dropout_p, self.scale)
             outs.append(o.transpose(1, 2)[bucket.valid])  # (n, H, hd) real slots only
             rows.append(bucket.scatter)
         if len(outs) == 1 and bucket.full:
@@ -175,6 +176,40 @@ class UnpaddedLoopAttention(AttentionBackend):
             outs.append(o[0].transpose(0, 1))  # (L, H, hd)
             start = end
         return torch.cat(outs)  # (N, H, hd)
+
+
+def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, dropout_p: float, scale: float) -> Tensor:
+    """softmax(q k^T * scale + mask) v over (b, H, L, hd), dropout on the probabilities; ``mask``: bool
+    (True = attend) or additive, broadcast to (b, H, L, L).
+
+    torch's SDPA, except on CPU where its kernels lose to three plain ops (``matmul_softmax``):
+    under dropout (SDPA's CPU kernel then takes its math path and draws one ``bernoulli_`` per
+    probability; here ``fast_dropout`` draws a fourth as many 64-bit integers) and in bf16 / fp16
+    (the CPU flash kernel, backward above all: 2-6x slower than matmul, bf16 softmax, matmul at
+    BERT4Rec, MiniLM and BERT-base head shapes up to 512 tokens; forward-only up to 256).
+    """
+    L = q.shape[-2]
+    if q.device.type == "cpu" and (
+        dropout_p > 0.0
+        or (q.dtype in (torch.bfloat16, torch.float16) and L <= (512 if torch.is_grad_enabled() else 256))
+    ):
+        return matmul_softmax(q, k, v, mask, dropout_p, scale)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, scale=scale)
+
+
+def matmul_softmax(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, dropout_p: float, scale: float) -> Tensor:
+    """``attend`` as matmul, softmax, dropout, matmul, all in q's dtype (the softmax kernel accumulates
+    in fp32 either way). A masked score becomes the dtype's lowest value, not -inf, so a row with
+    every key masked (a padding slot's) averages the values instead of turning NaN."""
+    scores = torch.matmul(q * scale, k.transpose(-1, -2))  # (b, H, L, L)
+    if mask is not None:
+        low = torch.finfo(scores.dtype).min
+        if mask.dtype == torch.bool:
+            scores = scores.masked_fill(~mask, low)
+        else:
+            scores = scores + mask.to(scores.dtype).clamp_min(low)
+    probs = fast_dropout(scores.softmax(dim=-1), dropout_p)
+    return torch.matmul(probs, v)
 
 
 def _flex_available() -> bool:

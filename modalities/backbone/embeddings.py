@@ -6,6 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from .config import TokenEncoderConfig
+from .dropout import FastDropout
 from .padding import token_positions
 
 
@@ -28,7 +29,7 @@ class TokenFrontend(nn.Module):
             nn.Embedding(config.type_vocab_size, D) if config.type_vocab_size > 0 else None
         )
         self.norm = nn.LayerNorm(D, eps=config.layer_norm_eps, bias=config.norm_bias) if config.embedding_norm else nn.Identity()
-        self.dropout = nn.Dropout(config.hidden_dropout)
+        self.dropout = FastDropout(config.hidden_dropout)
 
     def forward(
         self,

@@ -6,6 +6,7 @@ from torch import Tensor, nn
 
 from .attention import AttentionInputs, SelfAttention
 from .config import BackboneConfig
+from .dropout import FastDropout
 from .mlp import MLP
 
 
@@ -23,7 +24,7 @@ class EncoderLayer(nn.Module):
         self.attn_norm = nn.Identity() if skip else layer_norm(config)
         self.mlp = MLP(config)
         self.mlp_norm = layer_norm(config)
-        self.dropout = nn.Dropout(config.hidden_dropout)
+        self.dropout = FastDropout(config.hidden_dropout)
 
     def forward(self, x: Tensor, inputs: AttentionInputs) -> Tensor:
         # x: (B, T, D) padded or (N, D) unpadded; every op but the attention core is per token
