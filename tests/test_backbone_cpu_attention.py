@@ -61,7 +61,9 @@ def test_bf16_on_cpu_takes_the_matmul_path_and_stays_within_bf16_of_fp32(monkeyp
     for a, b in ((qb, q32), (kb, k32), (vb, v32)):
         assert (a.grad.float() - b.grad).abs().max() < 0.05 * b.grad.abs().max()
     attend(q, k, v, None, 0.0, 16**-0.5)  # fp32 without dropout: torch's fused kernel
-    assert calls == [1]
+    with torch.no_grad():
+        attend(qb, kb, vb, None, 0.0, 16**-0.5)  # bf16 forward only: the fused kernel as well
+    assert calls == [1, 1]
 
 
 def test_attention_dropout_on_cpu_drops_p_of_the_probabilities_and_keeps_the_expectation():
