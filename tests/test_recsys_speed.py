@@ -96,3 +96,28 @@ def test_last_labels_keep_only_each_sequences_final_next_item(tmp_path):
         SequenceDataModule(dataset="x", objective="cloze", labels="last")
     with pytest.raises(ValueError, match="labels"):
         SequenceDataModule(dataset="x", objective="next", labels="first")
+
+
+def test_batches_gathered_at_once_equal_the_row_by_row_batches():
+    from tasks.data import SequenceDataModule
+    from tasks.data.collate import pad_batch
+    from tasks.data.recsys import ClozeTrain, PaddedRows
+
+    histories = [list(range(1, 13)), [20, 21], [30], [40, 41, 42, 43, 44, 45]]
+    for sequences, step in (("prefixes", None), ("windows", 4), ("windows", None)):
+        ds = ClozeTrain(histories, max_length=5, sequences=sequences, step=step)
+        keys = [(3, i) for i in torch.randperm(len(ds), generator=torch.Generator().manual_seed(0)).tolist()]
+        batch = ds.__getitems__(keys)
+        assert isinstance(batch, PaddedRows) and batch.keys == keys
+        ids, mask = pad_batch([ds[k][1] for k in keys])
+        assert torch.equal(batch.ids, ids) and torch.equal(batch.mask, mask), sequences
+    assert isinstance(ClozeTrain(histories, 5, "histories").__getitems__([(0, 0)]), list)  # random windows: by row
+    for objective, labels in (("cloze", "all"), ("next", "all"), ("next", "last")):
+        dm = SequenceDataModule(dataset="x", objective=objective, labels=labels, mask_ratio=0.4, last_item_ratio=0.5)
+        dm.data = type("D", (), {"mask_id": 99})()
+        ds = ClozeTrain(histories, max_length=5, sequences="prefixes")
+        keys = [(1, i) for i in range(0, len(ds), 2)]
+        at_once = dm._collate_train(ds.__getitems__(keys))
+        by_row = dm._collate_train([ds[k] for k in keys])
+        assert at_once.keys() == by_row.keys()
+        assert all(torch.equal(at_once[k], by_row[k]) for k in at_once), (objective, labels)
