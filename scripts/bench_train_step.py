@@ -7,6 +7,10 @@ Levers:
                 (``tasks.optim.adamw``), a full optimizer step on the model's parameters
     checkpoint  activation checkpointing (``Backbone.checkpointing``): fwd+bwd time and the bytes
                 autograd keeps for backward (counted by saved-tensor hooks: contention cannot move it)
+    dropout     BERT's 0.1 hidden and attention dropout, torch's way (``nn.Dropout``, SDPA's own dropout:
+                one ``bernoulli_`` per element) vs the backbone's (``FastDropout``, ``attend``'s matmul
+                path on CPU), fwd+bwd in fp32 and under bf16 autocast; also bf16 without dropout, SDPA's
+                flash kernel vs the matmul path
     compile     ``Backbone.compile_layers()`` (inductor, dynamic token count): the compile time of the
                 first step and of the first step at a new batch shape, then fwd+bwd time
 Each timing is the median over reps of wall time and of this process's CPU time; ratios are
@@ -45,9 +49,9 @@ def ragged_batch(seed: int, n: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.randint(1000, 30000, mask.shape, generator=g), mask
 
 
-def model_of(size: str) -> TokenEncoder:
+def model_of(size: str, dropout: float = 0.0) -> TokenEncoder:
     torch.manual_seed(0)
-    return TokenEncoder(TokenEncoderConfig(**SIZES[size], hidden_dropout=0.0, attention_dropout=0.0,
+    return TokenEncoder(TokenEncoderConfig(**SIZES[size], hidden_dropout=dropout, attention_dropout=dropout,
                                            attention_backend="unpadded")).train()
 
 
@@ -146,7 +150,43 @@ def bench_compile(size: str, reps: int) -> dict:
     return res
 
 
-LEVERS = {"adamw": bench_adamw, "checkpoint": bench_checkpoint, "compile": bench_compile}
+def bench_dropout(size: str, reps: int) -> dict:
+    from modalities.backbone import attention
+    from modalities.backbone.dropout import FastDropout
+
+    def torch_dropouts(model):
+        for name, child in model.named_children():
+            if isinstance(child, FastDropout):
+                setattr(model, name, torch.nn.Dropout(child.p))
+            else:
+                torch_dropouts(child)
+        return model
+
+    fast, torch_way = model_of(size, 0.1), torch_dropouts(model_of(size, 0.1))
+    plain = model_of(size)
+
+    def step(model, matmul, bf16):
+        def run(ids, mask):
+            attention.MATMUL_ON_CPU = matmul
+            try:
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                    fwd_bwd(model, ids, mask)
+            finally:
+                attention.MATMUL_ON_CPU = True
+        return run
+
+    cells = {"fp32 torch": step(torch_way, False, False), "fp32 tessera": step(fast, True, False),
+             "bf16 torch": step(torch_way, False, True), "bf16 tessera": step(fast, True, True),
+             "bf16 no dropout sdpa": step(plain, False, True), "bf16 no dropout matmul": step(plain, True, True)}
+    res = alternate(cells, reps)
+    for a, b in (("fp32 torch", "fp32 tessera"), ("bf16 torch", "bf16 tessera"),
+                 ("bf16 no dropout sdpa", "bf16 no dropout matmul")):
+        res[f"{a} / {b}, cpu"] = res[a]["cpu_s"] / res[b]["cpu_s"]
+        res[f"{a} / {b}, wall"] = res[a]["wall_s"] / res[b]["wall_s"]
+    return res
+
+
+LEVERS = {"adamw": bench_adamw, "checkpoint": bench_checkpoint, "compile": bench_compile, "dropout": bench_dropout}
 
 
 def main() -> None:

@@ -29,6 +29,7 @@ except ImportError:  # pragma: no cover - older torch
 
 ATTENTION: Registry[type[AttentionBackend]] = Registry("attention backend")
 _compiled_flex = None  # torch.compile(flex_attention), built on first CUDA use
+MATMUL_ON_CPU = True  # False: ``attend`` always calls torch's SDPA (the reference scripts/bench_train_step.py compares with)
 
 
 @dataclass
@@ -188,7 +189,7 @@ def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, dropout_p: floa
     step up to 512 tokens (the CPU flash kernel's backward: MiniLM-size layers fwd+bwd 0.90x the
     CPU time on one thread, 0.77x on two). Forward only, its flash kernel wins (1.4x) and stays.
     """
-    if q.device.type == "cpu" and (
+    if MATMUL_ON_CPU and q.device.type == "cpu" and (
         dropout_p > 0.0
         or (q.dtype in (torch.bfloat16, torch.float16) and torch.is_grad_enabled() and q.shape[-2] <= 512)
     ):
