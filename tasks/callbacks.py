@@ -52,7 +52,7 @@ class ReleaseHeap(L.Callback):
 
 
 class TrainingLevers(L.Callback):
-    """Run-time speed levers applied to every shared ``Backbone`` in the system at setup (the weights
+    """Run-time speed levers applied to every shared ``Backbone`` in the system as a stage starts (the weights
     and the saved config never change, so any run can switch them on or off):
 
     - ``checkpointing``: activation checkpointing; each layer keeps only its input and recomputes
@@ -78,9 +78,11 @@ class TrainingLevers(L.Callback):
         self.compile, self.checkpointing, self.compile_mode = compile, checkpointing, compile_mode
         self.first_step_seconds: float | None = None
         self.backbones = 0
+        self._compiled: set[int] = set()
         self._t0: float | None = None
 
-    def setup(self, trainer, pl_module, stage):
+    def apply(self, pl_module) -> None:
+        """Set the levers on every ``Backbone`` in ``pl_module`` (each compiled once)."""
         from modalities.backbone import Backbone
 
         backbones = [m for m in pl_module.modules() if isinstance(m, Backbone)]
@@ -89,9 +91,26 @@ class TrainingLevers(L.Callback):
                              "remove the callback from the config")
         for backbone in backbones:
             backbone.checkpointing = self.checkpointing
-            if self.compile and self.backbones == 0:
+            if self.compile and id(backbone) not in self._compiled:
                 backbone.compile_layers(**({"mode": self.compile_mode} if self.compile_mode else {}))
+                self._compiled.add(id(backbone))
         self.backbones = len(backbones)
+
+    # Lightning runs a callback's ``setup`` before the module's own, and a system may build its
+    # networks there (BERT4Rec / SASRec with ``num_items: 0`` size theirs from the data): the levers
+    # go on at the start of each stage instead, on the networks that will run.
+    def on_fit_start(self, trainer, pl_module):
+        self.apply(pl_module)
+
+    def on_validation_start(self, trainer, pl_module):
+        if trainer.state.fn != "fit":
+            self.apply(pl_module)
+
+    def on_test_start(self, trainer, pl_module):
+        self.apply(pl_module)
+
+    def on_predict_start(self, trainer, pl_module):
+        self.apply(pl_module)
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         if self.first_step_seconds is None and self._t0 is None:

@@ -40,13 +40,38 @@ def test_build_optimizer_uses_the_fused_kernel_and_refuses_an_unknown_one():
 def test_training_levers_reach_every_backbone_and_refuse_a_system_without_one():
     cfg = BackboneConfig(hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32)
     system = nn.ModuleDict({"student": Backbone(cfg), "teacher": Backbone(cfg)})
-    TrainingLevers(checkpointing=True).setup(None, system, "fit")
+    TrainingLevers(checkpointing=True).apply(system)
     assert system["student"].checkpointing and system["teacher"].checkpointing
     assert not Backbone(cfg).checkpointing  # a class default, not a shared switch
     with pytest.raises(ValueError, match="TrainingLevers: Linear has no shared Backbone"):
-        TrainingLevers(checkpointing=True).setup(None, nn.Linear(2, 2), "fit")
+        TrainingLevers(checkpointing=True).apply(nn.Linear(2, 2))
     with pytest.raises(ValueError, match="compile_mode 'bogus' is not one of default, reduce-overhead"):
         TrainingLevers(compile=True, compile_mode="bogus")
+
+
+def test_training_levers_reach_a_backbone_the_system_builds_in_its_own_setup(tmp_path):
+    import lightning as L
+
+    cfg = BackboneConfig(hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32)
+
+    class BuildsInSetup(L.LightningModule):  # as BERT4Rec / SASRec do when num_items comes from the data
+        def setup(self, stage):
+            self.backbone = Backbone(cfg)
+            self.seen = []
+
+        def training_step(self, batch, batch_idx):
+            self.seen.append(self.backbone.checkpointing)
+            return self.backbone(batch).last_hidden_state.pow(2).mean()
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), 0.1)
+
+    model = BuildsInSetup()
+    trainer = L.Trainer(accelerator="cpu", max_steps=2, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
+                        callbacks=[TrainingLevers(checkpointing=True)])
+    trainer.fit(model, torch.utils.data.DataLoader(torch.randn(4, 5, 16), batch_size=2))
+    assert model.seen == [True, True]  # set on the network that trained, not on none at callback set-up
 
 
 def test_a_fused_adamw_allows_gradient_clipping_under_bf16_mixed_precision(tmp_path):
