@@ -108,3 +108,24 @@ def test_the_backbone_draws_its_dropouts_from_fast_dropout_and_the_seed_decides_
     torch.manual_seed(2)
     c = model(x, mask).last_hidden_state
     assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_a_batch_without_padding_skips_the_gathers_and_equals_eager_in_values_and_gradients(monkeypatch):
+    cfg = BackboneConfig(hidden_size=16, num_layers=2, num_heads=2, intermediate_size=32, hidden_dropout=0.0,
+                         attention_dropout=0.0, position="alibi", attention_backend="unpadded")
+    torch.manual_seed(0)
+    model = Backbone(cfg)
+    x = torch.randn(3, 6, 16, requires_grad=True)
+    mask = torch.ones(3, 6, dtype=torch.bool)
+    gathers = []
+    select = torch.Tensor.index_select
+    monkeypatch.setattr(torch.Tensor, "index_select", lambda *a, **kw: gathers.append(1) or select(*a, **kw))
+    got = model(x, mask).last_hidden_state
+    assert not gathers  # the dense path: views, one attention call per layer
+    got.pow(2).sum().backward()
+    g_got = x.grad.clone()
+    x.grad = None
+    model.set_attention_backend("eager")
+    want = model(x, mask).last_hidden_state
+    want.pow(2).sum().backward()
+    assert torch.allclose(got, want, atol=1e-5) and torch.allclose(g_got, x.grad, atol=1e-5)

@@ -131,6 +131,11 @@ class UnpaddedAttention(AttentionBackend):
 
                 _compiled_flex = torch.compile(flex_attention, dynamic=True)
             return flex_unpadded(q, k, v, inputs, self.scale, _compiled_flex)
+        if info.dense:  # every sequence as long as the batch: one call on views, no gathers
+            B, T = info.batch, info.length
+            qb, kb, vb = (t.view(B, T, *t.shape[1:]).transpose(1, 2) for t in (q, k, v))  # (B, H, T, hd)
+            o = attend(qb, kb, vb, _mask_of(inputs, T, q.dtype), self.dropout_p, self.scale)
+            return o.transpose(1, 2).reshape(q.shape)  # (N, H, hd)
         rows, outs = [], []
         buckets = info.buckets()
         if "gather" not in info.cache:  # every bucket's slots in one index: shared by the layers

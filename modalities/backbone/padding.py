@@ -35,6 +35,11 @@ class Unpadded:
     _buckets: list[Bucket] | None = None
     cache: dict = field(default_factory=dict)  # per-forward attention structures shared by the layers
 
+    @property
+    def dense(self) -> bool:
+        """Every slot of the padded batch is real: the packed rows are the padded ones, in order."""
+        return self.indices.numel() == self.batch * self.length
+
     def buckets(self, waste: float = 0.15) -> list[Bucket]:
         """The sequences grouped by length (longest first) so that padding each group to its
         longest member adds at most ``waste`` of its real tokens: a few batched attention calls
@@ -87,11 +92,15 @@ def unpad(x: Tensor, mask: Tensor) -> tuple[Tensor, Unpadded]:
     cu_seqlens = torch.nn.functional.pad(torch.cumsum(seqlens_t, 0, dtype=torch.int32), (1, 0))
     seqlens = seqlens_t.tolist()
     info = Unpadded(indices, cu_seqlens, seqlens, max(seqlens), B, T)
+    if info.dense:  # nothing to remove: a view, no gather (and no scatter in backward)
+        return x.flatten(0, 1), info  # (B * T, D)
     return x.flatten(0, 1)[indices], info  # (N, D)
 
 
 def pad(x: Tensor, info: Unpadded) -> Tensor:
     """(N, D) -> (B, T, D) with zeros at padded positions."""
+    if info.dense:
+        return x.view(info.batch, info.length, *x.shape[1:])
     out = x.new_zeros(info.batch * info.length, *x.shape[1:])
     out = out.index_copy(0, info.indices, x)  # out-of-place: autograd flows to x
     return out.view(info.batch, info.length, *x.shape[1:])
