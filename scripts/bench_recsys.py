@@ -54,8 +54,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 SIZE = dict(layers=2, heads=2, hidden=64, inner=256)  # BERT4Rec's paper size, both sides
 COST_LENGTH, COST_BATCH = 50, 256  # the per-epoch comparison: RecBole's prefixes, its default length

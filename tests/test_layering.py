@@ -62,7 +62,7 @@ def test_no_script_imports_another(path):
     assert not bad, f"scripts/{path.name} imports the script(s) {bad}: move what they share into tasks/"
 
 
-def test_no_test_edits_sys_path():
-    bad = [str(p.relative_to(ROOT)) for p in (ROOT / "tests").rglob("*.py")
-           if p.name != "test_layering.py" and "sys.path" in p.read_text()]
+def test_no_test_or_script_edits_sys_path():
+    files = [*(ROOT / "tests").rglob("*.py"), *(ROOT / "scripts").glob("*.py")]
+    bad = [str(p.relative_to(ROOT)) for p in files if p.name != "test_layering.py" and "sys.path" in p.read_text()]
     assert not bad, f"{bad} edit sys.path: import from the installed packages (modalities, tasks)"
