@@ -1,6 +1,6 @@
 """Do the recsys cost levers keep quality? Validation NDCG@10 (full ranking, history removed) at an
-equal number of updates, before the levers (fp32, ``nn.Dropout``) and with them (bf16-mixed,
-``FastDropout``), on ML-100k, one thread.
+equal number of updates, before the levers (fp32, ``nn.Dropout``, SDPA's attention dropout) and with
+them (bf16-mixed, ``FastDropout``, the backbone's CPU attention path), on ML-100k, one thread.
 
     python scripts/check_recsys_levers.py bert4rec old 0 200   # BERT4Rec, bert4rec_demo.yaml's recipe
     python scripts/check_recsys_levers.py bert4rec new 0 200
@@ -18,8 +18,6 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 
 def main() -> None:
@@ -35,8 +33,14 @@ def main() -> None:
         raise SystemExit("usage: check_recsys_levers.py bert4rec|sasrec old|new SEED UPDATES")
     arch, variant, seed, steps = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
     torch.set_num_threads(1)
-    if variant == "old":  # torch's nn.Dropout, as before the lever
+    if variant == "old":  # torch's nn.Dropout and SDPA's own attention dropout, as before the levers
+        import modalities.backbone.attention as attention
+        import modalities.backbone.embeddings as embeddings
+        import modalities.backbone.layer as layer
+
         recsys_model._fast_dropouts = lambda module: None
+        layer.FastDropout = embeddings.FastDropout = torch.nn.Dropout  # the networks are built later, in setup
+        attention.MATMUL_ON_CPU = False
     L.seed_everything(seed, verbose=False)
     if arch == "bert4rec":
         dm = SequenceDataModule(max_length=20, batch_size=256, sequences="prefixes", last_item_ratio=0.5, seed=seed)
