@@ -485,7 +485,8 @@ def report(out: Path, benchmark: str = BENCHMARK, probes: list[Path] | None = No
               "plan": p, "pretraining": pre, "training_curves": curves, "finetuning": {"protocol": " ".join(["tessera eval code", *FINETUNE]),
                                                             "pooling": TASKS, "benchmark": benchmark, "tasks": table,
                                                             "mean_over_tasks": task_means(table)},
-              "zero_shot_variable_misuse": zero, "representations": representations(out, benchmark), "commands": f"python scripts/bench_electra.py --out {out} --benchmark {benchmark}",
+              "zero_shot_variable_misuse": zero, "representations": representations(out, benchmark), "commands": f"python scripts/bench_electra.py --out {out} --benchmark {benchmark} --ft-steps {FINETUNE[FINETUNE.index('--steps') + 1]} "
+                          f"--ft-val-every {FINETUNE[FINETUNE.index('--val-every') + 1]} --ft-max-examples {FINETUNE[FINETUNE.index('--max-examples') + 1]}",
               "heldout": json.loads((out / "heldout.json").read_text()) if (out / "heldout.json").is_file() else None,
               "recipe_probe": probe_summary(probes or []),
               "load_average_at_report": os.getloadavg()}
